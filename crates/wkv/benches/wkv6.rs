@@ -134,7 +134,7 @@ fn main() {
     g.throughput(Throughput::Elements(t as u64));
     g.bench_function(format!("prefill T={t} reference (tokens)"), |b| b.iter(|| p.reference()));
     g.bench_function(format!("prefill T={t} ndarray op (tokens)"), |b| b.iter(|| p.op()));
-    for l in [16, 32, 64] {
+    for l in [8, 16, 32] {
         g.bench_function(format!("prefill T={t} chunked L={l} (tokens)"), |b| b.iter(|| p.chunked(l)));
     }
     g.throughput(Throughput::Elements(1));
@@ -162,7 +162,7 @@ fn main() {
     };
     row(format!("prefill T={t} reference"), median(3, || p.reference()), t as f64);
     row(format!("prefill T={t} ndarray op"), median(5, || p.op()), t as f64);
-    for l in [16, 32, 64] {
+    for l in [8, 16, 32] {
         row(format!("prefill T={t} chunked L={l}"), median(3, || p.chunked(l)), t as f64);
     }
     row("step reference".into(), median(201, || s.reference()), 1.0);

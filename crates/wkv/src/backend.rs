@@ -27,6 +27,33 @@ fn unwrap<B: Backend, const D: usize>(x: Tensor<B, D>) -> FloatTensor<B> {
     x.into_primitive().tensor()
 }
 
+/// [`chunked::forward`] on primitives: the default sequence path of every backend.
+pub fn chunked_forward<B: Backend>(
+    r: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    w_raw: FloatTensor<B>,
+    u: FloatTensor<B>,
+    initial_state: FloatTensor<B>,
+    chunk_len: usize,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let (y, s) = chunked::forward::<B>(wrap(r), wrap(k), wrap(v), wrap(w_raw), wrap(u), wrap(initial_state), chunk_len);
+    (unwrap(y), unwrap(s))
+}
+
+/// [`chunked::step`] on primitives: the default decoding step of every backend.
+pub fn chunked_step<B: Backend>(
+    r: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    w_raw: FloatTensor<B>,
+    u: FloatTensor<B>,
+    state: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let (y, s) = chunked::step::<B>(wrap(r), wrap(k), wrap(v), wrap(w_raw), wrap(u), wrap(state));
+    (unwrap(y), unwrap(s))
+}
+
 /// A backend that can run the WKV6 operator.
 ///
 /// Implement it with an empty body to get the chunked tensor-op formulation; override the methods
@@ -47,16 +74,7 @@ pub trait Wkv6Backend: Backend {
         initial_state: FloatTensor<Self>,
         chunk_len: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (y, s) = chunked::forward::<Self>(
-            wrap(r),
-            wrap(k),
-            wrap(v),
-            wrap(w_raw),
-            wrap(u),
-            wrap(initial_state),
-            chunk_len,
-        );
-        (unwrap(y), unwrap(s))
+        chunked_forward::<Self>(r, k, v, w_raw, u, initial_state, chunk_len)
     }
 
     /// One decoding step: `r, k, v, w_raw` `[B, H, N]`, `u` `[H, N]`, `state` `[B, H, N, N]`;
@@ -69,8 +87,7 @@ pub trait Wkv6Backend: Backend {
         u: FloatTensor<Self>,
         state: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (y, s) = chunked::step::<Self>(wrap(r), wrap(k), wrap(v), wrap(w_raw), wrap(u), wrap(state));
-        (unwrap(y), unwrap(s))
+        chunked_step::<Self>(r, k, v, w_raw, u, state)
     }
 }
 
@@ -80,7 +97,7 @@ mod ndarray_impl {
     use burn::backend::ndarray::{FloatNdArrayElement, IntNdArrayElement, NdArrayTensor, QuantElement, SharedArray};
     use burn::tensor::ops::FloatTensor;
 
-    use super::Wkv6Backend;
+    use super::{Wkv6Backend, chunked_forward, chunked_step};
     use crate::cpu;
 
     /// The CPU backend runs the multi-threaded recurrence of [`crate::cpu`].
@@ -96,9 +113,13 @@ mod ndarray_impl {
             w_raw: FloatTensor<Self>,
             u: FloatTensor<Self>,
             initial_state: FloatTensor<Self>,
-            _chunk_len: usize,
+            chunk_len: usize,
         ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-            cpu::forward_primitives::<Self>(r, k, v, w_raw, u, initial_state, false)
+            match cpu::forward_primitives(r, k, v, w_raw, u, initial_state, false) {
+                Ok(out) => out,
+                // Mixed float dtypes: the generic chunked path converts as it goes.
+                Err([r, k, v, w, u, s]) => chunked_forward::<Self>(r, k, v, w, u, s, chunk_len),
+            }
         }
 
         fn wkv6_step(
@@ -109,7 +130,10 @@ mod ndarray_impl {
             u: FloatTensor<Self>,
             state: FloatTensor<Self>,
         ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-            cpu::forward_primitives::<Self>(r, k, v, w_raw, u, state, true)
+            match cpu::forward_primitives(r, k, v, w_raw, u, state, true) {
+                Ok(out) => out,
+                Err([r, k, v, w, u, s]) => chunked_step::<Self>(r, k, v, w, u, s),
+            }
         }
     }
 }

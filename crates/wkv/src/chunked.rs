@@ -57,13 +57,16 @@ pub fn forward<B: Backend>(
     let l = chunk_len.clamp(1, t);
     let nc = t.div_ceil(l);
     let device = r.device();
+    // Created tensors follow the inputs' dtype: burn's per-device default dtype is shared by
+    // backends on the same device (NdArray<f32> and NdArray<f64>), so it cannot be trusted.
+    let dtype = r.dtype();
 
     // [B, T, H, N] -> [B, H, NC, L, N], zero-padded in time. Padded steps have k = v = 0 and
     // log-decay 0 (decay 1), so they leave the state unchanged.
     let chunks = |x: Tensor<B, 4>| -> Tensor<B, 5> {
         let x = x.swap_dims(1, 2);
         let x = if nc * l > t {
-            Tensor::cat(vec![x, Tensor::zeros([b, h, nc * l - t, n], &device)], 2)
+            Tensor::cat(vec![x, Tensor::zeros([b, h, nc * l - t, n], (&device, dtype))], 2)
         } else {
             x
         };
@@ -94,7 +97,7 @@ pub fn forward<B: Backend>(
     // Bonus on the diagonal: sum_i r_t[i] u[i] k_t[i].
     let u = u.reshape([1, h, 1, 1, n]);
     let bonus = (r.clone() * u * k.clone()).sum_dim(4); // [B, H, NC, L, 1]
-    let eye = Tensor::<B, 2>::eye(l, &device).reshape([1, 1, 1, l, l]);
+    let eye = Tensor::<B, 2>::ones([l, l], (&device, dtype)).tril(0).triu(0).reshape([1, 1, 1, l, l]);
     let scores = scores + bonus * eye;
     let y_intra = scores.matmul(v.clone());
 

@@ -16,13 +16,84 @@ use crate::WkvError;
 use crate::reference::{Dims, Inputs, Output, decay};
 
 /// Width of the output strip kept in registers by the inner loop.
-const STRIP: usize = 16;
+const STRIP: usize = 32;
 
-/// Runs one `(batch, head)` over all `T` steps. `stride` is the distance between two time steps
-/// in the input slices (`H·N`); `y` is this head's contiguous `[T, N]` output.
+/// Element types of the CPU kernel: f32 (with a vectorisable `exp`) and f64.
+pub trait KernelFloat: Float + Send + Sync + 'static {
+    /// The decay `exp(-exp(w_raw))`, as [`decay`] but in a form the compiler can vectorise.
+    fn fast_decay(w_raw: Self) -> Self;
+}
+
+impl KernelFloat for f64 {
+    #[inline(always)]
+    fn fast_decay(w_raw: f64) -> f64 {
+        decay(w_raw)
+    }
+}
+
+impl KernelFloat for f32 {
+    #[inline(always)]
+    fn fast_decay(w_raw: f32) -> f32 {
+        exp_f32(-exp_f32(w_raw))
+    }
+}
+
+/// `e^x` for f32 within 2 ulp, branch-free and integer-conversion-free so that loops over it
+/// vectorise (Cody–Waite range reduction and the Cephes minimax polynomial).
+///
+/// Inputs are clamped to `[-87.3, 88.3]`: below, the result saturates at `e^-87.3 ≈ 1.2e-38`
+/// (where the exact value is `< 1.2e-38`); NaN gives `e^-87.3`.
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const C1: f32 = 0.693_359_4;
+    const C2: f32 = -2.121_944_4e-4;
+    // 1.5 * 2^23: adding it rounds to an integer held in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    let xc = x.max(-87.3).min(88.3);
+    let nb = (xc * LOG2E + ROUND).to_bits();
+    let n = f32::from_bits(nb) - ROUND;
+    let r = xc - n * C1 - n * C2;
+    let mut p = 1.987_569_2e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let y = p * r * r + r + 1.0;
+    // 2^n from the integer in the mantissa of `nb` (n in [-126, 128]).
+    let scale = f32::from_bits(nb.wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23);
+    y * scale
+}
+
+/// Output columns `j0..j0 + W` of one step: `y[j] = bonus·v[j] + sum_i r[i]·S[i, j]` with the
+/// strip's accumulators in registers, and the matching state update `S[i, j] = w[i]·S[i, j] + k[i]·v[j]`.
+#[inline(always)]
+fn strip<F: KernelFloat, const FMA: bool, const W: usize>(j0: usize, x: [&[F]; 4], bonus: F, state: &mut [F], yt: &mut [F]) {
+    let fma = |a: F, b: F, c: F| if FMA { a.mul_add(b, c) } else { a * b + c };
+    let [r, k, w, v] = x;
+    let n = r.len();
+    let vs: [F; W] = core::array::from_fn(|q| v[j0 + q]);
+    let mut acc = [F::zero(); W];
+    for i in 0..n {
+        let row: &mut [F; W] = (&mut state[i * n + j0..i * n + j0 + W]).try_into().unwrap();
+        let (ri, ki, wi) = (r[i], k[i], w[i]);
+        for q in 0..W {
+            acc[q] = fma(ri, row[q], acc[q]);
+            row[q] = fma(wi, row[q], ki * vs[q]);
+        }
+    }
+    for q in 0..W {
+        yt[j0 + q] = fma(bonus, vs[q], acc[q]);
+    }
+}
+
+/// Runs one `(batch, head)` over all `T` steps, updating `state` (`[N, N]`, key-major) in place.
+/// `stride` is the distance between two time steps in the input slices (`H·N`); `y` is this
+/// head's contiguous `[T, N]` output; `w` is scratch of length `N`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn head_inner<F: Float, const FMA: bool>(
+fn head_inner<F: KernelFloat, const FMA: bool>(
     n: usize,
     t_len: usize,
     stride: usize,
@@ -38,26 +109,23 @@ fn head_inner<F: Float, const FMA: bool>(
         let o = t * stride;
         let (r, k, v) = (&r_all[o..o + n], &k_all[o..o + n], &v_all[o..o + n]);
         for (wi, &wr) in w.iter_mut().zip(&w_all[o..o + n]) {
-            *wi = decay(wr);
+            *wi = F::fast_decay(wr);
         }
-        let bonus = (0..n).fold(F::zero(), |a, i| fma(r[i] * u[i], k[i], a));
+        // sum_i r_i u_i k_i in 8 independent lanes (a single chain would serialise on FMA latency).
+        let mut lanes = [F::zero(); 8];
+        for (i, (&ri, (&ui, &ki))) in r.iter().zip(u.iter().zip(k)).enumerate() {
+            lanes[i % 8] = fma(ri * ui, ki, lanes[i % 8]);
+        }
+        let bonus = lanes.iter().fold(F::zero(), |a, &l| a + l);
         let yt = &mut y[t * n..(t + 1) * n];
         let mut j0 = 0;
         while j0 + STRIP <= n {
-            let vs: [F; STRIP] = core::array::from_fn(|q| v[j0 + q]);
-            let mut acc = [F::zero(); STRIP];
-            for i in 0..n {
-                let row: &mut [F; STRIP] = (&mut state[i * n + j0..i * n + j0 + STRIP]).try_into().unwrap();
-                let (ri, ki, wi) = (r[i], k[i], w[i]);
-                for q in 0..STRIP {
-                    acc[q] = fma(ri, row[q], acc[q]);
-                    row[q] = fma(wi, row[q], ki * vs[q]);
-                }
-            }
-            for q in 0..STRIP {
-                yt[j0 + q] = fma(bonus, vs[q], acc[q]);
-            }
+            strip::<F, FMA, STRIP>(j0, [r, k, w, v], bonus, state, yt);
             j0 += STRIP;
+        }
+        while j0 + 8 <= n {
+            strip::<F, FMA, 8>(j0, [r, k, w, v], bonus, state, yt);
+            j0 += 8;
         }
         for j in j0..n {
             let mut acc = F::zero();
@@ -74,7 +142,7 @@ fn head_inner<F: Float, const FMA: bool>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn head_avx2<F: Float>(
+unsafe fn head_avx2<F: KernelFloat>(
     n: usize,
     t_len: usize,
     stride: usize,
@@ -88,7 +156,7 @@ unsafe fn head_avx2<F: Float>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn head<F: Float>(n: usize, t_len: usize, stride: usize, x: [&[F]; 4], u: &[F], state: &mut [F], y: &mut [F]) {
+fn head<F: KernelFloat>(n: usize, t_len: usize, stride: usize, x: [&[F]; 4], u: &[F], state: &mut [F], y: &mut [F]) {
     let mut w = vec![F::zero(); n];
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
@@ -99,11 +167,11 @@ fn head<F: Float>(n: usize, t_len: usize, stride: usize, x: [&[F]; 4], u: &[F], 
     head_inner::<F, false>(n, t_len, stride, x, u, state, y, &mut w)
 }
 
-/// Number of worker threads for `jobs` independent heads.
+/// Number of worker threads for `jobs` independent heads of `work_per_job` multiply-adds each.
 fn threads_for(jobs: usize, work_per_job: usize) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-    // Below ~32k multiply-adds a thread costs more than it saves.
-    let useful = (jobs * work_per_job / 32_768).max(1);
+    // A thread costs tens of microseconds: give each at least ~1M multiply-adds.
+    let useful = (jobs * work_per_job / (1 << 20)).max(1);
     cores.min(jobs).min(useful).max(1)
 }
 
@@ -111,20 +179,35 @@ fn threads_for(jobs: usize, work_per_job: usize) -> usize {
 ///
 /// Same contract as [`crate::reference::forward`]: errors on slice lengths that do not match
 /// `dims`, returns `y` `[B, T, H, N]` and the final state `[B, H, N, N]`.
-pub fn forward<F: Float + Send + Sync>(dims: Dims, x: Inputs<'_, F>) -> Result<Output<F>, WkvError> {
+pub fn forward<F: KernelFloat>(dims: Dims, x: Inputs<'_, F>) -> Result<Output<F>, WkvError> {
     dims.check_inputs(&x)?;
-    let Dims { b: nb, t: nt, h: nh, n } = dims;
     let mut state = match x.initial_state {
         Some(s) => s.to_vec(),
         None => vec![F::zero(); dims.state_len()],
     };
-    let jobs = nb * nh;
-    let mut head_y = vec![F::zero(); jobs * nt * n];
+    let mut y = vec![F::zero(); dims.seq_len()];
+    forward_in_place(dims, Inputs { initial_state: None, ..x }, &mut state, &mut y)?;
+    Ok(Output { y, state })
+}
+
+/// [`forward`] without allocating the state: `state` (`[B, H, N, N]`) holds the initial state and
+/// receives the final one; `y` (`[B, T, H, N]`) receives the output. `x.initial_state` is ignored.
+pub fn forward_in_place<F: KernelFloat>(dims: Dims, x: Inputs<'_, F>, state: &mut [F], y: &mut [F]) -> Result<(), WkvError> {
+    dims.check_inputs(&Inputs { initial_state: Some(state), ..x })?;
+    if y.len() != dims.seq_len() {
+        return Err(WkvError::Length { name: "y", expected: vec![dims.b, dims.t, dims.h, dims.n], found: y.len() });
+    }
+    let Dims { b: _, t: nt, h: nh, n } = dims;
+    let jobs = dims.b * nh;
+    // With T = 1 the per-head output is already contiguous in y; otherwise heads write [T, N]
+    // blocks that are scattered afterwards.
+    let mut head_y = if nt == 1 { Vec::new() } else { vec![F::zero(); jobs * nt * n] };
     let threads = threads_for(jobs, nt * n * n);
     {
+        let outs: &mut [F] = if nt == 1 { &mut *y } else { &mut head_y };
         let mut work: Vec<(usize, &mut [F], &mut [F])> = state
             .chunks_mut(n * n)
-            .zip(head_y.chunks_mut(nt * n))
+            .zip(outs.chunks_mut(nt * n))
             .enumerate()
             .map(|(job, (s, y))| (job, s, y))
             .collect();
@@ -148,16 +231,16 @@ pub fn forward<F: Float + Send + Sync>(dims: Dims, x: Inputs<'_, F>) -> Result<O
             });
         }
     }
-    // Scatter the per-head [T, N] outputs into [B, T, H, N].
-    let mut y = vec![F::zero(); dims.seq_len()];
-    for (job, hy) in head_y.chunks(nt * n).enumerate() {
-        let (b, h) = (job / nh, job % nh);
-        for t in 0..nt {
-            let o = dims.seq_index(b, t, h, 0);
-            y[o..o + n].copy_from_slice(&hy[t * n..(t + 1) * n]);
+    if nt > 1 {
+        for (job, hy) in head_y.chunks(nt * n).enumerate() {
+            let (b, h) = (job / nh, job % nh);
+            for t in 0..nt {
+                let o = dims.seq_index(b, t, h, 0);
+                y[o..o + n].copy_from_slice(&hy[t * n..(t + 1) * n]);
+            }
         }
     }
-    Ok(Output { y, state })
+    Ok(())
 }
 
 #[cfg(feature = "ndarray")]
@@ -165,61 +248,88 @@ pub(crate) use ndarray_glue::forward_primitives;
 
 #[cfg(feature = "ndarray")]
 mod ndarray_glue {
-    use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive, backend::Backend, ops::FloatTensor};
+    use std::borrow::Cow;
 
-    use super::forward;
+    use burn::backend::ndarray::{NdArrayTensor, SharedArray};
+
+    use super::{KernelFloat, forward_in_place};
     use crate::reference::{Dims, Inputs};
 
-    fn values<B: Backend, const D: usize, F: burn::tensor::Element>(x: FloatTensor<B>) -> (Vec<F>, [usize; D]) {
-        let t = Tensor::<B, D>::from_primitive(TensorPrimitive::Float(x));
-        let dims = t.dims();
-        let data = t.into_data().convert::<F>();
-        (data.into_vec::<F>().expect("converted to the requested element type"), dims)
+    /// Element types with an `NdArrayTensor` variant.
+    pub(crate) trait HostFloat: KernelFloat {
+        fn view(t: &NdArrayTensor) -> Option<Cow<'_, [Self]>>;
+        fn owned(t: NdArrayTensor) -> Option<SharedArray<Self>>;
     }
 
-    fn tensor<B: Backend, const D: usize, F: burn::tensor::Element>(
-        v: Vec<F>,
-        shape: [usize; D],
-        device: &B::Device,
-    ) -> FloatTensor<B> {
-        Tensor::<B, D>::from_data(TensorData::new(v, shape), device).into_primitive().tensor()
-    }
-
-    fn run<B: Backend, F: burn::tensor::Element + num_traits::Float + Send + Sync>(
-        x: [FloatTensor<B>; 6],
-        step: bool,
-    ) -> (FloatTensor<B>, FloatTensor<B>) {
-        let [r, k, v, w, u, s] = x;
-        let device = B::float_device(&r);
-        // A step is a sequence of length 1: [B, H, N] has the layout of [B, 1, H, N].
-        let (dims, r, k, v, w) = if step {
-            let (r, [b, h, n]) = values::<B, 3, F>(r);
-            (Dims::new(b, 1, h, n), r, values::<B, 3, F>(k).0, values::<B, 3, F>(v).0, values::<B, 3, F>(w).0)
-        } else {
-            let (r, [b, t, h, n]) = values::<B, 4, F>(r);
-            (Dims::new(b, t, h, n), r, values::<B, 4, F>(k).0, values::<B, 4, F>(v).0, values::<B, 4, F>(w).0)
+    macro_rules! host_float {
+        ($t:ty, $variant:ident) => {
+            impl HostFloat for $t {
+                fn view(t: &NdArrayTensor) -> Option<Cow<'_, [Self]>> {
+                    match t {
+                        NdArrayTensor::$variant(s) => {
+                            let view = s.view();
+                            Some(match view.to_slice() {
+                                Some(slice) => Cow::Borrowed(slice),
+                                None => Cow::Owned(s.view().iter().copied().collect()),
+                            })
+                        }
+                        _ => None,
+                    }
+                }
+                fn owned(t: NdArrayTensor) -> Option<SharedArray<Self>> {
+                    match t {
+                        NdArrayTensor::$variant(s) => Some(s.into_owned()),
+                        _ => None,
+                    }
+                }
+            }
         };
-        let (u, _) = values::<B, 2, F>(u);
-        let (s, s_shape) = values::<B, 4, F>(s);
-        let inputs = Inputs { r: &r, k: &k, v: &v, w_raw: &w, u: &u, initial_state: Some(&s) };
-        let out = forward(dims, inputs).expect("shapes checked by the public entry point");
-        let Dims { b, t, h, n } = dims;
-        let y = if step { tensor::<B, 3, F>(out.y, [b, h, n], &device) } else { tensor::<B, 4, F>(out.y, [b, t, h, n], &device) };
-        (y, tensor::<B, 4, F>(out.state, s_shape, &device))
+    }
+    host_float!(f32, F32);
+    host_float!(f64, F64);
+
+    fn run<F: HostFloat>(x: [NdArrayTensor; 6], step: bool) -> Result<(NdArrayTensor, NdArrayTensor), [NdArrayTensor; 6]>
+    where
+        NdArrayTensor: From<SharedArray<F>>,
+    {
+        if !x.iter().all(|t| F::view(t).is_some()) {
+            return Err(x);
+        }
+        let [r, k, v, w, u, s] = x;
+        let seq_shape = burn::tensor::TensorMetadata::shape(&r).to_vec();
+        let dims = match seq_shape[..] {
+            [b, h, n] if step => Dims::new(b, 1, h, n),
+            [b, t, h, n] => Dims::new(b, t, h, n),
+            _ => unreachable!("shapes are checked by the public entry point"),
+        };
+        let view = |t| F::view(t).expect("dtype checked above");
+        let (r, k, v, w, u) = (view(&r), view(&k), view(&v), view(&w), view(&u));
+        // The state is updated in place when the caller handed over its only reference.
+        let mut state = F::owned(s).expect("dtype checked above");
+        let state_shape = state.shape().to_vec();
+        if !state.is_standard_layout() {
+            state = state.as_standard_layout().to_shared();
+        }
+        let mut y = vec![F::zero(); dims.seq_len()];
+        let inputs = Inputs { r: &r, k: &k, v: &v, w_raw: &w, u: &u, initial_state: None };
+        let s = state.as_slice_mut().expect("standard layout");
+        forward_in_place(dims, inputs, s, &mut y).expect("shapes checked by the public entry point");
+        let y = SharedArray::<F>::from_shape_vec(seq_shape, y).expect("y has the shape of r");
+        let state = state.into_shape_with_order(state_shape).expect("same shape");
+        Ok((y.into(), state.into()))
     }
 
-    /// Runs [`forward`] on backend primitives: in f64 for f64 tensors, in f32 otherwise.
-    pub(crate) fn forward_primitives<B: Backend>(
-        r: FloatTensor<B>,
-        k: FloatTensor<B>,
-        v: FloatTensor<B>,
-        w_raw: FloatTensor<B>,
-        u: FloatTensor<B>,
-        state: FloatTensor<B>,
+    /// Runs the CPU kernel on `NdArray` primitives, reading the inputs in place. Gives the inputs
+    /// back when they are not all f32 or all f64.
+    pub(crate) fn forward_primitives(
+        r: NdArrayTensor,
+        k: NdArrayTensor,
+        v: NdArrayTensor,
+        w_raw: NdArrayTensor,
+        u: NdArrayTensor,
+        state: NdArrayTensor,
         step: bool,
-    ) -> (FloatTensor<B>, FloatTensor<B>) {
-        let is_f64 = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(u.clone())).dtype() == DType::F64;
-        let x = [r, k, v, w_raw, u, state];
-        if is_f64 { run::<B, f64>(x, step) } else { run::<B, f32>(x, step) }
+    ) -> Result<(NdArrayTensor, NdArrayTensor), [NdArrayTensor; 6]> {
+        run::<f32>([r, k, v, w_raw, u, state], step).or_else(|x| run::<f64>(x, step))
     }
 }

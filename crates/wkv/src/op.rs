@@ -101,7 +101,7 @@ pub fn wkv6_with<B: Wkv6Backend>(
             expect("initial_state", &s.dims(), &[b, h, n, n])?;
             s
         }
-        None => Tensor::zeros([b, h, n, n], &r.device()),
+        None => Tensor::zeros([b, h, n, n], (&r.device(), r.dtype())),
     };
     let (y, state) = B::wkv6_forward(prim(r), prim(k), prim(v), prim(w_raw), prim(u), prim(state), options.chunk_len);
     Ok(Wkv6Output { y: tensor(y), state: tensor(state) })

@@ -212,7 +212,9 @@ pub fn compare(name: &str, got: &[f64], want: &[f64], tol: Tolerance) -> Result<
 }
 
 fn tensor<B: burn::tensor::backend::Backend, const D: usize>(v: &[f64], shape: [usize; D], dev: &B::Device) -> Tensor<B, D> {
-    Tensor::from_data(TensorData::new(v.to_vec(), shape).convert::<B::FloatElem>(), dev)
+    // The dtype is explicit: burn's per-device default is shared by NdArray<f32> and NdArray<f64>.
+    let dtype = <B::FloatElem as burn::tensor::Element>::dtype();
+    Tensor::from_data(TensorData::new(v.to_vec(), shape).convert::<B::FloatElem>(), (dev, dtype))
 }
 
 fn values<B: burn::tensor::backend::Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {

@@ -32,7 +32,8 @@ pub fn load(name: &str) -> std::collections::HashMap<String, Loaded> {
 }
 
 pub fn tensor<B: Backend, const D: usize>(v: &[f32], shape: [usize; D], dev: &B::Device) -> Tensor<B, D> {
-    Tensor::from_data(TensorData::new(v.to_vec(), shape).convert::<B::FloatElem>(), dev)
+    let dtype = <B::FloatElem as burn::tensor::Element>::dtype();
+    Tensor::from_data(TensorData::new(v.to_vec(), shape).convert::<B::FloatElem>(), (dev, dtype))
 }
 
 pub fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
