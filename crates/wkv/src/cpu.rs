@@ -18,6 +18,25 @@ use crate::reference::{Dims, Inputs, Output, decay};
 /// Width of the output strip kept in registers by the inner loop.
 const STRIP: usize = 32;
 
+/// Time steps to prefetch ahead (the inputs of one head are strided in time).
+const PREFETCH: usize = 4;
+
+/// Hints the CPU to load the cache lines holding `x[..N]` (a no-op off x86-64).
+#[inline(always)]
+fn prefetch<F>(x: &[F]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let bytes = std::mem::size_of_val(x).min(256);
+        let p = x.as_ptr() as *const i8;
+        for off in (0..bytes).step_by(64) {
+            // SAFETY: prefetching never faults; the address lies inside `x`.
+            unsafe { core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.add(off)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
+}
+
 /// Element types of the CPU kernel: f32 (with a vectorisable `exp`) and f64.
 pub trait KernelFloat: Float + Send + Sync + 'static {
     /// The decay `exp(-exp(w_raw))`, as [`decay`] but in a form the compiler can vectorise.
@@ -88,53 +107,147 @@ fn strip<F: KernelFloat, const FMA: bool, const W: usize>(j0: usize, x: [&[F]; 4
     }
 }
 
-/// Runs one `(batch, head)` over all `T` steps, updating `state` (`[N, N]`, key-major) in place.
-/// `stride` is the distance between two time steps in the input slices (`H·N`); `y` is this
-/// head's contiguous `[T, N]` output; `w` is scratch of length `N`.
+/// Two consecutive steps `t`, `t + 1` on output columns `j0..j0 + W`: each state strip is loaded
+/// and stored once for both steps (halving the state traffic of [`strip`]). `y_{t+1}` reads the
+/// state after step `t`, as the recurrence requires; columns are independent, so this is exact.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn head_inner<F: KernelFloat, const FMA: bool>(
+fn strip2<F: KernelFloat, const FMA: bool, const W: usize>(
+    j0: usize,
+    x0: [&[F]; 4],
+    x1: [&[F]; 4],
+    bonus: [F; 2],
+    state: &mut [F],
+    y0: &mut [F],
+    y1: &mut [F],
+) {
+    let fma = |a: F, b: F, c: F| if FMA { a.mul_add(b, c) } else { a * b + c };
+    let ([r0, k0, w0, v0], [r1, k1, w1, v1]) = (x0, x1);
+    let n = r0.len();
+    let vs0: [F; W] = core::array::from_fn(|q| v0[j0 + q]);
+    let vs1: [F; W] = core::array::from_fn(|q| v1[j0 + q]);
+    let (mut acc0, mut acc1) = ([F::zero(); W], [F::zero(); W]);
+    for i in 0..n {
+        let row: &mut [F; W] = (&mut state[i * n + j0..i * n + j0 + W]).try_into().unwrap();
+        let (ra, ka, wa, rb, kb, wb) = (r0[i], k0[i], w0[i], r1[i], k1[i], w1[i]);
+        for q in 0..W {
+            let s = row[q];
+            acc0[q] = fma(ra, s, acc0[q]);
+            let s = fma(wa, s, ka * vs0[q]);
+            acc1[q] = fma(rb, s, acc1[q]);
+            row[q] = fma(wb, s, kb * vs1[q]);
+        }
+    }
+    for q in 0..W {
+        y0[j0 + q] = fma(bonus[0], vs0[q], acc0[q]);
+        y1[j0 + q] = fma(bonus[1], vs1[q], acc1[q]);
+    }
+}
+
+/// One step on the single column `j` (the tail when `N` is not a multiple of 8).
+#[inline(always)]
+fn column<F: KernelFloat, const FMA: bool>(j: usize, x: [&[F]; 4], bonus: F, state: &mut [F], yt: &mut [F]) {
+    let fma = |a: F, b: F, c: F| if FMA { a.mul_add(b, c) } else { a * b + c };
+    let [r, k, w, v] = x;
+    let n = r.len();
+    let mut acc = F::zero();
+    for i in 0..n {
+        let s = &mut state[i * n + j];
+        acc = fma(r[i], *s, acc);
+        *s = fma(w[i], *s, k[i] * v[j]);
+    }
+    yt[j] = fma(bonus, v[j], acc);
+}
+
+/// Prepares step `t` of one head: prefetches a few steps ahead, writes the decays into `w` and
+/// returns the bonus `sum_i r_i u_i k_i`.
+#[inline(always)]
+fn prepare<F: KernelFloat, const FMA: bool>(t: usize, stride: usize, x: [&[F]; 4], u: &[F], w: &mut [F]) -> F {
+    let fma = |a: F, b: F, c: F| if FMA { a.mul_add(b, c) } else { a * b + c };
+    let n = u.len();
+    let o = t * stride;
+    let ahead = o + PREFETCH * stride;
+    if ahead < x[3].len() {
+        for a in x {
+            prefetch(&a[ahead..]);
+        }
+    }
+    let [r, k, _, w_raw] = x;
+    for (wi, &wr) in w.iter_mut().zip(&w_raw[o..o + n]) {
+        *wi = F::fast_decay(wr);
+    }
+    // Eight independent lanes: a single chain would serialise on FMA latency.
+    let mut lanes = [F::zero(); 8];
+    for (i, (&ri, (&ui, &ki))) in r[o..o + n].iter().zip(u.iter().zip(&k[o..o + n])).enumerate() {
+        lanes[i % 8] = fma(ri * ui, ki, lanes[i % 8]);
+    }
+    lanes.iter().fold(F::zero(), |a, &l| a + l)
+}
+
+/// Runs one `(batch, head)` over all `T` steps, updating `state` (`[N, N]`, key-major) in place.
+/// `stride` is the distance between two time steps in the input slices and in the output (`H·N`);
+/// `y` points at this head's first output element; `w` is scratch of length `2N`.
+///
+/// # Safety
+///
+/// `y.add(t * stride + j)` must be valid for writes for every `t < t_len`, `j < n`, and no other
+/// thread may access those elements during the call.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn head_inner<F: KernelFloat, const FMA: bool>(
     n: usize,
     t_len: usize,
     stride: usize,
     x: [&[F]; 4],
     u: &[F],
     state: &mut [F],
-    y: &mut [F],
+    y: *mut F,
     w: &mut [F],
 ) {
-    let fma = |a: F, b: F, c: F| if FMA { a.mul_add(b, c) } else { a * b + c };
-    let [r_all, k_all, v_all, w_all] = x;
-    for t in 0..t_len {
-        let o = t * stride;
-        let (r, k, v) = (&r_all[o..o + n], &k_all[o..o + n], &v_all[o..o + n]);
-        for (wi, &wr) in w.iter_mut().zip(&w_all[o..o + n]) {
-            *wi = F::fast_decay(wr);
-        }
-        // sum_i r_i u_i k_i in 8 independent lanes (a single chain would serialise on FMA latency).
-        let mut lanes = [F::zero(); 8];
-        for (i, (&ri, (&ui, &ki))) in r.iter().zip(u.iter().zip(k)).enumerate() {
-            lanes[i % 8] = fma(ri * ui, ki, lanes[i % 8]);
-        }
-        let bonus = lanes.iter().fold(F::zero(), |a, &l| a + l);
-        let yt = &mut y[t * n..(t + 1) * n];
+    // SAFETY: guaranteed by the caller (see above).
+    let out = |t: usize| unsafe { std::slice::from_raw_parts_mut(y.add(t * stride), n) };
+    let (wa, wb) = w.split_at_mut(n);
+    fn step_x<'a, F>(x: [&'a [F]; 4], t: usize, stride: usize, w: &'a [F]) -> [&'a [F]; 4] {
+        let n = w.len();
+        let at = |a: &'a [F]| &a[t * stride..t * stride + n];
+        [at(x[0]), at(x[1]), w, at(x[2])]
+    }
+    let mut t = 0;
+    while t + 1 < t_len {
+        let b0 = prepare::<F, FMA>(t, stride, x, u, wa);
+        let b1 = prepare::<F, FMA>(t + 1, stride, x, u, wb);
+        let (x0, x1) = (step_x(x, t, stride, wa), step_x(x, t + 1, stride, wb));
+        let (y0, y1) = (out(t), out(t + 1));
         let mut j0 = 0;
-        while j0 + STRIP <= n {
-            strip::<F, FMA, STRIP>(j0, [r, k, w, v], bonus, state, yt);
-            j0 += STRIP;
+        while j0 + 16 <= n {
+            strip2::<F, FMA, 16>(j0, x0, x1, [b0, b1], state, y0, y1);
+            j0 += 16;
         }
         while j0 + 8 <= n {
-            strip::<F, FMA, 8>(j0, [r, k, w, v], bonus, state, yt);
+            strip2::<F, FMA, 8>(j0, x0, x1, [b0, b1], state, y0, y1);
             j0 += 8;
         }
         for j in j0..n {
-            let mut acc = F::zero();
-            for i in 0..n {
-                let s = &mut state[i * n + j];
-                acc = fma(r[i], *s, acc);
-                *s = fma(w[i], *s, k[i] * v[j]);
-            }
-            yt[j] = fma(bonus, v[j], acc);
+            column::<F, FMA>(j, x0, b0, state, y0);
+            column::<F, FMA>(j, x1, b1, state, y1);
+        }
+        t += 2;
+    }
+    if t < t_len {
+        let b = prepare::<F, FMA>(t, stride, x, u, wa);
+        let xt = step_x(x, t, stride, wa);
+        let yt = out(t);
+        let mut j0 = 0;
+        while j0 + STRIP <= n {
+            strip::<F, FMA, STRIP>(j0, xt, b, state, yt);
+            j0 += STRIP;
+        }
+        while j0 + 8 <= n {
+            strip::<F, FMA, 8>(j0, xt, b, state, yt);
+            j0 += 8;
+        }
+        for j in j0..n {
+            column::<F, FMA>(j, xt, b, state, yt);
         }
     }
 }
@@ -149,23 +262,38 @@ unsafe fn head_avx2<F: KernelFloat>(
     x: [&[F]; 4],
     u: &[F],
     state: &mut [F],
-    y: &mut [F],
+    y: *mut F,
     w: &mut [F],
 ) {
-    head_inner::<F, true>(n, t_len, stride, x, u, state, y, w)
+    // SAFETY: forwarded from the caller.
+    unsafe { head_inner::<F, true>(n, t_len, stride, x, u, state, y, w) }
 }
 
+/// One `(batch, head)`; see [`head_inner`] for the contract on `y`.
+///
+/// # Safety
+///
+/// As [`head_inner`].
 #[allow(clippy::too_many_arguments)]
-fn head<F: KernelFloat>(n: usize, t_len: usize, stride: usize, x: [&[F]; 4], u: &[F], state: &mut [F], y: &mut [F]) {
-    let mut w = vec![F::zero(); n];
+unsafe fn head<F: KernelFloat>(n: usize, t_len: usize, stride: usize, x: [&[F]; 4], u: &[F], state: &mut [F], y: *mut F) {
+    let mut w = vec![F::zero(); 2 * n];
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports the features enabled on `head_avx2`.
+        // SAFETY: the CPU supports the features enabled on `head_avx2`; `y` as in our contract.
         unsafe { head_avx2(n, t_len, stride, x, u, state, y, &mut w) };
         return;
     }
-    head_inner::<F, false>(n, t_len, stride, x, u, state, y, &mut w)
+    // SAFETY: as in our contract.
+    unsafe { head_inner::<F, false>(n, t_len, stride, x, u, state, y, &mut w) }
 }
+
+/// A raw output pointer shared by the worker threads, each writing a disjoint set of elements.
+#[derive(Clone, Copy)]
+struct OutPtr<F>(*mut F);
+// SAFETY: the threads write disjoint elements (distinct (batch, head) pairs) and the pointer
+// outlives the scoped threads.
+unsafe impl<F> Send for OutPtr<F> {}
+unsafe impl<F> Sync for OutPtr<F> {}
 
 /// Number of worker threads for `jobs` independent heads of `work_per_job` multiply-adds each.
 fn threads_for(jobs: usize, work_per_job: usize) -> usize {
@@ -199,46 +327,30 @@ pub fn forward_in_place<F: KernelFloat>(dims: Dims, x: Inputs<'_, F>, state: &mu
     }
     let Dims { b: _, t: nt, h: nh, n } = dims;
     let jobs = dims.b * nh;
-    // With T = 1 the per-head output is already contiguous in y; otherwise heads write [T, N]
-    // blocks that are scattered afterwards.
-    let mut head_y = if nt == 1 { Vec::new() } else { vec![F::zero(); jobs * nt * n] };
     let threads = threads_for(jobs, nt * n * n);
-    {
-        let outs: &mut [F] = if nt == 1 { &mut *y } else { &mut head_y };
-        let mut work: Vec<(usize, &mut [F], &mut [F])> = state
-            .chunks_mut(n * n)
-            .zip(outs.chunks_mut(nt * n))
-            .enumerate()
-            .map(|(job, (s, y))| (job, s, y))
-            .collect();
-        let per_thread = jobs.div_ceil(threads);
-        let run = |part: &mut [(usize, &mut [F], &mut [F])]| {
-            for (job, s, y) in part.iter_mut() {
-                let (b, h) = (*job / nh, *job % nh);
-                let o = dims.seq_index(b, 0, h, 0);
-                let len = (nt - 1) * nh * n + n;
-                let xs = [&x.r[o..o + len], &x.k[o..o + len], &x.v[o..o + len], &x.w_raw[o..o + len]];
-                head(n, nt, nh * n, xs, &x.u[h * n..(h + 1) * n], s, y);
-            }
-        };
-        if threads == 1 {
-            run(&mut work);
-        } else {
-            std::thread::scope(|scope| {
-                for part in work.chunks_mut(per_thread) {
-                    scope.spawn(|| run(part));
-                }
-            });
+    let out = OutPtr(y.as_mut_ptr());
+    let mut work: Vec<(usize, &mut [F])> = state.chunks_mut(n * n).enumerate().collect();
+    let per_thread = jobs.div_ceil(threads);
+    let run = |part: &mut [(usize, &mut [F])]| {
+        let out = out;
+        for (job, s) in part.iter_mut() {
+            let (b, h) = (*job / nh, *job % nh);
+            let o = dims.seq_index(b, 0, h, 0);
+            let len = (nt - 1) * nh * n + n;
+            let xs = [&x.r[o..o + len], &x.k[o..o + len], &x.v[o..o + len], &x.w_raw[o..o + len]];
+            // SAFETY: `y` has B·T·H·N elements (checked above); head (b, h) writes only the
+            // elements (b, t, h, ..), which no other job touches.
+            unsafe { head(n, nt, nh * n, xs, &x.u[h * n..(h + 1) * n], s, out.0.add(o)) };
         }
-    }
-    if nt > 1 {
-        for (job, hy) in head_y.chunks(nt * n).enumerate() {
-            let (b, h) = (job / nh, job % nh);
-            for t in 0..nt {
-                let o = dims.seq_index(b, t, h, 0);
-                y[o..o + n].copy_from_slice(&hy[t * n..(t + 1) * n]);
+    };
+    if threads == 1 {
+        run(&mut work);
+    } else {
+        std::thread::scope(|scope| {
+            for part in work.chunks_mut(per_thread) {
+                scope.spawn(|| run(part));
             }
-        }
+        });
     }
     Ok(())
 }

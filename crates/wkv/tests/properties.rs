@@ -111,3 +111,13 @@ fn extreme_decays_stay_finite_and_exact() {
         assert!(values(y).iter().chain(values(s).iter()).all(|x| x.is_finite()), "w_raw = {w}");
     }
 }
+
+/// Cases large enough that the CPU kernel splits the heads over several threads (sequence and
+/// single-step shapes), against the f64 reference.
+#[test]
+fn cpu_kernel_multithreaded_equals_reference() {
+    for (dims, seed) in [(Dims::new(2, 300, 4, 64), 5), (Dims::new(64, 1, 8, 64), 6), (Dims::new(3, 257, 5, 24), 7)] {
+        let case = Case::random(dims, seed, (-20.0, 5.0), true);
+        check_forward::<B>(&case, 16, &Default::default(), Tolerance::F32).unwrap();
+    }
+}

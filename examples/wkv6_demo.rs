@@ -2,7 +2,7 @@
 //! then token-by-token decoding from the carried state, and gradients through autodiff.
 //!
 //! ```text
-//! cargo run --release -p visualrwkv-wkv --example wkv6_demo [-- T]
+//! cargo run --release -p visualrwkv-examples --example wkv6_demo [-- T]
 //! ```
 
 use std::time::Instant;
