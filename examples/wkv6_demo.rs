@@ -34,10 +34,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (rv, kv, vv, wv) = (vals(&r), vals(&k), vals(&v), vals(&w));
     let uv = u.clone().into_data().into_vec::<f32>()?;
     let start = Instant::now();
-    let want = reference::forward(Dims::new(b, t, h, n), Inputs { r: &rv, k: &kv, v: &vv, w_raw: &wv, u: &uv, initial_state: None })?;
+    let want = reference::forward(
+        Dims::new(b, t, h, n),
+        Inputs { r: &rv, k: &kv, v: &vv, w_raw: &wv, u: &uv, initial_state: None },
+    )?;
     let ref_time = start.elapsed();
     let diff = y.iter().zip(&want.y).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-    println!("prefill B={b} T={t} H={h} N={n}: op {op_time:.2?}, reference {ref_time:.2?}, max |op - reference| = {diff:.2e}");
+    println!(
+        "prefill B={b} T={t} H={h} N={n}: op {op_time:.2?}, reference {ref_time:.2?}, max |op - reference| = {diff:.2e}"
+    );
 
     // Decode 8 more tokens one at a time from the prefill's final state.
     let mut state = out.state;
@@ -53,7 +58,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Gradients of a scalar loss with respect to every input, initial state included.
     type A = Autodiff<B>;
     let short = 64.min(t);
-    let g = |x: &Tensor<B, 4>| Tensor::<A, 4>::from_data(x.clone().slice([0..b, 0..short, 0..h, 0..n]).into_data(), &dev).require_grad();
+    let g = |x: &Tensor<B, 4>| {
+        Tensor::<A, 4>::from_data(x.clone().slice([0..b, 0..short, 0..h, 0..n]).into_data(), &dev).require_grad()
+    };
     let (ra, ka, va, wa) = (g(&r), g(&k), g(&v), g(&w));
     let ua = Tensor::<A, 2>::from_data(u.into_data(), &dev).require_grad();
     let s0 = Tensor::<A, 4>::zeros([b, h, n, n], &dev).require_grad();

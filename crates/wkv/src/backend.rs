@@ -118,7 +118,10 @@ mod ndarray_impl {
             match cpu::forward_primitives(r, k, v, w_raw, u, initial_state, false) {
                 Ok(out) => out,
                 // Mixed float dtypes: the generic chunked path converts as it goes.
-                Err([r, k, v, w, u, s]) => chunked_forward::<Self>(r, k, v, w, u, s, chunk_len),
+                Err(x) => {
+                    let [r, k, v, w, u, s] = *x;
+                    chunked_forward::<Self>(r, k, v, w, u, s, chunk_len)
+                }
             }
         }
 
@@ -132,7 +135,10 @@ mod ndarray_impl {
         ) -> (FloatTensor<Self>, FloatTensor<Self>) {
             match cpu::forward_primitives(r, k, v, w_raw, u, state, true) {
                 Ok(out) => out,
-                Err([r, k, v, w, u, s]) => chunked_step::<Self>(r, k, v, w, u, s),
+                Err(x) => {
+                    let [r, k, v, w, u, s] = *x;
+                    chunked_step::<Self>(r, k, v, w, u, s)
+                }
             }
         }
     }

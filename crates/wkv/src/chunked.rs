@@ -90,9 +90,8 @@ pub fn forward<B: Backend>(
         .reshape([1, 1, 1, l, l, 1])
         .expand([b, h, nc, l, l, n]);
     let decays = diff.mask_fill(strict_lower, f32::NEG_INFINITY).exp();
-    let scores = (decays * r.clone().unsqueeze_dim::<6>(4) * k.clone().unsqueeze_dim::<6>(3))
-        .sum_dim(5)
-        .squeeze_dim::<5>(5); // [B, H, NC, L, L]
+    let scores =
+        (decays * r.clone().unsqueeze_dim::<6>(4) * k.clone().unsqueeze_dim::<6>(3)).sum_dim(5).squeeze_dim::<5>(5); // [B, H, NC, L, L]
 
     // Bonus on the diagonal: sum_i r_t[i] u[i] k_t[i].
     let u = u.reshape([1, h, 1, 1, n]);

@@ -61,7 +61,7 @@ impl KernelFloat for f32 {
 /// vectorise (Cody–Waite range reduction and the Cephes minimax polynomial).
 ///
 /// Inputs are clamped to `[-87.3, 88.3]`: below, the result saturates at `e^-87.3 ≈ 1.2e-38`
-/// (where the exact value is `< 1.2e-38`); NaN gives `e^-87.3`.
+/// (where the exact value is `< 1.2e-38`).
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -69,7 +69,7 @@ pub fn exp_f32(x: f32) -> f32 {
     const C2: f32 = -2.121_944_4e-4;
     // 1.5 * 2^23: adding it rounds to an integer held in the low mantissa bits.
     const ROUND: f32 = 12_582_912.0;
-    let xc = x.max(-87.3).min(88.3);
+    let xc = x.clamp(-87.3, 88.3);
     let nb = (xc * LOG2E + ROUND).to_bits();
     let n = f32::from_bits(nb) - ROUND;
     let r = xc - n * C1 - n * C2;
@@ -78,7 +78,7 @@ pub fn exp_f32(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
     // 2^n from the integer in the mantissa of `nb` (n in [-126, 128]).
     let scale = f32::from_bits(nb.wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23);
@@ -88,7 +88,13 @@ pub fn exp_f32(x: f32) -> f32 {
 /// Output columns `j0..j0 + W` of one step: `y[j] = bonus·v[j] + sum_i r[i]·S[i, j]` with the
 /// strip's accumulators in registers, and the matching state update `S[i, j] = w[i]·S[i, j] + k[i]·v[j]`.
 #[inline(always)]
-fn strip<F: KernelFloat, const FMA: bool, const W: usize>(j0: usize, x: [&[F]; 4], bonus: F, state: &mut [F], yt: &mut [F]) {
+fn strip<F: KernelFloat, const FMA: bool, const W: usize>(
+    j0: usize,
+    x: [&[F]; 4],
+    bonus: F,
+    state: &mut [F],
+    yt: &mut [F],
+) {
     let fma = |a: F, b: F, c: F| if FMA { a.mul_add(b, c) } else { a * b + c };
     let [r, k, w, v] = x;
     let n = r.len();
@@ -275,7 +281,15 @@ unsafe fn head_avx2<F: KernelFloat>(
 ///
 /// As [`head_inner`].
 #[allow(clippy::too_many_arguments)]
-unsafe fn head<F: KernelFloat>(n: usize, t_len: usize, stride: usize, x: [&[F]; 4], u: &[F], state: &mut [F], y: *mut F) {
+unsafe fn head<F: KernelFloat>(
+    n: usize,
+    t_len: usize,
+    stride: usize,
+    x: [&[F]; 4],
+    u: &[F],
+    state: &mut [F],
+    y: *mut F,
+) {
     let mut w = vec![F::zero(); 2 * n];
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
@@ -290,6 +304,13 @@ unsafe fn head<F: KernelFloat>(n: usize, t_len: usize, stride: usize, x: [&[F]; 
 /// A raw output pointer shared by the worker threads, each writing a disjoint set of elements.
 #[derive(Clone, Copy)]
 struct OutPtr<F>(*mut F);
+
+impl<F> OutPtr<F> {
+    /// The pointer (a method, so that closures capture the `Sync` wrapper, not the raw field).
+    fn get(self) -> *mut F {
+        self.0
+    }
+}
 // SAFETY: the threads write disjoint elements (distinct (batch, head) pairs) and the pointer
 // outlives the scoped threads.
 unsafe impl<F> Send for OutPtr<F> {}
@@ -320,7 +341,12 @@ pub fn forward<F: KernelFloat>(dims: Dims, x: Inputs<'_, F>) -> Result<Output<F>
 
 /// [`forward`] without allocating the state: `state` (`[B, H, N, N]`) holds the initial state and
 /// receives the final one; `y` (`[B, T, H, N]`) receives the output. `x.initial_state` is ignored.
-pub fn forward_in_place<F: KernelFloat>(dims: Dims, x: Inputs<'_, F>, state: &mut [F], y: &mut [F]) -> Result<(), WkvError> {
+pub fn forward_in_place<F: KernelFloat>(
+    dims: Dims,
+    x: Inputs<'_, F>,
+    state: &mut [F],
+    y: &mut [F],
+) -> Result<(), WkvError> {
     dims.check_inputs(&Inputs { initial_state: Some(state), ..x })?;
     if y.len() != dims.seq_len() {
         return Err(WkvError::Length { name: "y", expected: vec![dims.b, dims.t, dims.h, dims.n], found: y.len() });
@@ -332,7 +358,6 @@ pub fn forward_in_place<F: KernelFloat>(dims: Dims, x: Inputs<'_, F>, state: &mu
     let mut work: Vec<(usize, &mut [F])> = state.chunks_mut(n * n).enumerate().collect();
     let per_thread = jobs.div_ceil(threads);
     let run = |part: &mut [(usize, &mut [F])]| {
-        let out = out;
         for (job, s) in part.iter_mut() {
             let (b, h) = (*job / nh, *job % nh);
             let o = dims.seq_index(b, 0, h, 0);
@@ -340,7 +365,7 @@ pub fn forward_in_place<F: KernelFloat>(dims: Dims, x: Inputs<'_, F>, state: &mu
             let xs = [&x.r[o..o + len], &x.k[o..o + len], &x.v[o..o + len], &x.w_raw[o..o + len]];
             // SAFETY: `y` has B·T·H·N elements (checked above); head (b, h) writes only the
             // elements (b, t, h, ..), which no other job touches.
-            unsafe { head(n, nt, nh * n, xs, &x.u[h * n..(h + 1) * n], s, out.0.add(o)) };
+            unsafe { head(n, nt, nh * n, xs, &x.u[h * n..(h + 1) * n], s, out.get().add(o)) };
         }
     };
     if threads == 1 {
@@ -400,12 +425,15 @@ mod ndarray_glue {
     host_float!(f32, F32);
     host_float!(f64, F64);
 
-    fn run<F: HostFloat>(x: [NdArrayTensor; 6], step: bool) -> Result<(NdArrayTensor, NdArrayTensor), [NdArrayTensor; 6]>
+    fn run<F: HostFloat>(
+        x: [NdArrayTensor; 6],
+        step: bool,
+    ) -> Result<(NdArrayTensor, NdArrayTensor), Box<[NdArrayTensor; 6]>>
     where
         NdArrayTensor: From<SharedArray<F>>,
     {
         if !x.iter().all(|t| F::view(t).is_some()) {
-            return Err(x);
+            return Err(Box::new(x));
         }
         let [r, k, v, w, u, s] = x;
         let seq_shape = burn::tensor::TensorMetadata::shape(&r).to_vec();
@@ -441,7 +469,7 @@ mod ndarray_glue {
         u: NdArrayTensor,
         state: NdArrayTensor,
         step: bool,
-    ) -> Result<(NdArrayTensor, NdArrayTensor), [NdArrayTensor; 6]> {
-        run::<f32>([r, k, v, w_raw, u, state], step).or_else(|x| run::<f64>(x, step))
+    ) -> Result<(NdArrayTensor, NdArrayTensor), Box<[NdArrayTensor; 6]>> {
+        run::<f32>([r, k, v, w_raw, u, state], step).or_else(|x| run::<f64>(*x, step))
     }
 }

@@ -2,7 +2,7 @@
 
 use burn::tensor::{Tensor, TensorPrimitive};
 
-use crate::{WkvError, Wkv6Backend};
+use crate::{Wkv6Backend, WkvError};
 
 /// Default chunk length of the chunked formulation (see [`crate::chunked`]).
 pub const DEFAULT_CHUNK_LEN: usize = 16;

@@ -70,11 +70,7 @@ impl Dims {
     }
 
     fn check(&self, name: &'static str, len: usize, expected: usize, shape: Vec<usize>) -> Result<(), WkvError> {
-        if len == expected {
-            Ok(())
-        } else {
-            Err(WkvError::Length { name, expected: shape, found: len })
-        }
+        if len == expected { Ok(()) } else { Err(WkvError::Length { name, expected: shape, found: len }) }
     }
 
     /// Checks the lengths of the inputs of a forward pass.

@@ -8,18 +8,17 @@
 //!
 //! ```
 //! use burn::backend::{Autodiff, NdArray};
-//! use proptest::prelude::*;
+//! use proptest::test_runner::{Config, TestCaseError, TestRunner};
 //! use visualrwkv_wkv::testing::{CaseConfig, Tolerance, cases, check_forward, check_gradients};
 //!
-//! proptest! {
-//!     #![proptest_config(ProptestConfig::with_cases(4))]
-//!     #[test]
-//!     fn my_kernel_matches_the_reference(case in cases(CaseConfig::small())) {
-//!         let dev = Default::default();
+//! // In a test of your own: swap `NdArray` for your backend.
+//! let dev = Default::default();
+//! TestRunner::new(Config::with_cases(4))
+//!     .run(&cases(CaseConfig::small()), |case| {
 //!         check_forward::<NdArray>(&case, 16, &dev, Tolerance::F32).map_err(TestCaseError::fail)?;
-//!         check_gradients::<Autodiff<NdArray>>(&case, 16, &dev, Tolerance::F32).map_err(TestCaseError::fail)?;
-//!     }
-//! }
+//!         check_gradients::<Autodiff<NdArray>>(&case, 16, &dev, Tolerance::F32).map_err(TestCaseError::fail)
+//!     })
+//!     .unwrap();
 //! ```
 
 use std::ops::Range;
@@ -211,7 +210,11 @@ pub fn compare(name: &str, got: &[f64], want: &[f64], tol: Tolerance) -> Result<
     }
 }
 
-fn tensor<B: burn::tensor::backend::Backend, const D: usize>(v: &[f64], shape: [usize; D], dev: &B::Device) -> Tensor<B, D> {
+fn tensor<B: burn::tensor::backend::Backend, const D: usize>(
+    v: &[f64],
+    shape: [usize; D],
+    dev: &B::Device,
+) -> Tensor<B, D> {
     // The dtype is explicit: burn's per-device default is shared by NdArray<f32> and NdArray<f64>.
     let dtype = <B::FloatElem as burn::tensor::Element>::dtype();
     Tensor::from_data(TensorData::new(v.to_vec(), shape).convert::<B::FloatElem>(), (dev, dtype))
@@ -237,7 +240,12 @@ fn case_tensors<B: burn::tensor::backend::Backend>(case: &Case, dev: &B::Device)
 }
 
 /// Runs `wkv6` on backend `B` and compares `y` and the final state with the f64 reference.
-pub fn check_forward<B: Wkv6Backend>(case: &Case, chunk_len: usize, dev: &B::Device, tol: Tolerance) -> Result<(), String> {
+pub fn check_forward<B: Wkv6Backend>(
+    case: &Case,
+    chunk_len: usize,
+    dev: &B::Device,
+    tol: Tolerance,
+) -> Result<(), String> {
     let (r, k, v, w, u, s) = case_tensors::<B>(case, dev);
     let out = wkv6_with(r, k, v, w, u, s, Wkv6Options { chunk_len }).map_err(|e| e.to_string())?;
     let want = case.reference();
@@ -259,8 +267,9 @@ where
     let s0 = tensor::<B, 4>(case.initial_state.as_deref().unwrap_or(&zeros), [b, h, n, n], dev);
     let [r, k, v, w, s0] = [r, k, v, w, s0].map(|x| x.require_grad());
     let u = u.require_grad();
-    let out = wkv6_with(r.clone(), k.clone(), v.clone(), w.clone(), u.clone(), Some(s0.clone()), Wkv6Options { chunk_len })
-        .map_err(|e| e.to_string())?;
+    let out =
+        wkv6_with(r.clone(), k.clone(), v.clone(), w.clone(), u.clone(), Some(s0.clone()), Wkv6Options { chunk_len })
+            .map_err(|e| e.to_string())?;
     let dy = tensor::<B, 4>(&case.dy, [b, t, h, n], dev);
     let ds = tensor::<B, 4>(&case.d_state, [b, h, n, n], dev);
     let loss = (out.y * dy).sum() + (out.state * ds).sum();

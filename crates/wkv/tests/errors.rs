@@ -3,7 +3,7 @@
 use burn::backend::NdArray;
 use burn::tensor::Tensor;
 use visualrwkv_wkv::reference::{self, Dims, Inputs};
-use visualrwkv_wkv::{WkvError, Wkv6Options, wkv6, wkv6_step, wkv6_with};
+use visualrwkv_wkv::{Wkv6Options, WkvError, wkv6, wkv6_step, wkv6_with};
 
 type B = NdArray;
 

@@ -91,11 +91,7 @@ fn cpu_fast_path_matches_goldens() {
 fn burn_inputs<B: burn::tensor::backend::Backend>(
     fx: &Fixture,
     with_state: bool,
-) -> (
-    [burn::tensor::Tensor<B, 4>; 4],
-    burn::tensor::Tensor<B, 2>,
-    Option<burn::tensor::Tensor<B, 4>>,
-) {
+) -> ([burn::tensor::Tensor<B, 4>; 4], burn::tensor::Tensor<B, 2>, Option<burn::tensor::Tensor<B, 4>>) {
     let dev = Default::default();
     let Dims { b, t, h, n } = fx.dims;
     let x = fx.inputs(with_state);
@@ -141,9 +137,12 @@ fn single_steps_match_goldens() {
             let ([r, k, v, w], u, s) = burn_inputs::<B>(&fx, with_state);
             let mut state = s.unwrap_or_else(|| burn::tensor::Tensor::zeros([b, h, n, n], &Default::default()));
             let mut ys = Vec::new();
-            let step_of = |x: &burn::tensor::Tensor<B, 4>, i: usize| x.clone().slice([0..b, i..i + 1, 0..h, 0..n]).reshape([b, h, n]);
+            let step_of = |x: &burn::tensor::Tensor<B, 4>, i: usize| {
+                x.clone().slice([0..b, i..i + 1, 0..h, 0..n]).reshape([b, h, n])
+            };
             for i in 0..t {
-                let out = wkv6_step(step_of(&r, i), step_of(&k, i), step_of(&v, i), step_of(&w, i), u.clone(), state).unwrap();
+                let out = wkv6_step(step_of(&r, i), step_of(&k, i), step_of(&v, i), step_of(&w, i), u.clone(), state)
+                    .unwrap();
                 ys.push(out.y.reshape([b, 1, h, n]));
                 state = out.state;
             }
@@ -154,7 +153,8 @@ fn single_steps_match_goldens() {
             let mut state = s.unwrap_or_else(|| burn::tensor::Tensor::zeros([b, h, n, n], &Default::default()));
             let mut ys = Vec::new();
             for i in 0..t {
-                let (y, s) = chunked::step(step_of(&r, i), step_of(&k, i), step_of(&v, i), step_of(&w, i), u.clone(), state);
+                let (y, s) =
+                    chunked::step(step_of(&r, i), step_of(&k, i), step_of(&v, i), step_of(&w, i), u.clone(), state);
                 ys.push(y.reshape([b, 1, h, n]));
                 state = s;
             }

@@ -33,7 +33,8 @@ fn finite_differences(case: &Case) -> [Vec<f64>; 6] {
                 let eval = |delta: f64| {
                     let mut x = base.clone();
                     x[which][i] += delta;
-                    let inputs = Inputs { r: &x[0], k: &x[1], v: &x[2], w_raw: &x[3], u: &x[4], initial_state: Some(&x[5]) };
+                    let inputs =
+                        Inputs { r: &x[0], k: &x[1], v: &x[2], w_raw: &x[3], u: &x[4], initial_state: Some(&x[5]) };
                     loss(case, inputs)
                 };
                 (eval(eps) - eval(-eps)) / (2.0 * eps)
