@@ -1,0 +1,30 @@
+//! # visualrwkv-rwkv: the RWKV-6 (x060, "Finch") language model on burn
+//!
+//! Generic over any backend implementing [`visualrwkv_wkv::Wkv6Backend`] (ndarray, autodiff,
+//! wgpu, cuda, tch). Follows spec §1: `emb` → `ln0` on every input row → blocks (time mix with
+//! ddlerp token shift, data-dependent decay, WKV6, GroupNorm `ln_x`, SiLU gate; channel mix with
+//! squared ReLU) → `ln_out` → `head`.
+//!
+//! - [`RwkvConfig`]: sizes, inferred from checkpoint shapes; `init` for random models.
+//! - [`Rwkv`]: the model; `forward` (token ids) and `forward_embeddings` (rows such as image
+//!   features) from an optional [`State`]; `forward_layer` for layer-by-layer execution.
+//! - [`checkpoint`]: official x060 safetensors checkpoints (F32/F16/BF16) with strict key checks,
+//!   and saving under the same names.
+//!
+//! # Shapes
+//!
+//! Tokens `[B, T]`, rows `[B, T, C]`, logits `[B, T, V]`; state per layer: `att_shift` `[B, C]`,
+//! `wkv` `[B, H, N, N]`, `ffn_shift` `[B, C]`.
+
+pub mod checkpoint;
+mod config;
+mod error;
+pub mod layers;
+mod model;
+mod state;
+
+pub use checkpoint::{TensorMap, load_safetensors};
+pub use config::RwkvConfig;
+pub use error::{KeyProblem, RwkvError};
+pub use model::{LN_X_EPS, Rwkv, RwkvOutput};
+pub use state::{LayerState, State};
