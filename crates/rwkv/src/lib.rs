@@ -21,10 +21,12 @@ mod config;
 mod error;
 pub mod layers;
 mod model;
+pub mod sampling;
 mod state;
 
 pub use checkpoint::{TensorMap, load_safetensors};
 pub use config::RwkvConfig;
 pub use error::{KeyProblem, RwkvError};
 pub use model::{LN_X_EPS, Rwkv, RwkvOutput};
+pub use sampling::{Sampler, SamplingOptions};
 pub use state::{LayerState, State};
