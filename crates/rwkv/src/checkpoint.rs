@@ -45,6 +45,53 @@ impl TensorMap {
         Self::from_safetensors_bytes(&mmap, &origin)
     }
 
+    /// Reads every tensor of a PyTorch `.pth` checkpoint (a pickled state dict, as saved by
+    /// `torch.save`), converting F32/F16/BF16 to f32.
+    pub fn read_pth(path: impl AsRef<Path>) -> Result<Self, RwkvError> {
+        let path = path.as_ref();
+        let origin = path.display().to_string();
+        if !path.exists() {
+            return Err(RwkvError::Io { path: origin, why: "no such file".into() });
+        }
+        let reader = burn_store::pytorch::PytorchReader::new(path).map_err(|e| RwkvError::Format {
+            path: origin.clone(),
+            why: format!("not a readable PyTorch checkpoint: {e}"),
+        })?;
+        let mut tensors = HashMap::new();
+        for (key, snap) in reader.into_tensors() {
+            let dtype = snap.dtype;
+            if !matches!(
+                dtype,
+                burn::tensor::DType::F32
+                    | burn::tensor::DType::F16
+                    | burn::tensor::DType::BF16
+                    | burn::tensor::DType::F64
+            ) {
+                return Err(RwkvError::Dtype { path: origin, key, dtype: format!("{dtype:?}") });
+            }
+            let data = snap
+                .to_data()
+                .map_err(|e| RwkvError::Format { path: origin.clone(), why: format!("tensor `{key}`: {e:?}") })?;
+            let shape = data.shape.to_vec();
+            let values = data
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .map_err(|e| RwkvError::Format { path: origin.clone(), why: format!("tensor `{key}`: {e:?}") })?;
+            tensors.insert(key, (shape, values));
+        }
+        Ok(Self { origin, tensors })
+    }
+
+    /// Reads a checkpoint by extension: `.pth` / `.pt` / `.bin` as PyTorch, anything else as
+    /// safetensors.
+    pub fn read(path: impl AsRef<Path>) -> Result<Self, RwkvError> {
+        let path = path.as_ref();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("pth" | "pt" | "bin") => Self::read_pth(path),
+            _ => Self::read_safetensors(path),
+        }
+    }
+
     /// Parses safetensors bytes.
     pub fn from_safetensors_bytes(bytes: &[u8], origin: &str) -> Result<Self, RwkvError> {
         let st = SafeTensors::deserialize(bytes)
@@ -195,6 +242,11 @@ impl RwkvConfig {
 /// Loads an official x060 checkpoint from a safetensors file.
 pub fn load_safetensors<B: Backend>(path: impl AsRef<Path>, device: &B::Device) -> Result<Rwkv<B>, RwkvError> {
     RwkvConfig::from_tensors(&TensorMap::read_safetensors(path)?, device)
+}
+
+/// Loads an official x060 checkpoint, `.pth` (PyTorch) or safetensors by extension.
+pub fn load<B: Backend>(path: impl AsRef<Path>, device: &B::Device) -> Result<Rwkv<B>, RwkvError> {
+    RwkvConfig::from_tensors(&TensorMap::read(path)?, device)
 }
 
 fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {

@@ -24,7 +24,7 @@ mod model;
 pub mod sampling;
 mod state;
 
-pub use checkpoint::{TensorMap, load_safetensors};
+pub use checkpoint::{TensorMap, load, load_safetensors};
 pub use config::RwkvConfig;
 pub use error::{KeyProblem, RwkvError};
 pub use model::{LN_X_EPS, Rwkv, RwkvOutput};

@@ -34,7 +34,15 @@ pub struct SamplingOptions {
 impl Default for SamplingOptions {
     /// Greedy decoding, no penalties.
     fn default() -> Self {
-        Self { temperature: 0.0, top_p: 1.0, top_k: 0, presence_penalty: 0.0, frequency_penalty: 0.0, penalty_decay: 0.996, seed: 0 }
+        Self {
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            penalty_decay: 0.996,
+            seed: 0,
+        }
     }
 }
 
@@ -182,7 +190,8 @@ mod tests {
 
     #[test]
     fn penalties_follow_the_pipeline() {
-        let mut s = Sampler::new(SamplingOptions { presence_penalty: 1.0, frequency_penalty: 0.5, ..Default::default() });
+        let mut s =
+            Sampler::new(SamplingOptions { presence_penalty: 1.0, frequency_penalty: 0.5, ..Default::default() });
         s.record(1, 1.0);
         s.record(1, 1.0); // count 0.996 + 1
         s.record(2, 0.0); // whitespace-like: present with weight 0
