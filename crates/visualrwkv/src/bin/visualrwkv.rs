@@ -1,0 +1,234 @@
+//! The `visualrwkv` command-line tool. Errors go to stderr with a non-zero exit code.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use burn::backend::NdArray;
+use burn::tensor::{Int, Tensor, TensorData};
+use clap::{Args, Parser, Subcommand};
+use visualrwkv::{GenerateOptions, generate};
+use visualrwkv_rwkv::checkpoint::write_safetensors;
+use visualrwkv_rwkv::{Rwkv, SamplingOptions, TensorMap};
+use visualrwkv_tokenizer::Tokenizer;
+
+type B = NdArray;
+
+#[derive(Parser)]
+#[command(name = "visualrwkv", version, about = "VisualRWKV / RWKV-6 in Rust")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the configuration inferred from a checkpoint (.pth or .safetensors).
+    Info {
+        /// The checkpoint.
+        #[arg(long)]
+        model: PathBuf,
+    },
+    /// Run token ids through the model; write `logits` [T,V] and optionally the final state.
+    Logits {
+        /// The checkpoint.
+        #[arg(long)]
+        model: PathBuf,
+        /// Comma-separated token ids, e.g. 1,2,3.
+        #[arg(long)]
+        tokens: String,
+        /// Output safetensors file (`logits`, F32 [T, V]).
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write the final state (`state.{l}.att_shift` [C], `state.{l}.wkv` [H,N,N],
+        /// `state.{l}.ffn_shift` [C]).
+        #[arg(long)]
+        state_out: Option<PathBuf>,
+    },
+    /// Print the World-tokenizer ids of a text as a JSON array.
+    Tokenize {
+        /// The text.
+        #[arg(long, conflicts_with = "file")]
+        text: Option<String>,
+        /// Read the text from a file.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Print the text of comma-separated token ids.
+    Detokenize {
+        /// Comma-separated token ids.
+        #[arg(long)]
+        ids: String,
+    },
+    /// Generate text after a prompt, streaming it to stdout.
+    Generate {
+        /// The checkpoint.
+        #[arg(long)]
+        model: PathBuf,
+        /// The prompt.
+        #[arg(long)]
+        prompt: String,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+    },
+    /// Convert a checkpoint (.pth or .safetensors) to safetensors with the same key names (F32).
+    Convert {
+        /// Input checkpoint.
+        #[arg(long)]
+        from: PathBuf,
+        /// Output safetensors file.
+        #[arg(long)]
+        to: PathBuf,
+    },
+}
+
+/// Sampling flags shared by the generating commands.
+#[derive(Args, Clone)]
+struct SamplingArgs {
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    /// Nucleus threshold in (0, 1].
+    #[arg(long, default_value_t = 0.85)]
+    top_p: f32,
+    /// Keep only the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Presence penalty.
+    #[arg(long, default_value_t = 0.0)]
+    presence_penalty: f32,
+    /// Frequency penalty.
+    #[arg(long, default_value_t = 0.0)]
+    frequency_penalty: f32,
+    /// Decay of the penalty counts per token.
+    #[arg(long, default_value_t = 0.996)]
+    penalty_decay: f32,
+    /// Maximum number of new tokens.
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// Comma-separated stop token ids.
+    #[arg(long, default_value = "0,261")]
+    stop: String,
+    /// RNG seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn parse_ids(s: &str) -> Res<Vec<u32>> {
+    let ids: Result<Vec<u32>, _> =
+        s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::parse::<u32>).collect();
+    let ids = ids.map_err(|e| format!("bad token id list {s:?}: {e}"))?;
+    if ids.is_empty() {
+        return Err("the token id list is empty".into());
+    }
+    Ok(ids)
+}
+
+fn load_model(path: &PathBuf) -> Res<Rwkv<B>> {
+    Ok(visualrwkv_rwkv::load::<B>(path, &Default::default())?)
+}
+
+fn values<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().into_vec::<f32>().expect("f32 tensor")
+}
+
+fn run(cli: Cli) -> Res<()> {
+    match cli.command {
+        Command::Info { model } => {
+            let map = TensorMap::read(&model)?;
+            let c = map.rwkv_config()?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "arch": "rwkv6 x060",
+                    "n_layer": c.n_layer, "n_embd": c.n_embd, "n_head": c.n_head, "head_size": c.head_size,
+                    "dim_att": c.dim_att(), "dim_ffn": c.dim_ffn, "vocab_size": c.vocab_size,
+                    "d_mix_lora": c.d_mix, "d_decay_lora": c.d_decay,
+                    "parameters": map.tensors.values().map(|(s, _)| s.iter().product::<usize>()).sum::<usize>(),
+                }))?
+            );
+        }
+        Command::Logits { model, tokens, out, state_out } => {
+            let ids = parse_ids(&tokens)?;
+            let model = load_model(&model)?;
+            let t = ids.len();
+            let input = Tensor::<B, 2, Int>::from_data(
+                TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, t]),
+                &Default::default(),
+            );
+            let output = model.forward(input, None)?;
+            let v = output.logits.dims()[2];
+            let mut map = TensorMap { origin: "logits".into(), tensors: HashMap::new() };
+            map.tensors.insert("logits".into(), (vec![t, v], values(output.logits)));
+            write_safetensors(&map, &out)?;
+            if let Some(path) = state_out {
+                let mut s = TensorMap { origin: "state".into(), tensors: HashMap::new() };
+                for (l, layer) in output.state.layers.into_iter().enumerate() {
+                    let [_, h, n, _] = layer.wkv.dims();
+                    let c = layer.att_shift.dims()[1];
+                    s.tensors.insert(format!("state.{l}.att_shift"), (vec![c], values(layer.att_shift)));
+                    s.tensors.insert(format!("state.{l}.wkv"), (vec![h, n, n], values(layer.wkv)));
+                    s.tensors.insert(format!("state.{l}.ffn_shift"), (vec![c], values(layer.ffn_shift)));
+                }
+                write_safetensors(&s, &path)?;
+            }
+        }
+        Command::Tokenize { text, file } => {
+            let text = match (text, file) {
+                (Some(t), None) => t,
+                (None, Some(f)) => std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?,
+                _ => return Err("give --text or --file".into()),
+            };
+            println!("{}", serde_json::to_string(&Tokenizer::world().encode(&text))?);
+        }
+        Command::Detokenize { ids } => {
+            let text = Tokenizer::world().decode(&parse_ids(&ids)?)?;
+            print!("{text}");
+            std::io::stdout().flush()?;
+        }
+        Command::Generate { model, prompt, sampling: s } => {
+            let model = load_model(&model)?;
+            let options = GenerateOptions {
+                sampling: SamplingOptions {
+                    temperature: s.temperature,
+                    top_p: s.top_p,
+                    top_k: s.top_k,
+                    presence_penalty: s.presence_penalty,
+                    frequency_penalty: s.frequency_penalty,
+                    penalty_decay: s.penalty_decay,
+                    seed: s.seed,
+                },
+                max_tokens: s.max_tokens,
+                stop_tokens: parse_ids(&s.stop)?,
+                ..Default::default()
+            };
+            let mut stdout = std::io::stdout();
+            generate(&model, Tokenizer::world(), &prompt, &options, |piece| {
+                let _ = write!(stdout, "{piece}");
+                let _ = stdout.flush();
+            })?;
+            println!();
+        }
+        Command::Convert { from, to } => {
+            let map = TensorMap::read(&from)?;
+            map.rwkv_config()?;
+            write_safetensors(&map, &to)?;
+            eprintln!("wrote {} tensors to {}", map.tensors.len(), to.display());
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Text generation with a cached state: the prompt is run once in sequence mode, then one token
+//! per step from the carried state (O(1) work per token).
+
+use burn::tensor::{Int, Tensor, TensorData};
+use visualrwkv_rwkv::{Rwkv, RwkvError, Sampler, SamplingOptions, State};
+use visualrwkv_tokenizer::{DOUBLE_NEWLINE, END_OF_TEXT, StreamDecoder, Tokenizer};
+use visualrwkv_wkv::Wkv6Backend;
+
+/// Options of [`generate`].
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    /// Sampling (greedy by default).
+    pub sampling: SamplingOptions,
+    /// Stop after this many new tokens.
+    pub max_tokens: usize,
+    /// Token ids that stop generation (not emitted). Default: 0 (end of text) and 261 ("\n\n").
+    pub stop_tokens: Vec<u32>,
+    /// Prompt tokens per sequence-mode call (bounds memory on long prompts).
+    pub prefill_chunk: usize,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self {
+            sampling: SamplingOptions::default(),
+            max_tokens: 128,
+            stop_tokens: vec![END_OF_TEXT, DOUBLE_NEWLINE],
+            prefill_chunk: 256,
+        }
+    }
+}
+
+/// The result of [`generate`].
+#[derive(Clone, Debug)]
+pub struct Generation<B: Wkv6Backend> {
+    /// Generated token ids (without the stop token).
+    pub tokens: Vec<u32>,
+    /// The generated text.
+    pub text: String,
+    /// The state after the last consumed token (prompt and generated tokens).
+    pub state: State<B>,
+    /// The stop token that ended generation, if any.
+    pub stopped_by: Option<u32>,
+}
+
+fn ids_tensor<B: Wkv6Backend>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, Int> {
+    let v: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+    Tensor::from_data(TensorData::new(v, [1, ids.len()]), device)
+}
+
+fn last_logits<B: Wkv6Backend>(logits: Tensor<B, 3>) -> Vec<f32> {
+    let [_, t, v] = logits.dims();
+    logits.slice([0..1, t - 1..t, 0..v]).into_data().convert::<f32>().into_vec::<f32>().expect("f32 logits")
+}
+
+/// Generates text after `prompt`, calling `on_text` with each piece of text as soon as it is
+/// complete UTF-8. Errors on an empty prompt or invalid options.
+pub fn generate<B: Wkv6Backend>(
+    model: &Rwkv<B>,
+    tokenizer: &Tokenizer,
+    prompt: &str,
+    options: &GenerateOptions,
+    mut on_text: impl FnMut(&str),
+) -> Result<Generation<B>, RwkvError> {
+    options.sampling.validate().map_err(RwkvError::Input)?;
+    let prompt_ids = tokenizer.encode(prompt);
+    if prompt_ids.is_empty() {
+        return Err(RwkvError::Input("the prompt is empty".into()));
+    }
+    let device = model.emb.weight.device();
+    let mut state: Option<State<B>> = None;
+    let mut logits = Vec::new();
+    for chunk in prompt_ids.chunks(options.prefill_chunk.max(1)) {
+        let out = model.forward(ids_tensor::<B>(chunk, &device), state.as_ref())?;
+        logits = last_logits(out.logits);
+        state = Some(out.state);
+    }
+    let mut state = state.expect("the prompt is not empty");
+    let mut sampler = Sampler::new(options.sampling.clone());
+    let mut decoder = StreamDecoder::new(tokenizer);
+    let (mut tokens, mut text, mut stopped_by) = (Vec::new(), String::new(), None);
+    for _ in 0..options.max_tokens {
+        let id = sampler.sample(&logits) as u32;
+        if options.stop_tokens.contains(&id) {
+            stopped_by = Some(id);
+            break;
+        }
+        let piece = decoder.push(id).map_err(|e| RwkvError::Input(e.to_string()))?;
+        // The pipeline counts a token 0 times when its text is a substring of " \t0123456789".
+        let token_text = String::from_utf8_lossy(tokenizer.token_bytes(id).unwrap_or(&[])).into_owned();
+        let weight = if " \t0123456789".contains(token_text.as_str()) { 0.0 } else { 1.0 };
+        sampler.record(id as usize, weight);
+        if !piece.is_empty() {
+            on_text(&piece);
+            text.push_str(&piece);
+        }
+        tokens.push(id);
+        let out = model.forward(ids_tensor::<B>(&[id], &device), Some(&state))?;
+        logits = last_logits(out.logits);
+        state = out.state;
+    }
+    let rest = decoder.finish();
+    if !rest.is_empty() {
+        on_text(&rest);
+        text.push_str(&rest);
+    }
+    Ok(Generation { tokens, text, state, stopped_by })
+}

@@ -1,0 +1,193 @@
+//! The `visualrwkv` binary: goldens through `logits`, the tokenizer through `tokenize`, errors as
+//! messages with a non-zero exit (never a panic).
+
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_visualrwkv"))
+}
+
+fn fixture(name: &str) -> String {
+    format!("{}/../../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("visualrwkv-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn read(path: &std::path::Path) -> std::collections::HashMap<String, (Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .filter(|(_, v)| v.dtype() == safetensors::Dtype::F32)
+        .map(|(k, v)| {
+            (
+                k,
+                (
+                    v.shape().to_vec(),
+                    v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn golden_tokens() -> Vec<i64> {
+    let bytes = std::fs::read(fixture("rwkv6_tiny_a_golden.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensor("tokens").unwrap().data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn logits_command_reproduces_the_goldens() {
+    let tokens = golden_tokens().iter().map(|t| t.to_string()).collect::<Vec<_>>().join(",");
+    let (out, state) = (tmp("logits.safetensors"), tmp("state.safetensors"));
+    for model in ["rwkv6_tiny_a_weights.safetensors"] {
+        let st = bin()
+            .args(["logits", "--model", &fixture(model), "--tokens", &tokens, "--out"])
+            .arg(&out)
+            .arg("--state-out")
+            .arg(&state)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let golden = read(std::path::Path::new(&fixture("rwkv6_tiny_a_golden.safetensors")));
+        let got = read(&out);
+        assert_eq!(got["logits"].0, vec![32, 256]);
+        let d = max_diff(&got["logits"].1, &golden["logits"].1);
+        assert!(d <= 1e-4, "{model}: logits max diff {d:e}");
+        let got = read(&state);
+        for l in 0..2 {
+            for name in ["att_shift", "wkv", "ffn_shift"] {
+                let k = format!("state.{l}.{name}");
+                assert_eq!(got[&k].0, golden[&k].0, "{k}");
+                let d = max_diff(&got[&k].1, &golden[&k].1);
+                assert!(d <= 1e-4, "{k}: max diff {d:e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn convert_pth_then_logits() {
+    let conv = tmp("converted.safetensors");
+    let st = bin()
+        .args(["convert", "--from", &fixture("rwkv6_tiny_a_weights_bf16.pth"), "--to"])
+        .arg(&conv)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = tmp("conv-logits.safetensors");
+    let st = bin()
+        .args(["logits", "--model"])
+        .arg(&conv)
+        .args(["--tokens", "22,150,73", "--out"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(read(&out)["logits"].0, vec![3, 256]);
+}
+
+#[test]
+fn info_prints_the_inferred_config() {
+    let o = bin().args(["info", "--model", &fixture("rwkv6_tiny_a_weights.safetensors")]).output().unwrap();
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["n_layer"], 2);
+    assert_eq!(v["n_embd"], 128);
+    assert_eq!(v["dim_ffn"], 256);
+    assert_eq!(v["d_decay_lora"], 64);
+}
+
+#[test]
+fn tokenize_and_detokenize() {
+    let o = bin().args(["tokenize", "--text", "User: What is the man holding?\n\nAssistant:"]).output().unwrap();
+    assert!(o.status.success());
+    let ids: Vec<u32> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(ids, [24281, 59, 30031, 4600, 22590, 22068, 51932, 64, 261, 5585, 41693, 59]);
+    let o = bin().args(["detokenize", "--ids", "5585,41693,59,21186"]).output().unwrap();
+    assert_eq!(String::from_utf8(o.stdout).unwrap(), "Assistant: Yes");
+}
+
+#[test]
+fn generate_streams_text() {
+    let o = bin()
+        .args([
+            "generate",
+            "--model",
+            &fixture("rwkv6_tiny_a_weights.safetensors"),
+            "--prompt",
+            "~",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let model = fixture("rwkv6_tiny_a_weights.safetensors");
+    let cases: Vec<Vec<String>> = vec![
+        vec![
+            "logits".into(),
+            "--model".into(),
+            "/nonexistent.safetensors".into(),
+            "--tokens".into(),
+            "1".into(),
+            "--out".into(),
+            "/tmp/x".into(),
+        ],
+        vec![
+            "logits".into(),
+            "--model".into(),
+            model.clone(),
+            "--tokens".into(),
+            "1,x".into(),
+            "--out".into(),
+            "/tmp/x".into(),
+        ],
+        vec![
+            "logits".into(),
+            "--model".into(),
+            model.clone(),
+            "--tokens".into(),
+            "1,256".into(),
+            "--out".into(),
+            "/tmp/x".into(),
+        ],
+        vec![
+            "logits".into(),
+            "--model".into(),
+            model.clone(),
+            "--tokens".into(),
+            "".into(),
+            "--out".into(),
+            "/tmp/x".into(),
+        ],
+        vec!["info".into(), "--model".into(), fixture("tokenizer_cases.jsonl")],
+        vec!["detokenize".into(), "--ids".into(), "0".into()],
+        vec!["generate".into(), "--model".into(), model.clone(), "--prompt".into(), "".into()],
+        vec!["generate".into(), "--model".into(), model, "--prompt".into(), "x".into(), "--top-p".into(), "0".into()],
+        vec!["tokenize".into(), "--file".into(), "/nonexistent.txt".into()],
+    ];
+    for args in cases {
+        let o = bin().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} should fail");
+        assert!(err.contains("error"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    }
+}

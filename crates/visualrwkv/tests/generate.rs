@@ -1,0 +1,37 @@
+//! Cached generation (prefill once, then one token per step from the state) equals greedy
+//! decoding by full recompute of the whole sequence at every step.
+
+use burn::backend::NdArray;
+use burn::tensor::{Int, Tensor, TensorData};
+use visualrwkv::{GenerateOptions, generate};
+use visualrwkv_tokenizer::Tokenizer;
+
+type B = NdArray;
+
+#[test]
+fn cached_generation_equals_full_recompute() {
+    let path = format!("{}/../../tests/fixtures/rwkv6_tiny_a_weights.safetensors", env!("CARGO_MANIFEST_DIR"));
+    let model = visualrwkv_rwkv::load::<B>(path, &Default::default()).unwrap();
+    let tok = Tokenizer::world();
+    // The tiny model has 256 ids: a prompt of single-byte tokens (id = byte + 1).
+    let prompt = "~|~";
+    assert!(tok.encode(prompt).iter().all(|&i| i < 256));
+    let options = GenerateOptions { max_tokens: 12, stop_tokens: vec![0], ..Default::default() };
+    let mut streamed = String::new();
+    let out = generate(&model, tok, prompt, &options, |s| streamed.push_str(s)).unwrap();
+    assert_eq!(streamed, out.text);
+    // Full recompute, greedy.
+    let mut seq: Vec<i64> = tok.encode(prompt).iter().map(|&i| i as i64).collect();
+    let mut want = Vec::new();
+    for _ in 0..out.tokens.len() {
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(seq.clone(), [1, seq.len()]), &Default::default());
+        let logits = model.forward(ids, None).unwrap().logits;
+        let [_, t, v] = logits.dims();
+        let last: Vec<f32> = logits.slice([0..1, t - 1..t, 0..v]).into_data().into_vec().unwrap();
+        let id = last.iter().enumerate().fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0;
+        want.push(id as u32);
+        seq.push(id as i64);
+    }
+    assert_eq!(out.tokens, want);
+    assert!(generate(&model, tok, "", &options, |_| {}).is_err());
+}
