@@ -65,6 +65,10 @@ pub struct TimeMix<B: Backend> {
     pub ln_x: GroupNorm<B>,
 }
 
+/// Output of [`TimeMix::forward`]: the mix output `[B, T, C]`, the new shift row `[B, C]` and the
+/// new WKV state `[B, H, N, N]`.
+pub type TimeMixOutput<B> = (Tensor<B, 3>, Tensor<B, 2>, Tensor<B, 4>);
+
 impl<B: Wkv6Backend> TimeMix<B> {
     /// `x`: the ln1 output `[B, T, C]`; `shift` `[B, C]` and `wkv` `[B, H, N, N]` from the state.
     /// Returns the mix output `[B, T, C]`, the new shift row and the new WKV state.
@@ -73,7 +77,7 @@ impl<B: Wkv6Backend> TimeMix<B> {
         x: Tensor<B, 3>,
         shift: Tensor<B, 2>,
         wkv: Tensor<B, 4>,
-    ) -> Result<(Tensor<B, 3>, Tensor<B, 2>, Tensor<B, 4>), RwkvError> {
+    ) -> Result<TimeMixOutput<B>, RwkvError> {
         let [b, t, c] = x.dims();
         let [h, n] = self.bonus.dims();
         let d_mix = self.maa_w2.dims()[1];

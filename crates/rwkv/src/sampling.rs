@@ -151,7 +151,7 @@ pub fn sample_logits(logits: &[f32], temperature: f32, top_p: f32, top_k: usize,
         probs.iter_mut().for_each(|p| *p = p.powf(inv));
     }
     let total: f64 = probs.iter().sum();
-    if !(total > 0.0) || !total.is_finite() {
+    if total.is_nan() || total <= 0.0 || !total.is_finite() {
         return argmax();
     }
     let target = u as f64 * total;

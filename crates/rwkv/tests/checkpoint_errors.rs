@@ -18,7 +18,7 @@ fn tmp(name: &str) -> std::path::PathBuf {
 }
 
 fn load(path: &std::path::Path) -> RwkvError {
-    load_safetensors::<B>(path, &Default::default()).err().expect("loading must fail")
+    load_safetensors::<B>(path, &Default::default()).expect_err("loading must fail")
 }
 
 #[test]

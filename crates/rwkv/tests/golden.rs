@@ -14,7 +14,9 @@ fn fixture(name: &str) -> String {
     format!("{}/../../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-fn golden() -> (Vec<i64>, HashMap<String, (Vec<usize>, Vec<f32>)>) {
+type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+fn golden() -> (Vec<i64>, Tensors) {
     let bytes = std::fs::read(fixture("rwkv6_tiny_a_golden.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut tokens = Vec::new();
@@ -43,7 +45,7 @@ fn tokens_tensor(ids: &[i64]) -> Tensor<B, 2, Int> {
     Tensor::from_data(TensorData::new(ids.to_vec(), [1, ids.len()]), &Default::default())
 }
 
-fn check_state(state: &State<B>, g: &HashMap<String, (Vec<usize>, Vec<f32>)>, prefix: &str) {
+fn check_state(state: &State<B>, g: &Tensors, prefix: &str) {
     for (l, s) in state.layers.iter().enumerate() {
         for (name, v) in [
             ("att_shift", vals(s.att_shift.clone())),
