@@ -71,14 +71,20 @@ pub enum TokenizerError {
     },
 }
 
-/// A node of the byte trie: the token ending here (0 = none) and its children, a sorted range of
-/// the edge arrays.
+/// A node of the byte trie: the token ending here (0 = none) and its children — a dense 256-entry
+/// table (`dense`, for nodes with many children) or a short range of the edge arrays.
 #[derive(Clone, Copy, Debug, Default)]
 struct Node {
     token: u32,
     first: u32,
     len: u32,
+    dense: u32,
 }
+
+/// Nodes with more children than this get a dense child table (a linear scan is faster below).
+const DENSE_FROM: usize = 8;
+/// `Node::dense` of nodes without a dense table.
+const NO_DENSE: u32 = u32::MAX;
 
 /// The RWKV World tokenizer: vocabulary plus a byte trie for greedy longest-match encoding.
 #[derive(Clone, Debug)]
@@ -87,8 +93,8 @@ pub struct Tokenizer {
     nodes: Vec<Node>,
     edge_bytes: Vec<u8>,
     edge_nodes: Vec<u32>,
-    /// Child of the root for each first byte (0 = none), to skip a search on the hottest level.
-    root: Box<[u32; 256]>,
+    /// Dense child tables, 256 entries each (0 = no child).
+    dense: Vec<u32>,
 }
 
 impl Tokenizer {
@@ -139,19 +145,27 @@ impl Tokenizer {
             build[node].token = i as u32 + 1;
         }
         let mut nodes = Vec::with_capacity(build.len());
-        let (mut edge_bytes, mut edge_nodes) = (Vec::new(), Vec::new());
-        for b in &build {
-            nodes.push(Node { token: b.token, first: edge_bytes.len() as u32, len: b.children.len() as u32 });
-            for (&byte, &child) in &b.children {
-                edge_bytes.push(byte);
-                edge_nodes.push(child as u32);
+        let (mut edge_bytes, mut edge_nodes, mut dense) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, b) in build.iter().enumerate() {
+            let mut node = Node { token: b.token, first: edge_bytes.len() as u32, len: 0, dense: NO_DENSE };
+            // The root is always dense: node 0 is never a child, so 0 can mean "no child".
+            if i == 0 || b.children.len() > DENSE_FROM {
+                node.dense = (dense.len() / 256) as u32;
+                let base = dense.len();
+                dense.resize(base + 256, 0);
+                for (&byte, &child) in &b.children {
+                    dense[base + byte as usize] = child as u32;
+                }
+            } else {
+                node.len = b.children.len() as u32;
+                for (&byte, &child) in &b.children {
+                    edge_bytes.push(byte);
+                    edge_nodes.push(child as u32);
+                }
             }
+            nodes.push(node);
         }
-        let mut root = Box::new([0u32; 256]);
-        for (&byte, &child) in &build[0].children {
-            root[byte as usize] = child as u32;
-        }
-        Self { tokens, nodes, edge_bytes, edge_nodes, root }
+        Self { tokens, nodes, edge_bytes, edge_nodes, dense }
     }
 
     /// Number of ids with bytes (65529 for World); valid ids are `1..=vocab_size()`.
@@ -165,15 +179,14 @@ impl Tokenizer {
     }
 
     #[inline]
-    fn child(&self, node: u32, byte: u8) -> u32 {
-        if node == 0 {
-            return self.root[byte as usize];
+    fn child(&self, n: &Node, byte: u8) -> u32 {
+        if n.dense != NO_DENSE {
+            return self.dense[n.dense as usize * 256 + byte as usize];
         }
-        let n = self.nodes[node as usize];
-        let edges = &self.edge_bytes[n.first as usize..(n.first + n.len) as usize];
-        match edges.binary_search(&byte) {
-            Ok(i) => self.edge_nodes[n.first as usize + i],
-            Err(_) => 0,
+        let (first, len) = (n.first as usize, n.len as usize);
+        match self.edge_bytes[first..first + len].iter().position(|&b| b == byte) {
+            Some(i) => self.edge_nodes[first + i],
+            None => 0,
         }
     }
 
@@ -181,15 +194,15 @@ impl Tokenizer {
     #[inline]
     fn longest_prefix(&self, bytes: &[u8]) -> (u32, usize) {
         let (mut best, mut best_len) = (0, 0);
-        let mut node = 0u32;
+        let mut node = &self.nodes[0];
         for (i, &b) in bytes.iter().enumerate() {
-            node = self.child(node, b);
-            if node == 0 {
+            let next = self.child(node, b);
+            if next == 0 {
                 break;
             }
-            let t = self.nodes[node as usize].token;
-            if t != 0 {
-                (best, best_len) = (t, i + 1);
+            node = &self.nodes[next as usize];
+            if node.token != 0 {
+                (best, best_len) = (node.token, i + 1);
             }
         }
         (best, best_len)
