@@ -6,8 +6,12 @@
 //! `[B, H, N, N]` (`[batch, head, key, value]`, as in spec §1.4), `ffn_shift` `[B, C]` (the ln2
 //! output of the last processed row).
 
-use burn::tensor::{Tensor, backend::Backend};
+use std::collections::HashMap;
+use std::path::Path;
 
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+
+use crate::checkpoint::{TensorMap, write_safetensors};
 use crate::{RwkvConfig, RwkvError};
 
 /// The state of one layer.
@@ -81,6 +85,73 @@ impl<B: Backend> State<B> {
                 ffn_shift: Tensor::cat(states.iter().map(|s| s.layers[l].ffn_shift.clone()).collect(), 0),
             })
             .collect();
+        Ok(Self { layers })
+    }
+
+    /// The state as tensors named like the official fixtures: `state.{l}.att_shift` `[B, C]`,
+    /// `state.{l}.wkv` `[B, H, N, N]`, `state.{l}.ffn_shift` `[B, C]` (with `squeeze_batch` and
+    /// one row: `[C]`, `[H, N, N]`, `[C]`, the fixtures' exact shapes).
+    pub fn to_tensor_map(&self, squeeze_batch: bool) -> TensorMap {
+        let host = |t: Vec<usize>, d: TensorData| {
+            let shape = if squeeze_batch && t.first() == Some(&1) { t[1..].to_vec() } else { t };
+            (shape, d.convert::<f32>().into_vec::<f32>().expect("f32"))
+        };
+        let mut tensors = HashMap::new();
+        for (l, s) in self.layers.iter().enumerate() {
+            tensors.insert(format!("state.{l}.att_shift"), host(s.att_shift.dims().to_vec(), s.att_shift.to_data()));
+            tensors.insert(format!("state.{l}.wkv"), host(s.wkv.dims().to_vec(), s.wkv.to_data()));
+            tensors.insert(format!("state.{l}.ffn_shift"), host(s.ffn_shift.dims().to_vec(), s.ffn_shift.to_data()));
+        }
+        TensorMap { origin: "state".into(), tensors }
+    }
+
+    /// Saves the state to safetensors (see [`State::to_tensor_map`]).
+    pub fn save(&self, path: impl AsRef<Path>, squeeze_batch: bool) -> Result<(), RwkvError> {
+        write_safetensors(&self.to_tensor_map(squeeze_batch), path)
+    }
+
+    /// Reads a state saved by [`State::save`] (batched or squeezed) for a model of `config`.
+    /// Every missing or mis-shaped tensor is an error naming it.
+    pub fn load(path: impl AsRef<Path>, config: &RwkvConfig, device: &B::Device) -> Result<Self, RwkvError> {
+        let map = TensorMap::read_safetensors(path)?;
+        let (c, h, n) = (config.n_embd, config.n_head, config.head_size);
+        let origin = map.origin.clone();
+        let get = |key: String, tail: Vec<usize>| -> Result<(usize, Vec<f32>), RwkvError> {
+            let (shape, v) = map.tensors.get(&key).ok_or_else(|| RwkvError::Keys {
+                path: origin.clone(),
+                problems: vec![crate::KeyProblem::Missing(key.clone())],
+            })?;
+            if shape == &tail {
+                Ok((1, v.clone()))
+            } else if shape.len() == tail.len() + 1 && shape[1..] == tail[..] && shape[0] > 0 {
+                Ok((shape[0], v.clone()))
+            } else {
+                let mut expected = vec![1];
+                expected.extend(&tail);
+                Err(RwkvError::Keys {
+                    path: origin.clone(),
+                    problems: vec![crate::KeyProblem::Shape { key, expected, found: shape.clone() }],
+                })
+            }
+        };
+        let mut layers = Vec::with_capacity(config.n_layer);
+        let mut batch = None;
+        for l in 0..config.n_layer {
+            let (b1, att) = get(format!("state.{l}.att_shift"), vec![c])?;
+            let (b2, wkv) = get(format!("state.{l}.wkv"), vec![h, n, n])?;
+            let (b3, ffn) = get(format!("state.{l}.ffn_shift"), vec![c])?;
+            let b = *batch.get_or_insert(b1);
+            if b1 != b || b2 != b || b3 != b {
+                return Err(RwkvError::Input(format!(
+                    "{origin}: state tensors of layer {l} disagree on the batch size"
+                )));
+            }
+            layers.push(LayerState {
+                att_shift: Tensor::from_data(TensorData::new(att, [b, c]), device),
+                wkv: Tensor::from_data(TensorData::new(wkv, [b, h, n, n]), device),
+                ffn_shift: Tensor::from_data(TensorData::new(ffn, [b, c]), device),
+            });
+        }
         Ok(Self { layers })
     }
 

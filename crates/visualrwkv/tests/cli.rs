@@ -77,6 +77,52 @@ fn logits_command_reproduces_the_goldens() {
 }
 
 #[test]
+fn logits_resume_from_a_saved_mid_sequence_state() {
+    let tokens = golden_tokens();
+    let join = |t: &[i64]| t.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(",");
+    let model = fixture("rwkv6_tiny_a_weights.safetensors");
+    let (mid, out) = (tmp("mid-state.safetensors"), tmp("resumed.safetensors"));
+    let st = bin()
+        .args(["logits", "--model", &model, "--tokens", &join(&tokens[..13]), "--out"])
+        .arg(tmp("first.safetensors"))
+        .arg("--state-out")
+        .arg(&mid)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let golden = read(std::path::Path::new(&fixture("rwkv6_tiny_a_golden.safetensors")));
+    let saved = read(&mid);
+    for l in 0..2 {
+        for name in ["att_shift", "wkv", "ffn_shift"] {
+            let d = max_diff(&saved[&format!("state.{l}.{name}")].1, &golden[&format!("state_mid.{l}.{name}")].1);
+            assert!(d <= 1e-4, "state_mid.{l}.{name}: {d:e}");
+        }
+    }
+    let st = bin()
+        .args(["logits", "--model", &model, "--tokens", &join(&tokens[13..]), "--state-in"])
+        .arg(&mid)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let d = max_diff(&read(&out)["logits"].1, &golden["logits"].1[13 * 256..]);
+    assert!(d <= 1e-4, "resumed logits: {d:e}");
+    // A state of the wrong model is an error.
+    let bad = tmp("bad-state.safetensors");
+    std::fs::copy(fixture("wkv6_b1_t5_h3.safetensors"), &bad).unwrap();
+    let o = bin()
+        .args(["logits", "--model", &model, "--tokens", "1", "--state-in"])
+        .arg(&bad)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("missing key `state.0.att_shift`"));
+}
+
+#[test]
 fn convert_pth_then_logits() {
     let conv = tmp("converted.safetensors");
     let st = bin()

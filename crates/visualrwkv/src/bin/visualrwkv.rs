@@ -10,7 +10,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use clap::{Args, Parser, Subcommand};
 use visualrwkv::{GenerateOptions, generate};
 use visualrwkv_rwkv::checkpoint::write_safetensors;
-use visualrwkv_rwkv::{Rwkv, SamplingOptions, TensorMap};
+use visualrwkv_rwkv::{Rwkv, SamplingOptions, State, TensorMap};
 use visualrwkv_tokenizer::Tokenizer;
 
 type B = NdArray;
@@ -45,6 +45,9 @@ enum Command {
         /// `state.{l}.ffn_shift` [C]).
         #[arg(long)]
         state_out: Option<PathBuf>,
+        /// Start from this state (as written by `--state-out`) instead of zeros.
+        #[arg(long)]
+        state_in: Option<PathBuf>,
     },
     /// Print the World-tokenizer ids of a text as a JSON array.
     Tokenize {
@@ -151,29 +154,25 @@ fn run(cli: Cli) -> Res<()> {
                 }))?
             );
         }
-        Command::Logits { model, tokens, out, state_out } => {
+        Command::Logits { model, tokens, out, state_out, state_in } => {
             let ids = parse_ids(&tokens)?;
             let model = load_model(&model)?;
+            let state = match state_in {
+                Some(p) => Some(State::<B>::load(&p, &model.config(), &Default::default())?),
+                None => None,
+            };
             let t = ids.len();
             let input = Tensor::<B, 2, Int>::from_data(
                 TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, t]),
                 &Default::default(),
             );
-            let output = model.forward(input, None)?;
+            let output = model.forward(input, state.as_ref())?;
             let v = output.logits.dims()[2];
             let mut map = TensorMap { origin: "logits".into(), tensors: HashMap::new() };
             map.tensors.insert("logits".into(), (vec![t, v], values(output.logits)));
             write_safetensors(&map, &out)?;
             if let Some(path) = state_out {
-                let mut s = TensorMap { origin: "state".into(), tensors: HashMap::new() };
-                for (l, layer) in output.state.layers.into_iter().enumerate() {
-                    let [_, h, n, _] = layer.wkv.dims();
-                    let c = layer.att_shift.dims()[1];
-                    s.tensors.insert(format!("state.{l}.att_shift"), (vec![c], values(layer.att_shift)));
-                    s.tensors.insert(format!("state.{l}.wkv"), (vec![h, n, n], values(layer.wkv)));
-                    s.tensors.insert(format!("state.{l}.ffn_shift"), (vec![c], values(layer.ffn_shift)));
-                }
-                write_safetensors(&s, &path)?;
+                output.state.save(&path, true)?;
             }
         }
         Command::Tokenize { text, file } => {
