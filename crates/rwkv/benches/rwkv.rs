@@ -84,12 +84,17 @@ fn main() {
         return;
     }
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-    println!("RWKV-6 on NdArray f32, {cores} threads; prefill tokens/s over one prompt, decode = median per-token latency\n");
-    println!("| model | params | prefill T | prefill tokens/s | decode tokens/s | decode ms/token | f32 weights MiB | peak RSS MiB |");
+    println!(
+        "RWKV-6 on NdArray f32, {cores} threads; prefill tokens/s over one prompt, decode = median per-token latency\n"
+    );
+    println!(
+        "| model | params | prefill T | prefill tokens/s | decode tokens/s | decode ms/token | f32 weights MiB | peak RSS MiB |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     let exe = std::env::current_exe().expect("bench executable");
     for size in env("RWKV_BENCH_SIZES", "0.1b,0.4b").split(',') {
-        let status = std::process::Command::new(&exe).env("RWKV_BENCH_ONE", size.trim()).status().expect("run one size");
+        let status =
+            std::process::Command::new(&exe).env("RWKV_BENCH_ONE", size.trim()).status().expect("run one size");
         if !status.success() {
             println!("| {size} | failed ({status}) |");
         }

@@ -15,7 +15,6 @@ use burn::nn::{
 };
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use safetensors::{Dtype, SafeTensors};
-use visualrwkv_wkv::Wkv6Backend;
 
 use crate::error::KeyProblem;
 use crate::layers::{Block, ChannelMix, TimeMix};
@@ -253,7 +252,7 @@ fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().into_vec::<f32>().expect("converted to f32")
 }
 
-impl<B: Wkv6Backend> Rwkv<B> {
+impl<B: crate::RwkvBackend> Rwkv<B> {
     /// The model's tensors under the official key names and shapes (f32).
     pub fn to_tensor_map(&self) -> TensorMap {
         let cfg = self.config();

@@ -11,7 +11,9 @@ use burn::module::{Module, Param};
 use burn::nn::{GroupNorm, LayerNorm, Linear};
 use burn::tensor::activation::{relu, sigmoid, silu};
 use burn::tensor::{Tensor, backend::Backend};
-use visualrwkv_wkv::{Wkv6Backend, wkv6, wkv6_step};
+use visualrwkv_wkv::{wkv6, wkv6_step};
+
+use crate::dense::{RwkvBackend, linear};
 
 use crate::RwkvError;
 use crate::state::LayerState;
@@ -69,7 +71,7 @@ pub struct TimeMix<B: Backend> {
 /// new WKV state `[B, H, N, N]`.
 pub type TimeMixOutput<B> = (Tensor<B, 3>, Tensor<B, 2>, Tensor<B, 4>);
 
-impl<B: Wkv6Backend> TimeMix<B> {
+impl<B: RwkvBackend> TimeMix<B> {
     /// `x`: the ln1 output `[B, T, C]`; `shift` `[B, C]` and `wkv` `[B, H, N, N]` from the state.
     /// Returns the mix output `[B, T, C]`, the new shift row and the new WKV state.
     pub fn forward(
@@ -92,10 +94,10 @@ impl<B: Wkv6Backend> TimeMix<B> {
         let part = |j: usize| xs.clone().slice([j..j + 1, 0..b * t, 0..c]).reshape([b * t, c]);
         let (xw, xk, xv, xr, xg) = (part(0), part(1), part(2), part(3), part(4));
 
-        let r = self.receptance.forward(xr);
-        let k = self.key.forward(xk);
-        let v = self.value.forward(xv);
-        let g = silu(self.gate.forward(xg));
+        let r = linear(&self.receptance, xr);
+        let k = linear(&self.key, xk);
+        let v = linear(&self.value, xv);
+        let g = silu(linear(&self.gate, xg));
         let w_raw =
             self.decay.val().unsqueeze_dim(0) + xw.matmul(self.decay_w1.val()).tanh().matmul(self.decay_w2.val());
 
@@ -109,7 +111,7 @@ impl<B: Wkv6Backend> TimeMix<B> {
             (out.y.reshape([b * t, h * n]), out.state)
         };
         let y = self.ln_x.forward(y) * g;
-        Ok((self.output.forward(y).reshape([b, t, c]), new_shift, wkv))
+        Ok((linear(&self.output, y).reshape([b, t, c]), new_shift, wkv))
     }
 }
 
@@ -128,7 +130,7 @@ pub struct ChannelMix<B: Backend> {
     pub value: Linear<B>,
 }
 
-impl<B: Backend> ChannelMix<B> {
+impl<B: RwkvBackend> ChannelMix<B> {
     /// `x`: the ln2 output `[B, T, C]`; `shift` `[B, C]`. Returns the output and the new shift row.
     pub fn forward(&self, x: Tensor<B, 3>, shift: Tensor<B, 2>) -> (Tensor<B, 3>, Tensor<B, 2>) {
         let new_shift = last_row(&x);
@@ -137,8 +139,8 @@ impl<B: Backend> ChannelMix<B> {
         let mr = self.maa_r.val().unsqueeze_dim::<2>(0).unsqueeze_dim::<3>(0);
         let xk = x.clone() + dx.clone() * mk;
         let xr = x + dx * mr;
-        let k = relu(self.key.forward(xk)).powi_scalar(2);
-        (sigmoid(self.receptance.forward(xr)) * self.value.forward(k), new_shift)
+        let k = relu(linear(&self.key, xk)).powi_scalar(2);
+        (sigmoid(linear(&self.receptance, xr)) * linear(&self.value, k), new_shift)
     }
 }
 
@@ -155,7 +157,7 @@ pub struct Block<B: Backend> {
     pub ffn: ChannelMix<B>,
 }
 
-impl<B: Wkv6Backend> Block<B> {
+impl<B: RwkvBackend> Block<B> {
     /// Runs the block over `x` `[B, T, C]` from `state`, returning the new residual stream and the
     /// layer's state after the last row.
     pub fn forward(&self, x: Tensor<B, 3>, state: LayerState<B>) -> Result<(Tensor<B, 3>, LayerState<B>), RwkvError> {

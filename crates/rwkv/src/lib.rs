@@ -18,6 +18,7 @@
 
 pub mod checkpoint;
 mod config;
+pub mod dense;
 mod error;
 pub mod layers;
 mod model;
@@ -26,6 +27,7 @@ mod state;
 
 pub use checkpoint::{TensorMap, load, load_safetensors};
 pub use config::RwkvConfig;
+pub use dense::RwkvBackend;
 pub use error::{KeyProblem, RwkvError};
 pub use model::{LN_X_EPS, Rwkv, RwkvOutput};
 pub use sampling::{Sampler, SamplingOptions};

@@ -5,10 +5,10 @@
 //! Token ids `[B, T]` (Int) or embedding rows `[B, T, C]`; logits `[B, T, V]`; state as in
 //! [`crate::state`].
 
+use crate::dense::{RwkvBackend, linear};
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Distribution, Int, Tensor, backend::Backend};
-use visualrwkv_wkv::Wkv6Backend;
 
 use crate::layers::{Block, ChannelMix, TimeMix};
 use crate::state::State;
@@ -84,7 +84,7 @@ impl RwkvConfig {
     }
 }
 
-impl<B: Wkv6Backend> Rwkv<B> {
+impl<B: RwkvBackend> Rwkv<B> {
     /// The configuration, read off the parameter shapes.
     pub fn config(&self) -> RwkvConfig {
         let [v, c] = self.emb.weight.dims();
@@ -141,7 +141,7 @@ impl<B: Wkv6Backend> Rwkv<B> {
 
     /// `ln_out` then `head`: logits `[B, T, V]` of the residual stream `x` `[B, T, C]`.
     pub fn logits(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.head.forward(self.ln_out.forward(x))
+        linear(&self.head, self.ln_out.forward(x))
     }
 
     fn check_rows(&self, x: &Tensor<B, 3>, state: Option<&State<B>>) -> Result<State<B>, RwkvError> {

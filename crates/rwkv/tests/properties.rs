@@ -68,19 +68,14 @@ proptest! {
     }
 }
 
+/// A tiny model: C = 8 (2 heads of 4), V = 10.
+fn tiny_config(n_layer: usize) -> RwkvConfig {
+    RwkvConfig { n_layer, n_embd: 8, n_head: 2, head_size: 4, dim_ffn: 16, vocab_size: 10, d_mix: 2, d_decay: 2 }
+}
+
 #[test]
 fn bad_inputs_are_errors() {
-    let cfg = RwkvConfig {
-        n_layer: 1,
-        n_embd: 8,
-        n_head: 2,
-        head_size: 4,
-        dim_ffn: 16,
-        vocab_size: 10,
-        d_mix: 2,
-        d_decay: 2,
-    };
-    let model = cfg.init::<B>(&Default::default());
+    let model = tiny_config(1).init::<B>(&Default::default());
     let dev = Default::default();
     let bad = Tensor::<B, 2, Int>::from_data([[3, 10]], &dev);
     assert!(model.forward(bad, None).unwrap_err().to_string().contains("token id 10"));
@@ -98,16 +93,7 @@ fn bad_inputs_are_errors() {
 
 #[test]
 fn state_save_load_round_trip_and_batch_rows() {
-    let cfg = RwkvConfig {
-        n_layer: 2,
-        n_embd: 8,
-        n_head: 2,
-        head_size: 4,
-        dim_ffn: 16,
-        vocab_size: 10,
-        d_mix: 2,
-        d_decay: 2,
-    };
+    let cfg = tiny_config(2);
     let model = cfg.init::<B>(&Default::default());
     let out = model.forward(tokens(3, 5, 10), None).unwrap();
     let path = std::env::temp_dir().join(format!("visualrwkv-state-{}.safetensors", std::process::id()));

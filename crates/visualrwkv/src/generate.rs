@@ -2,9 +2,8 @@
 //! per step from the carried state (O(1) work per token).
 
 use burn::tensor::{Int, Tensor, TensorData};
-use visualrwkv_rwkv::{Rwkv, RwkvError, Sampler, SamplingOptions, State};
+use visualrwkv_rwkv::{Rwkv, RwkvBackend, RwkvError, Sampler, SamplingOptions, State};
 use visualrwkv_tokenizer::{DOUBLE_NEWLINE, END_OF_TEXT, StreamDecoder, Tokenizer};
-use visualrwkv_wkv::Wkv6Backend;
 
 /// Options of [`generate`].
 #[derive(Clone, Debug)]
@@ -32,7 +31,7 @@ impl Default for GenerateOptions {
 
 /// The result of [`generate`].
 #[derive(Clone, Debug)]
-pub struct Generation<B: Wkv6Backend> {
+pub struct Generation<B: RwkvBackend> {
     /// Generated token ids (without the stop token).
     pub tokens: Vec<u32>,
     /// The generated text.
@@ -43,19 +42,19 @@ pub struct Generation<B: Wkv6Backend> {
     pub stopped_by: Option<u32>,
 }
 
-fn ids_tensor<B: Wkv6Backend>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, Int> {
+fn ids_tensor<B: RwkvBackend>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, Int> {
     let v: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
     Tensor::from_data(TensorData::new(v, [1, ids.len()]), device)
 }
 
-fn last_logits<B: Wkv6Backend>(logits: Tensor<B, 3>) -> Vec<f32> {
+fn last_logits<B: RwkvBackend>(logits: Tensor<B, 3>) -> Vec<f32> {
     let [_, t, v] = logits.dims();
     logits.slice([0..1, t - 1..t, 0..v]).into_data().convert::<f32>().into_vec::<f32>().expect("f32 logits")
 }
 
 /// Generates text after `prompt`, calling `on_text` with each piece of text as soon as it is
 /// complete UTF-8. Errors on an empty prompt or invalid options.
-pub fn generate<B: Wkv6Backend>(
+pub fn generate<B: RwkvBackend>(
     model: &Rwkv<B>,
     tokenizer: &Tokenizer,
     prompt: &str,

@@ -186,50 +186,20 @@ fn generate_streams_text() {
 #[test]
 fn bad_input_is_an_error_not_a_panic() {
     let model = fixture("rwkv6_tiny_a_weights.safetensors");
-    let cases: Vec<Vec<String>> = vec![
-        vec![
-            "logits".into(),
-            "--model".into(),
-            "/nonexistent.safetensors".into(),
-            "--tokens".into(),
-            "1".into(),
-            "--out".into(),
-            "/tmp/x".into(),
-        ],
-        vec![
-            "logits".into(),
-            "--model".into(),
-            model.clone(),
-            "--tokens".into(),
-            "1,x".into(),
-            "--out".into(),
-            "/tmp/x".into(),
-        ],
-        vec![
-            "logits".into(),
-            "--model".into(),
-            model.clone(),
-            "--tokens".into(),
-            "1,256".into(),
-            "--out".into(),
-            "/tmp/x".into(),
-        ],
-        vec![
-            "logits".into(),
-            "--model".into(),
-            model.clone(),
-            "--tokens".into(),
-            "".into(),
-            "--out".into(),
-            "/tmp/x".into(),
-        ],
-        vec!["info".into(), "--model".into(), fixture("tokenizer_cases.jsonl")],
-        vec!["detokenize".into(), "--ids".into(), "0".into()],
-        vec!["generate".into(), "--model".into(), model.clone(), "--prompt".into(), "".into()],
-        vec!["generate".into(), "--model".into(), model, "--prompt".into(), "x".into(), "--top-p".into(), "0".into()],
-        vec!["tokenize".into(), "--file".into(), "/nonexistent.txt".into()],
+    // Each case: arguments separated by '|'.
+    let cases = [
+        "logits|--model|/nonexistent.safetensors|--tokens|1|--out|/tmp/x".to_string(),
+        format!("logits|--model|{model}|--tokens|1,x|--out|/tmp/x"),
+        format!("logits|--model|{model}|--tokens|1,256|--out|/tmp/x"),
+        format!("logits|--model|{model}|--tokens||--out|/tmp/x"),
+        format!("info|--model|{}", fixture("tokenizer_cases.jsonl")),
+        "detokenize|--ids|0".to_string(),
+        format!("generate|--model|{model}|--prompt|"),
+        format!("generate|--model|{model}|--prompt|x|--top-p|0"),
+        "tokenize|--file|/nonexistent.txt".to_string(),
     ];
-    for args in cases {
+    for case in cases {
+        let args: Vec<&str> = case.split('|').collect();
         let o = bin().args(&args).output().unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{args:?} should fail");
