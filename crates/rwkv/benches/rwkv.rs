@@ -46,11 +46,12 @@ fn run_one(size: &str) {
     let ids: Vec<i64> = (0..prefill as i64).map(|i| (i * 7919) % 65536).collect();
     let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, prefill]), &dev);
     // Warm-up on a short prompt, then the timed prefill.
-    let _ = model.forward(tokens.clone().slice([0..1, 0..8]), None).unwrap();
+    let _ = model.forward_last(tokens.clone().slice([0..1, 0..8]), None).unwrap();
     let start = Instant::now();
-    let out = model.forward(tokens, None).unwrap();
-    let [_, t, v] = out.logits.dims();
-    let _ = out.logits.slice([0..1, t - 1..t, 0..v]).into_data();
+    // Prefill to the last token's logits, as a generator does (and the official package's
+    // sequence mode without full_output).
+    let out = model.forward_last(tokens, None).unwrap();
+    let _ = out.logits.into_data();
     let prefill_s = start.elapsed().as_secs_f64();
     let mut state = out.state;
     let mut times = Vec::new();
@@ -85,7 +86,7 @@ fn main() {
     }
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     println!(
-        "RWKV-6 on NdArray f32, {cores} threads; prefill tokens/s over one prompt, decode = median per-token latency\n"
+        "RWKV-6 on NdArray f32, {cores} threads; prefill = one prompt to the last token's logits, decode = median per-token latency\n"
     );
     println!(
         "| model | params | prefill T | prefill tokens/s | decode tokens/s | decode ms/token | f32 weights MiB | peak RSS MiB |"

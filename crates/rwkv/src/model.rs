@@ -166,11 +166,13 @@ impl<B: RwkvBackend> Rwkv<B> {
         }
     }
 
-    /// Runs the model over embedding rows `x` `[B, T, C]` (raw `emb` rows or projected image
-    /// features, before `ln0`) from `state` (zeros when `None`).
-    ///
-    /// `T > 1` runs each block in sequence mode (chunked WKV); `T = 1` is the single-step mode.
-    pub fn forward_embeddings(&self, x: Tensor<B, 3>, state: Option<&State<B>>) -> Result<RwkvOutput<B>, RwkvError> {
+    /// Runs `ln0` and every block over embedding rows `x` `[B, T, C]` from `state` (zeros when
+    /// `None`): the residual stream after the last block (before `ln_out`) and the new state.
+    pub fn forward_hidden(
+        &self,
+        x: Tensor<B, 3>,
+        state: Option<&State<B>>,
+    ) -> Result<(Tensor<B, 3>, State<B>), RwkvError> {
         let mut state = self.check_rows(&x, state)?;
         let mut x = self.input_norm(x);
         for (l, block) in self.blocks.iter().enumerate() {
@@ -178,7 +180,28 @@ impl<B: RwkvBackend> Rwkv<B> {
             x = y;
             state.layers[l] = s;
         }
+        Ok((x, state))
+    }
+
+    /// Runs the model over embedding rows `x` `[B, T, C]` (raw `emb` rows or projected image
+    /// features, before `ln0`) from `state` (zeros when `None`); logits for every row.
+    ///
+    /// `T > 1` runs each block in sequence mode (chunked WKV); `T = 1` is the single-step mode.
+    pub fn forward_embeddings(&self, x: Tensor<B, 3>, state: Option<&State<B>>) -> Result<RwkvOutput<B>, RwkvError> {
+        let (x, state) = self.forward_hidden(x, state)?;
         Ok(RwkvOutput { logits: self.logits(x), state })
+    }
+
+    /// As [`Rwkv::forward`], but computes the logits of the last row only (`[B, 1, V]`): what a
+    /// prompt prefill needs, without the `T·C·V` head product of the other rows.
+    pub fn forward_last(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        state: Option<&State<B>>,
+    ) -> Result<RwkvOutput<B>, RwkvError> {
+        let (x, state) = self.forward_hidden(self.embed(tokens)?, state)?;
+        let [b, t, c] = x.dims();
+        Ok(RwkvOutput { logits: self.logits(x.slice([0..b, t - 1..t, 0..c])), state })
     }
 
     /// Runs the model over token ids `[B, T]` from `state` (zeros when `None`).

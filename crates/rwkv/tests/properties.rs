@@ -113,3 +113,16 @@ fn state_save_load_round_trip_and_batch_rows() {
     assert!(State::<B>::load(&path, &other, &Default::default()).is_err());
     std::fs::remove_file(path).ok();
 }
+
+#[test]
+fn forward_last_equals_the_last_row_of_forward() {
+    let model = tiny_config(2).init::<B>(&Default::default());
+    let ids = tokens(2, 7, 10);
+    let full = model.forward(ids.clone(), None).unwrap();
+    let last = model.forward_last(ids, None).unwrap();
+    assert_eq!(last.logits.dims(), [2, 1, 10]);
+    // Equal up to summation order (a few rows take the CPU's matrix-vector path).
+    let (a, b) = (vals(last.logits), vals(full.logits.slice([0..2, 6..7, 0..10])));
+    assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-5), "{a:?} vs {b:?}");
+    assert_eq!(vals(last.state.layers[1].wkv.clone()), vals(full.state.layers[1].wkv.clone()));
+}

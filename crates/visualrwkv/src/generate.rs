@@ -70,7 +70,7 @@ pub fn generate<B: RwkvBackend>(
     let mut state: Option<State<B>> = None;
     let mut logits = Vec::new();
     for chunk in prompt_ids.chunks(options.prefill_chunk.max(1)) {
-        let out = model.forward(ids_tensor::<B>(chunk, &device), state.as_ref())?;
+        let out = model.forward_last(ids_tensor::<B>(chunk, &device), state.as_ref())?;
         logits = last_logits(out.logits);
         state = Some(out.state);
     }
