@@ -102,20 +102,9 @@ mod ndarray_impl {
     use burn::tensor::TensorMetadata;
     use burn::tensor::ops::FloatTensor;
 
-    use super::{GEMV_MAX_ROWS, RwkvBackend, gemv_rows};
+    use visualrwkv_wkv::cpu::view_f32;
 
-    fn f32_slice(t: &NdArrayTensor) -> Option<std::borrow::Cow<'_, [f32]>> {
-        match t {
-            NdArrayTensor::F32(s) => {
-                let view = s.view();
-                Some(match view.to_slice() {
-                    Some(v) => std::borrow::Cow::Borrowed(v),
-                    None => std::borrow::Cow::Owned(s.view().iter().copied().collect()),
-                })
-            }
-            _ => None,
-        }
-    }
+    use super::{GEMV_MAX_ROWS, RwkvBackend, gemv_rows};
 
     /// Few rows of f32: the streaming kernel; otherwise burn-ndarray's matmul.
     impl<E: FloatNdArrayElement, I: IntNdArrayElement, Q: QuantElement> RwkvBackend for NdArray<E, I, Q>
@@ -128,7 +117,7 @@ mod ndarray_impl {
             if let (&[m, k], &[k2, n]) = (&xs[..], &ws[..])
                 && m <= GEMV_MAX_ROWS
                 && k == k2
-                && let (Some(xv), Some(wv)) = (f32_slice(&x), f32_slice(&w))
+                && let (Some(xv), Some(wv)) = (view_f32(&x), view_f32(&w))
             {
                 let y = gemv_rows(&xv, &wv, m, k, n);
                 return SharedArray::<f32>::from_shape_vec(vec![m, n], y).expect("[M, N]").into();

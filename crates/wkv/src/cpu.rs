@@ -382,6 +382,8 @@ pub fn forward_in_place<F: KernelFloat>(
 
 #[cfg(feature = "ndarray")]
 pub(crate) use ndarray_glue::forward_primitives;
+#[cfg(feature = "ndarray")]
+pub use ndarray_glue::view_f32;
 
 #[cfg(feature = "ndarray")]
 mod ndarray_glue {
@@ -424,6 +426,12 @@ mod ndarray_glue {
     }
     host_float!(f32, F32);
     host_float!(f64, F64);
+
+    /// The values of an f32 `NdArray` tensor in row-major order, borrowed when its layout is
+    /// standard (copied otherwise); `None` for other dtypes. For CPU kernels over burn tensors.
+    pub fn view_f32(t: &NdArrayTensor) -> Option<Cow<'_, [f32]>> {
+        <f32 as HostFloat>::view(t)
+    }
 
     fn run<F: HostFloat>(
         x: [NdArrayTensor; 6],
