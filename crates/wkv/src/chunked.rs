@@ -25,7 +25,8 @@
 //!
 //! Memory: the per-chunk start states `[B, H, T/L, N, N]` and the intra-chunk tensors
 //! `[B, H, T/L, L, L, N]` (`T·L·N` per head) are what autodiff keeps: linear in `T` for a fixed
-//! chunk length, never `T²`.
+//! chunk length, never `T²`; with `L² <= N` (the default `L = 8` for `N = 64`) the intra-chunk
+//! part is no larger than the states, `O(T·N + (T/L)·N²)`.
 //!
 //! # Shapes
 //!
