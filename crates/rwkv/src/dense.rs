@@ -52,7 +52,7 @@ pub const GEMV_MAX_ROWS: usize = 4;
 
 /// `y [M, N] = x [M, K] · w [K, N]` for a few rows, streaming `w` once: each of `threads` workers
 /// owns a block of output columns and accumulates `y[m, cols] += x[m, k] · w[k, cols]` over `k`.
-pub fn gemv_rows(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+pub(crate) fn gemv_rows(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
     assert_eq!(x.len(), m * k);
     assert_eq!(w.len(), k * n);
     let mut y = vec![0f32; m * n];

@@ -43,8 +43,12 @@ pub const LOG_DECAY_MIN: f64 = -80.0;
 
 /// The chunked WKV6 forward pass: returns `(y [B,T,H,N], final state [B,H,N,N])`.
 ///
-/// `chunk_len` is clamped to `[1, T]`. Shapes are not checked here: use [`crate::wkv6`] for the
-/// checked entry point.
+/// `chunk_len` is clamped to `[1, T]`.
+///
+/// # Panics
+///
+/// Shapes are not checked here (burn panics on inconsistent ones): this is the building block of
+/// backends; callers with untrusted input use [`crate::wkv6`], which checks and returns errors.
 pub fn forward<B: Backend>(
     r: Tensor<B, 4>,
     k: Tensor<B, 4>,
@@ -127,6 +131,10 @@ pub fn forward<B: Backend>(
 
 /// One decoding step for every batch row and head at once: `r, k, v, w_raw`: `[B, H, N]`,
 /// `u`: `[H, N]`, `state`: `[B, H, N, N]`; returns `(y [B, H, N], new state)`.
+///
+/// # Panics
+///
+/// On inconsistent shapes, as [`forward`]; [`crate::wkv6_step`] is the checked entry point.
 pub fn step<B: Backend>(
     r: Tensor<B, 3>,
     k: Tensor<B, 3>,
