@@ -14,152 +14,33 @@ use burn::nn::{
     Embedding, EmbeddingConfig, GroupNorm, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig,
 };
 use burn::tensor::{Tensor, TensorData, backend::Backend};
-use safetensors::{Dtype, SafeTensors};
 
-use crate::error::KeyProblem;
 use crate::layers::{Block, ChannelMix, TimeMix};
 use crate::model::{LN_X_EPS, Rwkv};
 use crate::{RwkvConfig, RwkvError};
+pub use visualrwkv_checkpoint::TensorMap;
 
-/// Tensors of a checkpoint, converted to f32: `key -> (shape, values)`.
-#[derive(Clone, Debug, Default)]
-pub struct TensorMap {
-    /// Where the tensors came from (for error messages).
-    pub origin: String,
-    /// The tensors.
-    pub tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+fn values<'a>(map: &'a TensorMap, key: &str) -> &'a [f32] {
+    map.get(key).expect("keys checked by RwkvConfig::from_checkpoint")
 }
 
-impl TensorMap {
-    /// Reads every tensor of a safetensors file (F32, F16 or BF16).
-    pub fn read_safetensors(path: impl AsRef<Path>) -> Result<Self, RwkvError> {
-        let path = path.as_ref();
-        let origin = path.display().to_string();
-        let file = std::fs::File::open(path).map_err(|e| RwkvError::Io { path: origin.clone(), why: e.to_string() })?;
-        // SAFETY: the map is only read while `file` is open; a concurrent writer could change the
-        // bytes under us, which yields wrong values or a parse error, not undefined behaviour in
-        // the parser (it bounds-checks every offset).
-        let mmap = unsafe { memmap2::Mmap::map(&file) }
-            .map_err(|e| RwkvError::Io { path: origin.clone(), why: e.to_string() })?;
-        Self::from_safetensors_bytes(&mmap, &origin)
-    }
+fn t1<B: Backend>(map: &TensorMap, key: &str, device: &B::Device) -> Tensor<B, 1> {
+    let v = values(map, key);
+    Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), device)
+}
 
-    /// Reads every tensor of a PyTorch `.pth` checkpoint (a pickled state dict, as saved by
-    /// `torch.save`), converting F32/F16/BF16 to f32.
-    pub fn read_pth(path: impl AsRef<Path>) -> Result<Self, RwkvError> {
-        let path = path.as_ref();
-        let origin = path.display().to_string();
-        if !path.exists() {
-            return Err(RwkvError::Io { path: origin, why: "no such file".into() });
-        }
-        let reader = burn_store::pytorch::PytorchReader::new(path).map_err(|e| RwkvError::Format {
-            path: origin.clone(),
-            why: format!("not a readable PyTorch checkpoint: {e}"),
-        })?;
-        let mut tensors = HashMap::new();
-        for (key, snap) in reader.into_tensors() {
-            let dtype = snap.dtype;
-            if !matches!(
-                dtype,
-                burn::tensor::DType::F32
-                    | burn::tensor::DType::F16
-                    | burn::tensor::DType::BF16
-                    | burn::tensor::DType::F64
-            ) {
-                return Err(RwkvError::Dtype { path: origin, key, dtype: format!("{dtype:?}") });
-            }
-            let data = snap
-                .to_data()
-                .map_err(|e| RwkvError::Format { path: origin.clone(), why: format!("tensor `{key}`: {e:?}") })?;
-            let shape = data.shape.to_vec();
-            let values = data
-                .convert::<f32>()
-                .into_vec::<f32>()
-                .map_err(|e| RwkvError::Format { path: origin.clone(), why: format!("tensor `{key}`: {e:?}") })?;
-            tensors.insert(key, (shape, values));
-        }
-        Ok(Self { origin, tensors })
-    }
+fn t2<B: Backend>(map: &TensorMap, key: &str, shape: [usize; 2], device: &B::Device) -> Tensor<B, 2> {
+    Tensor::from_data(TensorData::new(values(map, key).to_vec(), shape), device)
+}
 
-    /// Reads a checkpoint by extension: `.pth` / `.pt` / `.bin` as PyTorch, anything else as
-    /// safetensors.
-    pub fn read(path: impl AsRef<Path>) -> Result<Self, RwkvError> {
-        let path = path.as_ref();
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("pth" | "pt" | "bin") => Self::read_pth(path),
-            _ => Self::read_safetensors(path),
-        }
-    }
-
-    /// Parses safetensors bytes.
-    pub fn from_safetensors_bytes(bytes: &[u8], origin: &str) -> Result<Self, RwkvError> {
-        let st = SafeTensors::deserialize(bytes)
-            .map_err(|e| RwkvError::Format { path: origin.to_string(), why: e.to_string() })?;
-        let mut tensors = HashMap::new();
-        for (key, view) in st.tensors() {
-            let data = view.data();
-            let values: Vec<f32> = match view.dtype() {
-                Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-                Dtype::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-                Dtype::BF16 => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-                other => {
-                    return Err(RwkvError::Dtype { path: origin.to_string(), key, dtype: format!("{other:?}") });
-                }
-            };
-            tensors.insert(key, (view.shape().to_vec(), values));
-        }
-        Ok(Self { origin: origin.to_string(), tensors })
-    }
-
-    /// The tensors whose key starts with `prefix`, with the prefix removed (e.g. `"rwkv."` for a
-    /// VisualRWKV checkpoint).
-    pub fn strip_prefix(&self, prefix: &str) -> Self {
-        let tensors = self
-            .tensors
-            .iter()
-            .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
-            .collect();
-        Self { origin: self.origin.clone(), tensors }
-    }
-
-    fn shape(&self, key: &str) -> Option<Vec<usize>> {
-        self.tensors.get(key).map(|(s, _)| s.clone())
-    }
-
-    /// Infers the configuration and checks every key against it.
-    pub fn rwkv_config(&self) -> Result<RwkvConfig, RwkvError> {
-        let keys: Vec<String> = self.tensors.keys().cloned().collect();
-        let config = RwkvConfig::infer(|k| self.shape(k), &keys)
-            .map_err(|why| RwkvError::Config { path: self.origin.clone(), why })?;
-        let expected = config.expected_keys();
-        let mut problems = Vec::new();
-        for (key, shape) in &expected {
-            match self.shape(key) {
-                None => problems.push(KeyProblem::Missing(key.clone())),
-                Some(found) if &found != shape => {
-                    problems.push(KeyProblem::Shape { key: key.clone(), expected: shape.clone(), found })
-                }
-                Some(_) => {}
-            }
-        }
-        let known: std::collections::HashSet<&str> = expected.iter().map(|(k, _)| k.as_str()).collect();
-        let mut unexpected: Vec<&String> = self.tensors.keys().filter(|k| !known.contains(k.as_str())).collect();
-        unexpected.sort();
-        problems.extend(unexpected.into_iter().map(|k| KeyProblem::Unexpected(k.clone())));
-        if problems.is_empty() { Ok(config) } else { Err(RwkvError::Keys { path: self.origin.clone(), problems }) }
-    }
-
-    fn values(&self, key: &str) -> &[f32] {
-        &self.tensors[key].1
-    }
-
-    fn t1<B: Backend>(&self, key: &str, device: &B::Device) -> Tensor<B, 1> {
-        let v = self.values(key);
-        Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), device)
-    }
-
-    fn t2<B: Backend>(&self, key: &str, shape: [usize; 2], device: &B::Device) -> Tensor<B, 2> {
-        Tensor::from_data(TensorData::new(self.values(key).to_vec(), shape), device)
+impl RwkvConfig {
+    /// Infers the RWKV-6 configuration of checkpoint tensors and checks every key against it.
+    pub fn from_checkpoint(map: &TensorMap) -> Result<RwkvConfig, RwkvError> {
+        let keys: Vec<String> = map.tensors.keys().cloned().collect();
+        let config = RwkvConfig::infer(|k| map.shape(k), &keys)
+            .map_err(|why| RwkvError::Config { path: map.origin.clone(), why })?;
+        let problems = map.key_problems(&config.expected_keys());
+        if problems.is_empty() { Ok(config) } else { Err(RwkvError::Keys { path: map.origin.clone(), problems }) }
     }
 }
 
@@ -168,20 +49,20 @@ fn param<B: Backend, const D: usize>(t: Tensor<B, D>) -> Param<Tensor<B, D>> {
 }
 
 impl RwkvConfig {
-    /// Builds a model from checkpoint tensors (checked with [`TensorMap::rwkv_config`]).
+    /// Builds a model from checkpoint tensors (checked with [`RwkvConfig::from_checkpoint`]).
     pub fn from_tensors<B: Backend>(map: &TensorMap, device: &B::Device) -> Result<Rwkv<B>, RwkvError> {
-        let cfg = map.rwkv_config()?;
+        let cfg = RwkvConfig::from_checkpoint(map)?;
         let (c, a, f, v) = (cfg.n_embd, cfg.dim_att(), cfg.dim_ffn, cfg.vocab_size);
         // nn.Linear stores [out, in]; burn's Linear holds [in, out].
         let linear = |key: &str, out: usize, inp: usize| -> Linear<B> {
             let mut l = LinearConfig::new(inp, out).with_bias(false).init(device);
-            l.weight = param(map.t2::<B>(key, [out, inp], device).transpose());
+            l.weight = param(t2::<B>(map, key, [out, inp], device).transpose());
             l
         };
         let layer_norm = |prefix: &str| -> LayerNorm<B> {
             let mut ln = LayerNormConfig::new(c).init(device);
-            ln.gamma = param(map.t1(&format!("{prefix}.weight"), device));
-            ln.beta = Some(param(map.t1(&format!("{prefix}.bias"), device)));
+            ln.gamma = param(t1(map, &format!("{prefix}.weight"), device));
+            ln.beta = Some(param(t1(map, &format!("{prefix}.bias"), device)));
             ln
         };
         let blocks = (0..cfg.n_layer)
@@ -190,25 +71,25 @@ impl RwkvConfig {
                 let maa = Tensor::cat(
                     ["w", "k", "v", "r", "g"]
                         .iter()
-                        .map(|m| map.t1::<B>(&k(&format!("att.time_maa_{m}")), device).unsqueeze_dim(0))
+                        .map(|m| t1::<B>(map, &k(&format!("att.time_maa_{m}")), device).unsqueeze_dim(0))
                         .collect(),
                     0,
                 );
                 let mut ln_x: GroupNorm<B> = GroupNormConfig::new(cfg.n_head, a).with_epsilon(LN_X_EPS).init(device);
-                ln_x.gamma = Some(param(map.t1(&k("att.ln_x.weight"), device)));
-                ln_x.beta = Some(param(map.t1(&k("att.ln_x.bias"), device)));
+                ln_x.gamma = Some(param(t1(map, &k("att.ln_x.weight"), device)));
+                ln_x.beta = Some(param(t1(map, &k("att.ln_x.bias"), device)));
                 let att = TimeMix {
-                    maa_x: param(map.t1(&k("att.time_maa_x"), device)),
+                    maa_x: param(t1(map, &k("att.time_maa_x"), device)),
                     maa: param(maa),
-                    maa_w1: param(map.t2(&k("att.time_maa_w1"), [c, 5 * cfg.d_mix], device)),
+                    maa_w1: param(t2(map, &k("att.time_maa_w1"), [c, 5 * cfg.d_mix], device)),
                     maa_w2: param(Tensor::from_data(
-                        TensorData::new(map.values(&k("att.time_maa_w2")).to_vec(), [5, cfg.d_mix, c]),
+                        TensorData::new(values(map, &k("att.time_maa_w2")).to_vec(), [5, cfg.d_mix, c]),
                         device,
                     )),
-                    decay: param(map.t1(&k("att.time_decay"), device)),
-                    decay_w1: param(map.t2(&k("att.time_decay_w1"), [c, cfg.d_decay], device)),
-                    decay_w2: param(map.t2(&k("att.time_decay_w2"), [cfg.d_decay, a], device)),
-                    bonus: param(map.t2(&k("att.time_faaaa"), [cfg.n_head, cfg.head_size], device)),
+                    decay: param(t1(map, &k("att.time_decay"), device)),
+                    decay_w1: param(t2(map, &k("att.time_decay_w1"), [c, cfg.d_decay], device)),
+                    decay_w2: param(t2(map, &k("att.time_decay_w2"), [cfg.d_decay, a], device)),
+                    bonus: param(t2(map, &k("att.time_faaaa"), [cfg.n_head, cfg.head_size], device)),
                     receptance: linear(&k("att.receptance.weight"), a, c),
                     key: linear(&k("att.key.weight"), a, c),
                     value: linear(&k("att.value.weight"), a, c),
@@ -217,8 +98,8 @@ impl RwkvConfig {
                     ln_x,
                 };
                 let ffn = ChannelMix {
-                    maa_k: param(map.t1(&k("ffn.time_maa_k"), device)),
-                    maa_r: param(map.t1(&k("ffn.time_maa_r"), device)),
+                    maa_k: param(t1(map, &k("ffn.time_maa_k"), device)),
+                    maa_r: param(t1(map, &k("ffn.time_maa_r"), device)),
                     key: linear(&k("ffn.key.weight"), f, c),
                     receptance: linear(&k("ffn.receptance.weight"), c, c),
                     value: linear(&k("ffn.value.weight"), c, f),
@@ -227,7 +108,7 @@ impl RwkvConfig {
             })
             .collect();
         let mut emb: Embedding<B> = EmbeddingConfig::new(v, c).init(device);
-        emb.weight = param(map.t2("emb.weight", [v, c], device));
+        emb.weight = param(t2(map, "emb.weight", [v, c], device));
         Ok(Rwkv {
             emb,
             ln0: layer_norm("blocks.0.ln0"),
@@ -317,18 +198,5 @@ impl<B: crate::RwkvBackend> Rwkv<B> {
 
 /// Writes a [`TensorMap`] as F32 safetensors.
 pub fn write_safetensors(map: &TensorMap, path: impl AsRef<Path>) -> Result<(), RwkvError> {
-    let path = path.as_ref();
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = map
-        .tensors
-        .iter()
-        .map(|(k, (s, v))| (k.clone(), s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect()))
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
-        .iter()
-        .map(|(k, s, b)| {
-            (k.clone(), safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b).expect("consistent view"))
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, path)
-        .map_err(|e| RwkvError::Io { path: path.display().to_string(), why: e.to_string() })
+    Ok(visualrwkv_checkpoint::write_safetensors(map, path)?)
 }

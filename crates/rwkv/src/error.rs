@@ -1,4 +1,6 @@
 use thiserror::Error;
+pub use visualrwkv_checkpoint::KeyProblem;
+use visualrwkv_checkpoint::format_problems;
 
 /// Errors of the RWKV-6 model: checkpoints, shapes and inputs.
 #[derive(Debug, Error)]
@@ -12,7 +14,7 @@ pub enum RwkvError {
         why: String,
     },
     /// The file is not a valid safetensors file (bad header, truncated data, ...).
-    #[error("{path}: not a valid safetensors file: {why}")]
+    #[error("{path}: not a valid checkpoint file: {why}")]
     Format {
         /// The file.
         path: String,
@@ -63,32 +65,14 @@ pub enum RwkvError {
     Wkv(#[from] visualrwkv_wkv::WkvError),
 }
 
-/// One problem with a checkpoint key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyProblem {
-    /// A key the model needs is absent.
-    Missing(String),
-    /// A key the model does not use is present.
-    Unexpected(String),
-    /// A key has the wrong shape.
-    Shape {
-        /// The key.
-        key: String,
-        /// The shape the model needs.
-        expected: Vec<usize>,
-        /// The shape in the file.
-        found: Vec<usize>,
-    },
-}
-
-fn format_problems(p: &[KeyProblem]) -> String {
-    p.iter()
-        .map(|p| match p {
-            KeyProblem::Missing(k) => format!("\n  missing key `{k}`"),
-            KeyProblem::Unexpected(k) => format!("\n  unexpected key `{k}`"),
-            KeyProblem::Shape { key, expected, found } => {
-                format!("\n  key `{key}` has shape {found:?}, expected {expected:?}")
-            }
-        })
-        .collect()
+impl From<visualrwkv_checkpoint::CheckpointError> for RwkvError {
+    fn from(e: visualrwkv_checkpoint::CheckpointError) -> Self {
+        use visualrwkv_checkpoint::CheckpointError as C;
+        match e {
+            C::Io { path, why } => RwkvError::Io { path, why },
+            C::Format { path, why } => RwkvError::Format { path, why },
+            C::Dtype { path, key, dtype } => RwkvError::Dtype { path, key, dtype },
+            C::Keys { path, problems, .. } => RwkvError::Keys { path, problems },
+        }
+    }
 }

@@ -32,3 +32,4 @@ pub use error::{KeyProblem, RwkvError};
 pub use model::{LN_X_EPS, Rwkv, RwkvOutput};
 pub use sampling::{Sampler, SamplingOptions};
 pub use state::{LayerState, State};
+pub use visualrwkv_checkpoint::CheckpointError;

@@ -61,7 +61,7 @@ fn check_state(state: &State<B>, g: &Tensors, prefix: &str) {
 #[test]
 fn config_is_inferred_from_shapes() {
     let map = TensorMap::read_safetensors(fixture("rwkv6_tiny_a_weights.safetensors")).unwrap();
-    let cfg = map.rwkv_config().unwrap();
+    let cfg = RwkvConfig::from_checkpoint(&map).unwrap();
     assert_eq!(
         cfg,
         RwkvConfig {

@@ -4,7 +4,7 @@
 
 use burn::backend::NdArray;
 use burn::tensor::{Int, Tensor, TensorData};
-use visualrwkv_rwkv::{RwkvError, TensorMap, load};
+use visualrwkv_rwkv::{CheckpointError, RwkvConfig, TensorMap, load};
 
 fn fixture(name: &str) -> String {
     format!("{}/../../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -22,7 +22,7 @@ fn bf16_pth_matches_the_safetensors_weights_rounded_to_bf16() {
             assert_eq!(half::bf16::from_f32(*a).to_f32(), *b, "{k}");
         }
     }
-    assert_eq!(pth.rwkv_config().unwrap(), st.rwkv_config().unwrap());
+    assert_eq!(RwkvConfig::from_checkpoint(&pth).unwrap(), RwkvConfig::from_checkpoint(&st).unwrap());
 }
 
 #[test]
@@ -41,7 +41,7 @@ fn bf16_pth_model_runs_close_to_the_f32_goldens() {
 fn non_checkpoints_are_errors() {
     let p = std::env::temp_dir().join(format!("visualrwkv-pth-{}.pth", std::process::id()));
     std::fs::write(&p, b"this is not a zip or a pickle").unwrap();
-    assert!(matches!(TensorMap::read(&p), Err(RwkvError::Format { .. })));
+    assert!(matches!(TensorMap::read(&p), Err(CheckpointError::Format { .. })));
     std::fs::remove_file(&p).ok();
-    assert!(matches!(TensorMap::read("/nonexistent/model.pth"), Err(RwkvError::Io { .. })));
+    assert!(matches!(TensorMap::read("/nonexistent/model.pth"), Err(CheckpointError::Io { .. })));
 }

@@ -10,7 +10,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use clap::{Args, Parser, Subcommand};
 use visualrwkv::{GenerateOptions, generate};
 use visualrwkv_rwkv::checkpoint::write_safetensors;
-use visualrwkv_rwkv::{Rwkv, SamplingOptions, State, TensorMap};
+use visualrwkv_rwkv::{Rwkv, RwkvConfig, SamplingOptions, State, TensorMap};
 use visualrwkv_tokenizer::Tokenizer;
 
 type B = NdArray;
@@ -142,7 +142,7 @@ fn run(cli: Cli) -> Res<()> {
     match cli.command {
         Command::Info { model } => {
             let map = TensorMap::read(&model)?;
-            let c = map.rwkv_config()?;
+            let c = RwkvConfig::from_checkpoint(&map)?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({
@@ -213,7 +213,7 @@ fn run(cli: Cli) -> Res<()> {
         }
         Command::Convert { from, to } => {
             let map = TensorMap::read(&from)?;
-            map.rwkv_config()?;
+            RwkvConfig::from_checkpoint(&map)?;
             write_safetensors(&map, &to)?;
             eprintln!("wrote {} tensors to {}", map.tensors.len(), to.display());
         }

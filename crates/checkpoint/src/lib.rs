@@ -1,0 +1,326 @@
+//! # visualrwkv-checkpoint: checkpoint tensors shared by every VisualRWKV component
+//!
+//! A [`TensorMap`] holds the tensors of a checkpoint converted to f32 (`key -> (shape, values)`),
+//! read from safetensors (F32, F16, BF16, F64) or from a PyTorch `.pth` pickle (burn-store's
+//! reader). Models check it against the keys and shapes they expect with
+//! [`TensorMap::check_keys`], which reports **every** missing, unexpected and mis-shaped key at
+//! once, and build their modules from it. [`write_safetensors`] saves a map as F32.
+//!
+//! # Shapes
+//!
+//! Tensors keep the shapes of the file (PyTorch conventions, e.g. `nn.Linear` weights
+//! `[out, in]`); conversion to burn layouts is the model's job.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+use safetensors::{Dtype, SafeTensors};
+use thiserror::Error;
+
+/// Errors reading, checking or writing checkpoint tensors. Each names the file.
+#[derive(Debug, Error)]
+pub enum CheckpointError {
+    /// The file could not be read or written.
+    #[error("{path}: {why}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        why: String,
+    },
+    /// The file is not a valid checkpoint (bad header, truncated data, not a pickle, ...).
+    #[error("{path}: not a valid checkpoint file: {why}")]
+    Format {
+        /// The file.
+        path: String,
+        /// What the parser said.
+        why: String,
+    },
+    /// A tensor is stored in a dtype that is not a float type.
+    #[error("{path}: tensor `{key}` has dtype {dtype}, expected F32, F16 or BF16")]
+    Dtype {
+        /// The file.
+        path: String,
+        /// The tensor.
+        key: String,
+        /// Its dtype.
+        dtype: String,
+    },
+    /// Keys are missing, unexpected or have the wrong shape; every offending key is listed.
+    #[error("{path}: checkpoint does not match {model}:{}", format_problems(.problems))]
+    Keys {
+        /// The file.
+        path: String,
+        /// What the keys were checked against (e.g. "a CLIP vision tower").
+        model: String,
+        /// One entry per offending key.
+        problems: Vec<KeyProblem>,
+    },
+}
+
+/// One problem with a checkpoint key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyProblem {
+    /// A key the model needs is absent.
+    Missing(String),
+    /// A key the model does not use is present.
+    Unexpected(String),
+    /// A key has the wrong shape.
+    Shape {
+        /// The key.
+        key: String,
+        /// The shape the model needs.
+        expected: Vec<usize>,
+        /// The shape in the file.
+        found: Vec<usize>,
+    },
+}
+
+/// Formats problems one per line (used in error messages).
+pub fn format_problems(p: &[KeyProblem]) -> String {
+    p.iter()
+        .map(|p| match p {
+            KeyProblem::Missing(k) => format!("\n  missing key `{k}`"),
+            KeyProblem::Unexpected(k) => format!("\n  unexpected key `{k}`"),
+            KeyProblem::Shape { key, expected, found } => {
+                format!("\n  key `{key}` has shape {found:?}, expected {expected:?}")
+            }
+        })
+        .collect()
+}
+
+/// Tensors of a checkpoint, converted to f32: `key -> (shape, values)`.
+#[derive(Clone, Debug, Default)]
+pub struct TensorMap {
+    /// Where the tensors came from (for error messages).
+    pub origin: String,
+    /// The tensors.
+    pub tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+fn io(path: &str, e: impl std::fmt::Display) -> CheckpointError {
+    CheckpointError::Io { path: path.to_string(), why: e.to_string() }
+}
+
+impl TensorMap {
+    /// Reads every tensor of a safetensors file (F32, F16, BF16 or F64).
+    pub fn read_safetensors(path: impl AsRef<Path>) -> Result<Self, CheckpointError> {
+        Self::read_safetensors_skipping(path, |_| false)
+    }
+
+    /// Reads a safetensors file, leaving out the keys for which `skip` is true before looking at
+    /// their dtype (for integer buffers a model recomputes, such as HF CLIP's
+    /// `embeddings.position_ids`).
+    pub fn read_safetensors_skipping(
+        path: impl AsRef<Path>,
+        skip: impl Fn(&str) -> bool,
+    ) -> Result<Self, CheckpointError> {
+        let path = path.as_ref();
+        let origin = path.display().to_string();
+        let file = std::fs::File::open(path).map_err(|e| io(&origin, e))?;
+        // SAFETY: the map is only read while `file` is open; a concurrent writer could change the
+        // bytes under us, which yields wrong values or a parse error, not undefined behaviour in
+        // the parser (it bounds-checks every offset).
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io(&origin, e))?;
+        Self::from_safetensors_bytes_skipping(&mmap, &origin, skip)
+    }
+
+    /// Reads every tensor of a PyTorch `.pth` checkpoint (a pickled state dict, as saved by
+    /// `torch.save`), converting F32/F16/BF16/F64 to f32.
+    pub fn read_pth(path: impl AsRef<Path>) -> Result<Self, CheckpointError> {
+        Self::read_pth_skipping(path, |_| false)
+    }
+
+    /// [`TensorMap::read_pth`] leaving out the keys for which `skip` is true.
+    pub fn read_pth_skipping(path: impl AsRef<Path>, skip: impl Fn(&str) -> bool) -> Result<Self, CheckpointError> {
+        use burn::tensor::DType;
+        let path = path.as_ref();
+        let origin = path.display().to_string();
+        if !path.exists() {
+            return Err(io(&origin, "no such file"));
+        }
+        let reader = burn_store::pytorch::PytorchReader::new(path).map_err(|e| CheckpointError::Format {
+            path: origin.clone(),
+            why: format!("not a readable PyTorch checkpoint: {e}"),
+        })?;
+        let mut tensors = HashMap::new();
+        for (key, snap) in reader.into_tensors() {
+            if skip(&key) {
+                continue;
+            }
+            let dtype = snap.dtype;
+            if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16 | DType::F64) {
+                return Err(CheckpointError::Dtype { path: origin, key, dtype: format!("{dtype:?}") });
+            }
+            let bad = |e: &dyn std::fmt::Debug| CheckpointError::Format {
+                path: origin.clone(),
+                why: format!("tensor `{key}`: {e:?}"),
+            };
+            let data = snap.to_data().map_err(|e| bad(&e))?;
+            let shape = data.shape.to_vec();
+            let values = data.convert::<f32>().into_vec::<f32>().map_err(|e| bad(&e))?;
+            tensors.insert(key, (shape, values));
+        }
+        Ok(Self { origin, tensors })
+    }
+
+    /// Reads a checkpoint by extension: `.pth` / `.pt` / `.bin` as PyTorch, anything else as
+    /// safetensors.
+    pub fn read(path: impl AsRef<Path>) -> Result<Self, CheckpointError> {
+        Self::read_skipping(path, |_| false)
+    }
+
+    /// [`TensorMap::read`] leaving out the keys for which `skip` is true.
+    pub fn read_skipping(path: impl AsRef<Path>, skip: impl Fn(&str) -> bool) -> Result<Self, CheckpointError> {
+        let path = path.as_ref();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("pth" | "pt" | "bin") => Self::read_pth_skipping(path, skip),
+            _ => Self::read_safetensors_skipping(path, skip),
+        }
+    }
+
+    /// Parses safetensors bytes.
+    pub fn from_safetensors_bytes(bytes: &[u8], origin: &str) -> Result<Self, CheckpointError> {
+        Self::from_safetensors_bytes_skipping(bytes, origin, |_| false)
+    }
+
+    /// Parses safetensors bytes, leaving out the keys for which `skip` is true.
+    pub fn from_safetensors_bytes_skipping(
+        bytes: &[u8],
+        origin: &str,
+        skip: impl Fn(&str) -> bool,
+    ) -> Result<Self, CheckpointError> {
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| CheckpointError::Format { path: origin.to_string(), why: e.to_string() })?;
+        let mut tensors = HashMap::new();
+        for (key, view) in st.tensors() {
+            if skip(&key) {
+                continue;
+            }
+            let data = view.data();
+            let values: Vec<f32> = match view.dtype() {
+                Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+                Dtype::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+                Dtype::BF16 => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+                Dtype::F64 => data
+                    .chunks_exact(8)
+                    .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+                    .collect(),
+                other => {
+                    return Err(CheckpointError::Dtype { path: origin.to_string(), key, dtype: format!("{other:?}") });
+                }
+            };
+            tensors.insert(key, (view.shape().to_vec(), values));
+        }
+        Ok(Self { origin: origin.to_string(), tensors })
+    }
+
+    /// The tensors whose key starts with `prefix`, with the prefix removed (e.g. `"rwkv."` for a
+    /// VisualRWKV checkpoint).
+    pub fn strip_prefix(&self, prefix: &str) -> Self {
+        let tensors = self
+            .tensors
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
+            .collect();
+        Self { origin: self.origin.clone(), tensors }
+    }
+
+    /// Whether any key starts with `prefix`.
+    pub fn has_prefix(&self, prefix: &str) -> bool {
+        self.tensors.keys().any(|k| k.starts_with(prefix))
+    }
+
+    /// The shape of `key`, if present.
+    pub fn shape(&self, key: &str) -> Option<Vec<usize>> {
+        self.tensors.get(key).map(|(s, _)| s.clone())
+    }
+
+    /// The values of `key` (row-major), if present.
+    pub fn get(&self, key: &str) -> Option<&[f32]> {
+        self.tensors.get(key).map(|(_, v)| v.as_slice())
+    }
+
+    /// Compares the map with the keys and shapes a model expects: every missing key, every key
+    /// with another shape and every key the model does not use, sorted by key within each kind.
+    pub fn key_problems(&self, expected: &[(String, Vec<usize>)]) -> Vec<KeyProblem> {
+        let mut problems = Vec::new();
+        for (key, shape) in expected {
+            match self.tensors.get(key) {
+                None => problems.push(KeyProblem::Missing(key.clone())),
+                Some((found, _)) if found != shape => {
+                    problems.push(KeyProblem::Shape { key: key.clone(), expected: shape.clone(), found: found.clone() })
+                }
+                Some(_) => {}
+            }
+        }
+        let known: HashSet<&str> = expected.iter().map(|(k, _)| k.as_str()).collect();
+        let mut unexpected: Vec<&String> = self.tensors.keys().filter(|k| !known.contains(k.as_str())).collect();
+        unexpected.sort();
+        problems.extend(unexpected.into_iter().map(|k| KeyProblem::Unexpected(k.clone())));
+        problems
+    }
+
+    /// [`TensorMap::key_problems`] as a `Result`: `Err(Keys)` naming `model` when any key is off.
+    pub fn check_keys(&self, expected: &[(String, Vec<usize>)], model: &str) -> Result<(), CheckpointError> {
+        let problems = self.key_problems(expected);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(CheckpointError::Keys { path: self.origin.clone(), model: model.to_string(), problems })
+        }
+    }
+
+    /// The values of `key` as a tensor of shape `shape` (the caller has checked the keys; a
+    /// missing key or a size mismatch is reported as a `Keys` error rather than a panic).
+    pub fn tensor<B: Backend, const D: usize>(
+        &self,
+        key: &str,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>, CheckpointError> {
+        let keys_error = |problem| CheckpointError::Keys {
+            path: self.origin.clone(),
+            model: "the requested tensor".into(),
+            problems: vec![problem],
+        };
+        let (found, values) = self.tensors.get(key).ok_or_else(|| keys_error(KeyProblem::Missing(key.into())))?;
+        if values.len() != shape.iter().product::<usize>() {
+            return Err(keys_error(KeyProblem::Shape {
+                key: key.into(),
+                expected: shape.to_vec(),
+                found: found.clone(),
+            }));
+        }
+        Ok(Tensor::from_data(TensorData::new(values.clone(), shape), (device, burn::tensor::DType::F32)))
+    }
+
+    /// Inserts a tensor read back from the device (converted to f32).
+    pub fn insert<B: Backend, const D: usize>(&mut self, key: impl Into<String>, tensor: Tensor<B, D>) {
+        let shape = tensor.dims().to_vec();
+        let values = tensor.into_data().convert::<f32>().into_vec::<f32>().expect("converted to f32");
+        self.tensors.insert(key.into(), (shape, values));
+    }
+}
+
+/// Writes a [`TensorMap`] as F32 safetensors.
+pub fn write_safetensors(map: &TensorMap, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
+    let path = path.as_ref();
+    let mut keys: Vec<&String> = map.tensors.keys().collect();
+    keys.sort();
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = keys
+        .into_iter()
+        .map(|k| {
+            let (s, v) = &map.tensors[k];
+            (k.clone(), s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        })
+        .collect();
+    let mut views = Vec::with_capacity(bytes.len());
+    for (k, s, b) in &bytes {
+        let view = safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)
+            .map_err(|e| CheckpointError::Format { path: path.display().to_string(), why: format!("`{k}`: {e}") })?;
+        views.push((k.clone(), view));
+    }
+    safetensors::serialize_to_file(views, None, path).map_err(|e| io(&path.display().to_string(), e))
+}
