@@ -1,0 +1,314 @@
+//! Image preprocessing as Hugging Face's `CLIPImageProcessor` / `SiglipImageProcessor` do it:
+//! decode (PNG, JPEG, WebP, BMP) → RGB → resize (Pillow's antialiased bicubic, reimplemented
+//! bit for bit: same filter, same fixed-point arithmetic, same uint8 rounding between the
+//! horizontal and the vertical pass) → centre crop → rescale 1/255 → normalise.
+//!
+//! # Shapes
+//!
+//! One image becomes `[3, H, W]` f32 (channel-major); a batch `[B, 3, H, W]`.
+//!
+//! Colour conversion: grayscale is replicated to three channels, alpha is dropped (as Pillow's
+//! `convert("RGB")` does; no compositing), 16-bit samples are scaled to 8 bits with rounding
+//! (Pillow instead truncates 16-bit grayscale; 8-bit inputs — almost all real images — are
+//! unaffected).
+
+use std::io::Cursor;
+use std::path::Path;
+
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+use image::{DynamicImage, ImageReader, RgbImage};
+
+use crate::VisionError;
+
+/// CLIP's normalisation mean (OpenAI).
+pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+/// CLIP's normalisation standard deviation.
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_1];
+/// SigLIP's normalisation mean (and standard deviation): 0.5 per channel.
+pub const SIGLIP_MEAN: [f32; 3] = [0.5, 0.5, 0.5];
+/// ImageNet mean (DINOv2, SAM in VisualRWKV-HD).
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// ImageNet standard deviation.
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+/// Default decompression-bomb guard: the largest width or height accepted.
+pub const DEFAULT_MAX_SIDE: u32 = 16_384;
+
+/// How an image is resized before cropping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resize {
+    /// Keep the aspect ratio; the shorter side becomes this many pixels (the longer side is
+    /// `⌊n·long/short⌋`, as Hugging Face computes it).
+    ShortestEdge(u32),
+    /// Stretch to exactly `height × width`.
+    Exact {
+        /// Output height.
+        height: u32,
+        /// Output width.
+        width: u32,
+    },
+    /// No resizing.
+    None,
+}
+
+/// A preprocessing recipe.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageProcessor {
+    /// The resize step.
+    pub resize: Resize,
+    /// Centre crop to `(height, width)` after resizing (zero-padded when the image is smaller).
+    pub crop: Option<(u32, u32)>,
+    /// Per-channel mean subtracted after rescaling by 1/255.
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation divided by.
+    pub std: [f32; 3],
+    /// Decompression-bomb guard: images whose width or height exceeds this are rejected before
+    /// decoding.
+    pub max_side: u32,
+}
+
+impl ImageProcessor {
+    /// `openai/clip-vit-large-patch14-336`: shortest edge 336, centre crop 336×336, CLIP mean/std.
+    pub fn clip_336() -> Self {
+        Self::clip(336)
+    }
+
+    /// CLIP's recipe at another size (224 for most CLIP checkpoints).
+    pub fn clip(size: u32) -> Self {
+        Self {
+            resize: Resize::ShortestEdge(size),
+            crop: Some((size, size)),
+            mean: CLIP_MEAN,
+            std: CLIP_STD,
+            max_side: DEFAULT_MAX_SIDE,
+        }
+    }
+
+    /// SigLIP's recipe: stretch to `size × size`, mean = std = 0.5.
+    pub fn siglip(size: u32) -> Self {
+        Self {
+            resize: Resize::Exact { height: size, width: size },
+            crop: None,
+            mean: SIGLIP_MEAN,
+            std: SIGLIP_MEAN,
+            max_side: DEFAULT_MAX_SIDE,
+        }
+    }
+
+    /// The HD towers' DINOv2/SAM recipe: stretch to `size × size`, ImageNet mean/std.
+    pub fn imagenet(size: u32) -> Self {
+        Self {
+            resize: Resize::Exact { height: size, width: size },
+            crop: None,
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+            max_side: DEFAULT_MAX_SIDE,
+        }
+    }
+
+    /// Decodes an image file (format from its content), refusing images larger than
+    /// [`ImageProcessor::max_side`] before decoding them.
+    pub fn open(&self, path: impl AsRef<Path>) -> Result<DynamicImage, VisionError> {
+        let path = path.as_ref();
+        let origin = path.display().to_string();
+        let bytes =
+            std::fs::read(path).map_err(|e| VisionError::Image { origin: origin.clone(), why: e.to_string() })?;
+        self.decode(&bytes, &origin)
+    }
+
+    /// Decodes image bytes (see [`ImageProcessor::open`]); `origin` names them in errors.
+    pub fn decode(&self, bytes: &[u8], origin: &str) -> Result<DynamicImage, VisionError> {
+        let bad = |e: &dyn std::fmt::Display| VisionError::Image { origin: origin.to_string(), why: e.to_string() };
+        let reader = || ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| bad(&e));
+        let (width, height) = reader()?.into_dimensions().map_err(|e| bad(&e))?;
+        if width > self.max_side || height > self.max_side {
+            return Err(VisionError::ImageTooLarge { origin: origin.to_string(), width, height, limit: self.max_side });
+        }
+        if width == 0 || height == 0 {
+            return Err(bad(&"the image is empty"));
+        }
+        let mut r = reader()?;
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(self.max_side);
+        limits.max_image_height = Some(self.max_side);
+        r.limits(limits);
+        r.decode().map_err(|e| bad(&e))
+    }
+
+    /// Output `(height, width)` of the resize step for an input of `(height, width)`.
+    pub fn resized_size(&self, (h, w): (u32, u32)) -> (u32, u32) {
+        match self.resize {
+            Resize::None => (h, w),
+            Resize::Exact { height, width } => (height, width),
+            Resize::ShortestEdge(n) => {
+                let (short, long) = if w <= h { (w, h) } else { (h, w) };
+                let new_long = (n as f64 * long as f64 / short as f64) as u32;
+                if w <= h { (new_long.max(1), n) } else { (n, new_long.max(1)) }
+            }
+        }
+    }
+
+    /// Resizes and crops to 8-bit RGB (the image the model sees, before normalisation).
+    pub fn prepare(&self, image: &DynamicImage) -> Result<RgbImage, VisionError> {
+        let rgb = image.to_rgb8();
+        let (h, w) = (rgb.height(), rgb.width());
+        if h == 0 || w == 0 {
+            return Err(VisionError::Image { origin: "image".into(), why: "the image is empty".into() });
+        }
+        let (oh, ow) = self.resized_size((h, w));
+        if oh == 0 || ow == 0 {
+            return Err(VisionError::Input(format!("resize to {oh}x{ow} is empty")));
+        }
+        let resized = pil_bicubic_resize(&rgb, ow, oh);
+        Ok(match self.crop {
+            Some((ch, cw)) => center_crop(&resized, ch, cw),
+            None => resized,
+        })
+    }
+
+    /// Normalises 8-bit RGB to `[3, H, W]` f32: `(v·(1/255) − mean) / std`, rescaled in f64 and
+    /// rounded to f32 before normalising in f32, as Hugging Face's processors compute it.
+    pub fn normalize(&self, image: &RgbImage) -> Vec<f32> {
+        let (w, h) = (image.width() as usize, image.height() as usize);
+        let mut out = vec![0f32; 3 * h * w];
+        for (i, px) in image.pixels().enumerate() {
+            for c in 0..3 {
+                let x = (px.0[c] as f64 * (1.0 / 255.0)) as f32;
+                out[c * h * w + i] = (x - self.mean[c]) / self.std[c];
+            }
+        }
+        out
+    }
+
+    /// [`ImageProcessor::prepare`] then [`ImageProcessor::normalize`]: `([3·H·W], (H, W))`.
+    pub fn preprocess(&self, image: &DynamicImage) -> Result<(Vec<f32>, (usize, usize)), VisionError> {
+        let prepared = self.prepare(image)?;
+        let size = (prepared.height() as usize, prepared.width() as usize);
+        Ok((self.normalize(&prepared), size))
+    }
+
+    /// Preprocesses a batch into `pixel_values` `[B, 3, H, W]`; every image must come out the
+    /// same size (always true with a crop or an exact resize).
+    pub fn batch<B: Backend>(&self, images: &[DynamicImage], device: &B::Device) -> Result<Tensor<B, 4>, VisionError> {
+        if images.is_empty() {
+            return Err(VisionError::Input("empty image batch".into()));
+        }
+        let mut values = Vec::new();
+        let mut size = None;
+        for (i, image) in images.iter().enumerate() {
+            let (v, hw) = self.preprocess(image)?;
+            if *size.get_or_insert(hw) != hw {
+                return Err(VisionError::Input(format!(
+                    "image {i} preprocesses to {hw:?}, image 0 to {:?}: use a crop or an exact resize to batch",
+                    size.unwrap_or(hw)
+                )));
+            }
+            values.extend(v);
+        }
+        let (h, w) = size.unwrap_or((0, 0));
+        Ok(Tensor::from_data(TensorData::new(values, [images.len(), 3, h, w]), (device, burn::tensor::DType::F32)))
+    }
+}
+
+/// Centre crop to `ch × cw` with Hugging Face's offsets (`(in − out) // 2`), zero-padding
+/// (centred the same way) where the image is smaller.
+pub fn center_crop(image: &RgbImage, ch: u32, cw: u32) -> RgbImage {
+    let (h, w) = (image.height() as i64, image.width() as i64);
+    // Source offset of output pixel (0, 0): positive = crop, negative = pad.
+    let off = |inp: i64, out: i64| if inp >= out { (inp - out) / 2 } else { -((out - inp) / 2) };
+    let (top, left) = (off(h, ch as i64), off(w, cw as i64));
+    RgbImage::from_fn(cw, ch, |x, y| {
+        let (sx, sy) = (x as i64 + left, y as i64 + top);
+        if (0..w).contains(&sx) && (0..h).contains(&sy) {
+            *image.get_pixel(sx as u32, sy as u32)
+        } else {
+            image::Rgb([0, 0, 0])
+        }
+    })
+}
+
+/// Pillow's fixed-point precision for 8-bit resampling.
+const PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// Pillow's bicubic kernel (a = −0.5, support 2).
+fn bicubic_filter(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
+
+/// For each output index: the first input index and the fixed-point weights (Pillow's
+/// `precompute_coeffs` + `normalize_coeffs_8bpc`).
+fn coefficients(in_size: u32, out_size: u32) -> Vec<(usize, Vec<i32>)> {
+    let scale = in_size as f64 / out_size as f64;
+    let filterscale = scale.max(1.0);
+    let support = 2.0 * filterscale;
+    (0..out_size)
+        .map(|xx| {
+            let center = (xx as f64 + 0.5) * scale;
+            let xmin = ((center - support + 0.5) as i64).max(0);
+            let xmax = ((center + support + 0.5) as i64).min(in_size as i64) - xmin;
+            let mut k: Vec<f64> = (0..xmax.max(0))
+                .map(|x| bicubic_filter((x as f64 + xmin as f64 - center + 0.5) / filterscale))
+                .collect();
+            let ww: f64 = k.iter().sum();
+            if ww != 0.0 {
+                k.iter_mut().for_each(|w| *w /= ww);
+            }
+            let one = (1u32 << PRECISION_BITS) as f64;
+            let fixed =
+                k.iter().map(|&w| if w < 0.0 { (-0.5 + w * one) as i32 } else { (0.5 + w * one) as i32 }).collect();
+            (xmin as usize, fixed)
+        })
+        .collect()
+}
+
+fn clip8(v: i64) -> u8 {
+    (v >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// Pillow's `Image.resize((w, h), Image.BICUBIC)` on 8-bit RGB, bit for bit: a horizontal pass
+/// to uint8, then a vertical pass, each skipped when that side keeps its size. Downscaling
+/// widens the kernel by the scale factor (antialiasing).
+pub fn pil_bicubic_resize(image: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
+    let (in_w, in_h) = (image.width(), image.height());
+    let mut current = image.clone();
+    if out_w != in_w {
+        let coeffs = coefficients(in_w, out_w);
+        let src = &current;
+        current = RgbImage::from_fn(out_w, in_h, |x, y| {
+            let (xmin, k) = &coeffs[x as usize];
+            let mut px = [0u8; 3];
+            for (c, out) in px.iter_mut().enumerate() {
+                let mut ss: i64 = 1 << (PRECISION_BITS - 1);
+                for (i, &w) in k.iter().enumerate() {
+                    ss += src.get_pixel((xmin + i) as u32, y).0[c] as i64 * w as i64;
+                }
+                *out = clip8(ss);
+            }
+            image::Rgb(px)
+        });
+    }
+    if out_h != in_h {
+        let coeffs = coefficients(in_h, out_h);
+        let src = &current;
+        current = RgbImage::from_fn(out_w, out_h, |x, y| {
+            let (ymin, k) = &coeffs[y as usize];
+            let mut px = [0u8; 3];
+            for (c, out) in px.iter_mut().enumerate() {
+                let mut ss: i64 = 1 << (PRECISION_BITS - 1);
+                for (i, &w) in k.iter().enumerate() {
+                    ss += src.get_pixel(x, (ymin + i) as u32).0[c] as i64 * w as i64;
+                }
+                *out = clip8(ss);
+            }
+            image::Rgb(px)
+        });
+    }
+    current
+}
