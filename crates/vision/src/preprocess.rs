@@ -7,10 +7,11 @@
 //!
 //! One image becomes `[3, H, W]` f32 (channel-major); a batch `[B, 3, H, W]`.
 //!
-//! Colour conversion: grayscale is replicated to three channels, alpha is dropped (as Pillow's
-//! `convert("RGB")` does; no compositing), 16-bit samples are scaled to 8 bits with rounding
-//! (Pillow instead truncates 16-bit grayscale; 8-bit inputs — almost all real images — are
-//! unaffected).
+//! Colour conversion: grayscale is replicated to three channels; images with alpha are composited
+//! over white with Pillow's integer `alpha_composite` (what Hugging Face's `convert_to_rgb` does
+//! for CLIP and SigLIP) or, with [`AlphaMode::Drop`], lose their alpha like Pillow's
+//! `convert("RGB")`; 16-bit samples are scaled to 8 bits with rounding (Pillow instead truncates
+//! 16-bit grayscale; 8-bit inputs — almost all real images — are unaffected).
 
 use std::io::Cursor;
 use std::path::Path;
@@ -50,6 +51,15 @@ pub enum Resize {
     None,
 }
 
+/// What happens to an alpha channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlphaMode {
+    /// Composite over an opaque white background (Hugging Face's `convert_to_rgb`).
+    CompositeWhite,
+    /// Drop alpha (Pillow's `convert("RGB")`, timm's loaders).
+    Drop,
+}
+
 /// A preprocessing recipe.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImageProcessor {
@@ -64,6 +74,8 @@ pub struct ImageProcessor {
     /// Decompression-bomb guard: images whose width or height exceeds this are rejected before
     /// decoding.
     pub max_side: u32,
+    /// How an alpha channel becomes RGB.
+    pub alpha: AlphaMode,
 }
 
 impl ImageProcessor {
@@ -80,6 +92,7 @@ impl ImageProcessor {
             mean: CLIP_MEAN,
             std: CLIP_STD,
             max_side: DEFAULT_MAX_SIDE,
+            alpha: AlphaMode::CompositeWhite,
         }
     }
 
@@ -91,6 +104,7 @@ impl ImageProcessor {
             mean: SIGLIP_MEAN,
             std: SIGLIP_MEAN,
             max_side: DEFAULT_MAX_SIDE,
+            alpha: AlphaMode::CompositeWhite,
         }
     }
 
@@ -102,6 +116,7 @@ impl ImageProcessor {
             mean: IMAGENET_MEAN,
             std: IMAGENET_STD,
             max_side: DEFAULT_MAX_SIDE,
+            alpha: AlphaMode::CompositeWhite,
         }
     }
 
@@ -149,7 +164,7 @@ impl ImageProcessor {
 
     /// Resizes and crops to 8-bit RGB (the image the model sees, before normalisation).
     pub fn prepare(&self, image: &DynamicImage) -> Result<RgbImage, VisionError> {
-        let rgb = image.to_rgb8();
+        let rgb = to_rgb(image, self.alpha);
         let (h, w) = (rgb.height(), rgb.width());
         if h == 0 || w == 0 {
             return Err(VisionError::Image { origin: "image".into(), why: "the image is empty".into() });
@@ -207,6 +222,34 @@ impl ImageProcessor {
         let (h, w) = size.unwrap_or((0, 0));
         Ok(Tensor::from_data(TensorData::new(values, [images.len(), 3, h, w]), (device, burn::tensor::DType::F32)))
     }
+}
+
+/// Converts any colour type to 8-bit RGB (see the module documentation).
+pub fn to_rgb(image: &DynamicImage, alpha: AlphaMode) -> RgbImage {
+    if !image.color().has_alpha() || alpha == AlphaMode::Drop {
+        return image.to_rgb8();
+    }
+    let rgba = image.to_rgba8();
+    RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+        let p = rgba.get_pixel(x, y).0;
+        image::Rgb([0, 1, 2].map(|c| composite_over_white(p[c], p[3])))
+    })
+}
+
+/// One channel of Pillow's `alpha_composite(white, src)` (integer arithmetic with 7 extra bits
+/// and rounded divisions by 255).
+fn composite_over_white(value: u8, alpha: u8) -> u8 {
+    if alpha == 0 {
+        return 255;
+    }
+    const BITS: u32 = 7;
+    let (v, a) = (value as u32, alpha as u32);
+    let outa255 = a * 255 + 255 * (255 - a);
+    let coef1 = a * 255 * 255 * (1 << BITS) / outa255;
+    let coef2 = 255 * (1 << BITS) - coef1;
+    let t = v * coef1 + 255 * coef2 + (0x80 << BITS);
+    let div255 = ((t >> 8) + t) >> 8;
+    (div255 >> BITS) as u8
 }
 
 /// Centre crop to `ch × cw` with Hugging Face's offsets (`(in − out) // 2`), zero-padding
