@@ -92,6 +92,9 @@ pub struct ProjectorConfig {
 }
 
 /// A built-in projector.
+// One projector per model, built once: the size difference between variants costs nothing, and
+// boxing would hide the modules from burn's derive.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Projector<B: Backend> {
     /// See [`ProjectorKind::Linear`].

@@ -124,7 +124,7 @@ impl VisionConfig {
         if let Some((name, _)) = fields.iter().find(|(_, v)| *v == 0) {
             return Err(format!("`{name}` must be positive"));
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
@@ -133,7 +133,7 @@ impl VisionConfig {
         if self.image_size < self.patch_size {
             return Err(format!("image_size {} is smaller than patch_size {}", self.image_size, self.patch_size));
         }
-        if !(self.layer_norm_eps > 0.0) {
+        if self.layer_norm_eps.is_nan() || self.layer_norm_eps <= 0.0 {
             return Err("`layer_norm_eps` must be positive".into());
         }
         Ok(())

@@ -21,9 +21,11 @@ use image::{DynamicImage, ImageReader, RgbImage};
 
 use crate::VisionError;
 
-/// CLIP's normalisation mean (OpenAI).
+/// CLIP's normalisation mean (OpenAI; the processor's published digits).
+#[allow(clippy::excessive_precision)]
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
-/// CLIP's normalisation standard deviation.
+/// CLIP's normalisation standard deviation (the processor's published digits).
+#[allow(clippy::excessive_precision)]
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_1];
 /// SigLIP's normalisation mean (and standard deviation): 0.5 per channel.
 pub const SIGLIP_MEAN: [f32; 3] = [0.5, 0.5, 0.5];

@@ -22,7 +22,9 @@ fn host<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 fn grid_pooling_token_counts_match_table_9() {
     let dev = Default::default();
     let feats = Tensor::<B, 3>::random([1, 577, 8], Distribution::Normal(0.0, 1.0), &dev);
-    for (g, tokens, side) in [(-1, 577, 24), (12, 145, 12), (8, 65, 8), (6, 37, 6), (4, 17, 4), (3, 10, 3), (2, 5, 2), (0, 1, 0)] {
+    for (g, tokens, side) in
+        [(-1, 577, 24), (12, 145, 12), (8, 65, 8), (6, 37, 6), (4, 17, 4), (3, 10, 3), (2, 5, 2), (0, 1, 0)]
+    {
         let pooled = grid_pool(feats.clone(), (24, 24), true, GridPooling::from_grid_size(g).unwrap()).unwrap();
         assert_eq!(pooled.features.dims(), [1, tokens, 8], "grid {g}");
         assert_eq!((pooled.grid_h, pooled.grid_w, pooled.extra, pooled.len()), (side, side, 1, tokens), "grid {g}");
@@ -183,7 +185,9 @@ fn hf_config_json_variants() {
     let siglip = r#"{"model_type": "siglip", "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 1152,
         "intermediate_size": 4304, "num_hidden_layers": 27, "num_attention_heads": 16, "image_size": 384, "patch_size": 14}}"#;
     assert_eq!(VisionConfig::from_hf_json_str(siglip, "s").unwrap(), VisionConfig::siglip_so400m_384());
-    for bad in [r#"{"hidden_act": "swish"}"#, r#"{"hidden_size": 100, "num_attention_heads": 3}"#, r#"{"model_type": "vit"}"#] {
+    for bad in
+        [r#"{"hidden_act": "swish"}"#, r#"{"hidden_size": 100, "num_attention_heads": 3}"#, r#"{"model_type": "vit"}"#]
+    {
         assert!(matches!(VisionConfig::from_hf_json_str(bad, "bad"), Err(VisionError::Config { .. })), "{bad}");
     }
 }

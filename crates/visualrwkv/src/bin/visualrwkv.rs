@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use burn::backend::NdArray;
@@ -12,6 +12,7 @@ use visualrwkv::{GenerateOptions, generate};
 use visualrwkv_rwkv::checkpoint::write_safetensors;
 use visualrwkv_rwkv::{Rwkv, RwkvConfig, SamplingOptions, State, TensorMap};
 use visualrwkv_tokenizer::Tokenizer;
+use visualrwkv_vision::{GridPooling, ImageProcessor, TowerKind, grid_pool};
 
 type B = NdArray;
 
@@ -74,6 +75,33 @@ enum Command {
         prompt: String,
         #[command(flatten)]
         sampling: SamplingArgs,
+    },
+    /// Run a CLIP or SigLIP vision tower on an image (or ready pixels); write every hidden
+    /// state, `last_hidden_state`, `pooler_output` (where the tower has one) and `pooled` (the
+    /// selected layer after grid pooling, with `pooled_grid` = [grid_h, grid_w, extra rows]).
+    VisionFeatures {
+        /// Tower weights: HF safetensors (with or without `vision_model.`) or a VisualRWKV
+        /// checkpoint (`vit.vision_model.`).
+        #[arg(long)]
+        weights: PathBuf,
+        /// Hugging Face `config.json` (default: the one next to the weights, else inferred).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// An image file (PNG, JPEG, WebP, BMP), preprocessed as the tower's HF processor does.
+        #[arg(long, required_unless_present = "pixels", conflicts_with = "pixels")]
+        image: Option<PathBuf>,
+        /// A safetensors file with `pixel_values` [B, 3, H, W], already normalised.
+        #[arg(long)]
+        pixels: Option<PathBuf>,
+        /// Hidden layer to pool, Python-style (-1 = last, VisualRWKV; -2 = penultimate, LLaVA).
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        layer: i64,
+        /// VisualRWKV grid size: -1 all patches then CLS, 0 CLS only, 1 mean + CLS, g >= 2 g x g.
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        grid: i64,
+        /// Output safetensors file.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Convert a checkpoint (.pth or .safetensors) to safetensors with the same key names (F32).
     Convert {
@@ -211,6 +239,9 @@ fn run(cli: Cli) -> Res<()> {
             })?;
             println!();
         }
+        Command::VisionFeatures { weights, config, image, pixels, layer, grid, out } => {
+            vision_features(&weights, config.as_deref(), image.as_deref(), pixels.as_deref(), layer, grid, &out)?;
+        }
         Command::Convert { from, to } => {
             let map = TensorMap::read(&from)?;
             RwkvConfig::from_checkpoint(&map)?;
@@ -218,6 +249,77 @@ fn run(cli: Cli) -> Res<()> {
             eprintln!("wrote {} tensors to {}", map.tensors.len(), to.display());
         }
     }
+    Ok(())
+}
+
+fn vision_features(
+    weights: &Path,
+    config: Option<&Path>,
+    image: Option<&Path>,
+    pixels: Option<&Path>,
+    layer: i64,
+    grid: i64,
+    out: &Path,
+) -> Res<()> {
+    let dev = Default::default();
+    let pooling = GridPooling::from_grid_size(grid)?;
+    let tower = visualrwkv_vision::load::<B>(weights, config, &dev)?;
+    let pixel_values: Tensor<B, 4> = match (image, pixels) {
+        (Some(image), _) => {
+            let size = tower.config.image_size as u32;
+            let processor = match tower.config.kind {
+                TowerKind::Clip => ImageProcessor::clip(size),
+                TowerKind::Siglip => ImageProcessor::siglip(size),
+            };
+            let img = processor.open(image)?;
+            processor.batch(&[img], &dev)?
+        }
+        (None, Some(path)) => {
+            let map = TensorMap::read_safetensors(path)?;
+            let (shape, values) = map
+                .tensors
+                .get("pixel_values")
+                .ok_or_else(|| format!("{}: no tensor `pixel_values`", path.display()))?;
+            let [b, c, h, w] = shape[..] else {
+                return Err(
+                    format!("{}: `pixel_values` has shape {shape:?}, expected [B, 3, H, W]", path.display()).into()
+                );
+            };
+            Tensor::from_data(TensorData::new(values.clone(), [b, c, h, w]), &dev)
+        }
+        (None, None) => return Err("give --image or --pixels".into()),
+    };
+    let n = tower.layers.len() as i64;
+    let index = if layer < 0 { n + 1 + layer } else { layer };
+    if !(0..=n).contains(&index) {
+        return Err(format!("--layer {layer} out of range for a tower with {n} layers").into());
+    }
+    let output = tower.forward(pixel_values)?;
+    let mut map = TensorMap { origin: out.display().to_string(), tensors: HashMap::new() };
+    let selected = output.hidden_states[index as usize].clone();
+    for (i, h) in output.hidden_states.into_iter().enumerate() {
+        map.insert(format!("hidden_states.{i}"), h);
+    }
+    if let Some(last) = output.last_hidden_state {
+        map.insert("last_hidden_state", last);
+    }
+    if let Some(pooler) = output.pooler_output {
+        map.insert("pooler_output", pooler);
+    }
+    let has_cls = tower.config.kind == TowerKind::Clip;
+    let pooled = grid_pool(selected, output.grid, has_cls, pooling)?;
+    let grid_info = [pooled.grid_h, pooled.grid_w, pooled.extra].map(|v| v as f32);
+    map.tensors.insert("pooled_grid".into(), (vec![3], grid_info.to_vec()));
+    eprintln!(
+        "pooled: {} rows ({}x{} grid + {} extra) of width {}",
+        pooled.len(),
+        pooled.grid_h,
+        pooled.grid_w,
+        pooled.extra,
+        tower.config.hidden_size
+    );
+    map.insert("pooled", pooled.features);
+    write_safetensors(&map, out)?;
     Ok(())
 }
 

@@ -1,0 +1,157 @@
+//! `visualrwkv vision-features`: the tiny CLIP golden (transformers' outputs) through `--pixels`,
+//! the SigLIP golden, images through `--image`, grid pooling, and errors as messages.
+
+use std::collections::HashMap;
+use std::process::{Command, Output};
+
+type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+fn fixture(name: &str) -> String {
+    format!("{}/../../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("visualrwkv-vision-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn read(path: &str) -> Tensors {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .filter(|(_, v)| v.dtype() == safetensors::Dtype::F32)
+        .map(|(k, v)| {
+            let values = v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+            (k, (v.shape().to_vec(), values))
+        })
+        .collect()
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_visualrwkv")).arg("vision-features").args(args).output().unwrap()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn tiny_clip_golden_through_pixels() {
+    let out = tmp("clip.safetensors");
+    let o = run(&[
+        "--weights",
+        &fixture("clip_tiny_weights.safetensors"),
+        "--pixels",
+        &fixture("clip_tiny_golden.safetensors"),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = read(out.to_str().unwrap());
+    let golden = read(&fixture("clip_tiny_golden.safetensors"));
+    for key in ["hidden_states.0", "hidden_states.1", "hidden_states.2", "last_hidden_state", "pooler_output"] {
+        let (shape, want) = &golden[key];
+        assert_eq!(&got[key].0, shape, "{key}");
+        let d = max_diff(&got[key].1, want);
+        assert!(d <= 1e-4, "{key}: max abs diff {d}");
+    }
+    // Grid -1: the 16 patches of the last layer, then the CLS row.
+    let (shape, pooled) = &got["pooled"];
+    assert_eq!(shape, &vec![2, 17, 64]);
+    let last = &golden["last_hidden_state"].1;
+    assert_eq!(&pooled[..16 * 64], &got["last_hidden_state"].1[64..17 * 64]);
+    assert!(max_diff(&pooled[16 * 64..17 * 64], &last[..64]) <= 1e-4);
+    assert_eq!(got["pooled_grid"].1, vec![4.0, 4.0, 1.0]);
+}
+
+#[test]
+fn penultimate_layer_and_grid_pooling() {
+    let out = tmp("clip_m2.safetensors");
+    let o = run(&[
+        "--weights",
+        &fixture("clip_tiny_weights.safetensors"),
+        "--config",
+        &fixture("clip_tiny_config.json"),
+        "--pixels",
+        &fixture("clip_tiny_golden.safetensors"),
+        "--layer",
+        "-2",
+        "--grid",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = read(out.to_str().unwrap());
+    let golden = read(&fixture("clip_tiny_golden.safetensors"));
+    let (shape, pooled) = &got["pooled"];
+    assert_eq!(shape, &vec![2, 5, 64]);
+    // First pooled row = mean of patches (0,0), (0,1), (1,0), (1,1) of the penultimate layer.
+    let m2 = &golden["hidden_states_m2"].1;
+    let row = |p: usize| &m2[(1 + p) * 64..(2 + p) * 64];
+    let want: Vec<f32> = (0..64).map(|c| (row(0)[c] + row(1)[c] + row(4)[c] + row(5)[c]) / 4.0).collect();
+    assert!(max_diff(&pooled[..64], &want) <= 1e-4);
+    assert_eq!(got["pooled_grid"].1, vec![2.0, 2.0, 1.0]);
+}
+
+#[test]
+fn siglip_golden_and_an_image() {
+    let out = tmp("siglip.safetensors");
+    let o = run(&[
+        "--weights",
+        &fixture("siglip_tiny_weights.safetensors"),
+        "--config",
+        &fixture("siglip_tiny_config.json"),
+        "--pixels",
+        &fixture("siglip_tiny_golden.safetensors"),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = read(out.to_str().unwrap());
+    let golden = read(&fixture("siglip_tiny_golden.safetensors"));
+    for key in ["hidden_states.2", "last_hidden_state", "pooler_output"] {
+        assert!(max_diff(&got[key].1, &golden[key].1) <= 1e-4, "{key}");
+    }
+    // No class token: the pooled rows are the 16 patches only.
+    assert_eq!((&got["pooled"].0, &got["pooled_grid"].1), (&vec![2, 16, 64], &vec![4.0, 4.0, 0.0]));
+    // An image file goes through the SigLIP processor at the tower's size.
+    let o = run(&[
+        "--weights",
+        &fixture("siglip_tiny_weights.safetensors"),
+        "--image",
+        &fixture("preprocess/gradient_rgb.png"),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(read(out.to_str().unwrap())["last_hidden_state"].0, vec![1, 16, 64]);
+}
+
+#[test]
+fn bad_inputs_are_errors_not_panics() {
+    let out = tmp("bad.safetensors");
+    let out = out.to_str().unwrap();
+    let w = fixture("clip_tiny_weights.safetensors");
+    let rwkv = fixture("rwkv6_tiny_a_weights.safetensors");
+    let g = fixture("clip_tiny_golden.safetensors");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--weights", &w, "--pixels", "/nonexistent.safetensors", "--out", out], "nonexistent"),
+        (vec!["--weights", &w, "--image", "/nonexistent.png", "--out", out], "nonexistent.png"),
+        (vec!["--weights", &w, "--pixels", &w, "--out", out], "pixel_values"),
+        (vec!["--weights", &w, "--image", &w, "--out", out], "cannot decode image"),
+        (vec!["--weights", &rwkv, "--pixels", &w, "--out", out], "patch_embedding"),
+        (vec!["--weights", &w, "--pixels", &g, "--layer", "5", "--out", out], "out of range"),
+        (vec!["--weights", &w, "--pixels", &g, "--grid", "-3", "--out", out], "grid size"),
+    ];
+    for (args, needle) in cases {
+        let o = run(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
