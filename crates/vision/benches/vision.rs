@@ -60,7 +60,10 @@ fn main() {
     });
     let ceiling = 2.0 * 1024f64.powi(3) / mm.as_secs_f64() / 1e9;
     let gflops = flops(&cfg, tokens) / forward.as_secs_f64() / 1e9;
-    println!("vision tower {shape}: {} layers, width {}, {tokens} tokens, batch 1", cfg.num_hidden_layers, cfg.hidden_size);
+    println!(
+        "vision tower {shape}: {} layers, width {}, {tokens} tokens, batch 1",
+        cfg.num_hidden_layers, cfg.hidden_size
+    );
     println!("  forward (median of {reps}): {:.3} s  = {gflops:.1} GFLOP/s", forward.as_secs_f64());
     println!("  f32 matmul ceiling (burn-ndarray 1024², same run): {ceiling:.1} GFLOP/s");
     println!("  forward throughput / ceiling: {:.0}%", 100.0 * gflops / ceiling);
