@@ -42,12 +42,12 @@ pub struct Generation<B: RwkvBackend> {
     pub stopped_by: Option<u32>,
 }
 
-fn ids_tensor<B: RwkvBackend>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, Int> {
+pub(crate) fn ids_tensor<B: RwkvBackend>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, Int> {
     let v: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
     Tensor::from_data(TensorData::new(v, [1, ids.len()]), device)
 }
 
-fn last_logits<B: RwkvBackend>(logits: Tensor<B, 3>) -> Vec<f32> {
+pub(crate) fn last_logits<B: RwkvBackend>(logits: Tensor<B, 3>) -> Vec<f32> {
     let [_, t, v] = logits.dims();
     logits.slice([0..1, t - 1..t, 0..v]).into_data().convert::<f32>().into_vec::<f32>().expect("f32 logits")
 }
@@ -59,7 +59,7 @@ pub fn generate<B: RwkvBackend>(
     tokenizer: &Tokenizer,
     prompt: &str,
     options: &GenerateOptions,
-    mut on_text: impl FnMut(&str),
+    on_text: impl FnMut(&str),
 ) -> Result<Generation<B>, RwkvError> {
     options.sampling.validate().map_err(RwkvError::Input)?;
     let prompt_ids = tokenizer.encode(prompt);
@@ -74,7 +74,23 @@ pub fn generate<B: RwkvBackend>(
         logits = last_logits(out.logits);
         state = Some(out.state);
     }
-    let mut state = state.expect("the prompt is not empty");
+    let state = state.expect("the prompt is not empty");
+    decode(model, tokenizer, logits, state, options, on_text)
+}
+
+/// Continues generation from a cached state: samples from `logits` (the last prompt row's),
+/// then feeds each sampled token through one single-step pass from the carried `state`, until a
+/// stop token or `max_tokens`. Streams decoded text to `on_text` (complete UTF-8 only).
+pub fn decode<B: RwkvBackend>(
+    model: &Rwkv<B>,
+    tokenizer: &Tokenizer,
+    mut logits: Vec<f32>,
+    mut state: State<B>,
+    options: &GenerateOptions,
+    mut on_text: impl FnMut(&str),
+) -> Result<Generation<B>, RwkvError> {
+    options.sampling.validate().map_err(RwkvError::Input)?;
+    let device = model.emb.weight.device();
     let mut sampler = Sampler::new(options.sampling.clone());
     let mut decoder = StreamDecoder::new(tokenizer);
     let (mut tokens, mut text, mut stopped_by) = (Vec::new(), String::new(), None);

@@ -1,10 +1,11 @@
 //! # visualrwkv: VisualRWKV on burn
 //!
-//! The top of the stack: text generation with an RWKV-6 model and the World tokenizer
-//! ([`generate`]), and the `visualrwkv` command-line tool (`src/bin/visualrwkv.rs`). The
-//! vision-language model (image features spliced into the sequence, per-layer scans, prompt
-//! strategies) builds on these.
+//! The top of the stack: the vision-language model [`VisualRwkv`] (image features spliced into
+//! RWKV-6's sequence, per-layer scans of the image span, exact state-cached generation), text
+//! generation ([`generate`]), and the `visualrwkv` command-line tool (`src/bin/visualrwkv.rs`).
 
 pub mod generate;
+pub mod vlm;
 
-pub use generate::{GenerateOptions, generate};
+pub use generate::{GenerateOptions, Generation, decode, generate};
+pub use vlm::{ImageRows, Sample, VisionOptions, VisualRwkv, VlmError};

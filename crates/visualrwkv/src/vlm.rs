@@ -1,0 +1,413 @@
+//! The VisualRWKV model: vision tower → grid pooling → projector → `[prefix | image | suffix]`
+//! → `ln0` → blocks, each wrapped by the scan's permutation of the image span → `ln_out` →
+//! head (spec §3.1–§3.7), with exact state-cached generation (§4.3).
+//!
+//! # Shapes
+//!
+//! Pixels `[B, 3, H, W]` → image rows `[B, n, C]` (n = pooled grid rows + CLS) → a sample's
+//! sequence `[T, C]` with `T = prefix + n + suffix` → logits `[T, V]`. Batches of samples with
+//! different lengths and image positions are right-padded to `[B, T_max, C]`; because every
+//! block is causal and the padding comes last, each row's logits equal the ones it gets alone.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::tensor::{Int, Tensor, TensorData};
+use visualrwkv_checkpoint::{CheckpointError, KeyProblem, TensorMap};
+use visualrwkv_projector::{Project, Projector, ProjectorConfig, ProjectorError};
+use visualrwkv_prompt::{IMAGE_TOKEN, Prompt};
+use visualrwkv_rwkv::{Rwkv, RwkvBackend, RwkvConfig, RwkvError, State};
+use visualrwkv_scan::{ImageLayout, Scan, ScanError, checked_permutation, inverse};
+use visualrwkv_tokenizer::Tokenizer;
+use visualrwkv_vision::{GridPooling, TowerKind, VisionConfig, VisionError, VisionTower, grid_pool};
+
+use crate::generate::{GenerateOptions, Generation, decode, ids_tensor, last_logits};
+
+/// Errors of the vision-language model.
+#[derive(Debug, thiserror::Error)]
+pub enum VlmError {
+    /// The language model failed (checkpoint, shapes, token ids).
+    #[error(transparent)]
+    Rwkv(#[from] RwkvError),
+    /// The vision tower failed (checkpoint, pixels).
+    #[error(transparent)]
+    Vision(#[from] VisionError),
+    /// The projector failed.
+    #[error(transparent)]
+    Projector(#[from] ProjectorError),
+    /// Reading a checkpoint failed.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The scan returned something unusable.
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+    /// The prompt could not be built.
+    #[error(transparent)]
+    Prompt(#[from] visualrwkv_prompt::PromptError),
+    /// The parts do not fit together or an input is unusable.
+    #[error("{0}")]
+    Input(String),
+}
+
+/// Which hidden layer feeds the projector and how it is pooled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VisionOptions {
+    /// Hidden layer, Python-style (−1 = last: VisualRWKV v6.0).
+    pub layer: i64,
+    /// Grid pooling (VisualRWKV's `grid_size`; −1 = all patches then CLS).
+    pub pooling: GridPooling,
+}
+
+impl Default for VisionOptions {
+    fn default() -> Self {
+        Self { layer: -1, pooling: GridPooling::All }
+    }
+}
+
+/// The VisualRWKV model: RWKV-6, a vision tower and a projector.
+#[derive(Module, Debug)]
+pub struct VisualRwkv<B: RwkvBackend> {
+    /// The language model.
+    pub rwkv: Rwkv<B>,
+    /// The (frozen) vision tower.
+    pub vision: VisionTower<B>,
+    /// Vision width → RWKV width.
+    pub projector: Projector<B>,
+    /// Layer and pooling of the image features.
+    #[module(skip)]
+    pub options: VisionOptions,
+}
+
+/// Projected image rows of one image and their layout.
+#[derive(Clone, Debug)]
+pub struct ImageRows<B: RwkvBackend> {
+    /// `[n, C]`: pooled grid rows (row-major), then the non-grid rows (CLS).
+    pub rows: Tensor<B, 2>,
+    /// How the rows are laid out (scans need it).
+    pub layout: ImageLayout,
+}
+
+/// One sequence to run: token ids with at most one [`IMAGE_TOKEN`], and the image's rows.
+#[derive(Clone, Debug)]
+pub struct Sample<B: RwkvBackend> {
+    /// Ids, [`IMAGE_TOKEN`] where the image goes.
+    pub tokens: Vec<i64>,
+    /// The image (required when `tokens` holds the placeholder, refused otherwise).
+    pub image: Option<ImageRows<B>>,
+}
+
+/// Flattened row indices applying a layer's permutations, and the ones undoing them.
+type RowGather = (Vec<i64>, Vec<i64>);
+
+/// The assembled input of one sample.
+struct Assembled<B: RwkvBackend> {
+    /// Embedding rows `[T, C]` before `ln0`.
+    rows: Tensor<B, 2>,
+    /// Image span: first row and layout (None without an image).
+    span: Option<(usize, ImageLayout)>,
+}
+
+impl<B: RwkvBackend> Sample<B> {
+    /// A sample from a built prompt and the image rows (if any).
+    pub fn new(prompt: &Prompt, image: Option<ImageRows<B>>) -> Self {
+        Self { tokens: prompt.tokens.clone(), image }
+    }
+
+    /// Total rows of the assembled sequence.
+    pub fn len(&self) -> usize {
+        let img = self.image.as_ref().map_or(0, |i| i.layout.len());
+        self.tokens.len() - usize::from(self.tokens.contains(&IMAGE_TOKEN)) + img
+    }
+
+    /// Whether the sample is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The sequence's token ids with [`IMAGE_TOKEN`] at every image row (`T` entries).
+    pub fn row_tokens(&self) -> Vec<i64> {
+        let n = self.image.as_ref().map_or(0, |i| i.layout.len());
+        self.tokens.iter().flat_map(|&t| if t == IMAGE_TOKEN { vec![IMAGE_TOKEN; n] } else { vec![t] }).collect()
+    }
+
+    /// `[start, end)` of the image rows in the sequence (CLS included), if any.
+    pub fn image_span(&self) -> Option<(usize, usize)> {
+        let start = self.tokens.iter().position(|&t| t == IMAGE_TOKEN)?;
+        Some((start, start + self.image.as_ref()?.layout.len()))
+    }
+}
+
+impl<B: RwkvBackend> VisualRwkv<B> {
+    /// Puts the parts together, checking that the projector maps the tower's width to RWKV's.
+    pub fn new(
+        rwkv: Rwkv<B>,
+        vision: VisionTower<B>,
+        projector: Projector<B>,
+        options: VisionOptions,
+    ) -> Result<Self, VlmError> {
+        let (d, c) = (vision.config.hidden_size, rwkv.config().n_embd);
+        if projector.in_dim() != d || projector.out_dim() != c {
+            return Err(VlmError::Input(format!(
+                "the projector maps {} → {}, but the vision tower is {d} wide and RWKV {c}",
+                projector.in_dim(),
+                projector.out_dim()
+            )));
+        }
+        Ok(Self { rwkv, vision, projector, options })
+    }
+
+    /// Loads an official VisualRWKV checkpoint (`rwkv.*`, `vit.vision_model.*`, `proj.*` in one
+    /// `.pth` or safetensors file); every other key is an error. `vision_config`: a Hugging Face
+    /// `config.json` for the tower (inferred from shapes when `None`).
+    pub fn load_checkpoint(
+        path: impl AsRef<Path>,
+        vision_config: Option<&Path>,
+        options: VisionOptions,
+        device: &B::Device,
+    ) -> Result<Self, VlmError> {
+        let map = visualrwkv_vision::checkpoint::read_tensors(path)?;
+        let stray: Vec<KeyProblem> = {
+            let mut keys: Vec<&String> =
+                map.tensors.keys().filter(|k| !["rwkv.", "vit.", "proj."].iter().any(|p| k.starts_with(p))).collect();
+            keys.sort();
+            keys.into_iter().map(|k| KeyProblem::Unexpected(k.clone())).collect()
+        };
+        if !stray.is_empty() {
+            return Err(CheckpointError::Keys {
+                path: map.origin.clone(),
+                model: "a VisualRWKV checkpoint".into(),
+                problems: stray,
+            }
+            .into());
+        }
+        let rwkv = RwkvConfig::from_tensors(&map.strip_prefix("rwkv."), device)?;
+        let vcfg = vision_config.map(VisionConfig::from_hf_json).transpose()?;
+        let vision = VisionConfig::tower_from_tensors(&map.strip_prefix("vit.vision_model."), vcfg, device)?;
+        let proj_map = map.strip_prefix("proj.");
+        let projector =
+            ProjectorConfig::infer(&proj_map, Some(vision.config.hidden_size))?.from_tensors(&proj_map, device)?;
+        Self::new(rwkv, vision, projector, options)
+    }
+
+    /// Loads the parts from separate files: an RWKV-6 checkpoint, a vision tower (HF layout,
+    /// optional `config.json`) and a projector (keys under `proj.` or bare).
+    pub fn load_parts(
+        rwkv: impl AsRef<Path>,
+        vision: impl AsRef<Path>,
+        vision_config: Option<&Path>,
+        projector: impl AsRef<Path>,
+        options: VisionOptions,
+        device: &B::Device,
+    ) -> Result<Self, VlmError> {
+        let rwkv = visualrwkv_rwkv::load(rwkv, device)?;
+        let vision = visualrwkv_vision::load(vision, vision_config, device)?;
+        let map = TensorMap::read(projector)?;
+        let map = if map.has_prefix("proj.") { map.strip_prefix("proj.") } else { map };
+        let projector = ProjectorConfig::infer(&map, Some(vision.config.hidden_size))?.from_tensors(&map, device)?;
+        Self::new(rwkv, vision, projector, options)
+    }
+
+    /// Encodes pixels `[B, 3, H, W]` into projected image rows, one [`ImageRows`] per image.
+    pub fn encode_images(&self, pixels: Tensor<B, 4>) -> Result<Vec<ImageRows<B>>, VlmError> {
+        let (features, grid) = self.vision.features(pixels, self.options.layer)?;
+        let has_cls = self.vision.config.kind == TowerKind::Clip;
+        let pooled = grid_pool(features, grid, has_cls, self.options.pooling)?;
+        let layout = ImageLayout::new(pooled.grid_h, pooled.grid_w, pooled.extra);
+        let rows = self.projector.project(pooled.features)?;
+        let [b, n, c] = rows.dims();
+        Ok((0..b)
+            .map(|i| ImageRows { rows: rows.clone().slice([i..i + 1, 0..n, 0..c]).reshape([n, c]), layout })
+            .collect())
+    }
+
+    fn assemble(&self, sample: &Sample<B>) -> Result<Assembled<B>, VlmError> {
+        let places: Vec<usize> =
+            sample.tokens.iter().enumerate().filter(|(_, t)| **t == IMAGE_TOKEN).map(|(i, _)| i).collect();
+        let device = self.rwkv.emb.weight.device();
+        let c = self.rwkv.config().n_embd;
+        let embed = |ids: &[i64]| -> Result<Option<Tensor<B, 2>>, VlmError> {
+            if ids.is_empty() {
+                return Ok(None);
+            }
+            let t = Tensor::<B, 2, Int>::from_data(TensorData::new(ids.to_vec(), [1, ids.len()]), &device);
+            Ok(Some(self.rwkv.embed(t)?.reshape([ids.len(), c])))
+        };
+        let (parts, span) = match (places.as_slice(), &sample.image) {
+            ([], None) => (vec![embed(&sample.tokens)?], None),
+            ([at], Some(img)) => {
+                let [n, w] = img.rows.dims();
+                if w != c || n != img.layout.len() {
+                    return Err(VlmError::Input(format!(
+                        "image rows are [{n}, {w}], expected [{}, {c}] for their layout",
+                        img.layout.len()
+                    )));
+                }
+                let parts =
+                    vec![embed(&sample.tokens[..*at])?, Some(img.rows.clone()), embed(&sample.tokens[at + 1..])?];
+                (parts, Some((*at, img.layout)))
+            }
+            ([], Some(_)) => {
+                return Err(VlmError::Input("an image is given but the prompt has no image placeholder".into()));
+            }
+            ([_], None) => {
+                return Err(VlmError::Input("the prompt has an image placeholder but no image is given".into()));
+            }
+            (many, _) => {
+                return Err(VlmError::Input(format!("{} image placeholders: VisualRWKV takes one image", many.len())));
+            }
+        };
+        let parts: Vec<Tensor<B, 2>> = parts.into_iter().flatten().collect();
+        if parts.is_empty() {
+            return Err(VlmError::Input("empty sample".into()));
+        }
+        Ok(Assembled { rows: Tensor::cat(parts, 0), span })
+    }
+
+    /// Row indices (over the flattened `[B·T]` batch) that apply each sample's scan permutation
+    /// for `layer`, and their inverse; `None` when no row moves.
+    fn layer_gather(
+        &self,
+        spans: &[Option<(usize, ImageLayout)>],
+        t: usize,
+        layer: usize,
+        scan: &dyn Scan,
+    ) -> Result<Option<RowGather>, VlmError> {
+        let n_layers = self.rwkv.blocks.len();
+        let (mut fwd, mut back, mut moved) =
+            (Vec::with_capacity(spans.len() * t), Vec::with_capacity(spans.len() * t), false);
+        for (b, span) in spans.iter().enumerate() {
+            let base = (b * t) as i64;
+            let mut f: Vec<i64> = (0..t as i64).collect();
+            let mut g = f.clone();
+            if let Some((start, layout)) = span
+                && let Some(perm) = checked_permutation(scan, layer, n_layers, layout)?
+            {
+                moved = true;
+                let inv = inverse(&perm);
+                for q in 0..perm.len() {
+                    f[start + q] = (start + perm[q]) as i64;
+                    g[start + q] = (start + inv[q]) as i64;
+                }
+            }
+            fwd.extend(f.into_iter().map(|i| i + base));
+            back.extend(g.into_iter().map(|i| i + base));
+        }
+        Ok(moved.then_some((fwd, back)))
+    }
+
+    /// Runs every block over `x` `[B, T, C]` (after `ln0`) from zero states, each wrapped by the
+    /// scan's permutation of the image spans; returns the residual stream after the last block
+    /// and the per-layer states after the last row.
+    fn run_blocks(
+        &self,
+        mut x: Tensor<B, 3>,
+        spans: &[Option<(usize, ImageLayout)>],
+        scan: &dyn Scan,
+    ) -> Result<(Tensor<B, 3>, State<B>), VlmError> {
+        let [b, t, c] = x.dims();
+        let device = x.device();
+        let mut state = self.rwkv.zero_state(b);
+        let rows = |x: Tensor<B, 3>, idx: &[i64]| -> Tensor<B, 3> {
+            let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx.to_vec(), [idx.len()]), &device);
+            x.reshape([b * t, c]).select(0, idx).reshape([b, t, c])
+        };
+        for l in 0..self.rwkv.blocks.len() {
+            let gather = self.layer_gather(spans, t, l, scan)?;
+            if let Some((fwd, _)) = &gather {
+                x = rows(x, fwd);
+            }
+            let (y, s) = self.rwkv.forward_layer(l, x, state.layers[l].clone())?;
+            x = match &gather {
+                Some((_, back)) => rows(y, back),
+                None => y,
+            };
+            state.layers[l] = s;
+        }
+        Ok((x, state))
+    }
+
+    /// Logits `[T_i, V]` of every row of every sample (a batch of any lengths and image
+    /// positions; each sample's result equals its result alone).
+    pub fn forward(&self, samples: &[Sample<B>], scan: &dyn Scan) -> Result<Vec<Tensor<B, 2>>, VlmError> {
+        if samples.is_empty() {
+            return Err(VlmError::Input("empty batch".into()));
+        }
+        let assembled = samples.iter().map(|s| self.assemble(s)).collect::<Result<Vec<_>, _>>()?;
+        let t = assembled.iter().map(|a| a.rows.dims()[0]).max().unwrap_or(0);
+        let c = self.rwkv.config().n_embd;
+        let device = self.rwkv.emb.weight.device();
+        let padded: Vec<Tensor<B, 3>> = assembled
+            .iter()
+            .map(|a| {
+                let n = a.rows.dims()[0];
+                let rows = if n < t {
+                    Tensor::cat(vec![a.rows.clone(), Tensor::zeros([t - n, c], &device)], 0)
+                } else {
+                    a.rows.clone()
+                };
+                rows.unsqueeze_dim(0)
+            })
+            .collect();
+        let spans: Vec<_> = assembled.iter().map(|a| a.span).collect();
+        let x = self.rwkv.input_norm(Tensor::cat(padded, 0));
+        let (x, _) = self.run_blocks(x, &spans, scan)?;
+        let logits = self.rwkv.logits(x);
+        let v = logits.dims()[2];
+        Ok(assembled
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let n = a.rows.dims()[0];
+                logits.clone().slice([i..i + 1, 0..n, 0..v]).reshape([n, v])
+            })
+            .collect())
+    }
+
+    /// Runs the prompt of one sample layer by layer (scheme (a) of spec §4.3): the last row's
+    /// logits and the per-layer states to continue from.
+    pub fn prefill(&self, sample: &Sample<B>, scan: &dyn Scan) -> Result<(Vec<f32>, State<B>), VlmError> {
+        let a = self.assemble(sample)?;
+        let [t, c] = a.rows.dims();
+        let x = self.rwkv.input_norm(a.rows.reshape([1, t, c]));
+        let (x, state) = self.run_blocks(x, &[a.span], scan)?;
+        let logits = self.rwkv.logits(x.slice([0..1, t - 1..t, 0..c]));
+        Ok((last_logits(logits), state))
+    }
+
+    /// Generates an answer after the prompt with the cached state: one prefill, then one
+    /// single-step pass per token (O(1) per token, exact: spec §4.3).
+    pub fn generate(
+        &self,
+        sample: &Sample<B>,
+        scan: &dyn Scan,
+        tokenizer: &Tokenizer,
+        options: &GenerateOptions,
+        on_text: impl FnMut(&str),
+    ) -> Result<Generation<B>, VlmError> {
+        let (logits, state) = self.prefill(sample, scan)?;
+        Ok(decode(&self.rwkv, tokenizer, logits, state, options, on_text)?)
+    }
+
+    /// The logits of the next token after `sample` followed by `generated`, recomputed from
+    /// scratch over the whole sequence (what the reference does at every step): the oracle of
+    /// cached generation.
+    pub fn recompute_next_logits(
+        &self,
+        sample: &Sample<B>,
+        generated: &[u32],
+        scan: &dyn Scan,
+    ) -> Result<Vec<f32>, VlmError> {
+        let mut s = sample.clone();
+        s.tokens.extend(generated.iter().map(|&g| g as i64));
+        let logits = self.forward(&[s], scan)?.remove(0);
+        let [t, v] = logits.dims();
+        Ok(logits.slice([t - 1..t, 0..v]).into_data().convert::<f32>().into_vec::<f32>().expect("f32 logits"))
+    }
+
+    /// Logits after one generated token from a cached state (a single-step pass).
+    pub fn step(&self, token: u32, state: &State<B>) -> Result<(Vec<f32>, State<B>), VlmError> {
+        let device = self.rwkv.emb.weight.device();
+        let out = self.rwkv.forward(ids_tensor::<B>(&[token], &device), Some(state))?;
+        Ok((last_logits(out.logits), out.state))
+    }
+}
