@@ -306,19 +306,32 @@ impl TensorMap {
 
 /// Writes a [`TensorMap`] as F32 safetensors.
 pub fn write_safetensors(map: &TensorMap, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
+    write_safetensors_with_ints(map, &[], path)
+}
+
+/// Writes a [`TensorMap`] as F32 safetensors plus integer tensors stored as I64
+/// (`(key, shape, values)`, e.g. token ids).
+pub fn write_safetensors_with_ints(
+    map: &TensorMap,
+    ints: &[(String, Vec<usize>, Vec<i64>)],
+    path: impl AsRef<Path>,
+) -> Result<(), CheckpointError> {
     let path = path.as_ref();
     let mut keys: Vec<&String> = map.tensors.keys().collect();
     keys.sort();
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = keys
+    let mut bytes: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = keys
         .into_iter()
         .map(|k| {
             let (s, v) = &map.tensors[k];
-            (k.clone(), s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            (k.clone(), Dtype::F32, s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect())
         })
         .collect();
+    for (k, s, v) in ints {
+        bytes.push((k.clone(), Dtype::I64, s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect()));
+    }
     let mut views = Vec::with_capacity(bytes.len());
-    for (k, s, b) in &bytes {
-        let view = safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)
+    for (k, dtype, s, b) in &bytes {
+        let view = safetensors::tensor::TensorView::new(*dtype, s.clone(), b)
             .map_err(|e| CheckpointError::Format { path: path.display().to_string(), why: format!("`{k}`: {e}") })?;
         views.push((k.clone(), view));
     }

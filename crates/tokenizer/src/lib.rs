@@ -106,6 +106,14 @@ impl Tokenizer {
         })
     }
 
+    /// The World vocabulary restricted to its 256 single-byte tokens: byte `b` is id `b + 1`,
+    /// exactly as in the full vocabulary. For small models (vocabulary ≤ 257) trained on bytes:
+    /// their ids mean the same bytes as the World tokenizer's, and decoding is shared.
+    pub fn world_bytes() -> &'static Tokenizer {
+        static BYTES: OnceLock<Tokenizer> = OnceLock::new();
+        BYTES.get_or_init(|| Tokenizer::from_tokens((0..=255u8).map(|b| vec![b]).collect()))
+    }
+
     /// A tokenizer from the text of a vocabulary in the World format.
     pub fn from_vocab_text(text: &str, source: &str) -> Result<Self, TokenizerError> {
         Ok(Self::from_tokens(vocab::parse_vocab(text, source)?))

@@ -122,6 +122,16 @@ impl ImageProcessor {
         }
     }
 
+    /// The Hugging Face processor recipe of a tower at its trained size: CLIP's (shortest edge,
+    /// centre crop, CLIP mean/std) or SigLIP's (stretch, 0.5/0.5).
+    pub fn for_tower(config: &crate::VisionConfig) -> Self {
+        let size = config.image_size as u32;
+        match config.kind {
+            crate::TowerKind::Clip => Self::clip(size),
+            crate::TowerKind::Siglip => Self::siglip(size),
+        }
+    }
+
     /// Decodes an image file (format from its content), refusing images larger than
     /// [`ImageProcessor::max_side`] before decoding them.
     pub fn open(&self, path: impl AsRef<Path>) -> Result<DynamicImage, VisionError> {

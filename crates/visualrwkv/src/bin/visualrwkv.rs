@@ -8,9 +8,10 @@ use std::process::ExitCode;
 use burn::backend::NdArray;
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::{Args, Parser, Subcommand};
-use visualrwkv::{GenerateOptions, generate};
+use visualrwkv::{GenerateOptions, Sample, VisionOptions, VisualRwkv, generate};
 use visualrwkv_rwkv::checkpoint::write_safetensors;
 use visualrwkv_rwkv::{Rwkv, RwkvConfig, SamplingOptions, State, TensorMap};
+use visualrwkv_scan::Scan;
 use visualrwkv_tokenizer::Tokenizer;
 use visualrwkv_vision::{GridPooling, ImageProcessor, TowerKind, grid_pool};
 
@@ -103,6 +104,22 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Ask a question about an image; streams the answer (cached-state generation).
+    Chat {
+        #[command(flatten)]
+        vlm: VlmArgs,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+    },
+    /// Write the VLM's logits [T, V] over the whole assembled sequence, `tokens` (I64 [T], -200 at
+    /// image rows) and `image_span` (I64 [2]: first image row, one past the last).
+    VlmLogits {
+        #[command(flatten)]
+        vlm: VlmArgs,
+        /// Output safetensors file.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Convert a checkpoint (.pth or .safetensors) to safetensors with the same key names (F32).
     Convert {
         /// Input checkpoint.
@@ -112,6 +129,56 @@ enum Command {
         #[arg(long)]
         to: PathBuf,
     },
+}
+
+/// Model, image and prompt flags of the vision-language commands.
+#[derive(Args, Clone)]
+struct VlmArgs {
+    /// An official VisualRWKV checkpoint (`rwkv.*`, `vit.vision_model.*`, `proj.*`; .pth or
+    /// safetensors).
+    #[arg(long, conflicts_with_all = ["rwkv", "vision", "proj"], required_unless_present_all = ["rwkv", "vision", "proj"])]
+    checkpoint: Option<PathBuf>,
+    /// RWKV-6 checkpoint (with --vision and --proj).
+    #[arg(long, requires_all = ["vision", "proj"])]
+    rwkv: Option<PathBuf>,
+    /// Vision tower (HF safetensors).
+    #[arg(long)]
+    vision: Option<PathBuf>,
+    /// Projector (`proj.*` or bare keys).
+    #[arg(long)]
+    proj: Option<PathBuf>,
+    /// Hugging Face `config.json` of the vision tower (default: beside it, else inferred).
+    #[arg(long)]
+    vision_config: Option<PathBuf>,
+    /// The image (PNG, JPEG, WebP, BMP).
+    #[arg(long, required_unless_present = "pixels", conflicts_with = "pixels")]
+    image: Option<PathBuf>,
+    /// Ready `pixel_values` [1, 3, H, W] in a safetensors file (instead of --image).
+    #[arg(long)]
+    pixels: Option<PathBuf>,
+    /// The question.
+    #[arg(long)]
+    question: String,
+    /// Image scan: uni, bi (VisualRWKV v6.0) or multi.
+    #[arg(long, default_value = "bi")]
+    scan: String,
+    /// Image placement: first, last, sandwich (v6.0) or sandwich-repeat (v5).
+    #[arg(long, default_value = "sandwich")]
+    prompt: String,
+    /// Grid pooling: -1, 0, 1 or g >= 2.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    grid: i64,
+    /// Vision hidden layer (-1 = last).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    layer: i64,
+    /// Refuse prompts whose assembled sequence is longer than this many rows (0 = no limit).
+    #[arg(long, default_value_t = 0)]
+    max_context: usize,
+    /// Tokenizer: `world` (the World vocabulary), `bytes` (its 256 single-byte tokens, id =
+    /// byte + 1, for small byte-level models) or `auto` (world when the model's vocabulary holds
+    /// it, else bytes).
+    #[arg(long, default_value = "auto")]
+    tokenizer: String,
 }
 
 /// Sampling flags shared by the generating commands.
@@ -144,6 +211,25 @@ struct SamplingArgs {
     /// RNG seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+}
+
+impl SamplingArgs {
+    fn options(&self) -> Res<GenerateOptions> {
+        Ok(GenerateOptions {
+            sampling: SamplingOptions {
+                temperature: self.temperature,
+                top_p: self.top_p,
+                top_k: self.top_k,
+                presence_penalty: self.presence_penalty,
+                frequency_penalty: self.frequency_penalty,
+                penalty_decay: self.penalty_decay,
+                seed: self.seed,
+            },
+            max_tokens: self.max_tokens,
+            stop_tokens: parse_ids(&self.stop)?,
+            ..Default::default()
+        })
+    }
 }
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -218,20 +304,7 @@ fn run(cli: Cli) -> Res<()> {
         }
         Command::Generate { model, prompt, sampling: s } => {
             let model = load_model(&model)?;
-            let options = GenerateOptions {
-                sampling: SamplingOptions {
-                    temperature: s.temperature,
-                    top_p: s.top_p,
-                    top_k: s.top_k,
-                    presence_penalty: s.presence_penalty,
-                    frequency_penalty: s.frequency_penalty,
-                    penalty_decay: s.penalty_decay,
-                    seed: s.seed,
-                },
-                max_tokens: s.max_tokens,
-                stop_tokens: parse_ids(&s.stop)?,
-                ..Default::default()
-            };
+            let options = s.options()?;
             let mut stdout = std::io::stdout();
             generate(&model, Tokenizer::world(), &prompt, &options, |piece| {
                 let _ = write!(stdout, "{piece}");
@@ -242,6 +315,30 @@ fn run(cli: Cli) -> Res<()> {
         Command::VisionFeatures { weights, config, image, pixels, layer, grid, out } => {
             vision_features(&weights, config.as_deref(), image.as_deref(), pixels.as_deref(), layer, grid, &out)?;
         }
+        Command::Chat { vlm, sampling } => {
+            let options = sampling.options()?;
+            let (model, sample, scan, tokenizer) = vlm_input(&vlm)?;
+            let mut stdout = std::io::stdout();
+            model.generate(&sample, scan.as_ref(), tokenizer, &options, |piece| {
+                let _ = write!(stdout, "{piece}");
+                let _ = stdout.flush();
+            })?;
+            println!();
+        }
+        Command::VlmLogits { vlm, out } => {
+            let (model, sample, scan, _) = vlm_input(&vlm)?;
+            let logits = model.forward(std::slice::from_ref(&sample), scan.as_ref())?.remove(0);
+            let [t, v] = logits.dims();
+            let mut map = TensorMap { origin: out.display().to_string(), tensors: HashMap::new() };
+            map.tensors.insert("logits".into(), (vec![t, v], values(logits)));
+            let (start, end) = sample.image_span().ok_or("no image in the sequence")?;
+            let ints = [
+                ("tokens".to_string(), vec![t], sample.row_tokens()),
+                ("image_span".to_string(), vec![2], vec![start as i64, end as i64]),
+            ];
+            visualrwkv_checkpoint::write_safetensors_with_ints(&map, &ints, &out)?;
+            eprintln!("{t} rows, image rows {start}..{end}, vocabulary {v}");
+        }
         Command::Convert { from, to } => {
             let map = TensorMap::read(&from)?;
             RwkvConfig::from_checkpoint(&map)?;
@@ -250,6 +347,77 @@ fn run(cli: Cli) -> Res<()> {
         }
     }
     Ok(())
+}
+
+/// The tokenizer named by `--tokenizer` for a model with `vocab` rows.
+fn pick_tokenizer(name: &str, vocab: usize) -> Res<&'static Tokenizer> {
+    Ok(match name {
+        "world" => Tokenizer::world(),
+        "bytes" => Tokenizer::world_bytes(),
+        "auto" if vocab > Tokenizer::world().vocab_size() - 1 => Tokenizer::world(),
+        "auto" => Tokenizer::world_bytes(),
+        other => return Err(format!("unknown --tokenizer `{other}` (auto, world, bytes)").into()),
+    })
+}
+
+/// Loads the model, builds the prompt and encodes the image of a VLM command.
+fn vlm_input(a: &VlmArgs) -> Res<(VisualRwkv<B>, Sample<B>, Box<dyn Scan>, &'static Tokenizer)> {
+    let dev = Default::default();
+    let scan =
+        visualrwkv_scan::by_name(&a.scan).ok_or_else(|| format!("unknown --scan `{}` (uni, bi, multi)", a.scan))?;
+    let strategy = visualrwkv_prompt::by_name(&a.prompt)
+        .ok_or_else(|| format!("unknown --prompt `{}` (first, last, sandwich, sandwich-repeat)", a.prompt))?;
+    let options = VisionOptions { layer: a.layer, pooling: GridPooling::from_grid_size(a.grid)? };
+    let vcfg = a.vision_config.as_deref();
+    let model = match (&a.checkpoint, &a.rwkv, &a.vision, &a.proj) {
+        (Some(c), ..) => VisualRwkv::<B>::load_checkpoint(c, vcfg, options, &dev)?,
+        (None, Some(r), Some(v), Some(p)) => VisualRwkv::<B>::load_parts(r, v, vcfg, p, options, &dev)?,
+        _ => return Err("give --checkpoint, or --rwkv, --vision and --proj".into()),
+    };
+    if a.question.trim().is_empty() {
+        return Err("the question is empty".into());
+    }
+    let pixels: Tensor<B, 4> = match (&a.image, &a.pixels) {
+        (Some(image), _) => {
+            let processor = ImageProcessor::for_tower(&model.vision.config);
+            processor.batch(&[processor.open(image)?], &dev)?
+        }
+        (None, Some(path)) => read_pixels(path)?,
+        (None, None) => return Err("give --image or --pixels".into()),
+    };
+    if pixels.dims()[0] != 1 {
+        return Err(format!("one image per conversation, got a batch of {}", pixels.dims()[0]).into());
+    }
+    let image = model.encode_images(pixels)?.remove(0);
+    let tokenizer = pick_tokenizer(&a.tokenizer, model.rwkv.config().vocab_size)?;
+    let prompt = visualrwkv_prompt::build(
+        &visualrwkv_prompt::Conversation::question(&a.question),
+        strategy.as_ref(),
+        tokenizer,
+        true,
+        true,
+    )?;
+    let sample = Sample::new(&prompt, Some(image));
+    if a.max_context > 0 && sample.len() > a.max_context {
+        return Err(format!(
+            "the prompt assembles to {} rows, more than --max-context {} (no truncation: it would cut the image span)",
+            sample.len(),
+            a.max_context
+        )
+        .into());
+    }
+    Ok((model, sample, scan, tokenizer))
+}
+
+/// Reads `pixel_values` [B, 3, H, W] from a safetensors file.
+fn read_pixels(path: &Path) -> Res<Tensor<B, 4>> {
+    let map = TensorMap::read_safetensors(path)?;
+    let (shape, values) =
+        map.tensors.get("pixel_values").ok_or_else(|| format!("{}: no tensor `pixel_values`", path.display()))?;
+    let [b, c, h, w] = shape[..] else {
+        return Err(format!("{}: `pixel_values` has shape {shape:?}, expected [B, 3, H, W]", path.display()).into());
+    };
+    Ok(Tensor::from_data(TensorData::new(values.clone(), [b, c, h, w]), &Default::default()))
 }
 
 fn vision_features(
@@ -266,13 +434,8 @@ fn vision_features(
     let tower = visualrwkv_vision::load::<B>(weights, config, &dev)?;
     let pixel_values: Tensor<B, 4> = match (image, pixels) {
         (Some(image), _) => {
-            let size = tower.config.image_size as u32;
-            let processor = match tower.config.kind {
-                TowerKind::Clip => ImageProcessor::clip(size),
-                TowerKind::Siglip => ImageProcessor::siglip(size),
-            };
-            let img = processor.open(image)?;
-            processor.batch(&[img], &dev)?
+            let processor = ImageProcessor::for_tower(&tower.config);
+            processor.batch(&[processor.open(image)?], &dev)?
         }
         (None, Some(path)) => {
             let map = TensorMap::read_safetensors(path)?;

@@ -1,0 +1,219 @@
+//! `visualrwkv vlm-logits` and `visualrwkv chat` on the tiny fixture RWKV-6 + the tiny CLIP + a
+//! projector: separate files == one VisualRWKV checkpoint == the library, the sequence layout
+//! (`tokens`, `image_span`), and errors as messages.
+
+use std::collections::HashMap;
+use std::process::{Command, Output};
+
+use burn::backend::NdArray;
+use visualrwkv_checkpoint::{TensorMap, write_safetensors};
+
+fn fixture(name: &str) -> String {
+    format!("{}/../../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tmp(name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("visualrwkv-vlm-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name).to_str().unwrap().to_string()
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_visualrwkv")).args(args).output().unwrap()
+}
+
+/// A projector 64 → 128 (`proj.weight`), deterministic values.
+fn projector_file() -> String {
+    let path = tmp("proj.safetensors");
+    let w: Vec<f32> = (0..128 * 64).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.2).collect();
+    let map =
+        TensorMap { origin: "proj".into(), tensors: HashMap::from([("proj.weight".to_string(), (vec![128, 64], w))]) };
+    write_safetensors(&map, &path).unwrap();
+    path
+}
+
+fn read_all(path: &str) -> (HashMap<String, (Vec<usize>, Vec<f32>)>, HashMap<String, Vec<i64>>) {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (mut f, mut i) = (HashMap::new(), HashMap::new());
+    for (k, v) in st.tensors() {
+        match v.dtype() {
+            safetensors::Dtype::F32 => {
+                f.insert(
+                    k,
+                    (
+                        v.shape().to_vec(),
+                        v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+                    ),
+                );
+            }
+            safetensors::Dtype::I64 => {
+                i.insert(k, v.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    (f, i)
+}
+
+const IMAGE: &str = "preprocess/noise_rgb.png";
+
+#[test]
+fn vlm_logits_from_parts_and_from_one_checkpoint_agree_with_the_library() {
+    let proj = projector_file();
+    let out = tmp("parts.safetensors");
+    let rwkv = fixture("rwkv6_tiny_a_weights.safetensors");
+    let vision = fixture("clip_tiny_weights.safetensors");
+    let image = fixture(IMAGE);
+    let args = ["--question", "What is here?", "--scan", "bi", "--prompt", "sandwich"];
+    let mut parts =
+        vec!["vlm-logits", "--rwkv", &rwkv, "--vision", &vision, "--proj", &proj, "--image", &image, "--out", &out];
+    parts.extend(args);
+    let o = run(&parts);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (f, i) = read_all(&out);
+    let tokens = &i["tokens"];
+    let span = &i["image_span"];
+    assert_eq!(span[1] - span[0], 17, "16 patches + CLS");
+    assert!(tokens[span[0] as usize..span[1] as usize].iter().all(|&t| t == -200));
+    assert_eq!(tokens.iter().filter(|&&t| t == -200).count(), 17);
+    // The byte-level World ids: "User: What is here?\n" starts with U, s, e, r (byte + 1).
+    assert_eq!(&tokens[..4], &[86, 116, 102, 115]);
+    assert_eq!(f["logits"].0, vec![tokens.len(), 256]);
+
+    // The same model as one VisualRWKV checkpoint (rwkv.*, vit.vision_model.*, proj.weight).
+    let mut all = HashMap::new();
+    for (prefix, file) in [("rwkv.", rwkv.as_str()), ("vit.", vision.as_str()), ("", proj.as_str())] {
+        for (k, v) in TensorMap::read_safetensors(file).unwrap().tensors {
+            all.insert(format!("{prefix}{k}"), v);
+        }
+    }
+    let ckpt = tmp("visualrwkv.safetensors");
+    write_safetensors(&TensorMap { origin: "ckpt".into(), tensors: all.clone() }, &ckpt).unwrap();
+    let out2 = tmp("ckpt.safetensors");
+    let mut one = vec!["vlm-logits", "--checkpoint", &ckpt, "--image", &image, "--out", &out2];
+    one.extend(args);
+    let o = run(&one);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(read_all(&out2).0["logits"], f["logits"]);
+
+    // The library on the same inputs.
+    let dev = Default::default();
+    let m =
+        visualrwkv::VisualRwkv::<NdArray>::load_parts(&rwkv, &vision, None, &proj, Default::default(), &dev).unwrap();
+    let proc = visualrwkv_vision::ImageProcessor::for_tower(&m.vision.config);
+    let img = m.encode_images(proc.batch(&[proc.open(&image).unwrap()], &dev).unwrap()).unwrap().remove(0);
+    let conv = visualrwkv_prompt::Conversation::question("What is here?");
+    let prompt = visualrwkv_prompt::build(
+        &conv,
+        &visualrwkv_prompt::Sandwich,
+        visualrwkv_tokenizer::Tokenizer::world_bytes(),
+        true,
+        true,
+    )
+    .unwrap();
+    let sample = visualrwkv::Sample::new(&prompt, Some(img));
+    assert_eq!(&sample.row_tokens(), tokens);
+    let lib =
+        m.forward(&[sample], &visualrwkv_scan::BiDirectional).unwrap().remove(0).into_data().into_vec::<f32>().unwrap();
+    let d = lib.iter().zip(&f["logits"].1).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(d <= 1e-5, "{d}");
+
+    // A stray key in the combined checkpoint is named.
+    all.insert("optimizer.step".into(), (vec![1], vec![0.0]));
+    write_safetensors(&TensorMap { origin: "ckpt".into(), tensors: all }, &ckpt).unwrap();
+    let o = run(&one);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unexpected key `optimizer.step`"));
+}
+
+#[test]
+fn chat_streams_an_answer() {
+    let proj = projector_file();
+    let o = run(&[
+        "chat",
+        "--rwkv",
+        &fixture("rwkv6_tiny_a_weights.safetensors"),
+        "--vision",
+        &fixture("clip_tiny_weights.safetensors"),
+        "--proj",
+        &proj,
+        "--image",
+        &fixture(IMAGE),
+        "--question",
+        "Describe it.",
+        "--scan",
+        "multi",
+        "--prompt",
+        "first",
+        "--max-tokens",
+        "5",
+        "--temperature",
+        "0",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn bad_vlm_inputs_are_messages() {
+    let proj = projector_file();
+    let rwkv = fixture("rwkv6_tiny_a_weights.safetensors");
+    let vision = fixture("clip_tiny_weights.safetensors");
+    let narrow = tmp("narrow.safetensors");
+    let map = TensorMap {
+        origin: "p".into(),
+        tensors: HashMap::from([("weight".to_string(), (vec![128, 32], vec![0.0; 128 * 32]))]),
+    };
+    write_safetensors(&map, &narrow).unwrap();
+    let image = fixture(IMAGE);
+    let out = tmp("bad.safetensors");
+    let golden = fixture("clip_tiny_golden.safetensors");
+    fn with<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+        base.iter().chain(extra).copied().collect()
+    }
+    let common = [
+        "vlm-logits",
+        "--rwkv",
+        rwkv.as_str(),
+        "--vision",
+        vision.as_str(),
+        "--proj",
+        proj.as_str(),
+        "--out",
+        out.as_str(),
+    ];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (with(&common, &["--image", &image, "--question", "x", "--scan", "spiral"]), "unknown --scan"),
+        (with(&common, &["--image", &image, "--question", "x", "--prompt", "middle-out"]), "unknown --prompt"),
+        (with(&common, &["--image", &image, "--question", "  "]), "question is empty"),
+        (with(&common, &["--image", &image, "--question", "x", "--max-context", "10"]), "--max-context"),
+        (with(&common, &["--image", &image, "--question", "x", "--tokenizer", "world"]), "outside the vocabulary"),
+        (with(&common, &["--pixels", &golden, "--question", "x"]), "one image per conversation"),
+        (with(&common, &["--image", &image, "--question", "two <image> tags"]), "placeholders"),
+        (
+            vec![
+                "vlm-logits",
+                "--rwkv",
+                &rwkv,
+                "--vision",
+                &vision,
+                "--proj",
+                &narrow,
+                "--image",
+                &image,
+                "--question",
+                "x",
+                "--out",
+                &out,
+            ],
+            "the projector maps 32 → 128",
+        ),
+    ];
+    for (args, needle) in cases {
+        let o = run(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
