@@ -360,8 +360,11 @@ fn pick_tokenizer(name: &str, vocab: usize) -> Res<&'static Tokenizer> {
     })
 }
 
+/// What a VLM command runs: the model, the assembled sample, the scan and the tokenizer.
+type VlmInput = (VisualRwkv<B>, Sample<B>, Box<dyn Scan>, &'static Tokenizer);
+
 /// Loads the model, builds the prompt and encodes the image of a VLM command.
-fn vlm_input(a: &VlmArgs) -> Res<(VisualRwkv<B>, Sample<B>, Box<dyn Scan>, &'static Tokenizer)> {
+fn vlm_input(a: &VlmArgs) -> Res<VlmInput> {
     let dev = Default::default();
     let scan =
         visualrwkv_scan::by_name(&a.scan).ok_or_else(|| format!("unknown --scan `{}` (uni, bi, multi)", a.scan))?;
