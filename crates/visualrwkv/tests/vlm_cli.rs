@@ -32,7 +32,9 @@ fn projector_file() -> String {
     path
 }
 
-fn read_all(path: &str) -> (HashMap<String, (Vec<usize>, Vec<f32>)>, HashMap<String, Vec<i64>>) {
+type Floats = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+fn read_all(path: &str) -> (Floats, HashMap<String, Vec<i64>>) {
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let (mut f, mut i) = (HashMap::new(), HashMap::new());
