@@ -27,8 +27,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // A tiny random VisualRWKV with byte-level World ids.
     let dev = Default::default();
-    let rwkv = RwkvConfig { n_layer: 4, n_embd: 32, n_head: 2, head_size: 16, dim_ffn: 64, vocab_size: 257, d_mix: 4, d_decay: 8 }
-        .init::<B>(&dev);
+    let rwkv = RwkvConfig {
+        n_layer: 4,
+        n_embd: 32,
+        n_head: 2,
+        head_size: 16,
+        dim_ffn: 64,
+        vocab_size: 257,
+        d_mix: 4,
+        d_decay: 8,
+    }
+    .init::<B>(&dev);
     let vision = VisionConfig::new(TowerKind::Clip, 32, 8, 32, 64, 2, 2).init::<B>(&dev);
     let projector = ProjectorConfig::new(ProjectorKind::Linear, 32, 32).init::<B>(&dev);
     let model = VisualRwkv::new(rwkv, vision, projector, VisionOptions::default())?;
