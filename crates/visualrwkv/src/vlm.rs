@@ -404,6 +404,20 @@ impl<B: RwkvBackend> VisualRwkv<B> {
         Ok(logits.slice([t - 1..t, 0..v]).into_data().convert::<f32>().into_vec::<f32>().expect("f32 logits"))
     }
 
+    /// Runs text `tokens` (no placeholder) in sequence mode from a cached `state` — e.g. the
+    /// state after `[prefix | image]` from [`VisualRwkv::prefill`] of a sample cut after the
+    /// image, reused for many questions (an image-state cache; exact, as the text comes after
+    /// the whole image span). Returns the last row's logits and the new state.
+    pub fn extend(&self, state: &State<B>, tokens: &[i64]) -> Result<(Vec<f32>, State<B>), VlmError> {
+        if tokens.is_empty() || tokens.contains(&IMAGE_TOKEN) {
+            return Err(VlmError::Input("extend takes a non-empty run of text tokens (no image placeholder)".into()));
+        }
+        let device = self.rwkv.emb.weight.device();
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.to_vec(), [1, tokens.len()]), &device);
+        let out = self.rwkv.forward_last(ids, Some(state))?;
+        Ok((last_logits(out.logits), out.state))
+    }
+
     /// Logits after one generated token from a cached state (a single-step pass).
     pub fn step(&self, token: u32, state: &State<B>) -> Result<(Vec<f32>, State<B>), VlmError> {
         let device = self.rwkv.emb.weight.device();

@@ -110,6 +110,31 @@ proptest::proptest! {
 }
 
 #[test]
+fn image_state_cache_equals_starting_over() {
+    let m = model(3);
+    let img = image(&m, 3);
+    for scan_name in ["uni", "bi", "multi"] {
+        let scan = visualrwkv_scan::by_name(scan_name).unwrap();
+        let mut cached = None;
+        for q in ["What colour is the square?", "How many shapes?", "Is there a circle left of the triangle?"] {
+            let prompt =
+                build(&Conversation::question(q), &visualrwkv_prompt::ImageFirst, Tokenizer::world(), true, true)
+                    .unwrap();
+            let at = prompt.image_position().unwrap();
+            // The state after "User: " + image, computed once and reused for every question.
+            let state = cached.get_or_insert_with(|| {
+                let head = Sample { tokens: prompt.tokens[..=at].to_vec(), image: Some(img.clone()) };
+                m.prefill(&head, scan.as_ref()).unwrap().1
+            });
+            let (reused, _) = m.extend(state, &prompt.tokens[at + 1..]).unwrap();
+            let (fresh, _) = m.prefill(&Sample::new(&prompt, Some(img.clone())), scan.as_ref()).unwrap();
+            let d = max_diff(&reused, &fresh);
+            assert!(d <= 1e-4, "{scan_name}, {q:?}: image-state cache vs starting over differ by {d}");
+        }
+    }
+}
+
+#[test]
 fn a_batch_gives_each_sample_its_result_alone() {
     let m = model(2);
     let scan = BiDirectional;
