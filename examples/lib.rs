@@ -26,7 +26,7 @@ impl Scan for Snake {
     }
 
     fn permutation(&self, layer: usize, _: usize, l: &ImageLayout) -> Result<Option<Vec<usize>>, ScanError> {
-        if layer % 2 == 0 {
+        if layer.is_multiple_of(2) {
             return Ok(None);
         }
         let order = (0..l.grid_h)
@@ -50,7 +50,7 @@ impl Scan for Spiral {
     }
 
     fn permutation(&self, layer: usize, _: usize, l: &ImageLayout) -> Result<Option<Vec<usize>>, ScanError> {
-        if layer % 2 == 0 {
+        if layer.is_multiple_of(2) {
             return Ok(None);
         }
         let (h, w) = (l.grid_h as i64, l.grid_w as i64);
