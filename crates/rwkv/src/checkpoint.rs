@@ -40,7 +40,15 @@ impl RwkvConfig {
         let config = RwkvConfig::infer(|k| map.shape(k), &keys)
             .map_err(|why| RwkvError::Config { path: map.origin.clone(), why })?;
         let problems = map.key_problems(&config.expected_keys());
-        if problems.is_empty() { Ok(config) } else { Err(RwkvError::Keys { path: map.origin.clone(), problems }) }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(RwkvError::Checkpoint(visualrwkv_checkpoint::CheckpointError::Keys {
+                path: map.origin.clone(),
+                model: "an RWKV-6 x060 model".into(),
+                problems,
+            }))
+        }
     }
 }
 

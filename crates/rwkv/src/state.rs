@@ -13,6 +13,7 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 
 use crate::checkpoint::{TensorMap, write_safetensors};
 use crate::{RwkvConfig, RwkvError};
+use visualrwkv_checkpoint::CheckpointError;
 
 /// The state of one layer.
 #[derive(Clone, Debug)]
@@ -117,10 +118,15 @@ impl<B: Backend> State<B> {
         let (c, h, n) = (config.n_embd, config.n_head, config.head_size);
         let origin = map.origin.clone();
         let get = |key: String, tail: Vec<usize>| -> Result<(usize, Vec<f32>), RwkvError> {
-            let (shape, v) = map.tensors.get(&key).ok_or_else(|| RwkvError::Keys {
-                path: origin.clone(),
-                problems: vec![crate::KeyProblem::Missing(key.clone())],
-            })?;
+            let keys_error = |problem| {
+                RwkvError::Checkpoint(CheckpointError::Keys {
+                    path: origin.clone(),
+                    model: "an RWKV-6 state".into(),
+                    problems: vec![problem],
+                })
+            };
+            let (shape, v) =
+                map.tensors.get(&key).ok_or_else(|| keys_error(crate::KeyProblem::Missing(key.clone())))?;
             if shape == &tail {
                 Ok((1, v.clone()))
             } else if shape.len() == tail.len() + 1 && shape[1..] == tail[..] && shape[0] > 0 {
@@ -128,10 +134,7 @@ impl<B: Backend> State<B> {
             } else {
                 let mut expected = vec![1];
                 expected.extend(&tail);
-                Err(RwkvError::Keys {
-                    path: origin.clone(),
-                    problems: vec![crate::KeyProblem::Shape { key, expected, found: shape.clone() }],
-                })
+                Err(keys_error(crate::KeyProblem::Shape { key, expected, found: shape.clone() }))
             }
         };
         let mut layers = Vec::with_capacity(config.n_layer);

@@ -3,7 +3,7 @@
 
 use burn::backend::NdArray;
 use visualrwkv_rwkv::checkpoint::write_safetensors;
-use visualrwkv_rwkv::{KeyProblem, RwkvError, TensorMap, load_safetensors};
+use visualrwkv_rwkv::{CheckpointError, KeyProblem, RwkvError, TensorMap, load_safetensors};
 
 type B = NdArray;
 
@@ -23,7 +23,10 @@ fn load(path: &std::path::Path) -> RwkvError {
 
 #[test]
 fn missing_file() {
-    assert!(matches!(load(std::path::Path::new("/nonexistent/x.safetensors")), RwkvError::Io { .. }));
+    assert!(matches!(
+        load(std::path::Path::new("/nonexistent/x.safetensors")),
+        RwkvError::Checkpoint(CheckpointError::Io { .. })
+    ));
 }
 
 #[test]
@@ -32,15 +35,15 @@ fn truncated_file_and_bad_header() {
     let p = tmp("truncated.safetensors");
     std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
     let e = load(&p);
-    assert!(matches!(e, RwkvError::Format { .. }), "{e}");
+    assert!(matches!(e, RwkvError::Checkpoint(CheckpointError::Format { .. })), "{e}");
     let p = tmp("header.safetensors");
     let mut bad = bytes.clone();
     bad[8..16].copy_from_slice(b"{garbage");
     std::fs::write(&p, &bad).unwrap();
-    assert!(matches!(load(&p), RwkvError::Format { .. }));
+    assert!(matches!(load(&p), RwkvError::Checkpoint(CheckpointError::Format { .. })));
     let p = tmp("empty.safetensors");
     std::fs::write(&p, b"").unwrap();
-    assert!(matches!(load(&p), RwkvError::Format { .. }));
+    assert!(matches!(load(&p), RwkvError::Checkpoint(CheckpointError::Format { .. })));
 }
 
 #[test]
@@ -51,7 +54,7 @@ fn wrong_dtype() {
     let view = safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![4], &data).unwrap();
     safetensors::serialize_to_file(vec![("emb.weight".to_string(), view)], None, &p).unwrap();
     let e = load(&p);
-    assert!(matches!(&e, RwkvError::Dtype { key, .. } if key == "emb.weight"), "{e}");
+    assert!(matches!(&e, RwkvError::Checkpoint(CheckpointError::Dtype { key, .. }) if key == "emb.weight"), "{e}");
 }
 
 fn edited(name: &str, edit: impl FnOnce(&mut TensorMap)) -> RwkvError {
@@ -68,7 +71,7 @@ fn missing_extra_and_misshaped_keys_are_each_named() {
         m.tensors.remove("blocks.1.att.gate.weight");
     });
     match &e {
-        RwkvError::Keys { problems, .. } => {
+        RwkvError::Checkpoint(CheckpointError::Keys { problems, .. }) => {
             assert_eq!(problems, &[KeyProblem::Missing("blocks.1.att.gate.weight".into())])
         }
         other => panic!("{other}"),
@@ -79,7 +82,7 @@ fn missing_extra_and_misshaped_keys_are_each_named() {
         m.tensors.insert("blocks.0.att.time_state".into(), (vec![2, 64, 64], vec![0.0; 2 * 64 * 64]));
     });
     assert!(
-        matches!(&e, RwkvError::Keys { problems, .. } if problems == &[KeyProblem::Unexpected("blocks.0.att.time_state".into())]),
+        matches!(&e, RwkvError::Checkpoint(CheckpointError::Keys { problems, .. }) if problems == &[KeyProblem::Unexpected("blocks.0.att.time_state".into())]),
         "{e}"
     );
 
@@ -88,7 +91,7 @@ fn missing_extra_and_misshaped_keys_are_each_named() {
         m.tensors.remove("ln_out.bias");
     });
     match &e {
-        RwkvError::Keys { problems, .. } => {
+        RwkvError::Checkpoint(CheckpointError::Keys { problems, .. }) => {
             assert!(problems.contains(&KeyProblem::Shape {
                 key: "blocks.0.ffn.value.weight".into(),
                 expected: vec![128, 256],

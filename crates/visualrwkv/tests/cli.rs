@@ -1,49 +1,14 @@
 //! The `visualrwkv` binary: goldens through `logits`, the tokenizer through `tokenize`, errors as
 //! messages with a non-zero exit (never a panic).
 
-use std::process::Command;
+mod common;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_visualrwkv"))
-}
-
-fn fixture(name: &str) -> String {
-    format!("{}/../../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn tmp(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("visualrwkv-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
-fn read(path: &std::path::Path) -> std::collections::HashMap<String, (Vec<usize>, Vec<f32>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .filter(|(_, v)| v.dtype() == safetensors::Dtype::F32)
-        .map(|(k, v)| {
-            (
-                k,
-                (
-                    v.shape().to_vec(),
-                    v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
-                ),
-            )
-        })
-        .collect()
-}
+use common::{bin, fixture, max_diff, read, tmp};
 
 fn golden_tokens() -> Vec<i64> {
     let bytes = std::fs::read(fixture("rwkv6_tiny_a_golden.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     st.tensor("tokens").unwrap().data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 #[test]
@@ -198,12 +163,6 @@ fn bad_input_is_an_error_not_a_panic() {
         format!("generate|--model|{model}|--prompt|x|--top-p|0"),
         "tokenize|--file|/nonexistent.txt".to_string(),
     ];
-    for case in cases {
-        let args: Vec<&str> = case.split('|').collect();
-        let o = bin().args(&args).output().unwrap();
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success(), "{args:?} should fail");
-        assert!(err.contains("error"), "{args:?}: {err}");
-        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
-    }
+    let cases: Vec<(Vec<&str>, &str)> = cases.iter().map(|c| (c.split('|').collect(), "error")).collect();
+    common::assert_failures(&cases);
 }

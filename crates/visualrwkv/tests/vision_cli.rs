@@ -1,57 +1,29 @@
 //! `visualrwkv vision-features`: the tiny CLIP golden (transformers' outputs) through `--pixels`,
 //! the SigLIP golden, images through `--image`, grid pooling, and errors as messages.
 
-use std::collections::HashMap;
-use std::process::{Command, Output};
+mod common;
 
-type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+use common::{fixture, max_diff, read, tmp};
 
-fn fixture(name: &str) -> String {
-    format!("{}/../../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn tmp(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("visualrwkv-vision-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
-fn read(path: &str) -> Tensors {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .filter(|(_, v)| v.dtype() == safetensors::Dtype::F32)
-        .map(|(k, v)| {
-            let values = v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
-            (k, (v.shape().to_vec(), values))
-        })
-        .collect()
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_visualrwkv")).arg("vision-features").args(args).output().unwrap()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+fn run(args: &[&str]) -> std::process::Output {
+    common::bin().arg("vision-features").args(args).output().unwrap()
 }
 
 #[test]
 fn tiny_clip_golden_through_pixels() {
     let out = tmp("clip.safetensors");
+    let out_s = out.to_str().unwrap();
     let o = run(&[
         "--weights",
         &fixture("clip_tiny_weights.safetensors"),
         "--pixels",
         &fixture("clip_tiny_golden.safetensors"),
         "--out",
-        out.to_str().unwrap(),
+        out_s,
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let got = read(out.to_str().unwrap());
-    let golden = read(&fixture("clip_tiny_golden.safetensors"));
+    let got = read(&out);
+    let golden = read(fixture("clip_tiny_golden.safetensors"));
     for key in ["hidden_states.0", "hidden_states.1", "hidden_states.2", "last_hidden_state", "pooler_output"] {
         let (shape, want) = &golden[key];
         assert_eq!(&got[key].0, shape, "{key}");
@@ -70,6 +42,7 @@ fn tiny_clip_golden_through_pixels() {
 #[test]
 fn penultimate_layer_and_grid_pooling() {
     let out = tmp("clip_m2.safetensors");
+    let out_s = out.to_str().unwrap();
     let o = run(&[
         "--weights",
         &fixture("clip_tiny_weights.safetensors"),
@@ -82,11 +55,11 @@ fn penultimate_layer_and_grid_pooling() {
         "--grid",
         "2",
         "--out",
-        out.to_str().unwrap(),
+        out_s,
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let got = read(out.to_str().unwrap());
-    let golden = read(&fixture("clip_tiny_golden.safetensors"));
+    let got = read(&out);
+    let golden = read(fixture("clip_tiny_golden.safetensors"));
     let (shape, pooled) = &got["pooled"];
     assert_eq!(shape, &vec![2, 5, 64]);
     // First pooled row = mean of patches (0,0), (0,1), (1,0), (1,1) of the penultimate layer.
@@ -100,6 +73,7 @@ fn penultimate_layer_and_grid_pooling() {
 #[test]
 fn siglip_golden_and_an_image() {
     let out = tmp("siglip.safetensors");
+    let out_s = out.to_str().unwrap();
     let o = run(&[
         "--weights",
         &fixture("siglip_tiny_weights.safetensors"),
@@ -108,11 +82,11 @@ fn siglip_golden_and_an_image() {
         "--pixels",
         &fixture("siglip_tiny_golden.safetensors"),
         "--out",
-        out.to_str().unwrap(),
+        out_s,
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let got = read(out.to_str().unwrap());
-    let golden = read(&fixture("siglip_tiny_golden.safetensors"));
+    let got = read(&out);
+    let golden = read(fixture("siglip_tiny_golden.safetensors"));
     for key in ["hidden_states.2", "last_hidden_state", "pooler_output"] {
         assert!(max_diff(&got[key].1, &golden[key].1) <= 1e-4, "{key}");
     }
@@ -125,10 +99,10 @@ fn siglip_golden_and_an_image() {
         "--image",
         &fixture("preprocess/gradient_rgb.png"),
         "--out",
-        out.to_str().unwrap(),
+        out_s,
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(read(out.to_str().unwrap())["last_hidden_state"].0, vec![1, 16, 64]);
+    assert_eq!(read(&out)["last_hidden_state"].0, vec![1, 16, 64]);
 }
 
 #[test]
@@ -147,11 +121,7 @@ fn bad_inputs_are_errors_not_panics() {
         (vec!["--weights", &w, "--pixels", &g, "--layer", "5", "--out", out], "out of range"),
         (vec!["--weights", &w, "--pixels", &g, "--grid", "-3", "--out", out], "grid size"),
     ];
-    for (args, needle) in cases {
-        let o = run(&args);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success(), "{args:?} succeeded");
-        assert!(err.contains(needle), "{args:?}: {err}");
-        assert!(!err.contains("panicked"), "{args:?}: {err}");
-    }
+    let cases: Vec<(Vec<&str>, &str)> =
+        cases.into_iter().map(|(a, n)| ([vec!["vision-features"], a].concat(), n)).collect();
+    common::assert_failures(&cases);
 }

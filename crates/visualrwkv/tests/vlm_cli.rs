@@ -2,25 +2,13 @@
 //! projector: separate files == one VisualRWKV checkpoint == the library, the sequence layout
 //! (`tokens`, `image_span`), and errors as messages.
 
+mod common;
+
 use std::collections::HashMap;
-use std::process::{Command, Output};
 
 use burn::backend::NdArray;
+use common::{fixture, read_all, run, tmp_str as tmp};
 use visualrwkv_checkpoint::{TensorMap, write_safetensors};
-
-fn fixture(name: &str) -> String {
-    format!("{}/../../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn tmp(name: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("visualrwkv-vlm-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name).to_str().unwrap().to_string()
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_visualrwkv")).args(args).output().unwrap()
-}
 
 /// A projector 64 → 128 (`proj.weight`), deterministic values.
 fn projector_file() -> String {
@@ -30,32 +18,6 @@ fn projector_file() -> String {
         TensorMap { origin: "proj".into(), tensors: HashMap::from([("proj.weight".to_string(), (vec![128, 64], w))]) };
     write_safetensors(&map, &path).unwrap();
     path
-}
-
-type Floats = HashMap<String, (Vec<usize>, Vec<f32>)>;
-
-fn read_all(path: &str) -> (Floats, HashMap<String, Vec<i64>>) {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let (mut f, mut i) = (HashMap::new(), HashMap::new());
-    for (k, v) in st.tensors() {
-        match v.dtype() {
-            safetensors::Dtype::F32 => {
-                f.insert(
-                    k,
-                    (
-                        v.shape().to_vec(),
-                        v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
-                    ),
-                );
-            }
-            safetensors::Dtype::I64 => {
-                i.insert(k, v.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect());
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-    (f, i)
 }
 
 const IMAGE: &str = "preprocess/noise_rgb.png";
@@ -211,11 +173,5 @@ fn bad_vlm_inputs_are_messages() {
             "the projector maps 32 → 128",
         ),
     ];
-    for (args, needle) in cases {
-        let o = run(&args);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success(), "{args:?} succeeded");
-        assert!(err.contains(needle), "{args:?}: {err}");
-        assert!(!err.contains("panicked"), "{args:?}: {err}");
-    }
+    common::assert_failures(&cases);
 }

@@ -1,0 +1,80 @@
+//! Helpers shared by the CLI tests: fixture paths, scratch files, running the binary, reading
+//! safetensors outputs.
+
+#![allow(dead_code)] // each test file uses a subset
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// `name -> (shape, values)` of the F32 tensors of a file.
+pub type Floats = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// The `visualrwkv` binary built for these tests.
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_visualrwkv"))
+}
+
+/// Runs the binary with `args`.
+pub fn run(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+/// Path of a file in `tests/fixtures/`.
+pub fn fixture(name: &str) -> String {
+    format!("{}/../../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A scratch path unique to this test process.
+pub fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("visualrwkv-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// [`tmp`] as a `String` (for argument lists).
+pub fn tmp_str(name: &str) -> String {
+    tmp(name).to_str().unwrap().to_string()
+}
+
+/// The F32 and I64 tensors of a safetensors file.
+pub fn read_all(path: impl AsRef<Path>) -> (Floats, HashMap<String, Vec<i64>>) {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (mut f, mut i) = (HashMap::new(), HashMap::new());
+    for (k, v) in st.tensors() {
+        match v.dtype() {
+            safetensors::Dtype::F32 => {
+                let values = v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+                f.insert(k, (v.shape().to_vec(), values));
+            }
+            safetensors::Dtype::I64 => {
+                i.insert(k, v.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect());
+            }
+            _ => {}
+        }
+    }
+    (f, i)
+}
+
+/// The F32 tensors of a safetensors file.
+pub fn read(path: impl AsRef<Path>) -> Floats {
+    read_all(path).0
+}
+
+/// Largest absolute difference of two equally long slices.
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Each argument list must fail with a message containing its needle, never a panic.
+pub fn assert_failures(cases: &[(Vec<&str>, &str)]) {
+    for (args, needle) in cases {
+        let o = run(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
