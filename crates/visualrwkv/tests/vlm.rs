@@ -39,6 +39,10 @@ fn image(m: &VisualRwkv<B>, seed: u64) -> ImageRows<B> {
 }
 
 fn sample(m: &VisualRwkv<B>, strategy: &str, question: &str) -> Sample<B> {
+    sample_with_image(m, strategy, question, 7)
+}
+
+fn sample_with_image(m: &VisualRwkv<B>, strategy: &str, question: &str, image_seed: u64) -> Sample<B> {
     let prompt = build(
         &Conversation::question(question),
         visualrwkv_prompt::by_name(strategy).unwrap().as_ref(),
@@ -47,7 +51,7 @@ fn sample(m: &VisualRwkv<B>, strategy: &str, question: &str) -> Sample<B> {
         true,
     )
     .unwrap();
-    Sample::new(&prompt, Some(image(m, 7)))
+    Sample::new(&prompt, Some(image(m, image_seed)))
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -69,15 +73,7 @@ fn check_cached_equals_recompute(layers: usize, question: &str, image_seed: u64)
     for scan_name in ["uni", "bi", "multi"] {
         let scan = visualrwkv_scan::by_name(scan_name).unwrap();
         for strategy in ["first", "last", "sandwich"] {
-            let prompt = build(
-                &Conversation::question(question),
-                visualrwkv_prompt::by_name(strategy).unwrap().as_ref(),
-                Tokenizer::world(),
-                true,
-                true,
-            )
-            .unwrap();
-            let s = Sample::new(&prompt, Some(image(&m, image_seed)));
+            let s = sample_with_image(&m, strategy, question, image_seed);
             // The cached path: one prefill, then single steps.
             let (mut logits, mut state) = m.prefill(&s, scan.as_ref()).unwrap();
             let generation = m.generate(&s, scan.as_ref(), Tokenizer::world(), &greedy, |_| {}).unwrap();
