@@ -1,0 +1,36 @@
+//! Cached decoding == full recompute; blocked attention == one block; shapes.
+
+use burn::backend::NdArray;
+use burn::tensor::{Int, Tensor, TensorData};
+use visualrwkv_transformer::{ATTENTION_BLOCK, TransformerConfig};
+
+type B = NdArray;
+
+fn ids(v: &[i64]) -> Tensor<B, 2, Int> {
+    Tensor::from_data(TensorData::new(v.to_vec(), [1, v.len()]), &Default::default())
+}
+
+fn host<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().into_vec::<f32>().unwrap()
+}
+
+#[test]
+fn cached_decoding_equals_recompute_across_attention_blocks() {
+    let cfg = TransformerConfig::new(2, 32, 4, 64, 50, 4096);
+    let m = cfg.init::<B>(&Default::default());
+    // Longer than one attention block, so blocked prefill is exercised.
+    let prompt: Vec<i64> = (0..ATTENTION_BLOCK as i64 + 37).map(|i| (i * 7) % 50).collect();
+    let (full, _) = m.forward(ids(&prompt), None);
+    let (_, cache) = m.forward_last(ids(&prompt[..300]), None);
+    let (logits, cache) = m.forward_last(ids(&prompt[300..prompt.len() - 1]), Some(cache));
+    let (last, cache) = m.forward_last(ids(&prompt[prompt.len() - 1..]), Some(cache));
+    assert_eq!(cache.len(), prompt.len());
+    assert_eq!(cache.bytes(), 2 * 2 * prompt.len() * 32 * 4);
+    let t = prompt.len();
+    let full = host(full);
+    let want_last = &full[(t - 1) * 50..t * 50];
+    let want_prev = &full[(t - 2) * 50..(t - 1) * 50];
+    let d1 = host(last).iter().zip(want_last).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    let d2 = host(logits).iter().zip(want_prev).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(d1 < 1e-4 && d2 < 1e-4, "{d1} {d2}");
+}
