@@ -6,6 +6,10 @@
 //! width, depth, vocabulary and FFN size (`visualrwkv bench-efficiency`): its KV cache and
 //! attention grow with the context, RWKV's state does not.
 //!
+//! Every projection goes through the same dense kernels as RWKV-6
+//! ([`visualrwkv_rwkv::RwkvBackend::dense`]), so a comparison measures the architectures, not
+//! two matmul implementations.
+//!
 //! Prefill computes attention in query blocks ([`ATTENTION_BLOCK`] rows at a time, each against
 //! the keys up to its end), so the score matrix never exceeds `[B, H, block, T]` — the memory a
 //! fused attention kernel would use, not the `T²` of a naive one. Decoding appends to a
@@ -21,6 +25,8 @@ use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig, RotaryEncoding, RotaryEncodingConfig};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
+use visualrwkv_rwkv::RwkvBackend;
+use visualrwkv_rwkv::dense::linear;
 
 /// Query rows per attention block during prefill.
 pub const ATTENTION_BLOCK: usize = 512;
@@ -132,7 +138,7 @@ impl TransformerConfig {
     }
 }
 
-impl<B: Backend> Block<B> {
+impl<B: RwkvBackend> Block<B> {
     /// Attention of the new rows `x` `[B, T, C]` (positions `start..start+T`) over the cached
     /// keys/values plus their own; returns the block output and the extended cache entry.
     fn forward(
@@ -144,7 +150,7 @@ impl<B: Backend> Block<B> {
     ) -> (Tensor<B, 3>, (Tensor<B, 4>, Tensor<B, 4>)) {
         let [b, t, c] = x.dims();
         let (h, d) = (self.n_head, c / self.n_head);
-        let qkv = self.qkv.forward(self.ln1.forward(x.clone())).reshape([b, t, 3, h, d]);
+        let qkv = linear(&self.qkv, self.ln1.forward(x.clone())).reshape([b, t, 3, h, d]);
         let part = |i: usize| qkv.clone().slice([0..b, 0..t, i..i + 1, 0..h, 0..d]).reshape([b, t, h, d]).swap_dims(1, 2);
         let q = rope.apply(part(0), start);
         let k = rope.apply(part(1), start);
@@ -178,26 +184,26 @@ impl<B: Backend> Block<B> {
         }
         debug_assert_eq!(k.dims()[2], total);
         let att = Tensor::cat(outs, 2).swap_dims(1, 2).reshape([b, t, c]);
-        let x = x + self.out.forward(att);
-        let y = x.clone() + self.fc2.forward(gelu(self.fc1.forward(self.ln2.forward(x))));
+        let x = x + linear(&self.out, att);
+        let y = x.clone() + linear(&self.fc2, gelu(linear(&self.fc1, self.ln2.forward(x))));
         (y, (k, v))
     }
 }
 
-impl<B: Backend> Transformer<B> {
+impl<B: RwkvBackend> Transformer<B> {
     /// Runs `tokens` `[B, T]` after the cached context (none: from the start): logits of the
     /// last row `[B, V]` and the extended cache.
     pub fn forward_last(&self, tokens: Tensor<B, 2, Int>, cache: Option<KvCache<B>>) -> (Tensor<B, 2>, KvCache<B>) {
         let (x, cache) = self.forward_hidden(tokens, cache);
         let [b, t, c] = x.dims();
         let last = x.slice([0..b, t - 1..t, 0..c]).reshape([b, c]);
-        (self.head.forward(self.ln_out.forward(last)), cache)
+        (linear(&self.head, self.ln_out.forward(last)), cache)
     }
 
     /// Logits of every row `[B, T, V]` and the extended cache.
     pub fn forward(&self, tokens: Tensor<B, 2, Int>, cache: Option<KvCache<B>>) -> (Tensor<B, 3>, KvCache<B>) {
         let (x, cache) = self.forward_hidden(tokens, cache);
-        (self.head.forward(self.ln_out.forward(x)), cache)
+        (linear(&self.head, self.ln_out.forward(x)), cache)
     }
 
     fn forward_hidden(&self, tokens: Tensor<B, 2, Int>, cache: Option<KvCache<B>>) -> (Tensor<B, 3>, KvCache<B>) {

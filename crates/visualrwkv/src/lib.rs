@@ -4,6 +4,7 @@
 //! RWKV-6's sequence, per-layer scans of the image span, exact state-cached generation), text
 //! generation ([`generate`]), and the `visualrwkv` command-line tool (`src/bin/visualrwkv.rs`).
 
+pub mod efficiency;
 pub mod generate;
 pub mod vlm;
 

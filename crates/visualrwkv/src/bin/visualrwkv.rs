@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use burn::backend::NdArray;
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::{Args, Parser, Subcommand};
+use visualrwkv::efficiency::{ModelKind, Point, Sizes, measure};
 use visualrwkv::{GenerateOptions, Sample, VisionOptions, VisualRwkv, generate};
 use visualrwkv_rwkv::checkpoint::write_safetensors;
 use visualrwkv_rwkv::{Rwkv, RwkvConfig, SamplingOptions, State, TensorMap};
@@ -119,6 +120,32 @@ enum Command {
         /// Output safetensors file.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// RWKV-6 vs a same-size transformer from 1K to 24K tokens: prefill time, per-token decode
+    /// latency and peak memory per context; writes efficiency.json/.csv/.md and efficiency.svg.
+    BenchEfficiency {
+        /// Context lengths in tokens.
+        #[arg(long, default_value = "1024,2048,4096,8192,16384,24576")]
+        contexts: String,
+        /// Width C of both models.
+        #[arg(long, default_value_t = 512)]
+        width: usize,
+        /// Blocks of both models.
+        #[arg(long, default_value_t = 8)]
+        layers: usize,
+        /// Vocabulary of both models.
+        #[arg(long, default_value_t = 65536)]
+        vocab: usize,
+        /// Timed decode steps per point (median reported).
+        #[arg(long, default_value_t = 8)]
+        decode_steps: usize,
+        /// Output folder.
+        #[arg(long, default_value = "efficiency")]
+        out: PathBuf,
+        /// Internal: measure one point (`rwkv:N` or `transformer:N`) in this process and print
+        /// it as JSON.
+        #[arg(long, hide = true)]
+        point: Option<String>,
     },
     /// Convert a checkpoint (.pth or .safetensors) to safetensors with the same key names (F32).
     Convert {
@@ -339,6 +366,25 @@ fn run(cli: Cli) -> Res<()> {
             visualrwkv_checkpoint::write_safetensors_with_ints(&map, &ints, &out)?;
             eprintln!("{t} rows, image rows {start}..{end}, vocabulary {v}");
         }
+        Command::BenchEfficiency { contexts, width, layers, vocab, decode_steps, out, point } => {
+            let sizes = Sizes { width, layers, vocab };
+            if width == 0 || layers == 0 || vocab < 2 || width % 64 != 0 {
+                return Err("--width must be a positive multiple of 64, --layers positive, --vocab at least 2".into());
+            }
+            match point {
+                Some(p) => {
+                    let (model, n) = p.split_once(':').ok_or("--point takes model:context")?;
+                    let model = match model {
+                        "rwkv" => ModelKind::Rwkv,
+                        "transformer" => ModelKind::Transformer,
+                        other => return Err(format!("unknown model `{other}`").into()),
+                    };
+                    let point = measure::<B>(model, n.parse()?, sizes, decode_steps.max(1), &Default::default());
+                    println!("{}", serde_json::to_string(&point)?);
+                }
+                None => bench_efficiency(&parse_contexts(&contexts)?, sizes, decode_steps, &out)?,
+            }
+        }
         Command::Convert { from, to } => {
             let map = TensorMap::read(&from)?;
             RwkvConfig::from_checkpoint(&map)?;
@@ -486,6 +532,127 @@ fn vision_features(
     );
     map.insert("pooled", pooled.features);
     write_safetensors(&map, out)?;
+    Ok(())
+}
+
+fn parse_contexts(s: &str) -> Res<Vec<usize>> {
+    let v: Result<Vec<usize>, _> = s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::parse).collect();
+    let v = v.map_err(|e| format!("--contexts: {e}"))?;
+    if v.is_empty() || v.contains(&0) {
+        return Err("--contexts needs positive lengths, e.g. 1024,2048".into());
+    }
+    Ok(v)
+}
+
+/// Runs every point in its own process (so each peak RSS is that point's), then writes the
+/// JSON, CSV, markdown table and plot.
+fn bench_efficiency(contexts: &[usize], sizes: Sizes, decode_steps: usize, out: &Path) -> Res<()> {
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let exe = std::env::current_exe()?;
+    let mut points = Vec::new();
+    eprintln!(
+        "RWKV-6 vs transformer, width {}, {} layers, vocabulary {} ({} vs {} parameters)",
+        sizes.width,
+        sizes.layers,
+        sizes.vocab,
+        sizes.rwkv().expected_keys().iter().map(|(_, s)| s.iter().product::<usize>()).sum::<usize>(),
+        sizes.transformer(16).num_params()
+    );
+    for &context in contexts {
+        for model in ["rwkv", "transformer"] {
+            let o = std::process::Command::new(&exe)
+                .args(["bench-efficiency", "--point", &format!("{model}:{context}")])
+                .args(["--width", &sizes.width.to_string(), "--layers", &sizes.layers.to_string()])
+                .args(["--vocab", &sizes.vocab.to_string(), "--decode-steps", &decode_steps.to_string()])
+                .output()?;
+            if !o.status.success() {
+                return Err(format!("{model} at {context} tokens failed: {}", String::from_utf8_lossy(&o.stderr)).into());
+            }
+            let p: Point = serde_json::from_slice(&o.stdout)?;
+            eprintln!(
+                "  {model:>11} {context:>6} tokens: prefill {:>8.2} s, decode {:>7.2} ms/token, peak RSS {:>7.0} MiB, cache {:>7.1} MiB",
+                p.prefill_s, p.decode_ms, p.peak_rss_mib, p.cache_mib
+            );
+            points.push(p);
+        }
+    }
+    std::fs::write(out.join("efficiency.json"), serde_json::to_string_pretty(&serde_json::json!({"sizes": sizes, "points": points}))?)?;
+    let mut csv = String::from("model,context,prefill_s,decode_ms,peak_rss_mib,cache_mib,prefill_reps,decode_steps\n");
+    for p in &points {
+        csv.push_str(&format!(
+            "{:?},{},{:.4},{:.4},{:.1},{:.2},{},{}\n",
+            p.model, p.context, p.prefill_s, p.decode_ms, p.peak_rss_mib, p.cache_mib, p.prefill_reps, p.decode_steps
+        ));
+    }
+    std::fs::write(out.join("efficiency.csv"), csv.to_lowercase())?;
+    let table = efficiency_table(&points);
+    std::fs::write(out.join("efficiency.md"), &table)?;
+    efficiency_plot(&points, &out.join("efficiency.svg"))?;
+    println!("{table}");
+    eprintln!("wrote {}/efficiency.{{json,csv,md,svg}}", out.display());
+    Ok(())
+}
+
+fn efficiency_table(points: &[Point]) -> String {
+    let mut t = String::from(
+        "| context | RWKV prefill (s) | TF prefill (s) | prefill ratio | RWKV decode (ms/tok) | TF decode (ms/tok) | decode ratio | RWKV peak RSS (MiB) | TF peak RSS (MiB) | memory saved | RWKV state (MiB) | TF KV cache (MiB) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let mut contexts: Vec<usize> = points.iter().map(|p| p.context).collect();
+    contexts.dedup();
+    for c in contexts {
+        let find = |m| points.iter().find(|p| p.context == c && p.model == m);
+        if let (Some(r), Some(x)) = (find(ModelKind::Rwkv), find(ModelKind::Transformer)) {
+            t.push_str(&format!(
+                "| {c} | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} | {:.2}x | {:.0} | {:.0} | {:.0}% | {:.2} | {:.1} |\n",
+                r.prefill_s,
+                x.prefill_s,
+                x.prefill_s / r.prefill_s,
+                r.decode_ms,
+                x.decode_ms,
+                x.decode_ms / r.decode_ms,
+                r.peak_rss_mib,
+                x.peak_rss_mib,
+                100.0 * (1.0 - r.peak_rss_mib / x.peak_rss_mib),
+                r.cache_mib,
+                x.cache_mib
+            ));
+        }
+    }
+    t
+}
+
+fn efficiency_plot(points: &[Point], path: &Path) -> Res<()> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (1200, 400)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let panels = root.split_evenly((1, 3));
+    type Metric = (&'static str, fn(&Point) -> f64);
+    let metrics: [Metric; 3] = [
+        ("prefill time (s)", |p| p.prefill_s),
+        ("decode latency (ms/token)", |p| p.decode_ms),
+        ("peak RSS (MiB)", |p| p.peak_rss_mib),
+    ];
+    let max_ctx = points.iter().map(|p| p.context).max().unwrap_or(1) as f64;
+    for (panel, (name, f)) in panels.iter().zip(metrics) {
+        let max_y = points.iter().map(f).fold(0.0, f64::max) * 1.1 + 1e-9;
+        let mut chart = ChartBuilder::on(panel)
+            .caption(name, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(55)
+            .build_cartesian_2d(0.0..max_ctx * 1.05, 0.0..max_y)?;
+        chart.configure_mesh().x_desc("context (tokens)").draw()?;
+        for (model, color) in [(ModelKind::Rwkv, BLUE), (ModelKind::Transformer, RED)] {
+            let series: Vec<(f64, f64)> = points.iter().filter(|p| p.model == model).map(|p| (p.context as f64, f(p))).collect();
+            chart
+                .draw_series(LineSeries::new(series.clone(), color.stroke_width(2)))?
+                .label(format!("{model:?}"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
+            chart.draw_series(series.into_iter().map(|xy| Circle::new(xy, 3, color.filled())))?;
+        }
+        chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
+    }
+    root.present()?;
     Ok(())
 }
 

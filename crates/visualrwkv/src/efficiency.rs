@@ -1,0 +1,165 @@
+//! Measurements behind `visualrwkv bench-efficiency`: RWKV-6 against a same-size transformer
+//! (the paper's Figure 1 claim: constant per-token cost and memory for RWKV, growing ones for
+//! a transformer with a KV cache).
+//!
+//! One [`Point`] = one model at one context length, measured in its own process (so the peak
+//! RSS belongs to that point alone): prefill time of the context, the per-token decode latency
+//! right after it, the process's peak RSS, and the bytes of the recurrent state or KV cache.
+
+use std::time::{Duration, Instant};
+
+use burn::tensor::{Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use visualrwkv_rwkv::{Rwkv, RwkvBackend, RwkvConfig};
+use visualrwkv_transformer::{Transformer, TransformerConfig};
+
+/// The two models compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// RWKV-6 (this project's model).
+    Rwkv,
+    /// The transformer baseline.
+    Transformer,
+}
+
+/// Sizes shared by both models.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sizes {
+    /// Width C.
+    pub width: usize,
+    /// Blocks.
+    pub layers: usize,
+    /// Vocabulary.
+    pub vocab: usize,
+}
+
+impl Sizes {
+    /// The RWKV-6 configuration (official defaults for the width: heads of 64, FFN 3.5·C).
+    pub fn rwkv(&self) -> RwkvConfig {
+        RwkvConfig::official(self.layers, self.width, self.vocab)
+    }
+
+    /// The transformer with the same width, depth, vocabulary and FFN size (heads of 64).
+    pub fn transformer(&self, max_len: usize) -> TransformerConfig {
+        let r = self.rwkv();
+        TransformerConfig::new(self.layers, self.width, (self.width / 64).max(1), r.dim_ffn, self.vocab, max_len)
+    }
+}
+
+/// One measured point.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Point {
+    /// Which model.
+    pub model: ModelKind,
+    /// Context length (tokens).
+    pub context: usize,
+    /// Median prefill time of the context, seconds.
+    pub prefill_s: f64,
+    /// Median per-token decode latency at that context, milliseconds.
+    pub decode_ms: f64,
+    /// Peak resident memory of the measuring process, MiB.
+    pub peak_rss_mib: f64,
+    /// Bytes of the recurrent state (RWKV) or KV cache (transformer) after the context, MiB.
+    pub cache_mib: f64,
+    /// Timed prefill repetitions (after one warm-up at a short length).
+    pub prefill_reps: usize,
+    /// Timed decode steps.
+    pub decode_steps: usize,
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), MiB; NaN elsewhere.
+pub fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn tokens<B: burn::tensor::backend::Backend>(n: usize, vocab: usize, device: &B::Device) -> Tensor<B, 2, Int> {
+    let ids: Vec<i64> = (0..n).map(|i| ((i * 7919 + 13) % (vocab - 1) + 1) as i64).collect();
+    Tensor::from_data(TensorData::new(ids, [1, n]), device)
+}
+
+/// Prefill repetitions for a context: 3 up to 4096 tokens, then 1 (a 24K transformer prefill
+/// takes minutes on a 2-core CPU); always after a warm-up at a short length.
+pub fn prefill_reps(context: usize) -> usize {
+    if context <= 4096 { 3 } else { 1 }
+}
+
+/// Measures one point in this process.
+pub fn measure<B: RwkvBackend>(model: ModelKind, context: usize, sizes: Sizes, decode_steps: usize, device: &B::Device) -> Point {
+    let reps = prefill_reps(context);
+    let (prefill, decode, cache_bytes) = match model {
+        ModelKind::Rwkv => {
+            let m: Rwkv<B> = sizes.rwkv().init(device);
+            let _ = m.forward_last(tokens::<B>(64, sizes.vocab, device), None).expect("warm-up").logits.into_data();
+            let mut state = None;
+            let times = (0..reps)
+                .map(|_| {
+                    let t0 = Instant::now();
+                    let out = m.forward_last(tokens::<B>(context, sizes.vocab, device), None).expect("prefill");
+                    let _ = out.logits.into_data();
+                    state = Some(out.state);
+                    t0.elapsed()
+                })
+                .collect();
+            let mut state = state.expect("at least one repetition");
+            let steps = (0..decode_steps)
+                .map(|i| {
+                    let t0 = Instant::now();
+                    let out = m.forward(tokens::<B>(1 + i % 3, sizes.vocab, device).slice([0..1, 0..1]), Some(&state)).expect("step");
+                    let _ = out.logits.into_data();
+                    state = out.state;
+                    t0.elapsed()
+                })
+                .collect();
+            let cfg = sizes.rwkv();
+            let bytes = 4 * cfg.n_layer * (2 * cfg.n_embd + cfg.n_head * cfg.head_size * cfg.head_size);
+            (median(times), median(steps), bytes)
+        }
+        ModelKind::Transformer => {
+            let m: Transformer<B> = sizes.transformer(context + decode_steps + 64).init(device);
+            let _ = m.forward_last(tokens::<B>(64, sizes.vocab, device), None).0.into_data();
+            let mut cache = None;
+            let times = (0..reps)
+                .map(|_| {
+                    let t0 = Instant::now();
+                    let (logits, c) = m.forward_last(tokens::<B>(context, sizes.vocab, device), None);
+                    let _ = logits.into_data();
+                    cache = Some(c);
+                    t0.elapsed()
+                })
+                .collect();
+            let mut cache = cache.expect("at least one repetition");
+            let steps = (0..decode_steps)
+                .map(|i| {
+                    let t0 = Instant::now();
+                    let (logits, c) = m.forward_last(tokens::<B>(1 + i % 3, sizes.vocab, device).slice([0..1, 0..1]), Some(cache.clone()));
+                    let _ = logits.into_data();
+                    cache = c;
+                    t0.elapsed()
+                })
+                .collect();
+            let bytes = cache.bytes();
+            (median(times), median(steps), bytes)
+        }
+    };
+    Point {
+        model,
+        context,
+        prefill_s: prefill.as_secs_f64(),
+        decode_ms: decode.as_secs_f64() * 1e3,
+        peak_rss_mib: peak_rss_mib(),
+        cache_mib: cache_bytes as f64 / (1024.0 * 1024.0),
+        prefill_reps: reps,
+        decode_steps,
+    }
+}
