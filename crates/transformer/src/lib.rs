@@ -22,7 +22,9 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig, RotaryEncoding, RotaryEncodingConfig};
+use burn::nn::{
+    Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig, RotaryEncoding, RotaryEncodingConfig,
+};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 use visualrwkv_rwkv::RwkvBackend;
@@ -151,7 +153,8 @@ impl<B: RwkvBackend> Block<B> {
         let [b, t, c] = x.dims();
         let (h, d) = (self.n_head, c / self.n_head);
         let qkv = linear(&self.qkv, self.ln1.forward(x.clone())).reshape([b, t, 3, h, d]);
-        let part = |i: usize| qkv.clone().slice([0..b, 0..t, i..i + 1, 0..h, 0..d]).reshape([b, t, h, d]).swap_dims(1, 2);
+        let part =
+            |i: usize| qkv.clone().slice([0..b, 0..t, i..i + 1, 0..h, 0..d]).reshape([b, t, h, d]).swap_dims(1, 2);
         let q = rope.apply(part(0), start);
         let k = rope.apply(part(1), start);
         let v = part(2);

@@ -95,7 +95,13 @@ pub fn prefill_reps(context: usize) -> usize {
 }
 
 /// Measures one point in this process.
-pub fn measure<B: RwkvBackend>(model: ModelKind, context: usize, sizes: Sizes, decode_steps: usize, device: &B::Device) -> Point {
+pub fn measure<B: RwkvBackend>(
+    model: ModelKind,
+    context: usize,
+    sizes: Sizes,
+    decode_steps: usize,
+    device: &B::Device,
+) -> Point {
     let reps = prefill_reps(context);
     let (prefill, decode, cache_bytes) = match model {
         ModelKind::Rwkv => {
@@ -115,7 +121,9 @@ pub fn measure<B: RwkvBackend>(model: ModelKind, context: usize, sizes: Sizes, d
             let steps = (0..decode_steps)
                 .map(|i| {
                     let t0 = Instant::now();
-                    let out = m.forward(tokens::<B>(1 + i % 3, sizes.vocab, device).slice([0..1, 0..1]), Some(&state)).expect("step");
+                    let out = m
+                        .forward(tokens::<B>(1 + i % 3, sizes.vocab, device).slice([0..1, 0..1]), Some(&state))
+                        .expect("step");
                     let _ = out.logits.into_data();
                     state = out.state;
                     t0.elapsed()
@@ -142,7 +150,10 @@ pub fn measure<B: RwkvBackend>(model: ModelKind, context: usize, sizes: Sizes, d
             let steps = (0..decode_steps)
                 .map(|i| {
                     let t0 = Instant::now();
-                    let (logits, c) = m.forward_last(tokens::<B>(1 + i % 3, sizes.vocab, device).slice([0..1, 0..1]), Some(cache.clone()));
+                    let (logits, c) = m.forward_last(
+                        tokens::<B>(1 + i % 3, sizes.vocab, device).slice([0..1, 0..1]),
+                        Some(cache.clone()),
+                    );
                     let _ = logits.into_data();
                     cache = c;
                     t0.elapsed()

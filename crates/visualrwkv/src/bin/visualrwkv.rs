@@ -566,7 +566,9 @@ fn bench_efficiency(contexts: &[usize], sizes: Sizes, decode_steps: usize, out: 
                 .args(["--vocab", &sizes.vocab.to_string(), "--decode-steps", &decode_steps.to_string()])
                 .output()?;
             if !o.status.success() {
-                return Err(format!("{model} at {context} tokens failed: {}", String::from_utf8_lossy(&o.stderr)).into());
+                return Err(
+                    format!("{model} at {context} tokens failed: {}", String::from_utf8_lossy(&o.stderr)).into()
+                );
             }
             let p: Point = serde_json::from_slice(&o.stdout)?;
             eprintln!(
@@ -576,7 +578,10 @@ fn bench_efficiency(contexts: &[usize], sizes: Sizes, decode_steps: usize, out: 
             points.push(p);
         }
     }
-    std::fs::write(out.join("efficiency.json"), serde_json::to_string_pretty(&serde_json::json!({"sizes": sizes, "points": points}))?)?;
+    std::fs::write(
+        out.join("efficiency.json"),
+        serde_json::to_string_pretty(&serde_json::json!({"sizes": sizes, "points": points}))?,
+    )?;
     let mut csv = String::from("model,context,prefill_s,decode_ms,peak_rss_mib,cache_mib,prefill_reps,decode_steps\n");
     for p in &points {
         csv.push_str(&format!(
@@ -643,7 +648,8 @@ fn efficiency_plot(points: &[Point], path: &Path) -> Res<()> {
             .build_cartesian_2d(0.0..max_ctx * 1.05, 0.0..max_y)?;
         chart.configure_mesh().x_desc("context (tokens)").draw()?;
         for (model, color) in [(ModelKind::Rwkv, BLUE), (ModelKind::Transformer, RED)] {
-            let series: Vec<(f64, f64)> = points.iter().filter(|p| p.model == model).map(|p| (p.context as f64, f(p))).collect();
+            let series: Vec<(f64, f64)> =
+                points.iter().filter(|p| p.model == model).map(|p| (p.context as f64, f(p))).collect();
             chart
                 .draw_series(LineSeries::new(series.clone(), color.stroke_width(2)))?
                 .label(format!("{model:?}"))
