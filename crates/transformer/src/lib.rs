@@ -30,6 +30,30 @@ use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 use visualrwkv_rwkv::RwkvBackend;
 use visualrwkv_rwkv::dense::linear;
 
+/// Inputs the model cannot take.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TransformerError {
+    /// A token id is outside the vocabulary.
+    #[error("token id {id} is outside the vocabulary 0..{vocab}")]
+    TokenId {
+        /// The id.
+        id: i64,
+        /// The vocabulary size.
+        vocab: usize,
+    },
+    /// The sequence would pass the rotary tables' length.
+    #[error("positions up to {needed} exceed max_len {max_len}")]
+    TooLong {
+        /// Positions needed.
+        needed: usize,
+        /// The configured maximum.
+        max_len: usize,
+    },
+    /// No tokens.
+    #[error("empty input")]
+    Empty,
+}
+
 /// Query rows per attention block during prefill.
 pub const ATTENTION_BLOCK: usize = 512;
 
@@ -82,6 +106,8 @@ pub struct Transformer<B: Backend> {
     pub head: Linear<B>,
     /// Rotary position tables.
     pub rope: RotaryEncoding<B>,
+    /// Longest sequence the rotary tables cover.
+    pub max_len: usize,
 }
 
 /// Keys and values of every layer seen so far: `[B, H, T, C/H]` each.
@@ -130,6 +156,7 @@ impl TransformerConfig {
             ln_out: LayerNormConfig::new(c).init(device),
             head: lin(c, self.vocab_size),
             rope: RotaryEncodingConfig::new(self.max_len, c / self.n_head).init(device),
+            max_len: self.max_len,
         }
     }
 
@@ -196,21 +223,45 @@ impl<B: RwkvBackend> Block<B> {
 impl<B: RwkvBackend> Transformer<B> {
     /// Runs `tokens` `[B, T]` after the cached context (none: from the start): logits of the
     /// last row `[B, V]` and the extended cache.
-    pub fn forward_last(&self, tokens: Tensor<B, 2, Int>, cache: Option<KvCache<B>>) -> (Tensor<B, 2>, KvCache<B>) {
-        let (x, cache) = self.forward_hidden(tokens, cache);
+    pub fn forward_last(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        cache: Option<KvCache<B>>,
+    ) -> Result<(Tensor<B, 2>, KvCache<B>), TransformerError> {
+        let (x, cache) = self.forward_hidden(tokens, cache)?;
         let [b, t, c] = x.dims();
         let last = x.slice([0..b, t - 1..t, 0..c]).reshape([b, c]);
-        (linear(&self.head, self.ln_out.forward(last)), cache)
+        Ok((linear(&self.head, self.ln_out.forward(last)), cache))
     }
 
     /// Logits of every row `[B, T, V]` and the extended cache.
-    pub fn forward(&self, tokens: Tensor<B, 2, Int>, cache: Option<KvCache<B>>) -> (Tensor<B, 3>, KvCache<B>) {
-        let (x, cache) = self.forward_hidden(tokens, cache);
-        (linear(&self.head, self.ln_out.forward(x)), cache)
+    pub fn forward(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        cache: Option<KvCache<B>>,
+    ) -> Result<(Tensor<B, 3>, KvCache<B>), TransformerError> {
+        let (x, cache) = self.forward_hidden(tokens, cache)?;
+        Ok((linear(&self.head, self.ln_out.forward(x)), cache))
     }
 
-    fn forward_hidden(&self, tokens: Tensor<B, 2, Int>, cache: Option<KvCache<B>>) -> (Tensor<B, 3>, KvCache<B>) {
+    fn forward_hidden(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        cache: Option<KvCache<B>>,
+    ) -> Result<(Tensor<B, 3>, KvCache<B>), TransformerError> {
         let start = cache.as_ref().map_or(0, KvCache::len);
+        let [b, t] = tokens.dims();
+        if b == 0 || t == 0 {
+            return Err(TransformerError::Empty);
+        }
+        let vocab = self.emb.weight.dims()[0];
+        if let Some(id) = tokens.to_data().iter::<i64>().find(|&id| id < 0 || id as usize >= vocab) {
+            return Err(TransformerError::TokenId { id, vocab });
+        }
+        let max_len = self.max_len;
+        if start + t > max_len {
+            return Err(TransformerError::TooLong { needed: start + t, max_len });
+        }
         let mut old = cache.map(|c| c.layers.into_iter().map(Some).collect::<Vec<_>>()).unwrap_or_default();
         old.resize_with(self.blocks.len(), || None);
         let mut x = self.emb.forward(tokens);
@@ -220,6 +271,6 @@ impl<B: RwkvBackend> Transformer<B> {
             x = y;
             layers.push(kv);
         }
-        (x, KvCache { layers })
+        Ok((x, KvCache { layers }))
     }
 }

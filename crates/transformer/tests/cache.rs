@@ -20,10 +20,10 @@ fn cached_decoding_equals_recompute_across_attention_blocks() {
     let m = cfg.init::<B>(&Default::default());
     // Longer than one attention block, so blocked prefill is exercised.
     let prompt: Vec<i64> = (0..ATTENTION_BLOCK as i64 + 37).map(|i| (i * 7) % 50).collect();
-    let (full, _) = m.forward(ids(&prompt), None);
-    let (_, cache) = m.forward_last(ids(&prompt[..300]), None);
-    let (logits, cache) = m.forward_last(ids(&prompt[300..prompt.len() - 1]), Some(cache));
-    let (last, cache) = m.forward_last(ids(&prompt[prompt.len() - 1..]), Some(cache));
+    let (full, _) = m.forward(ids(&prompt), None).unwrap();
+    let (_, cache) = m.forward_last(ids(&prompt[..300]), None).unwrap();
+    let (logits, cache) = m.forward_last(ids(&prompt[300..prompt.len() - 1]), Some(cache)).unwrap();
+    let (last, cache) = m.forward_last(ids(&prompt[prompt.len() - 1..]), Some(cache)).unwrap();
     assert_eq!(cache.len(), prompt.len());
     assert_eq!(cache.bytes(), 2 * 2 * prompt.len() * 32 * 4);
     let t = prompt.len();
@@ -33,4 +33,14 @@ fn cached_decoding_equals_recompute_across_attention_blocks() {
     let d1 = host(last).iter().zip(want_last).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     let d2 = host(logits).iter().zip(want_prev).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     assert!(d1 < 1e-4 && d2 < 1e-4, "{d1} {d2}");
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    use visualrwkv_transformer::TransformerError;
+    let m = TransformerConfig::new(1, 32, 2, 64, 50, 16).init::<B>(&Default::default());
+    assert_eq!(m.forward(ids(&[3, 50]), None).unwrap_err(), TransformerError::TokenId { id: 50, vocab: 50 });
+    assert_eq!(m.forward(ids(&[1; 17]), None).unwrap_err(), TransformerError::TooLong { needed: 17, max_len: 16 });
+    let (_, cache) = m.forward_last(ids(&[1; 16]), None).unwrap();
+    assert!(matches!(m.forward_last(ids(&[1]), Some(cache)), Err(TransformerError::TooLong { .. })));
 }

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use visualrwkv_rwkv::{Rwkv, RwkvBackend, RwkvConfig};
-use visualrwkv_transformer::{Transformer, TransformerConfig};
+use visualrwkv_rwkv::{Rwkv, RwkvBackend, RwkvConfig, RwkvError};
+use visualrwkv_transformer::{KvCache, Transformer, TransformerConfig};
 
 /// The two models compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +35,17 @@ pub struct Sizes {
 }
 
 impl Sizes {
+    /// Checks the sizes: width a positive multiple of 64 (heads of 64), layers ≥ 1, vocabulary ≥ 2.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.width == 0 || !self.width.is_multiple_of(64) || self.layers == 0 || self.vocab < 2 {
+            return Err(format!(
+                "width {} must be a positive multiple of 64, layers {} positive, vocabulary {} at least 2",
+                self.width, self.layers, self.vocab
+            ));
+        }
+        Ok(())
+    }
+
     /// The RWKV-6 configuration (official defaults for the width: heads of 64, FFN 3.5·C).
     pub fn rwkv(&self) -> RwkvConfig {
         RwkvConfig::official(self.layers, self.width, self.vocab)
@@ -94,14 +105,23 @@ pub fn prefill_reps(context: usize) -> usize {
     if context <= 4096 { 3 } else { 1 }
 }
 
-/// Measures one point in this process.
+fn input(e: visualrwkv_transformer::TransformerError) -> RwkvError {
+    RwkvError::Input(e.to_string())
+}
+
+/// Measures one point in this process. Errors on a zero context, zero decode steps or sizes no
+/// model can have (width not a positive multiple of 64, no layers, vocabulary below 2).
 pub fn measure<B: RwkvBackend>(
     model: ModelKind,
     context: usize,
     sizes: Sizes,
     decode_steps: usize,
     device: &B::Device,
-) -> Point {
+) -> Result<Point, RwkvError> {
+    sizes.validate().map_err(RwkvError::Input)?;
+    if context == 0 || decode_steps == 0 {
+        return Err(RwkvError::Input(format!("cannot measure context {context} with {decode_steps} decode steps")));
+    }
     let reps = prefill_reps(context);
     let (prefill, decode, cache_bytes) = match model {
         ModelKind::Rwkv => {
@@ -135,35 +155,30 @@ pub fn measure<B: RwkvBackend>(
         }
         ModelKind::Transformer => {
             let m: Transformer<B> = sizes.transformer(context + decode_steps + 64).init(device);
-            let _ = m.forward_last(tokens::<B>(64, sizes.vocab, device), None).0.into_data();
-            let mut cache = None;
-            let times = (0..reps)
-                .map(|_| {
-                    let t0 = Instant::now();
-                    let (logits, c) = m.forward_last(tokens::<B>(context, sizes.vocab, device), None);
-                    let _ = logits.into_data();
-                    cache = Some(c);
-                    t0.elapsed()
-                })
-                .collect();
-            let mut cache = cache.expect("at least one repetition");
-            let steps = (0..decode_steps)
-                .map(|i| {
-                    let t0 = Instant::now();
-                    let (logits, c) = m.forward_last(
-                        tokens::<B>(1 + i % 3, sizes.vocab, device).slice([0..1, 0..1]),
-                        Some(cache.clone()),
-                    );
-                    let _ = logits.into_data();
-                    cache = c;
-                    t0.elapsed()
-                })
-                .collect();
+            let _ = m.forward_last(tokens::<B>(64, sizes.vocab, device), None).map_err(input)?.0.into_data();
+            let mut times = Vec::with_capacity(reps);
+            let mut cache = KvCache { layers: Vec::new() };
+            for _ in 0..reps {
+                let t0 = Instant::now();
+                let (logits, c) = m.forward_last(tokens::<B>(context, sizes.vocab, device), None).map_err(input)?;
+                let _ = logits.into_data();
+                cache = c;
+                times.push(t0.elapsed());
+            }
+            let mut steps = Vec::with_capacity(decode_steps);
+            for i in 0..decode_steps {
+                let t0 = Instant::now();
+                let next = tokens::<B>(1 + i % 3, sizes.vocab, device).slice([0..1, 0..1]);
+                let (logits, c) = m.forward_last(next, Some(cache)).map_err(input)?;
+                let _ = logits.into_data();
+                cache = c;
+                steps.push(t0.elapsed());
+            }
             let bytes = cache.bytes();
             (median(times), median(steps), bytes)
         }
     };
-    Point {
+    Ok(Point {
         model,
         context,
         prefill_s: prefill.as_secs_f64(),
@@ -172,5 +187,5 @@ pub fn measure<B: RwkvBackend>(
         cache_mib: cache_bytes as f64 / (1024.0 * 1024.0),
         prefill_reps: reps,
         decode_steps,
-    }
+    })
 }

@@ -368,9 +368,7 @@ fn run(cli: Cli) -> Res<()> {
         }
         Command::BenchEfficiency { contexts, width, layers, vocab, decode_steps, out, point } => {
             let sizes = Sizes { width, layers, vocab };
-            if width == 0 || layers == 0 || vocab < 2 || width % 64 != 0 {
-                return Err("--width must be a positive multiple of 64, --layers positive, --vocab at least 2".into());
-            }
+            sizes.validate()?;
             match point {
                 Some(p) => {
                     let (model, n) = p.split_once(':').ok_or("--point takes model:context")?;
@@ -379,7 +377,7 @@ fn run(cli: Cli) -> Res<()> {
                         "transformer" => ModelKind::Transformer,
                         other => return Err(format!("unknown model `{other}`").into()),
                     };
-                    let point = measure::<B>(model, n.parse()?, sizes, decode_steps.max(1), &Default::default());
+                    let point = measure::<B>(model, n.parse()?, sizes, decode_steps.max(1), &Default::default())?;
                     println!("{}", serde_json::to_string(&point)?);
                 }
                 None => bench_efficiency(&parse_contexts(&contexts)?, sizes, decode_steps, &out)?,
