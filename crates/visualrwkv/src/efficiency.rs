@@ -126,29 +126,25 @@ pub fn measure<B: RwkvBackend>(
     let (prefill, decode, cache_bytes) = match model {
         ModelKind::Rwkv => {
             let m: Rwkv<B> = sizes.rwkv().init(device);
-            let _ = m.forward_last(tokens::<B>(64, sizes.vocab, device), None).expect("warm-up").logits.into_data();
-            let mut state = None;
-            let times = (0..reps)
-                .map(|_| {
-                    let t0 = Instant::now();
-                    let out = m.forward_last(tokens::<B>(context, sizes.vocab, device), None).expect("prefill");
-                    let _ = out.logits.into_data();
-                    state = Some(out.state);
-                    t0.elapsed()
-                })
-                .collect();
-            let mut state = state.expect("at least one repetition");
-            let steps = (0..decode_steps)
-                .map(|i| {
-                    let t0 = Instant::now();
-                    let out = m
-                        .forward(tokens::<B>(1 + i % 3, sizes.vocab, device).slice([0..1, 0..1]), Some(&state))
-                        .expect("step");
-                    let _ = out.logits.into_data();
-                    state = out.state;
-                    t0.elapsed()
-                })
-                .collect();
+            let _ = m.forward_last(tokens::<B>(64, sizes.vocab, device), None)?.logits.into_data();
+            let mut times = Vec::with_capacity(reps);
+            let mut state = m.zero_state(1);
+            for _ in 0..reps {
+                let t0 = Instant::now();
+                let out = m.forward_last(tokens::<B>(context, sizes.vocab, device), None)?;
+                let _ = out.logits.into_data();
+                state = out.state;
+                times.push(t0.elapsed());
+            }
+            let mut steps = Vec::with_capacity(decode_steps);
+            for i in 0..decode_steps {
+                let t0 = Instant::now();
+                let next = tokens::<B>(1 + i % 3, sizes.vocab, device).slice([0..1, 0..1]);
+                let out = m.forward(next, Some(&state))?;
+                let _ = out.logits.into_data();
+                state = out.state;
+                steps.push(t0.elapsed());
+            }
             let cfg = sizes.rwkv();
             let bytes = 4 * cfg.n_layer * (2 * cfg.n_embd + cfg.n_head * cfg.head_size * cfg.head_size);
             (median(times), median(steps), bytes)
