@@ -21,6 +21,7 @@ mod config;
 pub mod dense;
 mod error;
 pub mod layers;
+pub mod metrics;
 mod model;
 pub mod sampling;
 mod state;

@@ -334,36 +334,29 @@ pub fn pil_bicubic_resize(image: &RgbImage, out_w: u32, out_h: u32) -> RgbImage 
     let (in_w, in_h) = (image.width(), image.height());
     let mut current = image.clone();
     if out_w != in_w {
-        let coeffs = coefficients(in_w, out_w);
-        let src = &current;
-        current = RgbImage::from_fn(out_w, in_h, |x, y| {
-            let (xmin, k) = &coeffs[x as usize];
-            let mut px = [0u8; 3];
-            for (c, out) in px.iter_mut().enumerate() {
-                let mut ss: i64 = 1 << (PRECISION_BITS - 1);
-                for (i, &w) in k.iter().enumerate() {
-                    ss += src.get_pixel((xmin + i) as u32, y).0[c] as i64 * w as i64;
-                }
-                *out = clip8(ss);
-            }
-            image::Rgb(px)
-        });
+        current = resample_pass(&current, out_w, in_h, &coefficients(in_w, out_w), true);
     }
     if out_h != in_h {
-        let coeffs = coefficients(in_h, out_h);
-        let src = &current;
-        current = RgbImage::from_fn(out_w, out_h, |x, y| {
-            let (ymin, k) = &coeffs[y as usize];
-            let mut px = [0u8; 3];
-            for (c, out) in px.iter_mut().enumerate() {
-                let mut ss: i64 = 1 << (PRECISION_BITS - 1);
-                for (i, &w) in k.iter().enumerate() {
-                    ss += src.get_pixel(x, (ymin + i) as u32).0[c] as i64 * w as i64;
-                }
-                *out = clip8(ss);
-            }
-            image::Rgb(px)
-        });
+        current = resample_pass(&current, out_w, out_h, &coefficients(in_h, out_h), false);
     }
     current
+}
+
+/// One separable pass of Pillow's 8-bit resampling over `src` into a `w × h` image: along x
+/// (`horizontal`) or along y, with the fixed-point taps of each output index.
+fn resample_pass(src: &RgbImage, w: u32, h: u32, coeffs: &[(usize, Vec<i32>)], horizontal: bool) -> RgbImage {
+    RgbImage::from_fn(w, h, |x, y| {
+        let (first, k) = &coeffs[if horizontal { x } else { y } as usize];
+        let mut px = [0u8; 3];
+        for (c, out) in px.iter_mut().enumerate() {
+            let mut ss: i64 = 1 << (PRECISION_BITS - 1);
+            for (i, &weight) in k.iter().enumerate() {
+                let j = (first + i) as u32;
+                let (sx, sy) = if horizontal { (j, y) } else { (x, j) };
+                ss += src.get_pixel(sx, sy).0[c] as i64 * weight as i64;
+            }
+            *out = clip8(ss);
+        }
+        image::Rgb(px)
+    })
 }

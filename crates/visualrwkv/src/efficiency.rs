@@ -79,15 +79,7 @@ pub struct Point {
     pub decode_steps: usize,
 }
 
-/// Peak resident set size of this process (Linux `VmHWM`), MiB; NaN elsewhere.
-pub fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
+pub use visualrwkv_rwkv::metrics::peak_rss_mib;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
