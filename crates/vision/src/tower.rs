@@ -233,7 +233,20 @@ impl VisionConfig {
 /// PyTorch's `interpolate(mode="bicubic", align_corners=False)` conventions: source coordinate
 /// `(dst + 0.5)·in/out − 0.5`, cubic convolution with A = −0.75, indices clamped at the border,
 /// no antialiasing. Hugging Face's `interpolate_pos_encoding` does exactly this.
-pub fn bicubic_resize_grid(grid: &[f32], (h, w): (usize, usize), d: usize, (oh, ow): (usize, usize)) -> Vec<f32> {
+/// Errors when `grid` does not hold `h·w·d` values or a size is zero.
+pub fn bicubic_resize_grid(
+    grid: &[f32],
+    (h, w): (usize, usize),
+    d: usize,
+    (oh, ow): (usize, usize),
+) -> Result<Vec<f32>, VisionError> {
+    if grid.len() != h * w * d || h == 0 || w == 0 || d == 0 {
+        return Err(VisionError::Shape {
+            what: "grid to resample".into(),
+            expected: format!("{h}x{w}x{d} = {} values, all sizes positive", h * w * d),
+            found: vec![grid.len()],
+        });
+    }
     const A: f64 = -0.75;
     let cubic = |t: f64| -> [f64; 4] {
         let c1 = |x: f64| ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
@@ -269,27 +282,27 @@ pub fn bicubic_resize_grid(grid: &[f32], (h, w): (usize, usize), d: usize, (oh, 
             }
         }
     }
-    out
+    Ok(out)
 }
 
 impl<B: Backend> VisionTower<B> {
     /// The position embedding for a `gh × gw` patch grid `[T, D]`: the trained one when the grid
     /// matches, otherwise its patch rows resampled bicubically (see [`bicubic_resize_grid`]),
     /// the class row kept.
-    pub fn position_embedding_for(&self, (gh, gw): (usize, usize)) -> Tensor<B, 2> {
+    pub fn position_embedding_for(&self, (gh, gw): (usize, usize)) -> Result<Tensor<B, 2>, VisionError> {
         let side = self.config.grid_side();
         let pos = self.position_embedding.val();
         if (gh, gw) == (side, side) {
-            return pos;
+            return Ok(pos);
         }
         let d = self.config.hidden_size;
         let device = pos.device();
         let cls = usize::from(self.config.kind == TowerKind::Clip);
         let host = pos.clone().into_data().convert::<f32>().into_vec::<f32>().expect("f32 position embedding");
-        let resized = bicubic_resize_grid(&host[cls * d..], (side, side), d, (gh, gw));
+        let resized = bicubic_resize_grid(&host[cls * d..], (side, side), d, (gh, gw))?;
         let patches =
             Tensor::<B, 2>::from_data(TensorData::new(resized, [gh * gw, d]), (&device, DType::F32)).cast(pos.dtype());
-        if cls == 1 { Tensor::cat(vec![pos.slice([0..1, 0..d]), patches], 0) } else { patches }
+        Ok(if cls == 1 { Tensor::cat(vec![pos.slice([0..1, 0..d]), patches], 0) } else { patches })
     }
 
     /// Embeddings `[B, T, D]` of pixels `[B, C, H, W]` (after `pre_layrnorm` for CLIP), and the
@@ -313,7 +326,7 @@ impl<B: Backend> VisionTower<B> {
         if let Some(cls) = &self.class_embedding {
             x = Tensor::cat(vec![cls.val().reshape([1, 1, d]).expand([b, 1, d]), x], 1);
         }
-        x = x + self.position_embedding_for((gh, gw)).unsqueeze_dim(0);
+        x = x + self.position_embedding_for((gh, gw))?.unsqueeze_dim(0);
         if let Some(ln) = &self.pre_layrnorm {
             x = ln.forward(x);
         }
