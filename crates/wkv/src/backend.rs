@@ -7,8 +7,16 @@
 //! | backend | forward | gradients |
 //! |---|---|---|
 //! | `NdArray<f32 / f64>` | multi-threaded CPU recurrence ([`crate::cpu`]) | — (not an autodiff backend) |
-//! | `Autodiff<B>` | chunked tensor ops | burn autodiff through the chunked ops |
-//! | `Wgpu`, `Cuda` (`CubeBackend`, `Fusion`), `LibTorch` (opt-in features) | chunked tensor ops | via `Autodiff<..>` |
+//! | `Autodiff<B>`, `B` without a backward kernel | chunked tensor ops | burn autodiff through the chunked ops |
+//! | `CubeBackend<R, ..>` (features `wgpu`, `cuda`) | cubecl kernel of `visualrwkv-kernels` | backward kernels, through `Autodiff<..>` |
+//! | `Fusion<B>` (the default `Wgpu` and `Cuda` types) | `B`'s, registered as a custom fusion op | `B`'s, likewise |
+//! | `LibTorch` (feature `tch`) | chunked tensor ops | via `Autodiff<..>` |
+//!
+//! A backend with a backward kernel says so with [`Wkv6Backend::wkv6_has_backward`]; `Autodiff`
+//! then records the op as one node whose backward calls [`Wkv6Backend::wkv6_backward`] (y and the
+//! final state travel packed in one flat tensor, so both can carry gradients). Kernels refuse
+//! problems outside their limits (head size, dtype support, 32-bit indexing) and the backend
+//! falls back to the chunked path, so every input the op accepts runs.
 //!
 //! # Shapes
 //!
@@ -19,11 +27,11 @@ use burn::tensor::{Tensor, TensorPrimitive, backend::Backend, ops::FloatTensor};
 
 use crate::chunked;
 
-fn wrap<B: Backend, const D: usize>(x: FloatTensor<B>) -> Tensor<B, D> {
+pub(crate) fn wrap<B: Backend, const D: usize>(x: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(x))
 }
 
-fn unwrap<B: Backend, const D: usize>(x: Tensor<B, D>) -> FloatTensor<B> {
+pub(crate) fn unwrap<B: Backend, const D: usize>(x: Tensor<B, D>) -> FloatTensor<B> {
     x.into_primitive().tensor()
 }
 
@@ -52,6 +60,81 @@ pub fn chunked_step<B: Backend>(
 ) -> (FloatTensor<B>, FloatTensor<B>) {
     let (y, s) = chunked::step::<B>(wrap(r), wrap(k), wrap(v), wrap(w_raw), wrap(u), wrap(state));
     (unwrap(y), unwrap(s))
+}
+
+/// The six inputs of the op as primitives (`r, k, v, w_raw` `[B, T, H, N]`, `u` `[H, N]`,
+/// `initial_state` `[B, H, N, N]`).
+#[derive(Clone, Debug)]
+pub struct Wkv6Inputs<B: Backend> {
+    /// Receptance.
+    pub r: FloatTensor<B>,
+    /// Key.
+    pub k: FloatTensor<B>,
+    /// Value.
+    pub v: FloatTensor<B>,
+    /// Decay pre-activation.
+    pub w_raw: FloatTensor<B>,
+    /// Bonus.
+    pub u: FloatTensor<B>,
+    /// Initial state.
+    pub initial_state: FloatTensor<B>,
+}
+
+/// Gradients of the six inputs, shaped and typed like [`Wkv6Inputs`].
+#[derive(Clone, Debug)]
+pub struct Wkv6Gradients<B: Backend> {
+    /// `dL/dr`.
+    pub r: FloatTensor<B>,
+    /// `dL/dk`.
+    pub k: FloatTensor<B>,
+    /// `dL/dv`.
+    pub v: FloatTensor<B>,
+    /// `dL/dw_raw`.
+    pub w_raw: FloatTensor<B>,
+    /// `dL/du`.
+    pub u: FloatTensor<B>,
+    /// `dL/d initial_state`.
+    pub initial_state: FloatTensor<B>,
+}
+
+/// Gradients of the chunked formulation for the cotangents `dy` `[B, T, H, N]` and `d_state`
+/// `[B, H, N, N]`, by burn's autodiff on `Autodiff<B>` (the forward is recomputed): the default
+/// [`Wkv6Backend::wkv6_backward`] of every backend.
+#[cfg(feature = "autodiff")]
+pub fn chunked_backward<B: Backend>(
+    inputs: Wkv6Inputs<B>,
+    dy: FloatTensor<B>,
+    d_state: FloatTensor<B>,
+    chunk_len: usize,
+) -> Wkv6Gradients<B> {
+    use burn::backend::Autodiff;
+    fn lift<B: Backend, const D: usize>(x: FloatTensor<B>, track: bool) -> Tensor<Autodiff<B>, D> {
+        let x = Tensor::<Autodiff<B>, D>::from_inner(wrap(x));
+        if track { x.require_grad() } else { x }
+    }
+    let r = lift::<B, 4>(inputs.r, true);
+    let k = lift::<B, 4>(inputs.k, true);
+    let v = lift::<B, 4>(inputs.v, true);
+    let w = lift::<B, 4>(inputs.w_raw, true);
+    let u = lift::<B, 2>(inputs.u, true);
+    let s0 = lift::<B, 4>(inputs.initial_state, true);
+    let (y, s) = chunked::forward(r.clone(), k.clone(), v.clone(), w.clone(), u.clone(), s0.clone(), chunk_len);
+    let loss = (y * lift::<B, 4>(dy, false)).sum() + (s * lift::<B, 4>(d_state, false)).sum();
+    let grads = loss.backward();
+    fn grad<B: Backend, const D: usize>(
+        x: &Tensor<Autodiff<B>, D>,
+        grads: &<Autodiff<B> as burn::tensor::backend::AutodiffBackend>::Gradients,
+    ) -> FloatTensor<B> {
+        unwrap(x.grad(grads).unwrap_or_else(|| x.clone().inner().zeros_like()))
+    }
+    Wkv6Gradients {
+        r: grad(&r, &grads),
+        k: grad(&k, &grads),
+        v: grad(&v, &grads),
+        w_raw: grad(&w, &grads),
+        u: grad(&u, &grads),
+        initial_state: grad(&s0, &grads),
+    }
 }
 
 /// A backend that can run the WKV6 operator.
@@ -89,6 +172,47 @@ pub trait Wkv6Backend: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         chunked_step::<Self>(r, k, v, w_raw, u, state)
     }
+
+    /// Whether [`Self::wkv6_backward`] is a dedicated kernel. When it is, `Autodiff<Self>` records
+    /// WKV6 as one node and calls it; otherwise autodiff differentiates through the chunked ops.
+    #[cfg(feature = "autodiff")]
+    fn wkv6_has_backward() -> bool {
+        false
+    }
+
+    /// Gradients of all six inputs for the cotangents `dy` `[B, T, H, N]` of `y` and `d_state`
+    /// `[B, H, N, N]` of the final state. The default differentiates the chunked formulation
+    /// ([`chunked_backward`]).
+    #[cfg(feature = "autodiff")]
+    fn wkv6_backward(
+        inputs: Wkv6Inputs<Self>,
+        dy: FloatTensor<Self>,
+        d_state: FloatTensor<Self>,
+        chunk_len: usize,
+    ) -> Wkv6Gradients<Self> {
+        chunked_backward::<Self>(inputs, dy, d_state, chunk_len)
+    }
+}
+
+/// One decoding step through a sequence forward of length 1 (`[B, H, N]` -> `[B, 1, H, N]`):
+/// the step of backends whose kernel handles any `T`.
+pub fn step_via_forward<B: Wkv6Backend>(
+    r: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    w_raw: FloatTensor<B>,
+    u: FloatTensor<B>,
+    state: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let seq = |x: FloatTensor<B>| {
+        let x = wrap::<B, 3>(x);
+        let [b, h, n] = x.dims();
+        unwrap(x.reshape([b, 1, h, n]))
+    };
+    let (y, s) = B::wkv6_forward(seq(r), seq(k), seq(v), seq(w_raw), u, state, 1);
+    let y = wrap::<B, 4>(y);
+    let [b, _, h, n] = y.dims();
+    (unwrap(y.reshape([b, h, n])), s)
 }
 
 #[cfg(feature = "ndarray")]
@@ -144,24 +268,11 @@ mod ndarray_impl {
     }
 }
 
-/// Autodiff differentiates through the chunked tensor ops of the inner backend.
 #[cfg(feature = "autodiff")]
-impl<B: Backend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy> Wkv6Backend
-    for burn::backend::Autodiff<B, C>
-{
-}
+mod autodiff_impl;
 
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
-mod cube_impl {
-    use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
-    use burn_fusion::{Fusion, FusionBackend};
-
-    use super::Wkv6Backend;
-
-    impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> Wkv6Backend for CubeBackend<R, F, I, BT> {}
-
-    impl<B: FusionBackend> Wkv6Backend for Fusion<B> {}
-}
+#[cfg(feature = "cube")]
+mod cube_impl;
 
 #[cfg(feature = "tch")]
 impl<E: burn::backend::libtorch::TchElement> Wkv6Backend for burn::backend::LibTorch<E> {}

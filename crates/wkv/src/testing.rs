@@ -24,7 +24,7 @@
 use std::ops::Range;
 
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 use proptest::prelude::*;
 
 use crate::reference::{self, Dims, Inputs};
@@ -181,6 +181,10 @@ impl Tolerance {
     pub const F32: Tolerance = Tolerance { abs: 1e-4, rel: 1e-5 };
     /// f64 implementations.
     pub const F64: Tolerance = Tolerance { abs: 1e-9, rel: 1e-9 };
+    /// f16 inputs and outputs with f32 state and accumulation.
+    pub const F16: Tolerance = Tolerance { abs: 1e-3, rel: 2e-3 };
+    /// bf16 inputs and outputs with f32 state and accumulation.
+    pub const BF16: Tolerance = Tolerance { abs: 1e-2, rel: 1e-2 };
 }
 
 /// Compares two slices; the error names the tensor, the worst index and both values.
@@ -214,29 +218,183 @@ fn tensor<B: burn::tensor::backend::Backend, const D: usize>(
     v: &[f64],
     shape: [usize; D],
     dev: &B::Device,
+    dtype: DType,
 ) -> Tensor<B, D> {
     // The dtype is explicit: burn's per-device default is shared by NdArray<f32> and NdArray<f64>.
-    let dtype = <B::FloatElem as burn::tensor::Element>::dtype();
-    Tensor::from_data(TensorData::new(v.to_vec(), shape).convert::<B::FloatElem>(), (dev, dtype))
+    Tensor::from_data(TensorData::new(v.to_vec(), shape), (dev, dtype))
 }
 
 fn values<B: burn::tensor::backend::Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
-    t.into_data().convert::<f64>().into_vec::<f64>().expect("converted to f64")
+    t.cast(DType::F64).into_data().convert::<f64>().into_vec::<f64>().expect("converted to f64")
 }
 
-type Inputs4<B> = (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 2>, Option<Tensor<B, 4>>);
+/// The inputs of a [`Case`] as tensors: `r, k, v, w_raw` `[B, T, H, N]`, `u` `[H, N]` and the
+/// initial state `[B, H, N, N]` (zeros when the case has none).
+#[derive(Clone, Debug)]
+pub struct CaseTensors<B: burn::tensor::backend::Backend> {
+    /// Receptance.
+    pub r: Tensor<B, 4>,
+    /// Key.
+    pub k: Tensor<B, 4>,
+    /// Value.
+    pub v: Tensor<B, 4>,
+    /// Decay pre-activation.
+    pub w_raw: Tensor<B, 4>,
+    /// Bonus.
+    pub u: Tensor<B, 2>,
+    /// Initial state.
+    pub initial_state: Tensor<B, 4>,
+}
 
-fn case_tensors<B: burn::tensor::backend::Backend>(case: &Case, dev: &B::Device) -> Inputs4<B> {
+/// `x` rounded to `dtype` (f16, bf16, f32; other dtypes leave it unchanged).
+pub fn round_to(dtype: DType, x: f64) -> f64 {
+    match dtype {
+        DType::F32 => x as f32 as f64,
+        DType::F16 => burn::tensor::f16::from_f64(x).to_f64(),
+        DType::BF16 => burn::tensor::bf16::from_f64(x).to_f64(),
+        _ => x,
+    }
+}
+
+impl Case {
+    /// The same case with every input and cotangent rounded to `dtype`, so the f64 reference
+    /// sees exactly the values an implementation in `dtype` receives.
+    pub fn rounded(&self, dtype: DType) -> Case {
+        let round = |v: &Vec<f64>| v.iter().map(|&x| round_to(dtype, x)).collect::<Vec<_>>();
+        Case {
+            dims: self.dims,
+            r: round(&self.r),
+            k: round(&self.k),
+            v: round(&self.v),
+            w_raw: round(&self.w_raw),
+            u: round(&self.u),
+            initial_state: self.initial_state.as_ref().map(round),
+            dy: round(&self.dy),
+            d_state: round(&self.d_state),
+        }
+    }
+
+    /// The case's inputs on `dev` in `dtype` (the state too).
+    pub fn tensors<B: burn::tensor::backend::Backend>(&self, dev: &B::Device, dtype: DType) -> CaseTensors<B> {
+        let Dims { b, t, h, n } = self.dims;
+        let seq = [b, t, h, n];
+        let zeros = vec![0.0; self.dims.state_len()];
+        CaseTensors {
+            r: tensor(&self.r, seq, dev, dtype),
+            k: tensor(&self.k, seq, dev, dtype),
+            v: tensor(&self.v, seq, dev, dtype),
+            w_raw: tensor(&self.w_raw, seq, dev, dtype),
+            u: tensor(&self.u, [h, n], dev, dtype),
+            initial_state: tensor(self.initial_state.as_deref().unwrap_or(&zeros), [b, h, n, n], dev, dtype),
+        }
+    }
+}
+
+/// Tolerances for an implementation whose inputs and outputs are in `dtype` (state and
+/// accumulation in f32), against the f64 reference run on the same inputs rounded to `dtype`
+/// ([`Case::rounded`]), so what remains is the implementation's own error: f64 1e-9; f32 1e-4
+/// absolute + 1e-5 relative; f16 and bf16 dominated by the final rounding of each output to the
+/// format (unit roundoff 2^-11 and 2^-8), as measured on the kernels of `visualrwkv-kernels`
+/// (docs/gpu.md).
+pub fn tolerance_for(dtype: DType) -> Tolerance {
+    match dtype {
+        DType::F64 => Tolerance::F64,
+        DType::F16 => Tolerance::F16,
+        DType::BF16 => Tolerance::BF16,
+        _ => Tolerance::F32,
+    }
+}
+
+/// A WKV6 implementation under test: the inputs, returning `y` `[B, T, H, N]` and the final state
+/// `[B, H, N, N]` (or an error message).
+pub trait Wkv6Impl<B: burn::tensor::backend::Backend> {
+    /// Runs the implementation.
+    fn run(&self, x: CaseTensors<B>) -> Result<(Tensor<B, 4>, Tensor<B, 4>), String>;
+}
+
+impl<B, F> Wkv6Impl<B> for F
+where
+    B: burn::tensor::backend::Backend,
+    F: Fn(CaseTensors<B>) -> Result<(Tensor<B, 4>, Tensor<B, 4>), String>,
+{
+    fn run(&self, x: CaseTensors<B>) -> Result<(Tensor<B, 4>, Tensor<B, 4>), String> {
+        self(x)
+    }
+}
+
+/// This crate's op, [`wkv6_with`] with the given chunk length, as a [`Wkv6Impl`].
+pub fn op<B: Wkv6Backend>(chunk_len: usize) -> impl Wkv6Impl<B> {
+    move |x: CaseTensors<B>| {
+        let out = wkv6_with(x.r, x.k, x.v, x.w_raw, x.u, Some(x.initial_state), Wkv6Options { chunk_len })
+            .map_err(|e| e.to_string())?;
+        Ok((out.y, out.state))
+    }
+}
+
+/// Runs `imp` on backend `B` with inputs in `dtype` and compares `y` and the final state with the
+/// f64 reference.
+pub fn check_forward_impl<B: burn::tensor::backend::Backend>(
+    imp: &impl Wkv6Impl<B>,
+    case: &Case,
+    dev: &B::Device,
+    dtype: DType,
+    tol: Tolerance,
+) -> Result<(), String> {
+    let (y, state) = imp.run(case.tensors::<B>(dev, dtype))?;
+    let want = case.rounded(dtype).reference();
+    let ctx = format!("{:?} {dtype:?}", case.dims);
+    compare(&format!("y ({ctx})"), &values(y), &want.y, tol)?;
+    compare(&format!("state ({ctx})"), &values(state), &want.state, tol)
+}
+
+/// Differentiates `sum(y ⊙ dy) + sum(state ⊙ d_state)` through `imp` on the autodiff backend `B`
+/// (inputs in `dtype`) and compares the gradients of `r, k, v, w_raw, u` and the initial state
+/// with the reference backward pass.
+pub fn check_gradients_impl<B: AutodiffBackend>(
+    imp: &impl Wkv6Impl<B>,
+    case: &Case,
+    dev: &B::Device,
+    dtype: DType,
+    tol: Tolerance,
+) -> Result<(), String> {
     let Dims { b, t, h, n } = case.dims;
-    let seq = [b, t, h, n];
-    (
-        tensor(&case.r, seq, dev),
-        tensor(&case.k, seq, dev),
-        tensor(&case.v, seq, dev),
-        tensor(&case.w_raw, seq, dev),
-        tensor(&case.u, [h, n], dev),
-        case.initial_state.as_ref().map(|s| tensor(s, [b, h, n, n], dev)),
-    )
+    let x = case.tensors::<B>(dev, dtype);
+    let x = CaseTensors {
+        r: x.r.require_grad(),
+        k: x.k.require_grad(),
+        v: x.v.require_grad(),
+        w_raw: x.w_raw.require_grad(),
+        u: x.u.require_grad(),
+        initial_state: x.initial_state.require_grad(),
+    };
+    let (y, state) = imp.run(x.clone())?;
+    let dy = tensor::<B, 4>(&case.dy, [b, t, h, n], dev, dtype);
+    let ds = tensor::<B, 4>(&case.d_state, [b, h, n, n], dev, dtype);
+    let loss = (y * dy).sum() + (state * ds).sum();
+    let grads = loss.backward();
+    let want = case.rounded(dtype).reference_gradients();
+    let ctx = format!("{:?} {dtype:?}", case.dims);
+    let grad = |x: &Tensor<B, 4>| x.grad(&grads).map(values).unwrap_or_else(|| vec![0.0; x.shape().num_elements()]);
+    compare(&format!("dr ({ctx})"), &grad(&x.r), &want.r, tol)?;
+    compare(&format!("dk ({ctx})"), &grad(&x.k), &want.k, tol)?;
+    compare(&format!("dv ({ctx})"), &grad(&x.v), &want.v, tol)?;
+    compare(&format!("dw_raw ({ctx})"), &grad(&x.w_raw), &want.w_raw, tol)?;
+    let du = x.u.grad(&grads).map(values).unwrap_or_else(|| vec![0.0; h * n]);
+    compare(&format!("du ({ctx})"), &du, &want.u, tol)?;
+    compare(&format!("d initial_state ({ctx})"), &grad(&x.initial_state), &want.initial_state, tol)
+}
+
+/// The one assertion for an implementation: output, final state and all six gradients against
+/// the reference, inputs in `dtype`, with [`tolerance_for`]`(dtype)`.
+pub fn check_impl<B: AutodiffBackend>(
+    imp: &impl Wkv6Impl<B>,
+    case: &Case,
+    dev: &B::Device,
+    dtype: DType,
+) -> Result<(), String> {
+    let tol = tolerance_for(dtype);
+    check_forward_impl(imp, case, dev, dtype, tol)?;
+    check_gradients_impl(imp, case, dev, dtype, tol)
 }
 
 /// Runs `wkv6` on backend `B` and compares `y` and the final state with the f64 reference.
@@ -246,12 +404,8 @@ pub fn check_forward<B: Wkv6Backend>(
     dev: &B::Device,
     tol: Tolerance,
 ) -> Result<(), String> {
-    let (r, k, v, w, u, s) = case_tensors::<B>(case, dev);
-    let out = wkv6_with(r, k, v, w, u, s, Wkv6Options { chunk_len }).map_err(|e| e.to_string())?;
-    let want = case.reference();
-    let ctx = format!("{:?} chunk {chunk_len}", case.dims);
-    compare(&format!("y ({ctx})"), &values(out.y), &want.y, tol)?;
-    compare(&format!("state ({ctx})"), &values(out.state), &want.state, tol)
+    check_forward_impl(&op::<B>(chunk_len), case, dev, <B::FloatElem as burn::tensor::Element>::dtype(), tol)
+        .map_err(|e| format!("{e} chunk {chunk_len}"))
 }
 
 /// Differentiates `sum(y ⊙ dy) + sum(state ⊙ d_state)` through `wkv6` on the autodiff backend `B`
@@ -261,27 +415,6 @@ pub fn check_gradients<B>(case: &Case, chunk_len: usize, dev: &B::Device, tol: T
 where
     B: AutodiffBackend + Wkv6Backend,
 {
-    let Dims { b, t, h, n } = case.dims;
-    let (r, k, v, w, u, _) = case_tensors::<B>(case, dev);
-    let zeros = vec![0.0; case.dims.state_len()];
-    let s0 = tensor::<B, 4>(case.initial_state.as_deref().unwrap_or(&zeros), [b, h, n, n], dev);
-    let [r, k, v, w, s0] = [r, k, v, w, s0].map(|x| x.require_grad());
-    let u = u.require_grad();
-    let out =
-        wkv6_with(r.clone(), k.clone(), v.clone(), w.clone(), u.clone(), Some(s0.clone()), Wkv6Options { chunk_len })
-            .map_err(|e| e.to_string())?;
-    let dy = tensor::<B, 4>(&case.dy, [b, t, h, n], dev);
-    let ds = tensor::<B, 4>(&case.d_state, [b, h, n, n], dev);
-    let loss = (out.y * dy).sum() + (out.state * ds).sum();
-    let grads = loss.backward();
-    let want = case.reference_gradients();
-    let ctx = format!("{:?} chunk {chunk_len}", case.dims);
-    let grad = |x: &Tensor<B, 4>| x.grad(&grads).map(values).unwrap_or_else(|| vec![0.0; x.shape().num_elements()]);
-    compare(&format!("dr ({ctx})"), &grad(&r), &want.r, tol)?;
-    compare(&format!("dk ({ctx})"), &grad(&k), &want.k, tol)?;
-    compare(&format!("dv ({ctx})"), &grad(&v), &want.v, tol)?;
-    compare(&format!("dw_raw ({ctx})"), &grad(&w), &want.w_raw, tol)?;
-    let du = u.grad(&grads).map(values).unwrap_or_else(|| vec![0.0; h * n]);
-    compare(&format!("du ({ctx})"), &du, &want.u, tol)?;
-    compare(&format!("d initial_state ({ctx})"), &grad(&s0), &want.initial_state, tol)
+    check_gradients_impl(&op::<B>(chunk_len), case, dev, <B::FloatElem as burn::tensor::Element>::dtype(), tol)
+        .map_err(|e| format!("{e} chunk {chunk_len}"))
 }
