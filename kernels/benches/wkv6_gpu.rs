@@ -1,0 +1,276 @@
+//! WKV6 kernel benchmark and accuracy report on a cubecl backend.
+//!
+//! ```text
+//! cargo bench -p visualrwkv-kernels --bench wkv6_gpu -- [--backend wgpu|cuda] [--b 8 --t 4096 --h 32 --n 64]
+//!     [--dtypes f32,bf16] [--reps 5] [--copy-mib 1024] [--baseline] [--accuracy]
+//! ```
+//!
+//! For each dtype it times the forward kernel and the backward kernels on the bare `CubeBackend`
+//! (median of `--reps` after a warm-up, synchronised with the device), and prints time, tokens/s
+//! and achieved bandwidth: the bytes of `r, k, v, w, y` (forward) and of `r, k, v, w, dy` read plus
+//! the four sequence gradients written (backward), per second — against a device-to-device copy
+//! bandwidth (`x + 0` on a `--copy-mib` buffer, 1 GiB by default: one read and one write) measured in the same run.
+//! `--baseline` also times the chunked tensor-op formulation (what cubecl backends ran before the
+//! kernels) in the same run. `--accuracy` prints the largest error against the f64 reference per
+//! tensor and dtype over a set of problems (the numbers behind the documented tolerances).
+//!
+//! On the wgpu backend without a GPU (lavapipe) this is a smoke test, not a performance figure.
+
+use std::time::Instant;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Distribution, Tensor, TensorPrimitive};
+use burn_cubecl::CubeBackend;
+use visualrwkv_wkv::backend::{Wkv6Inputs, chunked_backward, chunked_forward};
+use visualrwkv_wkv::reference::Dims;
+use visualrwkv_wkv::testing::{Case, round_to};
+
+struct Args {
+    backend: String,
+    dims: [usize; 4],
+    dtypes: Vec<DType>,
+    reps: usize,
+    copy_mib: usize,
+    baseline: bool,
+    accuracy: bool,
+}
+
+fn parse_dtype(s: &str) -> Result<DType, String> {
+    match s {
+        "f32" => Ok(DType::F32),
+        "f16" => Ok(DType::F16),
+        "bf16" => Ok(DType::BF16),
+        other => Err(format!("unknown dtype `{other}` (f32, f16, bf16)")),
+    }
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        backend: "wgpu".into(),
+        dims: [8, 4096, 32, 64],
+        dtypes: vec![DType::F32],
+        reps: 5,
+        copy_mib: 1024,
+        baseline: false,
+        accuracy: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        let num = |s: String| s.parse::<usize>().map_err(|e| format!("{s}: {e}"));
+        match flag.as_str() {
+            "--backend" => a.backend = value("--backend")?,
+            "--b" => a.dims[0] = num(value("--b")?)?,
+            "--t" => a.dims[1] = num(value("--t")?)?,
+            "--h" => a.dims[2] = num(value("--h")?)?,
+            "--n" => a.dims[3] = num(value("--n")?)?,
+            "--reps" => a.reps = num(value("--reps")?)?.max(1),
+            "--dtypes" => a.dtypes = value("--dtypes")?.split(',').map(parse_dtype).collect::<Result<_, _>>()?,
+            "--copy-mib" => a.copy_mib = num(value("--copy-mib")?)?.max(1),
+            "--baseline" => a.baseline = true,
+            "--accuracy" => a.accuracy = true,
+            // cargo bench passes --bench to harness = false targets.
+            "--bench" => {}
+            other => return Err(format!("unknown flag `{other}`")),
+        }
+    }
+    Ok(a)
+}
+
+fn prim<B: Backend, const D: usize>(t: Tensor<B, D>) -> B::FloatTensorPrimitive {
+    t.into_primitive().tensor()
+}
+
+fn wrap<B: Backend, const D: usize>(t: B::FloatTensorPrimitive) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Median seconds of `f` over `reps` runs after one warm-up, each synchronised with the device.
+fn time<B: Backend, T>(dev: &B::Device, reps: usize, mut f: impl FnMut() -> T) -> Result<f64, String> {
+    drop(f());
+    B::sync(dev).map_err(|e| format!("{e:?}"))?;
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let start = Instant::now();
+        let out = f();
+        B::sync(dev).map_err(|e| format!("{e:?}"))?;
+        times.push(start.elapsed().as_secs_f64());
+        drop(out);
+    }
+    Ok(median(times))
+}
+
+fn run<R: burn_cubecl::CubeRuntime>(args: &Args) -> Result<(), String> {
+    type Raw<R> = CubeBackend<R, f32, i32, u32>;
+    let dev: <Raw<R> as burn::tensor::backend::BackendTypes>::Device = Default::default();
+    let [b, t, h, n] = args.dims;
+    println!("backend {} — [B, T, H, N] = [{b}, {t}, {h}, {n}], median of {} runs", args.backend, args.reps);
+
+    // Device-to-device copy bandwidth: x + 0 (one read, one write).
+    let elems = args.copy_mib << 18;
+    let x = Tensor::<Raw<R>, 1>::zeros([elems], &dev);
+    let secs = time::<Raw<R>, _>(&dev, args.reps, || x.clone().add_scalar(0.0))?;
+    let copy_bw = (2 * elems * 4) as f64 / secs;
+    println!("copy bandwidth (x + 0, {} MiB f32): {:.1} GB/s", args.copy_mib, copy_bw / 1e9);
+    drop(x);
+
+    println!("| dtype | pass | time (ms) | tokens/s | bandwidth (GB/s) | of copy |");
+    println!("|---|---|---|---|---|---|");
+    for &dtype in &args.dtypes {
+        let seq = |lo: f64, hi: f64| {
+            prim(Tensor::<Raw<R>, 4>::random([b, t, h, n], Distribution::Uniform(lo, hi), &dev).cast(dtype))
+        };
+        let (r, k, v, w, dy) = (seq(-1.0, 1.0), seq(-1.0, 1.0), seq(-1.0, 1.0), seq(-8.0, 1.0), seq(-1.0, 1.0));
+        let u = prim(Tensor::<Raw<R>, 2>::random([h, n], Distribution::Uniform(-1.0, 1.0), &dev).cast(dtype));
+        let s0 = prim(Tensor::<Raw<R>, 4>::zeros([b, h, n, n], &dev));
+        let ds = prim(Tensor::<Raw<R>, 4>::zeros([b, h, n, n], &dev));
+        let tokens = (b * t) as f64;
+        let seq_bytes = (b * t * h * n * dtype.size()) as f64;
+        let row = |pass: &str, secs: f64, tensors: f64| {
+            let bw = tensors * seq_bytes / secs;
+            println!(
+                "| {dtype:?} | {pass} | {:.3} | {:.3e} | {:.1} | {:.0}% |",
+                secs * 1e3,
+                tokens / secs,
+                bw / 1e9,
+                100.0 * bw / copy_bw
+            );
+        };
+        visualrwkv_kernels::check(&r, &k, &v, &w, &u, &s0).map_err(|e| e.to_string())?;
+        let fwd = time::<Raw<R>, _>(&dev, args.reps, || {
+            visualrwkv_kernels::forward(&r, &k, &v, &w, &u, &s0).expect("checked above")
+        })?;
+        row("forward (kernel)", fwd, 5.0);
+        let bwd = time::<Raw<R>, _>(&dev, args.reps, || {
+            visualrwkv_kernels::backward(&r, &k, &v, &w, &u, &s0, &dy, &ds).expect("checked above")
+        })?;
+        row("backward (kernels)", bwd, 9.0);
+        if args.baseline {
+            let fwd_base = time::<Raw<R>, _>(&dev, args.reps, || {
+                chunked_forward::<Raw<R>>(r.clone(), k.clone(), v.clone(), w.clone(), u.clone(), s0.clone(), 16)
+            })?;
+            row("forward (chunked ops, baseline)", fwd_base, 5.0);
+            println!("|  | kernel / chunked forward speed-up | {:.1}x |  |  |  |", fwd_base / fwd);
+            let inputs = Wkv6Inputs {
+                r: r.clone(),
+                k: k.clone(),
+                v: v.clone(),
+                w_raw: w.clone(),
+                u: u.clone(),
+                initial_state: s0.clone(),
+            };
+            let bwd_base = time::<Raw<R>, _>(&dev, args.reps.min(3), || {
+                chunked_backward::<Raw<R>>(inputs.clone(), dy.clone(), ds.clone(), 16)
+            })?;
+            row("backward (chunked autodiff, baseline)", bwd_base, 9.0);
+            println!("|  | kernel / chunked backward speed-up | {:.1}x |  |  |  |", bwd_base / bwd);
+        }
+    }
+
+    if args.accuracy {
+        accuracy::<R>(args, &dev)?;
+    }
+    Ok(())
+}
+
+/// Largest |error| / (|reference| + 1) per tensor over a set of problems, per dtype: the
+/// measured basis of `visualrwkv_wkv::testing::tolerance_for`.
+fn accuracy<R: burn_cubecl::CubeRuntime>(
+    args: &Args,
+    dev: &<CubeBackend<R, f32, i32, u32> as burn::tensor::backend::BackendTypes>::Device,
+) -> Result<(), String> {
+    type Raw<R> = CubeBackend<R, f32, i32, u32>;
+    let f64s = |x: Tensor<Raw<R>, 4>| -> Vec<f64> {
+        x.cast(DType::F32).into_data().convert::<f64>().into_vec().unwrap_or_default()
+    };
+    let f64s2 = |x: Tensor<Raw<R>, 2>| -> Vec<f64> {
+        x.cast(DType::F32).into_data().convert::<f64>().into_vec().unwrap_or_default()
+    };
+    let err = |got: &[f64], want: &[f64]| {
+        let abs = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, f64::max);
+        let scaled = got.iter().zip(want).map(|(g, w)| (g - w).abs() / (w.abs() + 1.0)).fold(0.0, f64::max);
+        (abs, scaled)
+    };
+    println!(
+        "\naccuracy: max |got - want| and max |got - want| / (|want| + 1) against the f64 reference on inputs rounded to the dtype"
+    );
+    println!("| dtype | tensor | max abs error | max scaled error |");
+    println!("|---|---|---|---|");
+    let problems = [
+        (Dims::new(2, 33, 2, 64), (-20.0, 5.0)),
+        (Dims::new(1, 1100, 2, 64), (-20.0, 5.0)),
+        (Dims::new(2, 64, 4, 32), (-8.0, 1.0)),
+    ];
+    for &dtype in &args.dtypes {
+        let mut worst = vec![(0.0f64, 0.0f64); 8];
+        for (seed, (dims, w)) in problems.iter().enumerate() {
+            let case = Case::random(*dims, seed as u64 + 100, *w, true);
+            let x = case.tensors::<Raw<R>>(dev, dtype);
+            let [r, k, v, wr] = [x.r, x.k, x.v, x.w_raw].map(prim);
+            let u = prim(x.u);
+            let Dims { b, t, h, n } = case.dims;
+            let make = |values: &[f64], shape: [usize; 4], dtype: DType| {
+                prim(Tensor::<Raw<R>, 4>::from_data(
+                    burn::tensor::TensorData::new(values.to_vec(), shape),
+                    (dev, dtype),
+                ))
+            };
+            // The state and its cotangent stay f32 whatever the sequence dtype.
+            let s0 = make(case.initial_state.as_deref().unwrap_or(&[]), [b, h, n, n], DType::F32);
+            let (y, s) = visualrwkv_kernels::forward(&r, &k, &v, &wr, &u, &s0).map_err(|e| e.to_string())?;
+            let dy = make(&case.dy, [b, t, h, n], dtype);
+            let ds = make(&case.d_state, [b, h, n, n], DType::F32);
+            let g = visualrwkv_kernels::backward(&r, &k, &v, &wr, &u, &s0, &dy, &ds).map_err(|e| e.to_string())?;
+            let mut rounded = case.rounded(dtype);
+            rounded.initial_state =
+                case.initial_state.as_ref().map(|s| s.iter().map(|&x| round_to(DType::F32, x)).collect());
+            rounded.d_state = case.d_state.iter().map(|&x| round_to(DType::F32, x)).collect();
+            let want = rounded.reference();
+            let wg = rounded.reference_gradients();
+            let got = [
+                f64s(wrap(y)),
+                f64s(wrap(s)),
+                f64s(wrap(g.r)),
+                f64s(wrap(g.k)),
+                f64s(wrap(g.v)),
+                f64s(wrap(g.w_raw)),
+                f64s2(wrap(g.u)),
+                f64s(wrap(g.initial_state)),
+            ];
+            let wants = [&want.y, &want.state, &wg.r, &wg.k, &wg.v, &wg.w_raw, &wg.u, &wg.initial_state];
+            for (i, (got, want)) in got.iter().zip(wants).enumerate() {
+                let (a, sc) = err(got, want);
+                worst[i] = (worst[i].0.max(a), worst[i].1.max(sc));
+            }
+        }
+        for (name, (a, sc)) in ["y", "state", "dr", "dk", "dv", "dw_raw", "du", "d initial_state"].iter().zip(worst) {
+            println!("| {dtype:?} | {name} | {a:.2e} | {sc:.2e} |");
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let result = match args.backend.as_str() {
+        "wgpu" => run::<burn::backend::wgpu::WgpuRuntime>(&args),
+        #[cfg(feature = "cuda")]
+        "cuda" => run::<burn_cubecl::cubecl::cuda::CudaRuntime>(&args),
+        other => Err(format!("backend `{other}` is not compiled in (wgpu; cuda with --features cuda)")),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
