@@ -8,12 +8,38 @@
 //!   without touching the library: `cargo run --release -p visualrwkv-examples --example scans`.
 //! - `prompts`: a user-defined prompt strategy, [`Hint`], next to the built-in ones:
 //!   `cargo run --release -p visualrwkv-examples --example prompts`.
+//! - `own_wkv_kernel`: a user's own WKV6 implementation, [`sequential_wkv6`], proven against the
+//!   reference with the property-test harness of `visualrwkv_wkv::testing` (outputs, final state
+//!   and all six gradients): `cargo run --release -p visualrwkv-examples --example own_wkv_kernel`.
 //!
 //! The user-defined pieces live here (not in the example files) so that the crate's tests run
 //! them.
 
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 use visualrwkv_prompt::{IMAGE_TAG, PlacementContext, PromptStrategy};
 use visualrwkv_scan::{ImageLayout, Scan, ScanError, with_extra};
+use visualrwkv_wkv::testing::CaseTensors;
+
+/// A WKV6 written the way a researcher might start a new variant: one step per token with plain
+/// tensor ops (differentiable on any `Autodiff<B>`). Its signature is the harness's
+/// `Wkv6Impl`: inputs in, `(y [B, T, H, N], final state [B, H, N, N])` out.
+pub fn sequential_wkv6<B: Backend>(x: CaseTensors<B>) -> Result<(Tensor<B, 4>, Tensor<B, 4>), String> {
+    let [b, t, h, n] = x.r.dims();
+    let decay = x.w_raw.exp().neg().exp();
+    let u = x.u.reshape([1, h, n, 1]);
+    let mut state = x.initial_state;
+    let mut ys = Vec::with_capacity(t);
+    for i in 0..t {
+        let at = |z: &Tensor<B, 4>| z.clone().slice([0..b, i..i + 1, 0..h, 0..n]).reshape([b, h, n]);
+        let kv = at(&x.k).reshape([b, h, n, 1]) * at(&x.v).reshape([b, h, 1, n]);
+        // y[j] = sum_i r[i] (S[i, j] + u[i] k[i] v[j])
+        let y = at(&x.r).reshape([b, h, 1, n]).matmul(state.clone() + u.clone() * kv.clone());
+        ys.push(y.reshape([b, 1, h, n]));
+        state = at(&decay).reshape([b, h, n, 1]) * state + kv;
+    }
+    Ok((Tensor::cat(ys, 1), state))
+}
 
 /// Boustrophedon ("snake") order in odd layers: left to right on even grid rows, right to left
 /// on odd ones, so consecutive patches are always neighbours. Even layers read row-major.
@@ -95,7 +121,40 @@ impl PromptStrategy for Hint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::backend::{Autodiff, NdArray};
+    use burn::tensor::DType;
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
     use visualrwkv_scan::checked_permutation;
+    use visualrwkv_wkv::testing::{CaseConfig, cases, check_impl};
+
+    #[test]
+    fn a_user_wkv6_passes_the_harness() {
+        let dev = Default::default();
+        let config =
+            CaseConfig { batch: 1..3, time: 1..12, heads: 1..3, head_sizes: vec![1, 4, 16], w_raw: (-20.0, 5.0) };
+        TestRunner::new(Config::with_cases(8))
+            .run(&cases(config), |case| {
+                check_impl::<Autodiff<NdArray>>(&sequential_wkv6, &case, &dev, DType::F32).map_err(TestCaseError::fail)
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn the_harness_catches_a_wrong_wkv6() {
+        // The same implementation with the bonus term dropped must fail.
+        let wrong = |mut x: CaseTensors<Autodiff<NdArray>>| {
+            x.u = x.u.zeros_like();
+            sequential_wkv6(x)
+        };
+        let case = visualrwkv_wkv::testing::Case::random(
+            visualrwkv_wkv::reference::Dims::new(1, 5, 2, 4),
+            9,
+            (-3.0, 1.0),
+            false,
+        );
+        let err = check_impl::<Autodiff<NdArray>>(&wrong, &case, &Default::default(), DType::F32).unwrap_err();
+        assert!(err.starts_with("y ("), "{err}");
+    }
 
     #[test]
     fn snake_and_spiral_are_valid_scans() {

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs, on a machine with an NVIDIA GPU, the prebuilt WKV6 kernel checks and benchmark on burn's
+# CUDA backend. Builds nothing and needs no network: build the binaries elsewhere with
+# scripts/gpu-bundle.sh and bring gpu-bundle/ along (see docs/gpu.md).
+#
+#   scripts/gpu-check.sh [BUNDLE_DIR]          # default: gpu-bundle
+#
+# 1. the kernel test suite on cuda (forward, final state, all six gradients against the f64
+#    reference: proptest over shapes, T = 1 .. 1100, N in {1..8, 16, 32, 64}, extreme decays,
+#    non-zero initial states; f32, f16, bf16);
+# 2. the benchmark at B=8, T=4096, H=32, N=64 in f32 and bf16: forward and backward time,
+#    tokens/s and bandwidth against a device-to-device copy measured in the same run, the chunked
+#    tensor-op formulation as a same-run baseline, and the accuracy table per dtype.
+set -euo pipefail
+bundle="${1:-gpu-bundle}"
+for f in kernels-tests wkv6_gpu; do
+  [[ -x "$bundle/$f" ]] || { echo "error: $bundle/$f missing: run scripts/gpu-bundle.sh first" >&2; exit 2; }
+done
+
+# cudarc dlopens libcuda (driver) and libnvrtc: add the usual CUDA library folders.
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu \
+         $(python3 -c 'import nvidia, os; print(" ".join(os.path.join(p, d, "lib") for p in nvidia.__path__ for d in os.listdir(p)))' 2>/dev/null || true); do
+  [[ -d "$d" ]] && LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$d"
+done
+export LD_LIBRARY_PATH
+
+echo "== device"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+
+echo "== kernel tests on cuda"
+"$bundle/kernels-tests" cuda:: --test-threads 1
+
+echo "== benchmark on cuda (B=8, T=4096, H=32, N=64)"
+"$bundle/wkv6_gpu" --backend cuda --b 8 --t 4096 --h 32 --n 64 --dtypes f32,bf16 --reps 5 --baseline --accuracy
