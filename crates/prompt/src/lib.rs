@@ -26,7 +26,8 @@ pub const IGNORE_INDEX: i64 = -100;
 pub const IMAGE_TAG: &str = "<image>";
 /// The short-answer instruction the sandwich removes from its prefix copy of the image turn.
 pub const SHORT_ANSWER: &str = "Answer the question using a single word or phrase.";
-/// Tokens of `"Assistant:"` (never trained).
+/// Tokens of `"Assistant:"` with the World tokenizer (never trained). [`build`] masks however
+/// many tokens the given tokenizer makes of it (10 with `Tokenizer::world_bytes`).
 pub const ASSISTANT_PREFIX_TOKENS: usize = 3;
 
 /// Errors building a prompt.
@@ -310,6 +311,7 @@ pub fn build(
         _ => {}
     }
     let (mut tokens, mut labels, mut turn_lengths) = (Vec::new(), Vec::new(), Vec::new());
+    let assistant_prefix = tokenizer.encode("Assistant:").len();
     for (i, turn) in conversation.turns.iter().enumerate() {
         let mut value = clean(&turn.text);
         if Some(i) == image_turn {
@@ -325,7 +327,7 @@ pub fn build(
             Role::Assistant => ids
                 .iter()
                 .enumerate()
-                .map(|(j, &t)| if j < ASSISTANT_PREFIX_TOKENS { IGNORE_INDEX } else { t })
+                .map(|(j, &t)| if j < assistant_prefix { IGNORE_INDEX } else { t })
                 .collect(),
         };
         turn_lengths.push(ids.len());

@@ -109,3 +109,16 @@ fn bad_conversations_are_errors() {
     let roles = Conversation::default().push(Role::User, "<image> hi").push(Role::User, "again");
     assert_eq!(build(&roles, &ImageFirst, t, true, true), Err(PromptError::Roles(1)));
 }
+
+#[test]
+fn the_assistant_prefix_is_masked_whatever_the_tokenizer() {
+    // Byte-level ids (id = byte + 1): "Assistant:" is 10 tokens, all masked; " red\n\n" trained.
+    let tok = Tokenizer::world_bytes();
+    let conv = Conversation::question("Q?").push(Role::Assistant, "red");
+    let p = build(&conv, &ImageFirst, &tok, true, false).unwrap();
+    let answer_start = p.turn_lengths[0];
+    let want_masked = vec![IGNORE_INDEX; 10];
+    assert_eq!(&p.labels[answer_start..answer_start + 10], want_masked.as_slice());
+    let trained: Vec<u8> = p.labels[answer_start + 10..].iter().map(|&l| (l - 1) as u8).collect();
+    assert_eq!(trained, b" red\n\n");
+}
