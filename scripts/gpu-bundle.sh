@@ -37,5 +37,6 @@ tests=$(cargo test -p visualrwkv-kernels --features cuda --release --no-run --me
 bench=$(cargo bench -p visualrwkv-kernels --features cuda --bench wkv6_gpu --no-run --message-format json | exe_of wkv6_gpu)
 cp "$tests" "$out/kernels-tests"
 cp "$bench" "$out/wkv6_gpu"
+strip "$out/kernels-tests" "$out/wkv6_gpu"   # debug info is most of the size
 echo "bundle in $out/:"
 ls -l "$out"

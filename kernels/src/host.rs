@@ -13,7 +13,7 @@
 use burn::tensor::{DType, Shape, TensorMetadata};
 use burn_cubecl::CubeRuntime;
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
 
@@ -149,8 +149,10 @@ fn launch_geometry(p: &Problem) -> (CubeCount, CubeDim) {
     (CubeCount::Static(p.h as u32, p.b as u32, 1), CubeDim::new_1d(p.n as u32))
 }
 
+/// An uninitialised output with packed row-major strides: the kernels index it as contiguous
+/// (the default allocation may pad rows, e.g. on CUDA, for small last dimensions).
 fn empty<R: CubeRuntime>(like: &CubeTensor<R>, shape: Vec<usize>, dtype: DType) -> CubeTensor<R> {
-    empty_device_dtype(like.client.clone(), like.device.clone(), Shape::from(shape), dtype)
+    empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), Shape::from(shape), dtype)
 }
 
 /// Runs the forward kernel: returns `y` `[B, T, H, N]` (dtype of `r`) and the final state

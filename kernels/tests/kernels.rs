@@ -12,7 +12,7 @@ use burn::tensor::{Tensor, TensorPrimitive};
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use visualrwkv_kernels::KernelError;
 use visualrwkv_wkv::reference::Dims;
-use visualrwkv_wkv::testing::{Case, CaseConfig, CaseTensors, compare, op, tolerance_for};
+use visualrwkv_wkv::testing::{Case, CaseConfig, CaseTensors, Tolerance, compare, op, tolerance_for};
 use visualrwkv_wkv::{Wkv6Backend, wkv6_step};
 
 /// Problems the suites draw: odd and even `T` (including 1), several heads and batch rows, the

@@ -324,11 +324,9 @@ pub fn build(
         let ids = tokenize_with_image(tokenizer, &format!("{}: {value}\n\n", turn.role.tag()));
         let lab: Vec<i64> = match turn.role {
             Role::User => vec![IGNORE_INDEX; ids.len()],
-            Role::Assistant => ids
-                .iter()
-                .enumerate()
-                .map(|(j, &t)| if j < assistant_prefix { IGNORE_INDEX } else { t })
-                .collect(),
+            Role::Assistant => {
+                ids.iter().enumerate().map(|(j, &t)| if j < assistant_prefix { IGNORE_INDEX } else { t }).collect()
+            }
         };
         turn_lengths.push(ids.len());
         tokens.extend(ids);

@@ -1,0 +1,599 @@
+//! Training VisualRWKV: the two-stage recipe of the paper (spec §3.8) on any autodiff backend,
+//! with the CPU (`Autodiff<NdArray>`) as the default.
+//!
+//! - [`Stage::Projector`] (stage 1) trains the projector only; [`Stage::Full`] (stage 2) trains
+//!   the projector and RWKV with the embeddings frozen. The vision tower is always frozen, so its
+//!   pooled features are computed once per image ([`TaskData::prepare`]).
+//! - Loss: per-sample cross-entropy with ignore index −100, averaged over the batch, plus L2Wrap
+//!   (`visualrwkv_train::loss`).
+//! - AdamW with β = (0.9, 0.99), ε = 1e-8, weight decay only on parameters of squeezed rank ≥ 2
+//!   (the reference's groups), the warmup + cosine rate applied to **both** groups
+//!   (`visualrwkv_train::schedule`), global gradient-norm clipping.
+//! - [`Trainer::save`] / [`Trainer::resume`]: model, both optimizers, step and RNG, so a resumed
+//!   run continues bit for bit.
+//!
+//! # Shapes
+//!
+//! Cached image features `[1, n, D]` per image (`n` = pooled rows, CLS included); the projector
+//! maps them to `[1, n, C]` rows spliced into the sequence; logits `[T_i, V]` per sample.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use visualrwkv_projector::{ProjectorConfig, ProjectorKind};
+use visualrwkv_prompt::{Conversation, IGNORE_INDEX, IMAGE_TOKEN, PromptStrategy, Role, build};
+use visualrwkv_rwkv::{RwkvBackend, RwkvConfig};
+use visualrwkv_scan::{ImageLayout, Scan};
+use visualrwkv_tokenizer::Tokenizer;
+use visualrwkv_train::data::{DataConfig, QuestionType, Rng, Split};
+use visualrwkv_train::loss::{batch_loss, l2wrap};
+use visualrwkv_train::schedule::LrSchedule;
+use visualrwkv_vision::{Activation, GridPooling, TowerKind, VisionConfig, grid_pool};
+
+use crate::generate::GenerateOptions;
+use crate::vlm::{ImageRows, Sample, VisionOptions, VisualRwkv, VlmError};
+
+/// Errors of training.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The model failed.
+    #[error(transparent)]
+    Model(#[from] VlmError),
+    /// The loss could not be computed.
+    #[error(transparent)]
+    Loss(#[from] visualrwkv_train::loss::LossError),
+    /// Reading or writing a checkpoint or metrics failed.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A setting or input is unusable.
+    #[error("{0}")]
+    Input(String),
+}
+
+fn io_error(path: &Path, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Io { path: path.to_path_buf(), message: e.to_string() }
+}
+
+/// Which parameters train.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Stage {
+    /// Stage 1 (alignment): the projector only.
+    Projector,
+    /// Stage 2 (instruction tuning): the projector and RWKV, embeddings frozen.
+    Full,
+}
+
+/// Sizes of a model trained from scratch.
+#[derive(Clone, Debug)]
+pub struct ModelConfig {
+    /// The language model.
+    pub rwkv: RwkvConfig,
+    /// The vision tower (frozen).
+    pub vision: VisionConfig,
+    /// The projector kind.
+    pub projector: ProjectorKind,
+    /// Feature layer and pooling.
+    pub options: VisionOptions,
+}
+
+impl ModelConfig {
+    /// A tiny VisualRWKV for the synthetic task of `data`: a 1-layer CLIP-style tower with one
+    /// patch per grid cell, an `mlp2x_gelu` projector, and a 2-layer RWKV-6 of width `width` on
+    /// byte-level ids (`Tokenizer::world_bytes`, vocabulary 256).
+    pub fn tiny(data: &DataConfig, width: usize, layers: usize) -> Self {
+        let head_size = 16;
+        Self {
+            rwkv: RwkvConfig {
+                n_layer: layers,
+                n_embd: width,
+                n_head: (width / head_size).max(1),
+                head_size,
+                dim_ffn: (width * 7 / 2) / 32 * 32,
+                vocab_size: 256,
+                d_mix: 8,
+                d_decay: 16,
+            },
+            vision: VisionConfig {
+                kind: TowerKind::Clip,
+                image_size: data.grid * data.cell_px,
+                patch_size: data.cell_px,
+                hidden_size: 64,
+                intermediate_size: 128,
+                num_hidden_layers: 1,
+                num_attention_heads: 4,
+                num_channels: 3,
+                layer_norm_eps: 1e-5,
+                hidden_act: Activation::QuickGelu,
+                use_head: false,
+            },
+            projector: ProjectorKind::Mlp2xGelu,
+            options: VisionOptions { layer: -1, pooling: GridPooling::All },
+        }
+    }
+
+    /// A randomly initialised model (seed the backend first for a reproducible one).
+    pub fn init<B: RwkvBackend>(&self, device: &B::Device) -> Result<VisualRwkv<B>, VlmError> {
+        let rwkv = self.rwkv.init::<B>(device);
+        let vision = self.vision.init::<B>(device);
+        let projector =
+            ProjectorConfig { kind: self.projector, in_dim: self.vision.hidden_size, out_dim: self.rwkv.n_embd }
+                .init::<B>(device);
+        VisualRwkv::new(rwkv, vision, projector, self.options)
+    }
+}
+
+/// One question ready to train on and to evaluate.
+#[derive(Clone, Debug)]
+pub struct TaskExample {
+    /// Index of the image in [`TaskData::features`].
+    pub image: usize,
+    /// Training tokens (question and answer) with [`IMAGE_TOKEN`] once.
+    pub tokens: Vec<i64>,
+    /// Labels aligned with `tokens` (−100 except the answer).
+    pub labels: Vec<i64>,
+    /// Inference tokens: the question, ending with `"Assistant:"`.
+    pub prompt: Vec<i64>,
+    /// The question.
+    pub question: String,
+    /// The expected answer.
+    pub answer: String,
+    /// Its type.
+    pub qtype: QuestionType,
+}
+
+impl TaskExample {
+    /// Labels of every row of the assembled sequence: the image placeholder becomes `n` ignored
+    /// rows.
+    pub fn row_labels(&self, image_rows: usize) -> Vec<i64> {
+        self.tokens
+            .iter()
+            .zip(&self.labels)
+            .flat_map(|(&t, &l)| if t == IMAGE_TOKEN { vec![IGNORE_INDEX; image_rows] } else { vec![l] })
+            .collect()
+    }
+}
+
+/// A split prepared for one prompt strategy: tokenised questions and the frozen tower's pooled
+/// features of every image.
+#[derive(Clone, Debug)]
+pub struct TaskData<B: Backend> {
+    /// The questions.
+    pub examples: Vec<TaskExample>,
+    /// Pooled tower features `[1, n, D]` per image.
+    pub features: Vec<Tensor<B, 3>>,
+    /// Layout of the pooled rows.
+    pub layout: ImageLayout,
+}
+
+/// Pixels of rendered images, normalised to `[-1, 1]` (`(x / 255 − 0.5) / 0.5`): `[N, 3, H, W]`.
+pub fn pixels<B: Backend>(images: &[image::RgbImage], device: &B::Device) -> Result<Tensor<B, 4>, TrainError> {
+    let first = images.first().ok_or_else(|| TrainError::Input("no images".into()))?;
+    let (w, h) = first.dimensions();
+    let (w, h) = (w as usize, h as usize);
+    let mut data = Vec::with_capacity(images.len() * 3 * h * w);
+    for img in images {
+        if img.dimensions() != first.dimensions() {
+            return Err(TrainError::Input("images of different sizes in one batch".into()));
+        }
+        for c in 0..3 {
+            data.extend(img.pixels().map(|p| (p.0[c] as f32 / 255.0 - 0.5) / 0.5));
+        }
+    }
+    Ok(Tensor::from_data(TensorData::new(data, [images.len(), 3, h, w]), device))
+}
+
+impl<B: RwkvBackend> TaskData<B> {
+    /// Tokenises every question of `split` with `strategy` and runs the (frozen) tower of `model`
+    /// over its images, `cell_px` pixels per grid cell.
+    pub fn prepare(
+        split: &Split,
+        cell_px: usize,
+        model: &VisualRwkv<B>,
+        strategy: &dyn PromptStrategy,
+        tokenizer: &Tokenizer,
+    ) -> Result<Self, TrainError> {
+        let device = model.rwkv.emb.weight.device();
+        let has_cls = model.vision.config.kind == TowerKind::Clip;
+        let mut features = Vec::with_capacity(split.scenes.len());
+        let mut layout = None;
+        for chunk in split.scenes.chunks(256) {
+            let images: Vec<_> = chunk.iter().map(|s| s.render(cell_px)).collect();
+            let (f, grid) =
+                model.vision.features(pixels::<B>(&images, &device)?, model.options.layer).map_err(VlmError::from)?;
+            let pooled = grid_pool(f, grid, has_cls, model.options.pooling).map_err(VlmError::from)?;
+            layout = Some(ImageLayout::new(pooled.grid_h, pooled.grid_w, pooled.extra));
+            let [b, n, d] = pooled.features.dims();
+            features.extend((0..b).map(|i| pooled.features.clone().slice([i..i + 1, 0..n, 0..d])));
+        }
+        let layout = layout.ok_or_else(|| TrainError::Input("the split has no images".into()))?;
+        let examples = split
+            .examples
+            .iter()
+            .map(|e| {
+                let conv = Conversation::question(&e.question);
+                let prompt = build(&conv, strategy, tokenizer, true, true).map_err(VlmError::from)?;
+                let train = build(&conv.push(Role::Assistant, &e.answer), strategy, tokenizer, true, false)
+                    .map_err(VlmError::from)?;
+                Ok(TaskExample {
+                    image: e.scene,
+                    tokens: train.tokens,
+                    labels: train.labels,
+                    prompt: prompt.tokens,
+                    question: e.question.clone(),
+                    answer: e.answer.clone(),
+                    qtype: e.qtype,
+                })
+            })
+            .collect::<Result<Vec<_>, TrainError>>()?;
+        Ok(Self { examples, features, layout })
+    }
+
+    /// The same data on the autodiff backend `A` (whose inner backend is `B`).
+    pub fn lift<A: AutodiffBackend<InnerBackend = B>>(&self) -> TaskData<A> {
+        TaskData {
+            examples: self.examples.clone(),
+            features: self.features.iter().map(|f| Tensor::from_inner(f.clone())).collect(),
+            layout: self.layout,
+        }
+    }
+}
+
+fn image_rows<B: RwkvBackend>(
+    model: &VisualRwkv<B>,
+    data: &TaskData<B>,
+    image: usize,
+) -> Result<ImageRows<B>, TrainError> {
+    let features = data.features.get(image).ok_or_else(|| TrainError::Input(format!("no image {image}")))?;
+    let rows = model.projector.project(features.clone()).map_err(VlmError::from)?;
+    let [_, n, c] = rows.dims();
+    Ok(ImageRows { rows: rows.reshape([n, c]), layout: data.layout })
+}
+
+/// Optimisation settings.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainConfig {
+    /// Which parameters train.
+    pub stage: Stage,
+    /// Total optimiser steps.
+    pub steps: usize,
+    /// Samples per step.
+    pub batch_size: usize,
+    /// Rate after warmup.
+    pub lr_init: f64,
+    /// Rate at the last step.
+    pub lr_final: f64,
+    /// Warmup steps.
+    pub warmup: usize,
+    /// AdamW weight decay of parameters of squeezed rank ≥ 2 (others: 0).
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0 = none).
+    pub grad_clip: f64,
+    /// Whether to add L2Wrap.
+    pub l2wrap: bool,
+    /// Seed of the batch order.
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            stage: Stage::Full,
+            steps: 1000,
+            batch_size: 16,
+            lr_init: 3e-3,
+            lr_final: 1e-4,
+            warmup: 50,
+            weight_decay: 0.0,
+            grad_clip: 1.0,
+            l2wrap: true,
+            seed: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The learning-rate schedule.
+    pub fn schedule(&self) -> LrSchedule {
+        LrSchedule { lr_init: self.lr_init, lr_final: self.lr_final, warmup: self.warmup, total: self.steps }
+    }
+}
+
+/// What one step did.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct StepStats {
+    /// Step number (1-based: steps done after this one).
+    pub step: usize,
+    /// Batch loss (cross-entropy, without L2Wrap).
+    pub loss: f64,
+    /// Rate used.
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Sequence rows processed.
+    pub rows: usize,
+}
+
+/// Parameter ids of a module with their squeezed rank (number of dimensions larger than 1).
+struct ParamRanks(Vec<(ParamId, usize)>);
+
+impl<B: Backend> ModuleVisitor<B> for ParamRanks {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let rank = param.val().dims().iter().filter(|&&d| d > 1).count();
+        self.0.push((param.id, rank));
+    }
+}
+
+fn ranks<B: Backend, M: Module<B>>(module: &M) -> Vec<(ParamId, usize)> {
+    let mut v = ParamRanks(Vec::new());
+    module.visit(&mut v);
+    v.0
+}
+
+/// Sum of squares of the gradients held for a module's parameters, and scaling them.
+struct GradNorm<'a, B: AutodiffBackend> {
+    grads: &'a mut GradientsParams,
+    scale: Option<f64>,
+    sum_sq: f64,
+    _b: core::marker::PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for GradNorm<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        match self.scale {
+            None => {
+                if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+                    self.sum_sq += g.powi_scalar(2).sum().into_scalar().elem::<f64>();
+                }
+            }
+            Some(s) => {
+                if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+                    self.grads.register(param.id, g.mul_scalar(s));
+                }
+            }
+        }
+    }
+}
+
+use burn::tensor::ElementConversion;
+
+type Adam<B> = OptimizerAdaptor<AdamW, VisualRwkv<B>, B>;
+
+/// The training loop's state: model, the two AdamW groups, step and RNG.
+pub struct Trainer<B: AutodiffBackend + RwkvBackend>
+where
+    B::InnerBackend: RwkvBackend,
+{
+    /// The model being trained.
+    pub model: VisualRwkv<B>,
+    /// Optimiser of the parameters with weight decay (squeezed rank ≥ 2).
+    decayed: Adam<B>,
+    /// Optimiser of the others.
+    plain: Adam<B>,
+    /// Trainable parameters with weight decay.
+    decayed_ids: Vec<ParamId>,
+    /// Trainable parameters without.
+    plain_ids: Vec<ParamId>,
+    /// Steps done.
+    pub step: usize,
+    /// Batch-order RNG.
+    pub rng: Rng,
+    /// Settings.
+    pub config: TrainConfig,
+}
+
+fn adam(weight_decay: f64) -> AdamWConfig {
+    AdamWConfig::new().with_beta_1(0.9).with_beta_2(0.99).with_epsilon(1e-8).with_weight_decay(weight_decay as f32)
+}
+
+impl<B: AutodiffBackend + RwkvBackend> Trainer<B>
+where
+    B::InnerBackend: RwkvBackend,
+{
+    /// A trainer at step 0 for `model`.
+    pub fn new(model: VisualRwkv<B>, config: TrainConfig) -> Result<Self, TrainError> {
+        if config.steps == 0 || config.batch_size == 0 {
+            return Err(TrainError::Input("steps and batch size must be at least 1".into()));
+        }
+        let mut trainable = ranks::<B, _>(&model.projector);
+        if config.stage == Stage::Full {
+            let emb = model.rwkv.emb.weight.id;
+            trainable.extend(ranks::<B, _>(&model.rwkv).into_iter().filter(|(id, _)| *id != emb));
+        }
+        let decayed_ids = trainable.iter().filter(|(_, r)| *r >= 2).map(|(id, _)| *id).collect();
+        let plain_ids = trainable.iter().filter(|(_, r)| *r < 2).map(|(id, _)| *id).collect();
+        Ok(Self {
+            model,
+            decayed: adam(config.weight_decay).init(),
+            plain: adam(0.0).init(),
+            decayed_ids,
+            plain_ids,
+            step: 0,
+            rng: Rng(config.seed ^ 0xBA7C_4000),
+            config,
+        })
+    }
+
+    /// Ids of the parameters this trainer updates.
+    pub fn trainable(&self) -> Vec<ParamId> {
+        self.decayed_ids.iter().chain(&self.plain_ids).copied().collect()
+    }
+
+    /// One optimiser step on a batch drawn with the trainer's RNG.
+    pub fn train_step(&mut self, data: &TaskData<B>, scan: &dyn Scan) -> Result<StepStats, TrainError> {
+        if data.examples.is_empty() {
+            return Err(TrainError::Input("no training examples".into()));
+        }
+        let batch: Vec<usize> = (0..self.config.batch_size).map(|_| self.rng.below(data.examples.len())).collect();
+        self.step_on(data, &batch, scan)
+    }
+
+    /// One optimiser step on the given examples.
+    pub fn step_on(&mut self, data: &TaskData<B>, batch: &[usize], scan: &dyn Scan) -> Result<StepStats, TrainError> {
+        let n_rows = data.layout.len();
+        let mut samples = Vec::with_capacity(batch.len());
+        let mut labels = Vec::with_capacity(batch.len());
+        for &i in batch {
+            let e = data.examples.get(i).ok_or_else(|| TrainError::Input(format!("no example {i}")))?;
+            samples.push(Sample { tokens: e.tokens.clone(), image: Some(image_rows(&self.model, data, e.image)?) });
+            labels.push(e.row_labels(n_rows));
+        }
+        let logits = self.model.forward(&samples, scan)?;
+        let rows: usize = logits.iter().map(|l| l.dims()[0]).sum();
+        let t_max = logits.iter().map(|l| l.dims()[0]).max().unwrap_or(1);
+        let mut loss = batch_loss(&logits, &labels)?;
+        let value = loss.clone().into_scalar().elem::<f64>();
+        if !value.is_finite() {
+            return Err(TrainError::Input(format!("non-finite loss {value} at step {}", self.step + 1)));
+        }
+        if self.config.l2wrap {
+            loss = loss + l2wrap(&logits, 1e-4 / (batch.len() * t_max) as f64);
+        }
+        let mut grads = loss.backward();
+        let mut decayed = GradientsParams::from_params(&mut grads, &self.model, &self.decayed_ids);
+        let mut plain = GradientsParams::from_params(&mut grads, &self.model, &self.plain_ids);
+        let norm = self.clip(&mut [&mut decayed, &mut plain]);
+        let lr = self.config.schedule().lr(self.step);
+        let model = self.model.clone();
+        let model = self.decayed.step(lr, model, decayed);
+        self.model = self.plain.step(lr, model, plain);
+        self.step += 1;
+        Ok(StepStats { step: self.step, loss: value, lr, grad_norm: norm, rows })
+    }
+
+    /// Global gradient-norm clipping over all groups; returns the norm before clipping.
+    fn clip(&self, groups: &mut [&mut GradientsParams]) -> f64 {
+        let mut sum_sq = 0.0;
+        for g in groups.iter_mut() {
+            let mut v = GradNorm::<B> { grads: g, scale: None, sum_sq: 0.0, _b: core::marker::PhantomData };
+            self.model.visit(&mut v);
+            sum_sq += v.sum_sq;
+        }
+        let norm = sum_sq.sqrt();
+        if self.config.grad_clip > 0.0 && norm > self.config.grad_clip {
+            let scale = self.config.grad_clip / norm;
+            for g in groups.iter_mut() {
+                let mut v = GradNorm::<B> { grads: g, scale: Some(scale), sum_sq: 0.0, _b: core::marker::PhantomData };
+                self.model.visit(&mut v);
+            }
+        }
+        norm
+    }
+
+    /// Saves the model, both optimisers, the step and the RNG into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), TrainError> {
+        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        let rec = BinFileRecorder::<FullPrecisionSettings>::new();
+        let model = dir.join("model");
+        self.model.clone().save_file(&model, &rec).map_err(|e| io_error(&model, e))?;
+        let path = dir.join("optim-decayed");
+        rec.record(self.decayed.to_record(), path.clone()).map_err(|e| io_error(&path, e))?;
+        let path = dir.join("optim-plain");
+        rec.record(self.plain.to_record(), path.clone()).map_err(|e| io_error(&path, e))?;
+        let meta = serde_json::json!({ "step": self.step, "rng": self.rng.0, "config": self.config });
+        let path = dir.join("trainer.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&meta).unwrap_or_default()).map_err(|e| io_error(&path, e))
+    }
+
+    /// Restores a trainer saved by [`Trainer::save`] onto `model` (a model of the same
+    /// configuration, e.g. freshly initialised).
+    pub fn resume(dir: &Path, model: VisualRwkv<B>) -> Result<Self, TrainError> {
+        let path = dir.join("trainer.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| io_error(&path, e))?;
+        let meta: serde_json::Value = serde_json::from_str(&text).map_err(|e| io_error(&path, e))?;
+        let config: TrainConfig =
+            serde_json::from_value(meta["config"].clone()).map_err(|e| io_error(&path, format!("config: {e}")))?;
+        let step = meta["step"].as_u64().ok_or_else(|| io_error(&path, "missing step"))? as usize;
+        let rng = meta["rng"].as_u64().ok_or_else(|| io_error(&path, "missing rng"))?;
+        let rec = BinFileRecorder::<FullPrecisionSettings>::new();
+        let device = model.rwkv.emb.weight.device();
+        let model_path = dir.join("model");
+        let model = model.load_file(&model_path, &rec, &device).map_err(|e| io_error(&model_path, e))?;
+        let mut trainer = Self::new(model, config)?;
+        let path = dir.join("optim-decayed");
+        let record = rec.load(path.clone(), &device).map_err(|e| io_error(&path, e))?;
+        trainer.decayed = trainer.decayed.load_record(record);
+        let path = dir.join("optim-plain");
+        let record = rec.load(path.clone(), &device).map_err(|e| io_error(&path, e))?;
+        trainer.plain = trainer.plain.load_record(record);
+        trainer.step = step;
+        trainer.rng = Rng(rng);
+        Ok(trainer)
+    }
+}
+
+/// Accuracy per question type.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Accuracy {
+    /// (correct, total) per question type name.
+    pub per_type: BTreeMap<String, (usize, usize)>,
+}
+
+impl Accuracy {
+    /// Accuracy over all questions.
+    pub fn overall(&self) -> f64 {
+        let (c, t) = self.per_type.values().fold((0, 0), |(c, t), (a, b)| (c + a, t + b));
+        if t == 0 { 0.0 } else { c as f64 / t as f64 }
+    }
+
+    /// Accuracy of one question type.
+    pub fn of(&self, qtype: QuestionType) -> f64 {
+        self.per_type.get(qtype.name()).map_or(0.0, |&(c, t)| if t == 0 { 0.0 } else { c as f64 / t as f64 })
+    }
+}
+
+/// The greedy answer of `model` to example `i` of `data` (up to 12 tokens, stopping at a
+/// newline), trimmed.
+pub fn answer<B: RwkvBackend>(
+    model: &VisualRwkv<B>,
+    data: &TaskData<B>,
+    i: usize,
+    scan: &dyn Scan,
+    tokenizer: &Tokenizer,
+) -> Result<String, TrainError> {
+    let e = data.examples.get(i).ok_or_else(|| TrainError::Input(format!("no example {i}")))?;
+    let sample = Sample { tokens: e.prompt.clone(), image: Some(image_rows(model, data, e.image)?) };
+    let newline = tokenizer.encode("\n").first().copied().unwrap_or(0);
+    let options = GenerateOptions { max_tokens: 12, stop_tokens: vec![0, newline, 261], ..GenerateOptions::default() };
+    let g = model.generate(&sample, scan, tokenizer, &options, |_| {})?;
+    Ok(g.text.trim().to_string())
+}
+
+/// Held-out accuracy of greedy answers (exact match after trimming) on the first `limit`
+/// examples of `data` (all when `None`).
+pub fn evaluate<B: RwkvBackend>(
+    model: &VisualRwkv<B>,
+    data: &TaskData<B>,
+    scan: &dyn Scan,
+    tokenizer: &Tokenizer,
+    limit: Option<usize>,
+) -> Result<Accuracy, TrainError> {
+    let mut acc = Accuracy::default();
+    let n = limit.unwrap_or(data.examples.len()).min(data.examples.len());
+    for i in 0..n {
+        let e = &data.examples[i];
+        let got = answer(model, data, i, scan, tokenizer)?;
+        let entry = acc.per_type.entry(e.qtype.name().to_string()).or_default();
+        entry.0 += usize::from(got == e.answer);
+        entry.1 += 1;
+    }
+    Ok(acc)
+}
+
+/// The model's inner (non-autodiff) copy, for evaluation.
+pub fn for_eval<B: AutodiffBackend + RwkvBackend>(model: &VisualRwkv<B>) -> VisualRwkv<B::InnerBackend>
+where
+    B::InnerBackend: RwkvBackend,
+{
+    model.valid()
+}
