@@ -8,6 +8,9 @@
 //!   without touching the library: `cargo run --release -p visualrwkv-examples --example scans`.
 //! - `prompts`: a user-defined prompt strategy, [`Hint`], next to the built-in ones:
 //!   `cargo run --release -p visualrwkv-examples --example prompts`.
+//! - `ablate_custom`: a prompt × scan ablation on the synthetic task that includes [`Snake`] and
+//!   [`Hint`] next to built-in layouts:
+//!   `cargo run --release -p visualrwkv-examples --example ablate_custom`.
 //! - `own_wkv_kernel`: a user's own WKV6 implementation, [`sequential_wkv6`], proven against the
 //!   reference with the property-test harness of `visualrwkv_wkv::testing` (outputs, final state
 //!   and all six gradients): `cargo run --release -p visualrwkv-examples --example own_wkv_kernel`.

@@ -23,7 +23,7 @@ use burn::tensor::{DType, Distribution, Tensor, TensorPrimitive};
 use burn_cubecl::CubeBackend;
 use visualrwkv_wkv::backend::{Wkv6Inputs, chunked_backward, chunked_forward};
 use visualrwkv_wkv::reference::Dims;
-use visualrwkv_wkv::testing::{Case, round_to};
+use visualrwkv_wkv::testing::Case;
 
 struct Args {
     backend: String,
@@ -197,7 +197,7 @@ fn accuracy<R: burn_cubecl::CubeRuntime>(
         (abs, scaled)
     };
     println!(
-        "\naccuracy: max |got - want| and max |got - want| / (|want| + 1) against the f64 reference on inputs rounded to the dtype"
+        "\naccuracy: max |got - want| and max |got - want| / (|want| + 1) against the f64 reference on the inputs the kernels received"
     );
     println!("| dtype | tensor | max abs error | max scaled error |");
     println!("|---|---|---|---|");
@@ -210,28 +210,16 @@ fn accuracy<R: burn_cubecl::CubeRuntime>(
         let mut worst = vec![(0.0f64, 0.0f64); 8];
         for (seed, (dims, w)) in problems.iter().enumerate() {
             let case = Case::random(*dims, seed as u64 + 100, *w, true);
-            let x = case.tensors::<Raw<R>>(dev, dtype);
-            let [r, k, v, wr] = [x.r, x.k, x.v, x.w_raw].map(prim);
-            let u = prim(x.u);
-            let Dims { b, t, h, n } = case.dims;
-            let make = |values: &[f64], shape: [usize; 4], dtype: DType| {
-                prim(Tensor::<Raw<R>, 4>::from_data(
-                    burn::tensor::TensorData::new(values.to_vec(), shape),
-                    (dev, dtype),
-                ))
-            };
-            // The state and its cotangent stay f32 whatever the sequence dtype.
-            let s0 = make(case.initial_state.as_deref().unwrap_or(&[]), [b, h, n, n], DType::F32);
+            // Sequences in the dtype, the state (and its cotangent) in f32, as RWKV runs it; the
+            // reference sees exactly the values the kernels get.
+            let d = case.on_device::<Raw<R>>(dev, dtype, DType::F32);
+            let [r, k, v, wr, s0] = [d.x.r, d.x.k, d.x.v, d.x.w_raw, d.x.initial_state].map(prim);
+            let u = prim(d.x.u);
             let (y, s) = visualrwkv_kernels::forward(&r, &k, &v, &wr, &u, &s0).map_err(|e| e.to_string())?;
-            let dy = make(&case.dy, [b, t, h, n], dtype);
-            let ds = make(&case.d_state, [b, h, n, n], DType::F32);
+            let (dy, ds) = (prim(d.dy), prim(d.d_state));
             let g = visualrwkv_kernels::backward(&r, &k, &v, &wr, &u, &s0, &dy, &ds).map_err(|e| e.to_string())?;
-            let mut rounded = case.rounded(dtype);
-            rounded.initial_state =
-                case.initial_state.as_ref().map(|s| s.iter().map(|&x| round_to(DType::F32, x)).collect());
-            rounded.d_state = case.d_state.iter().map(|&x| round_to(DType::F32, x)).collect();
-            let want = rounded.reference();
-            let wg = rounded.reference_gradients();
+            let want = d.seen.reference();
+            let wg = d.seen.reference_gradients();
             let got = [
                 f64s(wrap(y)),
                 f64s(wrap(s)),

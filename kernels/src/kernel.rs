@@ -15,8 +15,8 @@
 //! | `u`, `du` | `[H, N]` | contiguous |
 //! | `s0`, `ds`, `s_out`, `ds0` | `[B, H, N, N]` | `[batch, head, key i, value j]` |
 //! | `du_part` | `[B, H, N]` | per-batch bonus gradient, summed over `B` by the caller |
-//! | `checkpoints` | `[B, H, ceil(T / L), N, N]` f32 | state at the start of each chunk of `L` steps |
-//! | `scratch` | `[B, H, L, N, N]` f32 | the states `S[t-1]` of the chunk being differentiated |
+//! | `checkpoints` | `[B, H, ceil(T / L), N, N]` f32 | state at the start of each chunk of `L` steps, stored transposed (`[j, i]`) |
+//! | `scratch` | `[B, H, L, N, N]` f32 | the states `S[t-1]` of the chunk being differentiated, transposed |
 //!
 //! The recurrence (spec §1.4), with `w = exp(-exp(w_raw))`:
 //!
@@ -150,8 +150,10 @@ pub fn wkv6_backward_rows_kernel<F: Float, S: Float>(
     let bh = b * heads + h;
     let row = bh * n * n + i * n;
     let n_chunks = t_len.div_ceil(chunk);
-    let ckpt_base = bh * n_chunks * n * n + i * n;
-    let scratch_base = bh * chunk * n * n + i * n;
+    // Checkpoints and scratch are stored transposed (`[.., j, i]`): unit i's value j sits next to
+    // unit i+1's, so each store and load of a step is coalesced across the units.
+    let ckpt_base = bh * n_chunks * n * n + i;
+    let scratch_base = bh * chunk * n * n + i;
 
     let mut v_s = SharedMemory::<f32>::new(n);
     let mut dy_s = SharedMemory::<f32>::new(n);
@@ -169,7 +171,7 @@ pub fn wkv6_backward_rows_kernel<F: Float, S: Float>(
             let base = ckpt_base + (t / chunk) * n * n;
             #[unroll]
             for j in 0..n {
-                checkpoints[base + j] = s[j];
+                checkpoints[base + j * n] = s[j];
             }
         }
         let base = seq_base(b, t, h, t_len, heads, n);
@@ -211,13 +213,13 @@ pub fn wkv6_backward_rows_kernel<F: Float, S: Float>(
         let ckpt = ckpt_base + c * n * n;
         #[unroll]
         for j in 0..n {
-            s[j] = checkpoints[ckpt + j];
+            s[j] = checkpoints[ckpt + j * n];
         }
         for t in t0..t1 {
             let slot = scratch_base + (t - t0) * n * n;
             #[unroll]
             for j in 0..n {
-                scratch[slot + j] = s[j];
+                scratch[slot + j * n] = s[j];
             }
             let base = seq_base(b, t, h, t_len, heads, n);
             v_s[i] = f32::cast_from(v[base + i]);
@@ -249,7 +251,7 @@ pub fn wkv6_backward_rows_kernel<F: Float, S: Float>(
             for j in 0..n {
                 vdy += v_s[j] * dy_s[j];
                 acc_k += g[j] * v_s[j];
-                acc_w += g[j] * scratch[slot + j];
+                acc_w += g[j] * scratch[slot + j * n];
                 g[j] = g[j] * wi + ri * dy_s[j];
             }
             dk[base + i] = F::cast_from(acc_k + ui * ri * vdy);

@@ -290,9 +290,62 @@ impl Case {
     }
 }
 
+/// A case's tensors on a device plus the case as the implementation sees it.
+#[derive(Clone, Debug)]
+pub struct OnDevice<B: burn::tensor::backend::Backend> {
+    /// The inputs.
+    pub x: CaseTensors<B>,
+    /// Cotangent of `y` `[B, T, H, N]` (dtype of the sequences).
+    pub dy: Tensor<B, 4>,
+    /// Cotangent of the final state `[B, H, N, N]` (dtype of the state).
+    pub d_state: Tensor<B, 4>,
+    /// The case rebuilt from the values read back from those tensors: exactly what the
+    /// implementation receives, whatever rounding the conversion to the dtype did.
+    pub seen: Case,
+}
+
+impl Case {
+    /// Creates the inputs and cotangents on `dev` (sequences and `u` in `dtype`, the state and its
+    /// cotangent in `state_dtype`) and reads them back, so the reference can run on exactly the
+    /// values the implementation gets.
+    pub fn on_device<B: burn::tensor::backend::Backend>(
+        &self,
+        dev: &B::Device,
+        dtype: DType,
+        state_dtype: DType,
+    ) -> OnDevice<B> {
+        let Dims { b, t, h, n } = self.dims;
+        let seq = [b, t, h, n];
+        let st = [b, h, n, n];
+        let zeros = vec![0.0; self.dims.state_len()];
+        let x = CaseTensors {
+            r: tensor(&self.r, seq, dev, dtype),
+            k: tensor(&self.k, seq, dev, dtype),
+            v: tensor(&self.v, seq, dev, dtype),
+            w_raw: tensor(&self.w_raw, seq, dev, dtype),
+            u: tensor(&self.u, [h, n], dev, dtype),
+            initial_state: tensor(self.initial_state.as_deref().unwrap_or(&zeros), st, dev, state_dtype),
+        };
+        let dy = tensor(&self.dy, seq, dev, dtype);
+        let d_state = tensor(&self.d_state, st, dev, state_dtype);
+        let seen = Case {
+            dims: self.dims,
+            r: values(x.r.clone()),
+            k: values(x.k.clone()),
+            v: values(x.v.clone()),
+            w_raw: values(x.w_raw.clone()),
+            u: values(x.u.clone()),
+            initial_state: Some(values(x.initial_state.clone())),
+            dy: values(dy.clone()),
+            d_state: values(d_state.clone()),
+        };
+        OnDevice { x, dy, d_state, seen }
+    }
+}
+
 /// Tolerances for an implementation whose inputs and outputs are in `dtype` (state and
-/// accumulation in f32), against the f64 reference run on the same inputs rounded to `dtype`
-/// ([`Case::rounded`]), so what remains is the implementation's own error: f64 1e-9; f32 1e-4
+/// accumulation in f32), against the f64 reference run on exactly the inputs it receives
+/// ([`Case::on_device`]), so what remains is the implementation's own error: f64 1e-9; f32 1e-4
 /// absolute + 1e-5 relative; f16 and bf16 dominated by the final rounding of each output to the
 /// format (unit roundoff 2^-11 and 2^-8), as measured on the kernels of `visualrwkv-kernels`
 /// (docs/gpu.md).
@@ -340,8 +393,9 @@ pub fn check_forward_impl<B: burn::tensor::backend::Backend>(
     dtype: DType,
     tol: Tolerance,
 ) -> Result<(), String> {
-    let (y, state) = imp.run(case.tensors::<B>(dev, dtype))?;
-    let want = case.rounded(dtype).reference();
+    let d = case.on_device::<B>(dev, dtype, dtype);
+    let (y, state) = imp.run(d.x)?;
+    let want = d.seen.reference();
     let ctx = format!("{:?} {dtype:?}", case.dims);
     compare(&format!("y ({ctx})"), &values(y), &want.y, tol)?;
     compare(&format!("state ({ctx})"), &values(state), &want.state, tol)
@@ -357,29 +411,27 @@ pub fn check_gradients_impl<B: AutodiffBackend>(
     dtype: DType,
     tol: Tolerance,
 ) -> Result<(), String> {
-    let Dims { b, t, h, n } = case.dims;
-    let x = case.tensors::<B>(dev, dtype);
+    let d = case.on_device::<B>(dev, dtype, dtype);
+    let n_u = case.dims.u_len();
     let x = CaseTensors {
-        r: x.r.require_grad(),
-        k: x.k.require_grad(),
-        v: x.v.require_grad(),
-        w_raw: x.w_raw.require_grad(),
-        u: x.u.require_grad(),
-        initial_state: x.initial_state.require_grad(),
+        r: d.x.r.require_grad(),
+        k: d.x.k.require_grad(),
+        v: d.x.v.require_grad(),
+        w_raw: d.x.w_raw.require_grad(),
+        u: d.x.u.require_grad(),
+        initial_state: d.x.initial_state.require_grad(),
     };
     let (y, state) = imp.run(x.clone())?;
-    let dy = tensor::<B, 4>(&case.dy, [b, t, h, n], dev, dtype);
-    let ds = tensor::<B, 4>(&case.d_state, [b, h, n, n], dev, dtype);
-    let loss = (y * dy).sum() + (state * ds).sum();
+    let loss = (y * d.dy).sum() + (state * d.d_state).sum();
     let grads = loss.backward();
-    let want = case.rounded(dtype).reference_gradients();
+    let want = d.seen.reference_gradients();
     let ctx = format!("{:?} {dtype:?}", case.dims);
     let grad = |x: &Tensor<B, 4>| x.grad(&grads).map(values).unwrap_or_else(|| vec![0.0; x.shape().num_elements()]);
     compare(&format!("dr ({ctx})"), &grad(&x.r), &want.r, tol)?;
     compare(&format!("dk ({ctx})"), &grad(&x.k), &want.k, tol)?;
     compare(&format!("dv ({ctx})"), &grad(&x.v), &want.v, tol)?;
     compare(&format!("dw_raw ({ctx})"), &grad(&x.w_raw), &want.w_raw, tol)?;
-    let du = x.u.grad(&grads).map(values).unwrap_or_else(|| vec![0.0; h * n]);
+    let du = x.u.grad(&grads).map(values).unwrap_or_else(|| vec![0.0; n_u]);
     compare(&format!("du ({ctx})"), &du, &want.u, tol)?;
     compare(&format!("d initial_state ({ctx})"), &grad(&x.initial_state), &want.initial_state, tol)
 }
