@@ -88,8 +88,10 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
-    /// A tiny VisualRWKV for the synthetic task of `data`: a 1-layer CLIP-style tower with one
-    /// patch per grid cell, an `mlp2x_gelu` projector, and a 2-layer RWKV-6 of width `width` on
+    /// A tiny VisualRWKV for the synthetic task of `data`: a CLIP-style tower reduced to its
+    /// embeddings (patch projection with one patch per grid cell, class token, positions,
+    /// pre-layernorm; no encoder layer), so with the frozen tower and the trained `mlp2x_gelu`
+    /// projector the image path is a patch projector; and an RWKV-6 of `layers` × `width` on
     /// byte-level ids (`Tokenizer::world_bytes`, vocabulary 256).
     pub fn tiny(data: &DataConfig, width: usize, layers: usize) -> Self {
         let head_size = 16;
@@ -110,7 +112,7 @@ impl ModelConfig {
                 patch_size: data.cell_px,
                 hidden_size: 64,
                 intermediate_size: 128,
-                num_hidden_layers: 1,
+                num_hidden_layers: 0,
                 num_attention_heads: 4,
                 num_channels: 3,
                 layer_norm_eps: 1e-5,

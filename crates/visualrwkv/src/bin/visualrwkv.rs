@@ -28,8 +28,8 @@ struct Cli {
 /// Settings shared by `demo` and `ablate`: data, model and optimisation.
 #[derive(Args, Clone)]
 struct RunArgs {
-    /// Optimiser steps.
-    #[arg(long, default_value_t = 1200)]
+    /// Optimiser steps (800 take about 4 minutes on 2 CPU cores).
+    #[arg(long, default_value_t = 800)]
     steps: usize,
     /// Samples per step.
     #[arg(long, default_value_t = 16)]
