@@ -24,11 +24,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     settings.data.train_images = 500;
     settings.data.test_images = 100;
 
-    let prompts: Vec<(String, Box<dyn PromptStrategy>)> = vec![
-        ("sandwich".into(), Box::new(Sandwich)),
-        ("hint".into(), Box::new(Hint("Look at the grid.".into()))),
-    ];
-    let scans: Vec<(String, Box<dyn Scan>)> = vec![("bi".into(), Box::new(BiDirectional)), ("snake".into(), Box::new(Snake))];
+    let prompts: Vec<(String, Box<dyn PromptStrategy>)> =
+        vec![("sandwich".into(), Box::new(Sandwich)), ("hint".into(), Box::new(Hint("Look at the grid.".into())))];
+    let scans: Vec<(String, Box<dyn Scan>)> =
+        vec![("bi".into(), Box::new(BiDirectional)), ("snake".into(), Box::new(Snake))];
 
     let runs = ablate(&settings, &prompts, &scans, 1, true)?;
     let splits = generate(&settings.data)?;

@@ -115,7 +115,7 @@ fn the_assistant_prefix_is_masked_whatever_the_tokenizer() {
     // Byte-level ids (id = byte + 1): "Assistant:" is 10 tokens, all masked; " red\n\n" trained.
     let tok = Tokenizer::world_bytes();
     let conv = Conversation::question("Q?").push(Role::Assistant, "red");
-    let p = build(&conv, &ImageFirst, &tok, true, false).unwrap();
+    let p = build(&conv, &ImageFirst, tok, true, false).unwrap();
     let answer_start = p.turn_lengths[0];
     let want_masked = vec![IGNORE_INDEX; 10];
     assert_eq!(&p.labels[answer_start..answer_start + 10], want_masked.as_slice());

@@ -122,7 +122,7 @@ mod tests {
         let plain_value = plain.clone().into_scalar();
         let g_plain = x.grad(&plain.backward()).unwrap().into_data().to_vec::<f32>().unwrap();
         let x = logits(values, 2, 3).require_grad();
-        let wrapped = sample_loss(x.clone(), &labels).unwrap() + l2wrap(&[x.clone()], factor);
+        let wrapped = sample_loss(x.clone(), &labels).unwrap() + l2wrap(std::slice::from_ref(&x), factor);
         assert_eq!(plain_value, wrapped.clone().into_scalar());
         let g_wrap = x.grad(&wrapped.backward()).unwrap().into_data().to_vec::<f32>().unwrap();
         let diff: Vec<f32> = g_wrap.iter().zip(&g_plain).map(|(a, b)| a - b).collect();

@@ -123,8 +123,8 @@ pub fn run(
     let tokenizer = Tokenizer::world_bytes();
     let inner = for_eval(&model);
     let train =
-        TaskData::prepare(&splits.train, settings.data.cell_px, &inner, strategy, &tokenizer)?.lift::<DemoBackend>();
-    let test = TaskData::prepare(&splits.test, settings.data.cell_px, &inner, strategy, &tokenizer)?;
+        TaskData::prepare(&splits.train, settings.data.cell_px, &inner, strategy, tokenizer)?.lift::<DemoBackend>();
+    let test = TaskData::prepare(&splits.test, settings.data.cell_px, &inner, strategy, tokenizer)?;
     let mut trainer = Trainer::new(model, settings.train.clone())?;
 
     let bar = if progress { ProgressBar::new(settings.train.steps as u64) } else { ProgressBar::hidden() };
@@ -147,7 +147,7 @@ pub fn run(
     }
     bar.finish_and_clear();
     let train_seconds = start.elapsed().as_secs_f64();
-    let accuracy = evaluate(&for_eval(&trainer.model), &test, scan, &tokenizer, settings.eval_limit)?;
+    let accuracy = evaluate(&for_eval(&trainer.model), &test, scan, tokenizer, settings.eval_limit)?;
     Ok(RunResult { trainer, history, accuracy, baseline, train_seconds, splits, test })
 }
 
@@ -212,7 +212,7 @@ pub fn examples(
     let mut out = Vec::new();
     for i in 0..n.min(result.test.examples.len()) {
         let e = &result.test.examples[i];
-        let got = answer(&model, &result.test, i, scan, &tokenizer)?;
+        let got = answer(&model, &result.test, i, scan, tokenizer)?;
         let scene = &result.splits.test.scenes[e.image];
         if let Some(dir) = dir {
             let path = dir.join(format!("example-{i}.png"));

@@ -22,8 +22,8 @@ fn setup(seed: u64) -> (VisualRwkv<A>, TaskData<A>, TaskData<NdArray>) {
     let model: VisualRwkv<A> = ModelConfig::tiny(&data, 32, 1).init(&Default::default()).unwrap();
     let tok = Tokenizer::world_bytes();
     let inner = for_eval(&model);
-    let train = TaskData::prepare(&splits.train, data.cell_px, &inner, &Sandwich, &tok).unwrap().lift::<A>();
-    let test = TaskData::prepare(&splits.test, data.cell_px, &inner, &Sandwich, &tok).unwrap();
+    let train = TaskData::prepare(&splits.train, data.cell_px, &inner, &Sandwich, tok).unwrap().lift::<A>();
+    let test = TaskData::prepare(&splits.test, data.cell_px, &inner, &Sandwich, tok).unwrap();
     (model, train, test)
 }
 
@@ -110,7 +110,7 @@ fn stage_one_updates_only_the_projector_and_stage_two_keeps_embeddings_and_tower
 #[test]
 fn evaluation_scores_greedy_answers_per_type() {
     let (model, _, test) = setup(4);
-    let acc = evaluate(&for_eval(&model), &test, &BiDirectional, &Tokenizer::world_bytes(), Some(6)).unwrap();
+    let acc = evaluate(&for_eval(&model), &test, &BiDirectional, Tokenizer::world_bytes(), Some(6)).unwrap();
     assert_eq!(acc.per_type.values().map(|(_, t)| t).sum::<usize>(), 6);
     assert!((0.0..=1.0).contains(&acc.overall()));
 }
