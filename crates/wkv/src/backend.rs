@@ -265,6 +265,30 @@ mod ndarray_impl {
                 }
             }
         }
+
+        #[cfg(feature = "autodiff")]
+        fn wkv6_has_backward() -> bool {
+            true
+        }
+
+        /// The CPU backward of [`crate::cpu::backward`] (chunk checkpoints, parallel over heads);
+        /// mixed dtypes fall back to autodiff through the chunked ops.
+        #[cfg(feature = "autodiff")]
+        fn wkv6_backward(
+            x: super::Wkv6Inputs<Self>,
+            dy: FloatTensor<Self>,
+            d_state: FloatTensor<Self>,
+            chunk_len: usize,
+        ) -> super::Wkv6Gradients<Self> {
+            match cpu::backward_primitives([x.r, x.k, x.v, x.w_raw, x.u, x.initial_state, dy, d_state]) {
+                Ok([r, k, v, w_raw, u, initial_state]) => super::Wkv6Gradients { r, k, v, w_raw, u, initial_state },
+                Err(x) => {
+                    let [r, k, v, w_raw, u, initial_state, dy, ds] = *x;
+                    let inputs = super::Wkv6Inputs { r, k, v, w_raw, u, initial_state };
+                    super::chunked_backward::<Self>(inputs, dy, ds, chunk_len)
+                }
+            }
+        }
     }
 }
 

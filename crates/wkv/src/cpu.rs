@@ -12,6 +12,9 @@
 
 use num_traits::Float;
 
+mod backward;
+pub use backward::backward;
+
 use crate::WkvError;
 use crate::reference::{Dims, Inputs, Output, decay};
 
@@ -381,9 +384,9 @@ pub fn forward_in_place<F: KernelFloat>(
 }
 
 #[cfg(feature = "ndarray")]
-pub(crate) use ndarray_glue::forward_primitives;
-#[cfg(feature = "ndarray")]
 pub use ndarray_glue::view_f32;
+#[cfg(feature = "ndarray")]
+pub(crate) use ndarray_glue::{backward_primitives, forward_primitives};
 
 #[cfg(feature = "ndarray")]
 mod ndarray_glue {
@@ -391,7 +394,7 @@ mod ndarray_glue {
 
     use burn::backend::ndarray::{NdArrayTensor, SharedArray};
 
-    use super::{KernelFloat, forward_in_place};
+    use super::{KernelFloat, backward, forward_in_place};
     use crate::reference::{Dims, Inputs};
 
     /// Element types with an `NdArrayTensor` variant.
@@ -479,5 +482,50 @@ mod ndarray_glue {
         step: bool,
     ) -> Result<(NdArrayTensor, NdArrayTensor), Box<[NdArrayTensor; 6]>> {
         run::<f32>([r, k, v, w_raw, u, state], step).or_else(|x| run::<f64>(*x, step))
+    }
+
+    fn run_backward<F: HostFloat>(x: [NdArrayTensor; 8]) -> Result<[NdArrayTensor; 6], Box<[NdArrayTensor; 8]>>
+    where
+        NdArrayTensor: From<SharedArray<F>>,
+    {
+        let shape = burn::tensor::TensorMetadata::shape(&x[0]).to_vec();
+        let [b, t, h, n] = shape[..] else {
+            return Err(Box::new(x));
+        };
+        let grads = {
+            let Some(views) = x.iter().map(F::view).collect::<Option<Vec<_>>>() else {
+                return Err(Box::new(x));
+            };
+            let inputs = Inputs {
+                r: &views[0],
+                k: &views[1],
+                v: &views[2],
+                w_raw: &views[3],
+                u: &views[4],
+                initial_state: Some(&views[5]),
+            };
+            backward(Dims::new(b, t, h, n), inputs, &views[6], Some(&views[7]))
+        };
+        let Ok(g) = grads else {
+            return Err(Box::new(x));
+        };
+        let array = |shape: Vec<usize>, v: Vec<F>| -> NdArrayTensor {
+            SharedArray::<F>::from_shape_vec(shape, v).expect("lengths match the checked dims").into()
+        };
+        Ok([
+            array(shape.clone(), g.r),
+            array(shape.clone(), g.k),
+            array(shape.clone(), g.v),
+            array(shape.clone(), g.w_raw),
+            array(vec![h, n], g.u),
+            array(vec![b, h, n, n], g.initial_state),
+        ])
+    }
+
+    /// Runs the CPU backward ([`backward`]) on `NdArray` primitives `[r, k, v, w_raw, u,
+    /// initial_state, dy, d_state]`, returning the six gradients; gives the inputs back when
+    /// they are not all f32 or all f64 (or do not have the op's shapes).
+    pub(crate) fn backward_primitives(x: [NdArrayTensor; 8]) -> Result<[NdArrayTensor; 6], Box<[NdArrayTensor; 8]>> {
+        run_backward::<f32>(x).or_else(|x| run_backward::<f64>(*x))
     }
 }

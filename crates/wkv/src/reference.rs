@@ -69,7 +69,13 @@ impl Dims {
         (b * self.h + h) * self.n * self.n
     }
 
-    fn check(&self, name: &'static str, len: usize, expected: usize, shape: Vec<usize>) -> Result<(), WkvError> {
+    pub(crate) fn check(
+        &self,
+        name: &'static str,
+        len: usize,
+        expected: usize,
+        shape: Vec<usize>,
+    ) -> Result<(), WkvError> {
         if len == expected { Ok(()) } else { Err(WkvError::Length { name, expected: shape, found: len }) }
     }
 

@@ -1,12 +1,44 @@
-//! Gradients: burn autodiff through the op == the reference backward == central finite
-//! differences of the reference forward in f64, for r, k, v, w_raw, u and the initial state.
+//! Gradients: the CPU backward kernel == burn autodiff through the chunked formulation == the
+//! reference backward == central finite differences of the reference forward in f64, for r, k,
+//! v, w_raw, u and the initial state.
 
 mod common;
 
 use burn::backend::{Autodiff, NdArray};
+use burn::tensor::backend::AutodiffBackend;
 use proptest::prelude::*;
 use visualrwkv_wkv::reference::{self, Dims, Inputs};
-use visualrwkv_wkv::testing::{Case, CaseConfig, Tolerance, cases, check_gradients, compare};
+use visualrwkv_wkv::testing::{
+    Case, CaseConfig, CaseTensors, Tolerance, cases, check_gradients, check_gradients_impl, compare,
+};
+use visualrwkv_wkv::{chunked, cpu};
+
+/// Gradients through burn's autodiff of the chunked tensor-op formulation (not the backend's
+/// backward kernel), compared with the reference backward.
+fn check_chunked<B: AutodiffBackend>(case: &Case, chunk: usize, tol: Tolerance) -> Result<(), String> {
+    let imp = move |x: CaseTensors<B>| Ok(chunked::forward(x.r, x.k, x.v, x.w_raw, x.u, x.initial_state, chunk));
+    let dtype = <B::FloatElem as burn::tensor::Element>::dtype();
+    check_gradients_impl(&imp, case, &Default::default(), dtype, tol).map_err(|e| format!("{e} chunk {chunk}"))
+}
+
+/// The CPU backward kernel on slices against the reference backward, both in f64.
+fn check_cpu_f64(case: &Case) -> Result<(), String> {
+    let got = cpu::backward(case.dims, case.inputs(), &case.dy, Some(&case.d_state)).map_err(|e| e.to_string())?;
+    let want = case.reference_gradients();
+    let tol = Tolerance { abs: 1e-10, rel: 1e-10 };
+    let pairs = [
+        (&got.r, &want.r),
+        (&got.k, &want.k),
+        (&got.v, &want.v),
+        (&got.w_raw, &want.w_raw),
+        (&got.u, &want.u),
+        (&got.initial_state, &want.initial_state),
+    ];
+    for (name, (g, w)) in NAMES.iter().zip(pairs) {
+        compare(&format!("{:?} d{name}", case.dims), g, w, tol)?;
+    }
+    Ok(())
+}
 
 /// Loss of the reference forward in f64: sum(y ⊙ dy) + sum(S ⊙ dS).
 fn loss(case: &Case, x: Inputs<'_, f64>) -> f64 {
@@ -86,18 +118,53 @@ fn autodiff_f64_equals_finite_differences() {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
 
-    /// Autodiff through the chunked op (f64) equals the reference backward, for every chunk length,
-    /// with extreme decays and initial states.
+    /// Autodiff through the chunked formulation (f64) equals the reference backward, for every
+    /// chunk length, with extreme decays and initial states.
     #[test]
-    fn autodiff_f64_equals_reference_backward(case in cases(CaseConfig::small()), chunk in 1usize..12) {
-        check_gradients::<Autodiff<NdArray<f64>>>(&case, chunk, &Default::default(), Tolerance { abs: 1e-8, rel: 1e-8 })
+    fn chunked_autodiff_f64_equals_reference_backward(case in cases(CaseConfig::small()), chunk in 1usize..12) {
+        check_chunked::<Autodiff<NdArray<f64>>>(&case, chunk, Tolerance { abs: 1e-8, rel: 1e-8 })
             .map_err(TestCaseError::fail)?;
     }
 
     /// The same in f32, to the f32 tolerance.
     #[test]
-    fn autodiff_f32_equals_reference_backward(case in cases(CaseConfig { head_sizes: vec![1, 4, 16], time: 1..48, ..CaseConfig::small() }), chunk in 1usize..24) {
-        check_gradients::<Autodiff<NdArray>>(&case, chunk, &Default::default(), Tolerance { abs: 2e-4, rel: 1e-4 })
+    fn chunked_autodiff_f32_equals_reference_backward(case in cases(CaseConfig { head_sizes: vec![1, 4, 16], time: 1..48, ..CaseConfig::small() }), chunk in 1usize..24) {
+        check_chunked::<Autodiff<NdArray>>(&case, chunk, Tolerance { abs: 2e-4, rel: 1e-4 })
             .map_err(TestCaseError::fail)?;
     }
+
+    /// The CPU backward kernel (f64, slices) equals the reference backward: odd T and T = 1,
+    /// several heads, `w_raw` ∈ [-20, 5], with and without initial states.
+    #[test]
+    fn cpu_backward_f64_equals_reference(case in cases(CaseConfig { time: 1..90, ..CaseConfig::wide() })) {
+        check_cpu_f64(&case).map_err(TestCaseError::fail)?;
+    }
+
+    /// `Autodiff<NdArray>` (f32) runs WKV6 as one node with the CPU backward kernel; its
+    /// gradients equal the reference backward's to the f32 tolerance.
+    #[test]
+    fn cpu_backward_f32_through_autodiff_equals_reference(case in cases(CaseConfig { time: 1..120, ..CaseConfig::wide() })) {
+        check_gradients::<Autodiff<NdArray>>(&case, 16, &Default::default(), Tolerance::F32)
+            .map_err(TestCaseError::fail)?;
+    }
+}
+
+/// Long sequences exercise several checkpoint chunks (L = ⌈√T⌉, last chunk partial).
+#[test]
+fn cpu_backward_long_sequences() {
+    for (seed, t) in [(1, 1100), (2, 257)] {
+        let case = Case::random(Dims::new(2, t, 2, 16), seed, (-20.0, 5.0), true);
+        check_cpu_f64(&case).unwrap();
+        check_gradients::<Autodiff<NdArray>>(&case, 16, &Default::default(), Tolerance::F32).unwrap();
+    }
+}
+
+/// Bad lengths are errors naming the tensor, not panics.
+#[test]
+fn cpu_backward_rejects_bad_lengths() {
+    let case = Case::random(Dims::new(1, 3, 1, 2), 3, (-1.0, 1.0), false);
+    let err = cpu::backward(case.dims, case.inputs(), &case.dy[1..], None).unwrap_err();
+    assert!(err.to_string().contains("dy"), "{err}");
+    let err = cpu::backward(case.dims, case.inputs(), &case.dy, Some(&case.d_state[1..])).unwrap_err();
+    assert!(err.to_string().contains("d_state"), "{err}");
 }
