@@ -294,6 +294,29 @@ pub struct Splits {
     pub test: Split,
 }
 
+impl Split {
+    /// Every question and answer text of the split.
+    pub fn texts(&self) -> impl Iterator<Item = &str> {
+        self.examples.iter().flat_map(|e| [e.question.as_str(), e.answer.as_str()])
+    }
+}
+
+/// The word pieces of `texts`, sorted and deduplicated: every run of letters and digits both
+/// with a leading space and without (`" red"`, `"red"`), and every other non-space character
+/// (`"?"`, `","`). A tokenizer with these pieces on top of the 256 bytes encodes the task's
+/// questions and answers one word per token.
+pub fn word_pieces<'a>(texts: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut pieces = std::collections::BTreeSet::new();
+    for text in texts {
+        for word in text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
+            pieces.insert(word.to_string());
+            pieces.insert(format!(" {word}"));
+        }
+        pieces.extend(text.chars().filter(|c| !c.is_alphanumeric() && !c.is_whitespace()).map(String::from));
+    }
+    pieces.into_iter().collect()
+}
+
 /// Dataset sizes and the seed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DataConfig {
@@ -656,6 +679,18 @@ mod tests {
         assert_eq!(img.get_pixel(4, 4).0, Color::Red.rgb());
         assert_eq!(img.get_pixel(20, 20).0, [0, 0, 0]);
         assert_eq!(img.get_pixel(12, 4).0, Color::Blue.rgb());
+    }
+
+    #[test]
+    fn word_pieces_cover_words_with_and_without_space() {
+        let p = word_pieces(["What is left of the red circle?", "nothing"]);
+        for w in ["What", " What", " red", "red", " circle", "?", " nothing", "nothing"] {
+            assert!(p.contains(&w.to_string()), "{w:?} missing from {p:?}");
+        }
+        assert!(!p.iter().any(|w| w.contains('?') && w.len() > 1));
+        let mut sorted = p.clone();
+        sorted.dedup();
+        assert_eq!(sorted, p);
     }
 
     #[test]

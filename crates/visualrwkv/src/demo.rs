@@ -20,7 +20,7 @@ use visualrwkv_tokenizer::Tokenizer;
 use visualrwkv_train::data::{Baseline, DataConfig, QuestionType, Splits, generate, majority_baseline};
 
 use crate::training::{
-    Accuracy, ModelConfig, StepStats, TaskData, TrainConfig, TrainError, Trainer, answer, evaluate, for_eval,
+    Accuracy, ModelConfig, StepStats, TaskData, TrainConfig, TrainError, Trainer, Vocab, answer, evaluate, for_eval,
 };
 
 /// The training backend of the demo: burn-ndarray with autodiff.
@@ -35,6 +35,8 @@ pub struct RunSettings {
     pub width: usize,
     /// RWKV layers.
     pub layers: usize,
+    /// How text becomes ids.
+    pub vocab: Vocab,
     /// Optimisation.
     pub train: TrainConfig,
     /// Seed of the model's initialisation.
@@ -49,7 +51,8 @@ impl Default for RunSettings {
             data: DataConfig::default(),
             width: 64,
             layers: 2,
-            train: TrainConfig { steps: 1200, ..TrainConfig::default() },
+            vocab: Vocab::default(),
+            train: TrainConfig { steps: 3000, ..TrainConfig::default() },
             model_seed: 0,
             eval_limit: None,
         }
@@ -72,6 +75,8 @@ pub struct RunResult {
     pub splits: Splits,
     /// The prepared test split.
     pub test: TaskData<NdArray>,
+    /// The tokenizer the model was trained with.
+    pub tokenizer: Tokenizer,
 }
 
 /// Writes one line of metrics per step as JSON (`metrics.jsonl`) and CSV (`metrics.csv`).
@@ -119,12 +124,13 @@ pub fn run(
     let baseline = majority_baseline(&splits.train, &splits.test);
     let device = Default::default();
     <NdArray as Backend>::seed(&device, settings.model_seed);
-    let model = ModelConfig::tiny(&settings.data, settings.width, settings.layers).init::<DemoBackend>(&device)?;
-    let tokenizer = Tokenizer::world_bytes();
+    let tokenizer = settings.vocab.tokenizer(&splits.train);
+    let model =
+        ModelConfig::tiny(&settings.data, settings.width, settings.layers, &tokenizer).init::<DemoBackend>(&device)?;
     let inner = for_eval(&model);
     let train =
-        TaskData::prepare(&splits.train, settings.data.cell_px, &inner, strategy, tokenizer)?.lift::<DemoBackend>();
-    let test = TaskData::prepare(&splits.test, settings.data.cell_px, &inner, strategy, tokenizer)?;
+        TaskData::prepare(&splits.train, settings.data.cell_px, &inner, strategy, &tokenizer)?.lift::<DemoBackend>();
+    let test = TaskData::prepare(&splits.test, settings.data.cell_px, &inner, strategy, &tokenizer)?;
     let mut trainer = Trainer::new(model, settings.train.clone())?;
 
     let bar = if progress { ProgressBar::new(settings.train.steps as u64) } else { ProgressBar::hidden() };
@@ -147,8 +153,8 @@ pub fn run(
     }
     bar.finish_and_clear();
     let train_seconds = start.elapsed().as_secs_f64();
-    let accuracy = evaluate(&for_eval(&trainer.model), &test, scan, tokenizer, settings.eval_limit)?;
-    Ok(RunResult { trainer, history, accuracy, baseline, train_seconds, splits, test })
+    let accuracy = evaluate(&for_eval(&trainer.model), &test, scan, &tokenizer, settings.eval_limit)?;
+    Ok(RunResult { trainer, history, accuracy, baseline, train_seconds, splits, test, tokenizer })
 }
 
 /// The accuracy table of a run next to the baseline, in markdown.
@@ -208,7 +214,7 @@ pub fn examples(
     dir: Option<&Path>,
 ) -> Result<Vec<(String, String, String, String)>, TrainError> {
     let model = for_eval(&result.trainer.model);
-    let tokenizer = Tokenizer::world_bytes();
+    let tokenizer = &result.tokenizer;
     let mut out = Vec::new();
     for i in 0..n.min(result.test.examples.len()) {
         let e = &result.test.examples[i];

@@ -5,7 +5,7 @@ use burn::backend::{Autodiff, NdArray};
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use visualrwkv::training::{ModelConfig, Stage, TaskData, TrainConfig, Trainer, evaluate, for_eval};
+use visualrwkv::training::{ModelConfig, Stage, TaskData, TrainConfig, Trainer, evaluate, for_eval, task_tokenizer};
 use visualrwkv::vlm::VisualRwkv;
 use visualrwkv_prompt::Sandwich;
 use visualrwkv_scan::BiDirectional;
@@ -19,8 +19,8 @@ fn setup(seed: u64) -> (VisualRwkv<A>, TaskData<A>, TaskData<NdArray>) {
         DataConfig { train_images: 12, val_images: 2, test_images: 4, questions_per_image: 3, ..DataConfig::default() };
     let splits = generate(&data).unwrap();
     <NdArray as Backend>::seed(&Default::default(), seed);
-    let model: VisualRwkv<A> = ModelConfig::tiny(&data, 32, 1).init(&Default::default()).unwrap();
     let tok = Tokenizer::world_bytes();
+    let model: VisualRwkv<A> = ModelConfig::tiny(&data, 32, 1, tok).init(&Default::default()).unwrap();
     let inner = for_eval(&model);
     let train = TaskData::prepare(&splits.train, data.cell_px, &inner, &Sandwich, tok).unwrap().lift::<A>();
     let test = TaskData::prepare(&splits.test, data.cell_px, &inner, &Sandwich, tok).unwrap();
@@ -113,4 +113,23 @@ fn evaluation_scores_greedy_answers_per_type() {
     let acc = evaluate(&for_eval(&model), &test, &BiDirectional, Tokenizer::world_bytes(), Some(6)).unwrap();
     assert_eq!(acc.per_type.values().map(|(_, t)| t).sum::<usize>(), 6);
     assert!((0.0..=1.0).contains(&acc.overall()));
+}
+
+#[test]
+fn task_tokenizer_gives_one_token_per_word() {
+    let data =
+        DataConfig { train_images: 12, val_images: 2, test_images: 4, questions_per_image: 6, ..DataConfig::default() };
+    let splits = generate(&data).unwrap();
+    let tok = task_tokenizer(&splits.train);
+    for e in &splits.train.examples {
+        let ids = tok.encode(&e.question);
+        // Every word one token, plus the question mark.
+        assert_eq!(ids.len(), e.question.split(' ').count() + 1, "{:?} -> {ids:?}", e.question);
+        assert_eq!(tok.decode(&ids).unwrap(), e.question);
+        assert_eq!(tok.encode(&format!(" {}", e.answer)).len(), 1, "answer {:?}", e.answer);
+    }
+    assert_eq!(tok.encode("\n\n").len(), 1);
+    assert_eq!(tok.encode("Assistant:").len(), 2);
+    // Text outside the task still encodes, byte by byte.
+    assert_eq!(tok.decode(&tok.encode("zebra ✓")).unwrap(), "zebra ✓");
 }

@@ -28,8 +28,8 @@ struct Cli {
 /// Settings shared by `demo` and `ablate`: data, model and optimisation.
 #[derive(Args, Clone)]
 struct RunArgs {
-    /// Optimiser steps (800 take about 4 minutes on 2 CPU cores).
-    #[arg(long, default_value_t = 800)]
+    /// Optimiser steps (3000 take about 3 minutes on 2 CPU cores).
+    #[arg(long, default_value_t = 3000)]
     steps: usize,
     /// Samples per step.
     #[arg(long, default_value_t = 16)]
@@ -61,6 +61,10 @@ struct RunArgs {
     /// Seed of data, initialisation and batch order.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Text ids: words (the 256 bytes plus the task's word pieces, one token per word) or bytes
+    /// (byte-level World ids).
+    #[arg(long, default_value = "words")]
+    vocab: String,
 }
 
 impl RunArgs {
@@ -71,6 +75,11 @@ impl RunArgs {
             "full" | "2" => Stage::Full,
             "projector" | "1" => Stage::Projector,
             other => return Err(format!("unknown --stage `{other}` (full, projector)").into()),
+        };
+        let vocab = match self.vocab.as_str() {
+            "words" => visualrwkv::training::Vocab::Words,
+            "bytes" => visualrwkv::training::Vocab::Bytes,
+            other => return Err(format!("unknown --vocab `{other}` (words, bytes)").into()),
         };
         let data = DataConfig {
             grid: self.grid,
@@ -96,6 +105,7 @@ impl RunArgs {
             data,
             width: self.width,
             layers: self.layers,
+            vocab,
             train,
             model_seed: self.seed,
             eval_limit: None,
