@@ -4,13 +4,18 @@
 //! Sizes (V = 65536): `0.1b` (C=768, L=12), `0.4b` (C=1024, L=24), `1.6b` (C=2048, L=24).
 //! `RWKV_BENCH_SIZES` picks them (default `0.1b,0.4b`; add `1.6b` with ~8 GB free memory);
 //! `RWKV_BENCH_PREFILL` (default 512) and `RWKV_BENCH_DECODE` (default 32) set the token counts.
-//! Each size runs in its own process so that the peak RSS (`VmHWM`) is its own.
+//! Each size runs in its own process so that the peak RSS (`VmHWM`) is its own (measured before
+//! the fused decoders are built).
+//!
+//! A second table times the fused CPU decoder (`Decoder`) from the same prefilled state with
+//! its matrices in f32, bf16 and f16, next to the bound `bytes read per token ÷ memory
+//! bandwidth`, the bandwidth measured in the same process (a multi-threaded sum over 1 GiB).
 
 use std::time::Instant;
 
 use burn::backend::NdArray;
 use burn::tensor::{Int, Tensor, TensorData};
-use visualrwkv_rwkv::RwkvConfig;
+use visualrwkv_rwkv::{Decoder, HostState, RwkvConfig, WeightDtype};
 
 type B = NdArray;
 
@@ -59,6 +64,7 @@ fn run_one(size: &str) {
     times.sort_by(f64::total_cmp);
     let decode_s = times[times.len() / 2];
     let weight_mib = params as f64 * 4.0 / (1 << 20) as f64;
+    let rss = peak_rss_mib();
     println!(
         "| {size} (C={}, L={}) | {:.1} M | {prefill} | {:.0} | {:.2} | {:.1} | {:.0} | {:.0} |",
         cfg.n_embd,
@@ -68,8 +74,71 @@ fn run_one(size: &str) {
         1.0 / decode_s,
         decode_s * 1e3,
         weight_mib,
-        peak_rss_mib()
+        rss
     );
+
+    // The fused decoder from the same prefilled state, in each weight type.
+    let bandwidth = read_bandwidth_gbs();
+    let host = HostState::from_state(&state, 0).expect("state row 0");
+    for dtype in [WeightDtype::F32, WeightDtype::Bf16, WeightDtype::F16] {
+        let dec = Decoder::new(&model, dtype).expect("decoder");
+        let mut st = host.clone();
+        let _ = dec.step(1, &mut st).expect("warm-up");
+        let mut times = Vec::new();
+        for i in 0..decode {
+            let s = Instant::now();
+            let logits = dec.step(((i * 31) % 65536) as u32, &mut st).expect("step");
+            std::hint::black_box(&logits);
+            times.push(s.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        let t = times[times.len() / 2];
+        let bytes = dec.bytes_per_token() as f64;
+        let bound = bytes / (bandwidth * 1e9);
+        println!(
+            "D| {size} | {dtype:?} | {:.1} | {:.1} | {:.2}x | {:.0} | {:.1} | {:.1} | {:.1} | {:.2}x |",
+            1.0 / t,
+            t * 1e3,
+            decode_s / t,
+            bytes / (1 << 20) as f64,
+            bytes / t / 1e9,
+            bandwidth,
+            bound * 1e3,
+            t / bound
+        );
+    }
+}
+
+/// Memory read bandwidth in GB/s: the best of 5 multi-threaded sums over 1 GiB of f32.
+fn read_bandwidth_gbs() -> f64 {
+    let n = 1usize << 28;
+    let data: Vec<f32> = (0..n).map(|i| (i % 7) as f32).collect();
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let s = Instant::now();
+        let total: f32 = std::thread::scope(|sc| {
+            let handles: Vec<_> = data
+                .chunks(n.div_ceil(cores))
+                .map(|part| {
+                    sc.spawn(move || {
+                        // Eight independent partial sums, so the loop is bound by loads, not adds.
+                        let mut acc = [0f32; 8];
+                        for c in part.chunks_exact(8) {
+                            for j in 0..8 {
+                                acc[j] += c[j];
+                            }
+                        }
+                        acc.iter().sum::<f32>()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("sum thread")).sum()
+        });
+        std::hint::black_box(total);
+        best = best.min(s.elapsed().as_secs_f64());
+    }
+    (n * 4) as f64 / best / 1e9
 }
 
 fn main() {
@@ -86,11 +155,28 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|");
     let exe = std::env::current_exe().expect("bench executable");
+    let mut fused = Vec::new();
     for size in env("RWKV_BENCH_SIZES", "0.1b,0.4b").split(',') {
-        let status =
-            std::process::Command::new(&exe).env("RWKV_BENCH_ONE", size.trim()).status().expect("run one size");
-        if !status.success() {
-            println!("| {size} | failed ({status}) |");
+        let out = std::process::Command::new(&exe).env("RWKV_BENCH_ONE", size.trim()).output().expect("run one size");
+        let text = String::from_utf8_lossy(&out.stdout);
+        for line in text.lines() {
+            match line.strip_prefix("D") {
+                Some(rest) => fused.push(rest.to_string()),
+                None => println!("{line}"),
+            }
         }
+        if !out.status.success() {
+            println!("| {size} | failed ({}) |", out.status);
+        }
+    }
+    println!(
+        "\nFused CPU decoder (`Decoder`) from the same prefilled state; bound = bytes read per token ÷ the memory read bandwidth measured in the same process\n"
+    );
+    println!(
+        "| model | weights | decode tokens/s | ms/token | speed-up vs burn decode | MiB read/token | effective GB/s | measured bandwidth GB/s | bound ms/token | time / bound |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for line in fused {
+        println!("{line}");
     }
 }

@@ -8,6 +8,8 @@
 //! - [`RwkvConfig`]: sizes, inferred from checkpoint shapes; `init` for random models.
 //! - [`Rwkv`]: the model; `forward` (token ids) and `forward_embeddings` (rows such as image
 //!   features) from an optional [`State`]; `forward_layer` for layer-by-layer execution.
+//! - [`Decoder`]: the fused CPU decoder (one token at a time over host buffers, weights in f32,
+//!   bf16 or f16) for fast generation.
 //! - [`checkpoint`]: official x060 safetensors checkpoints (F32/F16/BF16) with strict key checks,
 //!   and saving under the same names.
 //!
@@ -18,6 +20,7 @@
 
 pub mod checkpoint;
 mod config;
+pub mod decoder;
 pub mod dense;
 mod error;
 pub mod layers;
@@ -28,6 +31,7 @@ mod state;
 
 pub use checkpoint::{TensorMap, load, load_safetensors};
 pub use config::RwkvConfig;
+pub use decoder::{Decoder, HostState, WeightDtype};
 pub use dense::RwkvBackend;
 pub use error::{KeyProblem, RwkvError};
 pub use model::{LN_X_EPS, Rwkv, RwkvOutput};

@@ -149,3 +149,31 @@ fn save_then_load_round_trips_exactly() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// The fused CPU decoder (f32 weights) reproduces the official logits token by token, its state
+/// equals the official final state, and it resumes from a state prefilled by the burn model.
+#[test]
+fn fused_decoder_matches_the_official_package() {
+    use visualrwkv_rwkv::{Decoder, HostState, WeightDtype};
+    let model = load_safetensors::<B>(fixture("rwkv6_tiny_a_weights.safetensors"), &Default::default()).unwrap();
+    let (tokens, g) = golden();
+    let v = g["logits"].0[1];
+    let dec = Decoder::new(&model, WeightDtype::F32).unwrap();
+    let mut state = dec.zero_state();
+    for (t, &id) in tokens.iter().enumerate() {
+        let logits = dec.step(id as u32, &mut state).unwrap();
+        let d = max_diff(&logits, &g["logits"].1[t * v..(t + 1) * v]);
+        assert!(d <= TOL, "decoder step {t}: logits max diff {d:e}");
+    }
+    check_state(&state.to_state::<B>(&model.config(), &Default::default()), &g, "state");
+
+    // Prefill the first half with the burn model (sequence mode), decode the rest here.
+    let t_mid = 13;
+    let first = model.forward(tokens_tensor(&tokens[..t_mid]), None).unwrap();
+    let mut state = HostState::from_state(&first.state, 0).unwrap();
+    for (t, &id) in tokens.iter().enumerate().skip(t_mid) {
+        let logits = dec.step(id as u32, &mut state).unwrap();
+        let d = max_diff(&logits, &g["logits"].1[t * v..(t + 1) * v]);
+        assert!(d <= TOL, "resumed decoder step {t}: logits max diff {d:e}");
+    }
+}

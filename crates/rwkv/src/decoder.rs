@@ -1,0 +1,663 @@
+//! A fused single-token decoder for the CPU: the RWKV-6 step of [`Rwkv`] written directly over
+//! host buffers, with the large matrices stored in f32, bf16 or f16.
+//!
+//! Decoding one token multiplies a single row by every weight matrix, so its cost is reading the
+//! weights once. [`Decoder`] keeps each matrix output-major (`[out, in]`, one contiguous dot
+//! product per output), converts half-precision weights to f32 in registers (AVX2 + FMA + F16C,
+//! detected at run time; a portable loop otherwise), splits the outputs of large matrices over the
+//! cores, and runs the small parts (layer norms, LoRAs, WKV step, group norm) in place without a
+//! tensor library in between. Storing the matrices in bf16 or f16 halves the bytes each token
+//! reads; accumulation stays in f32.
+//!
+//! It computes the same function as [`Rwkv::forward`] in single-step mode (tested against the
+//! burn model and the official fixtures); the state converts to and from [`State`] so that a
+//! prompt can be prefilled by the burn model in sequence mode and decoded here.
+//!
+//! # Shapes
+//!
+//! Token id → logits `[V]`; per-layer state `att_shift` `[C]`, `wkv` `[H, N, N]` (key-major),
+//! `ffn_shift` `[C]` (batch 1).
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+use crate::dense::RwkvBackend;
+use crate::layers::Block;
+use crate::state::{LayerState, State};
+use crate::{LN_X_EPS, Rwkv, RwkvConfig, RwkvError};
+
+/// Epsilon of RWKV's layer norms (`ln0`, `ln1`, `ln2`, `ln_out`).
+const LN_EPS: f32 = 1e-5;
+
+/// Storage type of the decoder's large matrices (projections and head, and the embedding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightDtype {
+    /// 4 bytes per weight.
+    F32,
+    /// bfloat16 (round to nearest even): 2 bytes per weight.
+    Bf16,
+    /// IEEE half (round to nearest even): 2 bytes per weight.
+    F16,
+}
+
+impl WeightDtype {
+    /// Bytes per stored weight.
+    pub fn bytes(self) -> usize {
+        match self {
+            WeightDtype::F32 => 4,
+            WeightDtype::Bf16 | WeightDtype::F16 => 2,
+        }
+    }
+
+    /// The dtype named `f32`, `bf16` or `f16`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "f32" => Some(WeightDtype::F32),
+            "bf16" => Some(WeightDtype::Bf16),
+            "f16" => Some(WeightDtype::F16),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Data {
+    F32(Vec<f32>),
+    /// bf16 bit patterns.
+    Bf16(Vec<u16>),
+    /// f16 bit patterns.
+    F16(Vec<u16>),
+}
+
+/// A matrix stored output-major, `[out, in]`, in a [`WeightDtype`].
+#[derive(Clone, Debug)]
+pub struct Matrix {
+    out: usize,
+    inp: usize,
+    data: Data,
+}
+
+/// Matrices of at least this many weights are split over the cores.
+const PARALLEL_MIN: usize = 1 << 15;
+
+impl Matrix {
+    /// From burn's `Linear` layout `w` `[in, out]` (row-major), transposed and converted.
+    pub fn from_in_out(w: &[f32], inp: usize, out: usize, dtype: WeightDtype) -> Self {
+        let mut t = vec![0f32; inp * out];
+        for i in 0..inp {
+            for (o, &x) in w[i * out..(i + 1) * out].iter().enumerate() {
+                t[o * inp + i] = x;
+            }
+        }
+        Self::from_out_in(t, inp, out, dtype)
+    }
+
+    /// From an output-major `w` `[out, in]`.
+    pub fn from_out_in(w: Vec<f32>, inp: usize, out: usize, dtype: WeightDtype) -> Self {
+        let data = match dtype {
+            WeightDtype::F32 => Data::F32(w),
+            WeightDtype::Bf16 => Data::Bf16(w.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect()),
+            WeightDtype::F16 => Data::F16(w.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect()),
+        };
+        Self { out, inp, data }
+    }
+
+    /// Bytes of the stored weights.
+    pub fn bytes(&self) -> usize {
+        match &self.data {
+            Data::F32(v) => 4 * v.len(),
+            Data::Bf16(v) | Data::F16(v) => 2 * v.len(),
+        }
+    }
+
+    /// Row `o` converted to f32 into `dst` (`[in]`).
+    fn row_into(&self, o: usize, dst: &mut [f32]) {
+        let r = o * self.inp..(o + 1) * self.inp;
+        match &self.data {
+            Data::F32(v) => dst.copy_from_slice(&v[r]),
+            Data::Bf16(v) => dst.iter_mut().zip(&v[r]).for_each(|(d, &b)| *d = half::bf16::from_bits(b).to_f32()),
+            Data::F16(v) => dst.iter_mut().zip(&v[r]).for_each(|(d, &b)| *d = half::f16::from_bits(b).to_f32()),
+        }
+    }
+
+    /// `y[o] = Σ_i W[o, i]·x[i]` for outputs `rows` into `y` (`[rows.len()]`).
+    fn matvec_rows(&self, x: &[f32], rows: std::ops::Range<usize>, y: &mut [f32]) {
+        let n = self.inp;
+        #[cfg(target_arch = "x86_64")]
+        if simd::available() {
+            for (yo, o) in y.iter_mut().zip(rows) {
+                let r = o * n..(o + 1) * n;
+                // SAFETY: the CPU has AVX2, FMA and F16C (checked); the slices have length n.
+                *yo = unsafe {
+                    match &self.data {
+                        Data::F32(v) => simd::dot_f32(&v[r], x),
+                        Data::Bf16(v) => simd::dot_bf16(&v[r], x),
+                        Data::F16(v) => simd::dot_f16(&v[r], x),
+                    }
+                };
+            }
+            return;
+        }
+        let mut row = vec![0f32; n];
+        for (yo, o) in y.iter_mut().zip(rows) {
+            self.row_into(o, &mut row);
+            *yo = row.iter().zip(x).map(|(a, b)| a * b).sum();
+        }
+    }
+
+    /// `y = W·x`: `x` `[in]`, `y` `[out]`; large matrices are split over the cores by output
+    /// (rayon's persistent pool: spawning threads per product cost more than the product here).
+    pub fn matvec(&self, x: &[f32], y: &mut [f32]) {
+        use rayon::prelude::*;
+        debug_assert_eq!((x.len(), y.len()), (self.inp, self.out));
+        let threads = rayon::current_num_threads();
+        if threads == 1 || self.out * self.inp < PARALLEL_MIN || self.out < 2 * threads {
+            self.matvec_rows(x, 0..self.out, y);
+            return;
+        }
+        // A few blocks per thread, for balance.
+        let per = self.out.div_ceil(4 * threads);
+        y.par_chunks_mut(per).enumerate().for_each(|(i, part)| {
+            let start = i * per;
+            self.matvec_rows(x, start..start + part.len(), part)
+        });
+    }
+}
+
+/// AVX2 + FMA + F16C dot products of stored weights with an f32 vector.
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+    use std::sync::OnceLock;
+
+    /// Whether the CPU has AVX2, FMA and F16C (detected once).
+    pub fn available() -> bool {
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| {
+            is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+        })
+    }
+
+    /// Horizontal sum of four accumulators.
+    #[target_feature(enable = "avx2,fma")]
+    fn reduce(acc: [__m256; 4]) -> f32 {
+        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let lo = _mm256_castps256_ps128(s);
+        let hi = _mm256_extractf128_ps(s, 1);
+        let q = _mm_add_ps(lo, hi);
+        let d = _mm_add_ps(q, _mm_movehl_ps(q, q));
+        let e = _mm_add_ss(d, _mm_shuffle_ps(d, d, 1));
+        _mm_cvtss_f32(e)
+    }
+
+    /// The dot product of 8-lane blocks loaded by `load(i)` (weights at element `i`, as f32)
+    /// with `x`, four accumulators deep, then the scalar tail through `tail(i)`.
+    #[inline(always)]
+    unsafe fn dot_with(n: usize, x: &[f32], load: impl Fn(usize) -> __m256, tail: impl Fn(usize) -> f32) -> f32 {
+        // SAFETY (whole body): callers guarantee AVX2/FMA and `x.len() >= n`; every load reads
+        // elements below `n`.
+        unsafe {
+            let xp = x.as_ptr();
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut i = 0;
+            while i + 32 <= n {
+                acc[0] = _mm256_fmadd_ps(load(i), _mm256_loadu_ps(xp.add(i)), acc[0]);
+                acc[1] = _mm256_fmadd_ps(load(i + 8), _mm256_loadu_ps(xp.add(i + 8)), acc[1]);
+                acc[2] = _mm256_fmadd_ps(load(i + 16), _mm256_loadu_ps(xp.add(i + 16)), acc[2]);
+                acc[3] = _mm256_fmadd_ps(load(i + 24), _mm256_loadu_ps(xp.add(i + 24)), acc[3]);
+                i += 32;
+            }
+            while i + 8 <= n {
+                acc[0] = _mm256_fmadd_ps(load(i), _mm256_loadu_ps(xp.add(i)), acc[0]);
+                i += 8;
+            }
+            let mut s = reduce(acc);
+            while i < n {
+                s += tail(i) * x[i];
+                i += 1;
+            }
+            s
+        }
+    }
+
+    /// # Safety
+    /// The CPU supports AVX2, FMA and F16C; `x.len() >= w.len()`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
+        let p = w.as_ptr();
+        // SAFETY: as our contract; loads stay below w.len().
+        unsafe { dot_with(w.len(), x, |i| _mm256_loadu_ps(p.add(i)), |i| w[i]) }
+    }
+
+    /// # Safety
+    /// As [`dot_f32`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_bf16(w: &[u16], x: &[f32]) -> f32 {
+        let p = w.as_ptr();
+        // SAFETY: as our contract; each load reads 8 u16 below w.len(). bf16 → f32 is a 16-bit
+        // left shift of the bit pattern.
+        unsafe {
+            dot_with(
+                w.len(),
+                x,
+                |i| {
+                    let h = _mm_loadu_si128(p.add(i) as *const __m128i);
+                    _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+                },
+                |i| f32::from_bits((w[i] as u32) << 16),
+            )
+        }
+    }
+
+    /// # Safety
+    /// As [`dot_f32`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f16(w: &[u16], x: &[f32]) -> f32 {
+        let p = w.as_ptr();
+        // SAFETY: as our contract; each load reads 8 u16 below w.len().
+        unsafe {
+            dot_with(
+                w.len(),
+                x,
+                |i| _mm256_cvtph_ps(_mm_loadu_si128(p.add(i) as *const __m128i)),
+                |i| half::f16::from_bits(w[i]).to_f32(),
+            )
+        }
+    }
+}
+
+/// `(x - mean) / sqrt(var + eps) * gamma + beta` over `x` in place.
+fn norm_in_place(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let inv = 1.0 / (var + eps).sqrt();
+    for ((v, g), b) in x.iter_mut().zip(gamma).zip(beta) {
+        *v = (*v - mean) * inv * g + b;
+    }
+}
+
+/// A layer norm's weight and bias.
+#[derive(Clone, Debug)]
+struct Norm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+impl Norm {
+    fn apply(&self, x: &[f32]) -> Vec<f32> {
+        let mut y = x.to_vec();
+        norm_in_place(&mut y, &self.gamma, &self.beta, LN_EPS);
+        y
+    }
+}
+
+/// The weights of one block.
+#[derive(Clone, Debug)]
+struct Layer {
+    ln1: Norm,
+    ln2: Norm,
+    maa_x: Vec<f32>,
+    /// `time_maa_{w,k,v,r,g}`.
+    maa: [Vec<f32>; 5],
+    maa_w1: Matrix,
+    maa_w2: [Matrix; 5],
+    decay: Vec<f32>,
+    decay_w1: Matrix,
+    decay_w2: Matrix,
+    bonus: Vec<f32>,
+    receptance: Matrix,
+    key: Matrix,
+    value: Matrix,
+    gate: Matrix,
+    output: Matrix,
+    ln_x: Norm,
+    ffn_maa_k: Vec<f32>,
+    ffn_maa_r: Vec<f32>,
+    ffn_key: Matrix,
+    ffn_receptance: Matrix,
+    ffn_value: Matrix,
+}
+
+/// The per-layer state of one sequence on the host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostLayerState {
+    /// Time-mix shift row `[C]`.
+    pub att_shift: Vec<f32>,
+    /// WKV state `[H, N, N]`.
+    pub wkv: Vec<f32>,
+    /// Channel-mix shift row `[C]`.
+    pub ffn_shift: Vec<f32>,
+}
+
+/// The state of one sequence for [`Decoder`]: one [`HostLayerState`] per block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostState {
+    /// Per-layer states.
+    pub layers: Vec<HostLayerState>,
+}
+
+fn host<B: Backend, const D: usize>(t: Tensor<B, D>, what: &str) -> Result<Vec<f32>, RwkvError> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| RwkvError::Input(format!("{what}: cannot read the tensor: {e:?}")))
+}
+
+impl HostState {
+    /// The zero state of a model of configuration `cfg`.
+    pub fn zeros(cfg: &RwkvConfig) -> Self {
+        let (c, h, n) = (cfg.n_embd, cfg.n_head, cfg.head_size);
+        let layer = HostLayerState { att_shift: vec![0.0; c], wkv: vec![0.0; h * n * n], ffn_shift: vec![0.0; c] };
+        Self { layers: vec![layer; cfg.n_layer] }
+    }
+
+    /// Row `row` of a burn [`State`].
+    pub fn from_state<B: Backend>(state: &State<B>, row: usize) -> Result<Self, RwkvError> {
+        let b = state.batch_size();
+        if row >= b {
+            return Err(RwkvError::Input(format!("state row {row} out of range for a state of {b} rows")));
+        }
+        let layers = state
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(l, s)| {
+                let [_, c] = s.att_shift.dims();
+                let [_, h, n, _] = s.wkv.dims();
+                Ok(HostLayerState {
+                    att_shift: host(s.att_shift.clone().slice([row..row + 1, 0..c]), &format!("state.{l}.att_shift"))?,
+                    wkv: host(s.wkv.clone().slice([row..row + 1, 0..h, 0..n, 0..n]), &format!("state.{l}.wkv"))?,
+                    ffn_shift: host(s.ffn_shift.clone().slice([row..row + 1, 0..c]), &format!("state.{l}.ffn_shift"))?,
+                })
+            })
+            .collect::<Result<_, RwkvError>>()?;
+        Ok(Self { layers })
+    }
+
+    /// As a burn [`State`] with one batch row, for a model of configuration `cfg`.
+    pub fn to_state<B: Backend>(&self, cfg: &RwkvConfig, device: &B::Device) -> State<B> {
+        let (c, h, n) = (cfg.n_embd, cfg.n_head, cfg.head_size);
+        let t = |v: &Vec<f32>, shape: Vec<usize>| TensorData::new(v.clone(), shape);
+        State {
+            layers: self
+                .layers
+                .iter()
+                .map(|l| LayerState {
+                    att_shift: Tensor::from_data(t(&l.att_shift, vec![1, c]), device),
+                    wkv: Tensor::from_data(t(&l.wkv, vec![1, h, n, n]), device),
+                    ffn_shift: Tensor::from_data(t(&l.ffn_shift, vec![1, c]), device),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The fused CPU decoder of an RWKV-6 model (see the module docs).
+#[derive(Clone, Debug)]
+pub struct Decoder {
+    config: RwkvConfig,
+    dtype: WeightDtype,
+    emb: Matrix,
+    ln0: Norm,
+    layers: Vec<Layer>,
+    ln_out: Norm,
+    head: Matrix,
+}
+
+fn linear_matrix<B: Backend>(l: &burn::nn::Linear<B>, dtype: WeightDtype, what: &str) -> Result<Matrix, RwkvError> {
+    let [inp, out] = l.weight.dims();
+    Ok(Matrix::from_in_out(&host(l.weight.val(), what)?, inp, out, dtype))
+}
+
+fn layer_norm<B: Backend>(l: &burn::nn::LayerNorm<B>, what: &str) -> Result<Norm, RwkvError> {
+    let gamma = host(l.gamma.val(), what)?;
+    let beta = match &l.beta {
+        Some(b) => host(b.val(), what)?,
+        None => vec![0.0; gamma.len()],
+    };
+    Ok(Norm { gamma, beta })
+}
+
+fn load_layer<B: RwkvBackend>(b: &Block<B>, l: usize, dtype: WeightDtype) -> Result<Layer, RwkvError> {
+    let a = &b.att;
+    let name = |s: &str| format!("blocks.{l}.{s}");
+    let (c, d_mix) = (a.maa_x.dims()[0], a.maa_w2.dims()[1]);
+    let maa = host(a.maa.val(), &name("att.time_maa"))?;
+    let maa_w2 = host(a.maa_w2.val(), &name("att.time_maa_w2"))?;
+    let small = |t: Tensor<B, 2>, s: &str| -> Result<Matrix, RwkvError> {
+        let [i, o] = t.dims();
+        Ok(Matrix::from_in_out(&host(t, &name(s))?, i, o, WeightDtype::F32))
+    };
+    let ln_x = {
+        let gamma = match &a.ln_x.gamma {
+            Some(g) => host(g.val(), &name("att.ln_x.weight"))?,
+            None => vec![1.0; a.decay.dims()[0]],
+        };
+        let beta = match &a.ln_x.beta {
+            Some(g) => host(g.val(), &name("att.ln_x.bias"))?,
+            None => vec![0.0; gamma.len()],
+        };
+        Norm { gamma, beta }
+    };
+    Ok(Layer {
+        ln1: layer_norm(&b.ln1, &name("ln1"))?,
+        ln2: layer_norm(&b.ln2, &name("ln2"))?,
+        maa_x: host(a.maa_x.val(), &name("att.time_maa_x"))?,
+        maa: std::array::from_fn(|j| maa[j * c..(j + 1) * c].to_vec()),
+        maa_w1: small(a.maa_w1.val(), "att.time_maa_w1")?,
+        maa_w2: std::array::from_fn(|j| {
+            Matrix::from_in_out(&maa_w2[j * d_mix * c..(j + 1) * d_mix * c], d_mix, c, WeightDtype::F32)
+        }),
+        decay: host(a.decay.val(), &name("att.time_decay"))?,
+        decay_w1: small(a.decay_w1.val(), "att.time_decay_w1")?,
+        decay_w2: small(a.decay_w2.val(), "att.time_decay_w2")?,
+        bonus: host(a.bonus.val(), &name("att.time_faaaa"))?,
+        receptance: linear_matrix(&a.receptance, dtype, &name("att.receptance.weight"))?,
+        key: linear_matrix(&a.key, dtype, &name("att.key.weight"))?,
+        value: linear_matrix(&a.value, dtype, &name("att.value.weight"))?,
+        gate: linear_matrix(&a.gate, dtype, &name("att.gate.weight"))?,
+        output: linear_matrix(&a.output, dtype, &name("att.output.weight"))?,
+        ln_x,
+        ffn_maa_k: host(b.ffn.maa_k.val(), &name("ffn.time_maa_k"))?,
+        ffn_maa_r: host(b.ffn.maa_r.val(), &name("ffn.time_maa_r"))?,
+        ffn_key: linear_matrix(&b.ffn.key, dtype, &name("ffn.key.weight"))?,
+        ffn_receptance: linear_matrix(&b.ffn.receptance, dtype, &name("ffn.receptance.weight"))?,
+        ffn_value: linear_matrix(&b.ffn.value, dtype, &name("ffn.value.weight"))?,
+    })
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+impl Decoder {
+    /// Copies the weights of `model` to the host, storing the embedding, the projections and the
+    /// head in `dtype` (the LoRAs, norms and vectors stay f32).
+    pub fn new<B: RwkvBackend>(model: &Rwkv<B>, dtype: WeightDtype) -> Result<Self, RwkvError> {
+        let config = model.config();
+        let (v, c) = (config.vocab_size, config.n_embd);
+        // The embedding is used row by row: "output-major" with in = C, out = V.
+        let emb = Matrix::from_out_in(host(model.emb.weight.val(), "emb.weight")?, c, v, dtype);
+        let layers =
+            model.blocks.iter().enumerate().map(|(l, b)| load_layer(b, l, dtype)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            config,
+            dtype,
+            emb,
+            ln0: layer_norm(&model.ln0, "blocks.0.ln0")?,
+            layers,
+            ln_out: layer_norm(&model.ln_out, "ln_out")?,
+            head: linear_matrix(&model.head, dtype, "head.weight")?,
+        })
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &RwkvConfig {
+        &self.config
+    }
+
+    /// The storage type of the large matrices.
+    pub fn dtype(&self) -> WeightDtype {
+        self.dtype
+    }
+
+    /// Bytes of weights one decoding step reads: every matrix except the embedding (one row of
+    /// which is read), plus the small f32 parameters.
+    pub fn bytes_per_token(&self) -> usize {
+        let vec = |v: &Vec<f32>| 4 * v.len();
+        let layer = |l: &Layer| {
+            [&l.maa_w1, &l.decay_w1, &l.decay_w2, &l.receptance, &l.key, &l.value, &l.gate, &l.output]
+                .iter()
+                .map(|m| m.bytes())
+                .sum::<usize>()
+                + l.maa_w2.iter().map(Matrix::bytes).sum::<usize>()
+                + [&l.ffn_key, &l.ffn_receptance, &l.ffn_value].iter().map(|m| m.bytes()).sum::<usize>()
+                + l.maa.iter().map(vec).sum::<usize>()
+                + vec(&l.maa_x)
+                + vec(&l.decay)
+                + vec(&l.bonus)
+        };
+        self.head.bytes() + self.layers.iter().map(layer).sum::<usize>() + self.config.n_embd * self.dtype.bytes()
+    }
+
+    /// The zero state.
+    pub fn zero_state(&self) -> HostState {
+        HostState::zeros(&self.config)
+    }
+
+    fn check_state(&self, state: &HostState) -> Result<(), RwkvError> {
+        let want = HostState::zeros(&self.config);
+        if state.layers.len() != want.layers.len() {
+            return Err(RwkvError::Shape {
+                what: "decoder state layers".into(),
+                expected: vec![want.layers.len()],
+                found: vec![state.layers.len()],
+            });
+        }
+        for (l, (s, w)) in state.layers.iter().zip(&want.layers).enumerate() {
+            for (what, a, b) in [
+                ("att_shift", &s.att_shift, &w.att_shift),
+                ("wkv", &s.wkv, &w.wkv),
+                ("ffn_shift", &s.ffn_shift, &w.ffn_shift),
+            ] {
+                if a.len() != b.len() {
+                    return Err(RwkvError::Shape {
+                        what: format!("state.{l}.{what} (flattened)"),
+                        expected: vec![b.len()],
+                        found: vec![a.len()],
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One step on token `token`: updates `state` and returns the logits `[V]`.
+    pub fn step(&self, token: u32, state: &mut HostState) -> Result<Vec<f32>, RwkvError> {
+        let v = self.config.vocab_size;
+        if token as usize >= v {
+            return Err(RwkvError::Input(format!("token id {token} is outside the vocabulary 0..{v}")));
+        }
+        let mut x = vec![0f32; self.config.n_embd];
+        self.emb.row_into(token as usize, &mut x);
+        self.step_embedding(&x, state)
+    }
+
+    /// One step on an embedding row `x` `[C]` (before `ln0`; e.g. a projected image feature).
+    pub fn step_embedding(&self, x: &[f32], state: &mut HostState) -> Result<Vec<f32>, RwkvError> {
+        let c = self.config.n_embd;
+        if x.len() != c {
+            return Err(RwkvError::Shape { what: "embedding row".into(), expected: vec![c], found: vec![x.len()] });
+        }
+        self.check_state(state)?;
+        let mut x = self.ln0.apply(x);
+        for (layer, s) in self.layers.iter().zip(&mut state.layers) {
+            self.time_mix(layer, &mut x, s);
+            self.channel_mix(layer, &mut x, s);
+        }
+        let x = self.ln_out.apply(&x);
+        let mut logits = vec![0f32; self.config.vocab_size];
+        self.head.matvec(&x, &mut logits);
+        Ok(logits)
+    }
+
+    /// Steps through `tokens` from `state`; the logits after the last one.
+    pub fn run(&self, tokens: &[u32], state: &mut HostState) -> Result<Vec<f32>, RwkvError> {
+        let (last, rest) = tokens.split_last().ok_or_else(|| RwkvError::Input("no tokens to decode".into()))?;
+        for &t in rest {
+            self.step(t, state)?;
+        }
+        self.step(*last, state)
+    }
+
+    fn time_mix(&self, l: &Layer, x: &mut [f32], s: &mut HostLayerState) {
+        let RwkvConfig { n_embd: c, n_head: h, head_size: n, d_mix, .. } = self.config;
+        let xa = l.ln1.apply(x);
+        let dx: Vec<f32> = s.att_shift.iter().zip(&xa).map(|(p, v)| p - v).collect();
+        s.att_shift.copy_from_slice(&xa);
+        let xxx: Vec<f32> = xa.iter().zip(&dx).zip(&l.maa_x).map(|((v, d), m)| v + d * m).collect();
+        let mut lora = vec![0f32; 5 * d_mix];
+        l.maa_w1.matvec(&xxx, &mut lora);
+        lora.iter_mut().for_each(|v| *v = v.tanh());
+        // Inputs of w, k, v, r, g.
+        let mut mixed: [Vec<f32>; 5] = std::array::from_fn(|_| vec![0f32; c]);
+        for (j, m) in mixed.iter_mut().enumerate() {
+            l.maa_w2[j].matvec(&lora[j * d_mix..(j + 1) * d_mix], m);
+            for (i, v) in m.iter_mut().enumerate() {
+                *v = xa[i] + dx[i] * (*v + l.maa[j][i]);
+            }
+        }
+        let a = h * n;
+        let (mut r, mut k, mut v, mut g) = (vec![0f32; a], vec![0f32; a], vec![0f32; a], vec![0f32; a]);
+        l.receptance.matvec(&mixed[3], &mut r);
+        l.key.matvec(&mixed[1], &mut k);
+        l.value.matvec(&mixed[2], &mut v);
+        l.gate.matvec(&mixed[4], &mut g);
+        let mut dec = vec![0f32; l.decay_w1.out];
+        l.decay_w1.matvec(&mixed[0], &mut dec);
+        dec.iter_mut().for_each(|v| *v = v.tanh());
+        let mut w = vec![0f32; a];
+        l.decay_w2.matvec(&dec, &mut w);
+        w.iter_mut().zip(&l.decay).for_each(|(w, d)| *w += d);
+
+        let mut y = vec![0f32; a];
+        for hh in 0..h {
+            let p = hh * n..(hh + 1) * n;
+            visualrwkv_wkv::reference::step_head(
+                &r[p.clone()],
+                &k[p.clone()],
+                &v[p.clone()],
+                &w[p.clone()],
+                &l.bonus[p.clone()],
+                &mut s.wkv[hh * n * n..(hh + 1) * n * n],
+                &mut y[p.clone()],
+            );
+            norm_in_place(&mut y[p.clone()], &l.ln_x.gamma[p.clone()], &l.ln_x.beta[p], LN_X_EPS as f32);
+        }
+        for (y, g) in y.iter_mut().zip(&g) {
+            *y *= g * sigmoid(*g);
+        }
+        let mut out = vec![0f32; c];
+        l.output.matvec(&y, &mut out);
+        x.iter_mut().zip(&out).for_each(|(x, o)| *x += o);
+    }
+
+    fn channel_mix(&self, l: &Layer, x: &mut [f32], s: &mut HostLayerState) {
+        let xf = l.ln2.apply(x);
+        let mix =
+            |m: &[f32]| -> Vec<f32> { xf.iter().zip(&s.ffn_shift).zip(m).map(|((v, p), m)| v + (p - v) * m).collect() };
+        let (xk, xr) = (mix(&l.ffn_maa_k), mix(&l.ffn_maa_r));
+        s.ffn_shift.copy_from_slice(&xf);
+        let mut k = vec![0f32; l.ffn_key.out];
+        l.ffn_key.matvec(&xk, &mut k);
+        k.iter_mut().for_each(|v| *v = v.max(0.0) * v.max(0.0));
+        let mut val = vec![0f32; x.len()];
+        l.ffn_value.matvec(&k, &mut val);
+        let mut r = vec![0f32; x.len()];
+        l.ffn_receptance.matvec(&xr, &mut r);
+        for ((x, r), v) in x.iter_mut().zip(&r).zip(&val) {
+            *x += sigmoid(*r) * v;
+        }
+    }
+}

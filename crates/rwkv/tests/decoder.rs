@@ -1,0 +1,152 @@
+//! The fused CPU decoder (`Decoder`) equals the burn model's single-step mode on random models,
+//! with weights in f32, and in bf16 / f16 against the burn model run on the same rounded weights.
+
+use burn::backend::NdArray;
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use proptest::prelude::*;
+use visualrwkv_rwkv::{Decoder, HostState, Rwkv, RwkvConfig, RwkvError, WeightDtype};
+
+type B = NdArray;
+
+fn config(n_layer: usize, n_head: usize, head_size: usize, vocab_size: usize) -> RwkvConfig {
+    let c = n_head * head_size;
+    RwkvConfig { n_layer, n_embd: c, n_head, head_size, dim_ffn: c * 7 / 2, vocab_size, d_mix: 4, d_decay: 8 }
+}
+
+fn model(cfg: &RwkvConfig, seed: u64) -> Rwkv<B> {
+    <B as Backend>::seed(&Default::default(), seed);
+    cfg.init::<B>(&Default::default())
+}
+
+fn burn_step(
+    model: &Rwkv<B>,
+    id: u32,
+    state: Option<&visualrwkv_rwkv::State<B>>,
+) -> (Vec<f32>, visualrwkv_rwkv::State<B>) {
+    let t: Tensor<B, 2, Int> = Tensor::from_data(TensorData::new(vec![id as i64], [1, 1]), &Default::default());
+    let out = model.forward(t, state).unwrap();
+    (out.logits.into_data().convert::<f32>().into_vec::<f32>().unwrap(), out.state)
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Rounds every rank-2 weight of the projections, head and embedding through `dtype`, as the
+/// decoder stores them (the LoRA matrices stay f32 in the decoder, so they are left alone here:
+/// they are rank 2 but listed by name below).
+struct Round(WeightDtype);
+
+impl<Bk: Backend> ModuleMapper<Bk> for Round {
+    fn map_float<const D: usize>(&mut self, p: Param<Tensor<Bk, D>>) -> Param<Tensor<Bk, D>> {
+        let dtype = self.0;
+        p.map(|t| {
+            let shape = t.shape();
+            let v: Vec<f32> = t.clone().into_data().convert::<f32>().into_vec().unwrap();
+            let r: Vec<f32> = v
+                .iter()
+                .map(|&x| match dtype {
+                    WeightDtype::F32 => x,
+                    WeightDtype::Bf16 => half::bf16::from_f32(x).to_f32(),
+                    WeightDtype::F16 => half::f16::from_f32(x).to_f32(),
+                })
+                .collect();
+            Tensor::from_data(TensorData::new(r, shape), &t.device())
+        })
+    }
+}
+
+/// The model with the weights the decoder rounds (embedding, projections, head) rounded.
+fn rounded(model: &Rwkv<B>, dtype: WeightDtype) -> Rwkv<B> {
+    let mut m = model.clone();
+    m.emb = m.emb.clone().map(&mut Round(dtype));
+    m.head = m.head.clone().map(&mut Round(dtype));
+    for b in &mut m.blocks {
+        for l in [&mut b.att.receptance, &mut b.att.key, &mut b.att.value, &mut b.att.gate, &mut b.att.output] {
+            *l = l.clone().map(&mut Round(dtype));
+        }
+        for l in [&mut b.ffn.key, &mut b.ffn.receptance, &mut b.ffn.value] {
+            *l = l.clone().map(&mut Round(dtype));
+        }
+    }
+    m
+}
+
+fn check(cfg: &RwkvConfig, seed: u64, tokens: &[u32], dtype: WeightDtype) -> Result<(), String> {
+    let m = model(cfg, seed);
+    let dec = Decoder::new(&m, dtype).map_err(|e| e.to_string())?;
+    let reference = rounded(&m, dtype);
+    let mut hs = dec.zero_state();
+    let mut bs = None;
+    for (t, &id) in tokens.iter().enumerate() {
+        let got = dec.step(id, &mut hs).map_err(|e| e.to_string())?;
+        let (want, s) = burn_step(&reference, id, bs.as_ref());
+        let d = max_diff(&got, &want);
+        if d > 1e-4 {
+            return Err(format!("{dtype:?} {cfg:?} step {t}: logits max diff {d:e}"));
+        }
+        bs = Some(s);
+    }
+    let want = HostState::from_state(bs.as_ref().unwrap(), 0).map_err(|e| e.to_string())?;
+    for (l, (a, b)) in hs.layers.iter().zip(&want.layers).enumerate() {
+        let d = max_diff(&a.wkv, &b.wkv)
+            .max(max_diff(&a.att_shift, &b.att_shift))
+            .max(max_diff(&a.ffn_shift, &b.ffn_shift));
+        if d > 1e-4 {
+            return Err(format!("{dtype:?} layer {l}: state max diff {d:e}"));
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Random small models (several heads, head sizes with and without SIMD tails), random
+    /// tokens, all three weight types.
+    #[test]
+    fn decoder_equals_burn_single_step(
+        layers in 1usize..3,
+        heads in 1usize..4,
+        head_size in prop::sample::select(vec![4usize, 8, 12, 16]),
+        seed in 0u64..1000,
+        tokens in prop::collection::vec(0u32..50, 1..6),
+        dtype in prop::sample::select(vec![WeightDtype::F32, WeightDtype::Bf16, WeightDtype::F16]),
+    ) {
+        check(&config(layers, heads, head_size, 50), seed, &tokens, dtype).map_err(TestCaseError::fail)?;
+    }
+}
+
+/// A model large enough that the projections and head are split over threads.
+#[test]
+fn decoder_equals_burn_on_a_threaded_size() {
+    for dtype in [WeightDtype::F32, WeightDtype::Bf16, WeightDtype::F16] {
+        check(&config(2, 4, 64, 600), 7, &[1, 599, 42, 7], dtype).unwrap();
+    }
+}
+
+/// Half-precision weights halve the bytes a token reads.
+#[test]
+fn half_weights_halve_the_bytes_per_token() {
+    let m = model(&config(2, 4, 64, 600), 1);
+    let f32_bytes = Decoder::new(&m, WeightDtype::F32).unwrap().bytes_per_token();
+    let bf16_bytes = Decoder::new(&m, WeightDtype::Bf16).unwrap().bytes_per_token();
+    assert!(bf16_bytes * 10 < f32_bytes * 6, "{bf16_bytes} vs {f32_bytes}");
+}
+
+/// Bad inputs are errors: unknown ids, wrong row widths, states of another model, empty runs.
+#[test]
+fn decoder_rejects_bad_inputs() {
+    let cfg = config(2, 2, 8, 30);
+    let dec = Decoder::new(&model(&cfg, 3), WeightDtype::F32).unwrap();
+    let mut s = dec.zero_state();
+    assert!(matches!(dec.step(30, &mut s), Err(RwkvError::Input(m)) if m.contains("30")));
+    assert!(matches!(dec.step_embedding(&[0.0; 3], &mut s), Err(RwkvError::Shape { .. })));
+    let mut other = HostState::zeros(&config(1, 2, 8, 30));
+    assert!(matches!(dec.step(1, &mut other), Err(RwkvError::Shape { .. })));
+    assert!(dec.run(&[], &mut s).is_err());
+    assert!(dec.run(&[1, 2], &mut s).is_ok());
+}
