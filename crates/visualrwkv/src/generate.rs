@@ -2,7 +2,7 @@
 //! per step from the carried state (O(1) work per token).
 
 use burn::tensor::{Int, Tensor, TensorData};
-use visualrwkv_rwkv::{Rwkv, RwkvBackend, RwkvError, Sampler, SamplingOptions, State};
+use visualrwkv_rwkv::{Decoder, HostState, Rwkv, RwkvBackend, RwkvError, Sampler, SamplingOptions, State};
 use visualrwkv_tokenizer::{DOUBLE_NEWLINE, END_OF_TEXT, StreamDecoder, Tokenizer};
 
 /// Options of [`generate`].
@@ -16,6 +16,9 @@ pub struct GenerateOptions {
     pub stop_tokens: Vec<u32>,
     /// Prompt tokens per sequence-mode call (bounds memory on long prompts).
     pub prefill_chunk: usize,
+    /// Run the single-token steps on this fused CPU decoder (built from the same model, see
+    /// [`Decoder::new`]) instead of the model's tensor ops; `None`: the model itself.
+    pub fused: Option<std::sync::Arc<Decoder>>,
 }
 
 impl Default for GenerateOptions {
@@ -25,6 +28,7 @@ impl Default for GenerateOptions {
             max_tokens: 128,
             stop_tokens: vec![END_OF_TEXT, DOUBLE_NEWLINE],
             prefill_chunk: 256,
+            fused: None,
         }
     }
 }
@@ -80,17 +84,57 @@ pub fn generate<B: RwkvBackend>(
 
 /// Continues generation from a cached state: samples from `logits` (the last prompt row's),
 /// then feeds each sampled token through one single-step pass from the carried `state`, until a
-/// stop token or `max_tokens`. Streams decoded text to `on_text` (complete UTF-8 only).
+/// stop token or `max_tokens`. Streams decoded text to `on_text` (complete UTF-8 only). The
+/// steps run on `options.fused` when set ([`decode_fused`]), else on the model's tensor ops.
 pub fn decode<B: RwkvBackend>(
     model: &Rwkv<B>,
     tokenizer: &Tokenizer,
-    mut logits: Vec<f32>,
+    logits: Vec<f32>,
     mut state: State<B>,
     options: &GenerateOptions,
-    mut on_text: impl FnMut(&str),
+    on_text: impl FnMut(&str),
 ) -> Result<Generation<B>, RwkvError> {
-    options.sampling.validate().map_err(RwkvError::Input)?;
+    if let Some(decoder) = &options.fused {
+        return decode_fused(model, decoder, tokenizer, logits, state, options, on_text);
+    }
     let device = model.emb.weight.device();
+    let (tokens, text, stopped_by) = sample_loop(tokenizer, logits, options, on_text, |id| {
+        let out = model.forward(ids_tensor::<B>(&[id], &device), Some(&state))?;
+        state = out.state;
+        Ok(last_logits(out.logits))
+    })?;
+    Ok(Generation { tokens, text, state, stopped_by })
+}
+
+/// As [`decode`], but each step runs on the fused CPU decoder ([`Decoder`], weights in f32, bf16
+/// or f16) from the host copy of the cached state; the returned generation carries the final
+/// state converted back to `B`.
+pub fn decode_fused<B: RwkvBackend>(
+    model: &Rwkv<B>,
+    decoder: &Decoder,
+    tokenizer: &Tokenizer,
+    logits: Vec<f32>,
+    state: State<B>,
+    options: &GenerateOptions,
+    on_text: impl FnMut(&str),
+) -> Result<Generation<B>, RwkvError> {
+    let mut host = HostState::from_state(&state, 0)?;
+    let (tokens, text, stopped_by) =
+        sample_loop(tokenizer, logits, options, on_text, |id| decoder.step(id, &mut host))?;
+    let state = host.to_state::<B>(decoder.config(), &model.emb.weight.device());
+    Ok(Generation { tokens, text, state, stopped_by })
+}
+
+/// The sampling loop shared by [`decode`] and [`decode_fused`]: `step(id)` feeds a sampled token
+/// and returns the next logits. Returns the tokens, the text and the stop token (if any).
+fn sample_loop(
+    tokenizer: &Tokenizer,
+    mut logits: Vec<f32>,
+    options: &GenerateOptions,
+    mut on_text: impl FnMut(&str),
+    mut step: impl FnMut(u32) -> Result<Vec<f32>, RwkvError>,
+) -> Result<(Vec<u32>, String, Option<u32>), RwkvError> {
+    options.sampling.validate().map_err(RwkvError::Input)?;
     let mut sampler = Sampler::new(options.sampling.clone());
     let mut decoder = StreamDecoder::new(tokenizer);
     let (mut tokens, mut text, mut stopped_by) = (Vec::new(), String::new(), None);
@@ -110,14 +154,12 @@ pub fn decode<B: RwkvBackend>(
             text.push_str(&piece);
         }
         tokens.push(id);
-        let out = model.forward(ids_tensor::<B>(&[id], &device), Some(&state))?;
-        logits = last_logits(out.logits);
-        state = out.state;
+        logits = step(id)?;
     }
     let rest = decoder.finish();
     if !rest.is_empty() {
         on_text(&rest);
         text.push_str(&rest);
     }
-    Ok(Generation { tokens, text, state, stopped_by })
+    Ok((tokens, text, stopped_by))
 }

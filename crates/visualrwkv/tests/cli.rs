@@ -131,21 +131,30 @@ fn tokenize_and_detokenize() {
 
 #[test]
 fn generate_streams_text() {
-    let o = bin()
-        .args([
-            "generate",
-            "--model",
-            &fixture("rwkv6_tiny_a_weights.safetensors"),
-            "--prompt",
-            "~",
-            "--temperature",
-            "0",
-            "--max-tokens",
-            "5",
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The fused decoder (default f32), bf16 weights and the tensor ops: greedy f32 and tensor ops
+    // print the same text.
+    let mut texts = Vec::new();
+    for decoder in ["f32", "bf16", "burn"] {
+        let o = bin()
+            .args([
+                "generate",
+                "--model",
+                &fixture("rwkv6_tiny_a_weights.safetensors"),
+                "--prompt",
+                "~",
+                "--temperature",
+                "0",
+                "--max-tokens",
+                "5",
+                "--decoder",
+                decoder,
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{decoder}: {}", String::from_utf8_lossy(&o.stderr));
+        texts.push(String::from_utf8_lossy(&o.stdout).into_owned());
+    }
+    assert_eq!(texts[0], texts[2]);
 }
 
 #[test]
@@ -161,6 +170,7 @@ fn bad_input_is_an_error_not_a_panic() {
         "detokenize|--ids|0".to_string(),
         format!("generate|--model|{model}|--prompt|"),
         format!("generate|--model|{model}|--prompt|x|--top-p|0"),
+        format!("generate|--model|{model}|--prompt|x|--decoder|f8"),
         "tokenize|--file|/nonexistent.txt".to_string(),
     ];
     let cases: Vec<(Vec<&str>, &str)> = cases.iter().map(|c| (c.split('|').collect(), "error")).collect();

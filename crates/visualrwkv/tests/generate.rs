@@ -35,3 +35,30 @@ fn cached_generation_equals_full_recompute() {
     assert_eq!(out.tokens, want);
     assert!(generate(&model, tok, "", &options, |_| {}).is_err());
 }
+
+/// Generation with the fused CPU decoder (f32 weights) gives the same greedy tokens and final
+/// state as the model's tensor ops; with bf16 weights it still runs and returns the same number
+/// of state layers.
+#[test]
+fn fused_decoder_generation_equals_tensor_ops() {
+    use std::sync::Arc;
+    use visualrwkv_rwkv::{Decoder, WeightDtype};
+    let path = format!("{}/../../tests/fixtures/rwkv6_tiny_a_weights.safetensors", env!("CARGO_MANIFEST_DIR"));
+    let model = visualrwkv_rwkv::load::<B>(path, &Default::default()).unwrap();
+    let tok = Tokenizer::world();
+    let prompt = "~|~";
+    let plain = GenerateOptions { max_tokens: 12, stop_tokens: vec![0], ..Default::default() };
+    let want = generate(&model, tok, prompt, &plain, |_| {}).unwrap();
+    let fused =
+        GenerateOptions { fused: Some(Arc::new(Decoder::new(&model, WeightDtype::F32).unwrap())), ..plain.clone() };
+    let got = generate(&model, tok, prompt, &fused, |_| {}).unwrap();
+    assert_eq!(got.tokens, want.tokens);
+    assert_eq!(got.text, want.text);
+    for (a, b) in got.state.layers.iter().zip(&want.state.layers) {
+        let d = (a.wkv.clone() - b.wkv.clone()).abs().max().into_scalar();
+        assert!(d < 1e-4, "wkv state differs by {d}");
+    }
+    let half = GenerateOptions { fused: Some(Arc::new(Decoder::new(&model, WeightDtype::Bf16).unwrap())), ..plain };
+    let out = generate(&model, tok, prompt, &half, |_| {}).unwrap();
+    assert_eq!(out.state.layers.len(), want.state.layers.len());
+}

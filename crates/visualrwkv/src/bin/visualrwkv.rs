@@ -336,6 +336,11 @@ struct VlmArgs {
 /// Sampling flags shared by the generating commands.
 #[derive(Args, Clone)]
 struct SamplingArgs {
+    /// How single-token steps run: f32, bf16 or f16 = the fused CPU decoder with its matrices in
+    /// that type (f32 matches the model's tensor ops to 1e-4; half types halve the bytes read per
+    /// token), burn = the model's tensor ops.
+    #[arg(long, default_value = "f32")]
+    decoder: String,
     /// 0 = greedy.
     #[arg(long, default_value_t = 1.0)]
     temperature: f32,
@@ -381,6 +386,20 @@ impl SamplingArgs {
             stop_tokens: parse_ids(&self.stop)?,
             ..Default::default()
         })
+    }
+
+    /// The options with the fused decoder of `--decoder` built from `model`.
+    fn options_for(&self, model: &visualrwkv_rwkv::Rwkv<B>) -> Res<GenerateOptions> {
+        let mut options = self.options()?;
+        options.fused = match self.decoder.as_str() {
+            "burn" => None,
+            name => {
+                let dtype = visualrwkv_rwkv::WeightDtype::parse(name)
+                    .ok_or_else(|| format!("unknown --decoder `{name}` (f32, bf16, f16, burn)"))?;
+                Some(std::sync::Arc::new(visualrwkv_rwkv::Decoder::new(model, dtype)?))
+            }
+        };
+        Ok(options)
     }
 }
 
@@ -456,7 +475,7 @@ fn run(cli: Cli) -> Res<()> {
         }
         Command::Generate { model, prompt, sampling: s } => {
             let model = load_model(&model)?;
-            let options = s.options()?;
+            let options = s.options_for(&model)?;
             let mut stdout = std::io::stdout();
             generate(&model, Tokenizer::world(), &prompt, &options, |piece| {
                 let _ = write!(stdout, "{piece}");
@@ -468,8 +487,8 @@ fn run(cli: Cli) -> Res<()> {
             vision_features(&weights, config.as_deref(), image.as_deref(), pixels.as_deref(), layer, grid, &out)?;
         }
         Command::Chat { vlm, sampling } => {
-            let options = sampling.options()?;
             let (model, sample, scan, tokenizer) = vlm_input(&vlm)?;
+            let options = sampling.options_for(&model.rwkv)?;
             let mut stdout = std::io::stdout();
             model.generate(&sample, scan.as_ref(), tokenizer, &options, |piece| {
                 let _ = write!(stdout, "{piece}");
