@@ -251,12 +251,23 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let result = match args.backend.as_str() {
+    // The runtimes panic when no device can be opened (no GPU, no driver): report that as an
+    // error instead of a panic trace.
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(|| match args.backend.as_str() {
         "wgpu" => run::<burn::backend::wgpu::WgpuRuntime>(&args),
         #[cfg(feature = "cuda")]
         "cuda" => run::<burn_cubecl::cubecl::cuda::CudaRuntime>(&args),
         other => Err(format!("backend `{other}` is not compiled in (wgpu; cuda with --features cuda)")),
-    };
+    })
+    .unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown failure".into());
+        Err(format!("the {} runtime failed (is a device available?): {why}", args.backend))
+    });
     if let Err(e) = result {
         eprintln!("error: {e}");
         std::process::exit(1);

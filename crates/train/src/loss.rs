@@ -60,8 +60,14 @@ pub fn batch_loss<B: Backend>(logits: &[Tensor<B, 2>], labels: &[Vec<i64>]) -> R
 
 /// L2Wrap: a term whose value is 0 and whose gradient adds `max_logit · factor` to each row's
 /// largest logit (`factor = 1e-4 / (B · T)` in the reference, `B · T` the padded batch's rows).
-/// Add it to the loss before `backward`.
-pub fn l2wrap<B: Backend>(logits: &[Tensor<B, 2>], factor: f64) -> Tensor<B, 1> {
+/// Add it to the loss before `backward`. Errors on an empty batch or a sample without rows.
+pub fn l2wrap<B: Backend>(logits: &[Tensor<B, 2>], factor: f64) -> Result<Tensor<B, 1>, LossError> {
+    if logits.is_empty() {
+        return Err(LossError::Input("L2Wrap of an empty batch".into()));
+    }
+    if let Some(i) = logits.iter().position(|x| x.dims()[0] == 0 || x.dims()[1] == 0) {
+        return Err(LossError::Input(format!("L2Wrap: sample {i} has no logit rows")));
+    }
     let terms: Vec<Tensor<B, 1>> = logits
         .iter()
         .map(|x| {
@@ -70,7 +76,7 @@ pub fn l2wrap<B: Backend>(logits: &[Tensor<B, 2>], factor: f64) -> Tensor<B, 1> 
             half_sq.clone() - half_sq.detach()
         })
         .collect();
-    Tensor::cat(terms, 0).sum()
+    Ok(Tensor::cat(terms, 0).sum())
 }
 
 #[cfg(test)]
@@ -122,7 +128,7 @@ mod tests {
         let plain_value = plain.clone().into_scalar();
         let g_plain = x.grad(&plain.backward()).unwrap().into_data().to_vec::<f32>().unwrap();
         let x = logits(values, 2, 3).require_grad();
-        let wrapped = sample_loss(x.clone(), &labels).unwrap() + l2wrap(std::slice::from_ref(&x), factor);
+        let wrapped = sample_loss(x.clone(), &labels).unwrap() + l2wrap(std::slice::from_ref(&x), factor).unwrap();
         assert_eq!(plain_value, wrapped.clone().into_scalar());
         let g_wrap = x.grad(&wrapped.backward()).unwrap().into_data().to_vec::<f32>().unwrap();
         let diff: Vec<f32> = g_wrap.iter().zip(&g_plain).map(|(a, b)| a - b).collect();
@@ -131,5 +137,12 @@ mod tests {
         for (d, w) in diff.iter().zip(want) {
             assert!((d - w).abs() < 1e-7, "{diff:?}");
         }
+    }
+
+    #[test]
+    fn l2wrap_rejects_empty_input() {
+        assert!(l2wrap::<A>(&[], 1e-4).is_err());
+        let empty: Tensor<A, 2> = Tensor::zeros([0, 3], &Default::default());
+        assert!(l2wrap(&[empty], 1e-4).is_err());
     }
 }

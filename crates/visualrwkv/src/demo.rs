@@ -219,7 +219,12 @@ pub fn examples(
     for i in 0..n.min(result.test.examples.len()) {
         let e = &result.test.examples[i];
         let got = answer(&model, &result.test, i, scan, tokenizer)?;
-        let scene = &result.splits.test.scenes[e.image];
+        let scene = result
+            .splits
+            .test
+            .scenes
+            .get(e.image)
+            .ok_or_else(|| TrainError::Input(format!("test example {i} refers to a missing image {}", e.image)))?;
         if let Some(dir) = dir {
             let path = dir.join(format!("example-{i}.png"));
             scene

@@ -506,7 +506,7 @@ where
             return Err(TrainError::Input(format!("non-finite loss {value} at step {}", self.step + 1)));
         }
         if self.config.l2wrap {
-            loss = loss + l2wrap(&logits, 1e-4 / (batch.len() * t_max) as f64);
+            loss = loss + l2wrap(&logits, 1e-4 / (batch.len() * t_max) as f64)?;
         }
         let mut grads = loss.backward();
         let mut decayed = GradientsParams::from_params(&mut grads, &self.model, &self.decayed_ids);
