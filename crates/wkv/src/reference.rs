@@ -69,7 +69,7 @@ impl Dims {
         (b * self.h + h) * self.n * self.n
     }
 
-    pub(crate) fn check(
+    fn check(
         &self,
         name: &'static str,
         len: usize,
@@ -141,6 +141,34 @@ pub struct Gradients<F> {
     pub initial_state: Vec<F>,
 }
 
+impl<F: Float> Gradients<F> {
+    /// All-zero gradients for a problem of size `dims`.
+    pub fn zeros(dims: Dims) -> Self {
+        let zero = F::zero();
+        Self {
+            r: vec![zero; dims.seq_len()],
+            k: vec![zero; dims.seq_len()],
+            v: vec![zero; dims.seq_len()],
+            w_raw: vec![zero; dims.seq_len()],
+            u: vec![zero; dims.u_len()],
+            initial_state: vec![zero; dims.state_len()],
+        }
+    }
+}
+
+impl Dims {
+    /// Checks the inputs and the cotangents of a backward pass: `dy` `[B, T, H, N]` and, when
+    /// given, `d_state` `[B, H, N, N]`.
+    pub(crate) fn check_backward<F>(&self, x: &Inputs<'_, F>, dy: &[F], d_state: Option<&[F]>) -> Result<(), WkvError> {
+        self.check_inputs(x)?;
+        self.check("dy", dy.len(), self.seq_len(), vec![self.b, self.t, self.h, self.n])?;
+        if let Some(ds) = d_state {
+            self.check("d_state", ds.len(), self.state_len(), vec![self.b, self.h, self.n, self.n])?;
+        }
+        Ok(())
+    }
+}
+
 /// The decay `exp(-exp(w_raw))` of one step.
 #[inline]
 pub fn decay<F: Float>(w_raw: F) -> F {
@@ -186,21 +214,10 @@ pub fn backward<F: Float>(
     dy: &[F],
     d_state: Option<&[F]>,
 ) -> Result<Gradients<F>, WkvError> {
-    dims.check_inputs(&x)?;
-    dims.check("dy", dy.len(), dims.seq_len(), vec![dims.b, dims.t, dims.h, dims.n])?;
-    if let Some(ds) = d_state {
-        dims.check("d_state", ds.len(), dims.state_len(), vec![dims.b, dims.h, dims.n, dims.n])?;
-    }
+    dims.check_backward(&x, dy, d_state)?;
     let Dims { b: nb, t: nt, h: nh, n } = dims;
     let zero = F::zero();
-    let mut g = Gradients {
-        r: vec![zero; dims.seq_len()],
-        k: vec![zero; dims.seq_len()],
-        v: vec![zero; dims.seq_len()],
-        w_raw: vec![zero; dims.seq_len()],
-        u: vec![zero; dims.u_len()],
-        initial_state: vec![zero; dims.state_len()],
-    };
+    let mut g = Gradients::zeros(dims);
     let nn = n * n;
     // states[t] = S_{t-1}, the state before step t.
     let mut states = vec![zero; nt * nn];

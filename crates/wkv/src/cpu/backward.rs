@@ -137,11 +137,7 @@ pub fn backward<F: KernelFloat>(
     dy: &[F],
     d_state: Option<&[F]>,
 ) -> Result<Gradients<F>, WkvError> {
-    dims.check_inputs(&x)?;
-    dims.check("dy", dy.len(), dims.seq_len(), vec![dims.b, dims.t, dims.h, dims.n])?;
-    if let Some(ds) = d_state {
-        dims.check("d_state", ds.len(), dims.state_len(), vec![dims.b, dims.h, dims.n, dims.n])?;
-    }
+    dims.check_backward(&x, dy, d_state)?;
     let Dims { b: nb, t: nt, h: nh, n } = dims;
     let nn = n * n;
     let zeros = vec![F::zero(); nn];
@@ -170,15 +166,7 @@ pub fn backward<F: KernelFloat>(
         })
     };
 
-    let zero = F::zero();
-    let mut g = Gradients {
-        r: vec![zero; dims.seq_len()],
-        k: vec![zero; dims.seq_len()],
-        v: vec![zero; dims.seq_len()],
-        w_raw: vec![zero; dims.seq_len()],
-        u: vec![zero; dims.u_len()],
-        initial_state: vec![zero; dims.state_len()],
-    };
+    let mut g = Gradients::zeros(dims);
     for (job, hg) in results.into_iter().enumerate() {
         let (b, h) = (job / nh, job % nh);
         for (dst, src) in [&mut g.r, &mut g.k, &mut g.v, &mut g.w_raw].into_iter().zip(&hg.seq) {
