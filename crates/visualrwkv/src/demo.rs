@@ -52,7 +52,7 @@ impl Default for RunSettings {
             width: 64,
             layers: 2,
             vocab: Vocab::default(),
-            train: TrainConfig { steps: 3000, ..TrainConfig::default() },
+            train: TrainConfig { steps: 4000, ..TrainConfig::default() },
             model_seed: 0,
             eval_limit: None,
         }

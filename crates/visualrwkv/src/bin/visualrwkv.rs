@@ -28,8 +28,8 @@ struct Cli {
 /// Settings shared by `demo` and `ablate`: data, model and optimisation.
 #[derive(Args, Clone)]
 struct RunArgs {
-    /// Optimiser steps (3000 take about 3 minutes on 2 CPU cores).
-    #[arg(long, default_value_t = 3000)]
+    /// Optimiser steps (4000 take about 4 minutes on 2 CPU cores).
+    #[arg(long, default_value_t = 4000)]
     steps: usize,
     /// Samples per step.
     #[arg(long, default_value_t = 16)]
