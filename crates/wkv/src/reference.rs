@@ -69,13 +69,7 @@ impl Dims {
         (b * self.h + h) * self.n * self.n
     }
 
-    fn check(
-        &self,
-        name: &'static str,
-        len: usize,
-        expected: usize,
-        shape: Vec<usize>,
-    ) -> Result<(), WkvError> {
+    fn check(&self, name: &'static str, len: usize, expected: usize, shape: Vec<usize>) -> Result<(), WkvError> {
         if len == expected { Ok(()) } else { Err(WkvError::Length { name, expected: shape, found: len }) }
     }
 
