@@ -69,9 +69,10 @@ enum Data {
     F16(Vec<u16>),
 }
 
-/// A matrix stored output-major, `[out, in]`, in a [`WeightDtype`].
+/// A matrix stored output-major, `[out, in]`, in a [`WeightDtype`]. Internal: its constructors
+/// and product trust the caller's lengths, which [`Decoder`] guarantees.
 #[derive(Clone, Debug)]
-pub struct Matrix {
+pub(crate) struct Matrix {
     out: usize,
     inp: usize,
     data: Data,
@@ -82,7 +83,7 @@ const PARALLEL_MIN: usize = 1 << 15;
 
 impl Matrix {
     /// From burn's `Linear` layout `w` `[in, out]` (row-major), transposed and converted.
-    pub fn from_in_out(w: &[f32], inp: usize, out: usize, dtype: WeightDtype) -> Self {
+    pub(crate) fn from_in_out(w: &[f32], inp: usize, out: usize, dtype: WeightDtype) -> Self {
         let mut t = vec![0f32; inp * out];
         for i in 0..inp {
             for (o, &x) in w[i * out..(i + 1) * out].iter().enumerate() {
@@ -93,7 +94,7 @@ impl Matrix {
     }
 
     /// From an output-major `w` `[out, in]`.
-    pub fn from_out_in(w: Vec<f32>, inp: usize, out: usize, dtype: WeightDtype) -> Self {
+    pub(crate) fn from_out_in(w: Vec<f32>, inp: usize, out: usize, dtype: WeightDtype) -> Self {
         let data = match dtype {
             WeightDtype::F32 => Data::F32(w),
             WeightDtype::Bf16 => Data::Bf16(w.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect()),
@@ -103,7 +104,7 @@ impl Matrix {
     }
 
     /// Bytes of the stored weights.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         match &self.data {
             Data::F32(v) => 4 * v.len(),
             Data::Bf16(v) | Data::F16(v) => 2 * v.len(),
@@ -147,7 +148,7 @@ impl Matrix {
 
     /// `y = W·x`: `x` `[in]`, `y` `[out]`; large matrices are split over the cores by output
     /// (rayon's persistent pool: spawning threads per product cost more than the product here).
-    pub fn matvec(&self, x: &[f32], y: &mut [f32]) {
+    pub(crate) fn matvec(&self, x: &[f32], y: &mut [f32]) {
         use rayon::prelude::*;
         debug_assert_eq!((x.len(), y.len()), (self.inp, self.out));
         let threads = rayon::current_num_threads();
@@ -375,11 +376,42 @@ impl HostState {
         Ok(Self { layers })
     }
 
-    /// As a burn [`State`] with one batch row, for a model of configuration `cfg`.
-    pub fn to_state<B: Backend>(&self, cfg: &RwkvConfig, device: &B::Device) -> State<B> {
+    /// Checks that this state fits a model of configuration `cfg` (layer count and the length
+    /// of every vector); the error names the first tensor that does not.
+    pub fn check(&self, cfg: &RwkvConfig) -> Result<(), RwkvError> {
+        let want = HostState::zeros(cfg);
+        if self.layers.len() != want.layers.len() {
+            return Err(RwkvError::Shape {
+                what: "state layers".into(),
+                expected: vec![want.layers.len()],
+                found: vec![self.layers.len()],
+            });
+        }
+        for (l, (s, w)) in self.layers.iter().zip(&want.layers).enumerate() {
+            for (what, a, b) in [
+                ("att_shift", &s.att_shift, &w.att_shift),
+                ("wkv", &s.wkv, &w.wkv),
+                ("ffn_shift", &s.ffn_shift, &w.ffn_shift),
+            ] {
+                if a.len() != b.len() {
+                    return Err(RwkvError::Shape {
+                        what: format!("state.{l}.{what} (flattened)"),
+                        expected: vec![b.len()],
+                        found: vec![a.len()],
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// As a burn [`State`] with one batch row, for a model of configuration `cfg`. Errors when
+    /// the state does not fit `cfg` ([`HostState::check`]).
+    pub fn to_state<B: Backend>(&self, cfg: &RwkvConfig, device: &B::Device) -> Result<State<B>, RwkvError> {
+        self.check(cfg)?;
         let (c, h, n) = (cfg.n_embd, cfg.n_head, cfg.head_size);
         let t = |v: &Vec<f32>, shape: Vec<usize>| TensorData::new(v.clone(), shape);
-        State {
+        Ok(State {
             layers: self
                 .layers
                 .iter()
@@ -389,7 +421,7 @@ impl HostState {
                     ffn_shift: Tensor::from_data(t(&l.ffn_shift, vec![1, c]), device),
                 })
                 .collect(),
-        }
+        })
     }
 }
 
@@ -526,33 +558,6 @@ impl Decoder {
         HostState::zeros(&self.config)
     }
 
-    fn check_state(&self, state: &HostState) -> Result<(), RwkvError> {
-        let want = HostState::zeros(&self.config);
-        if state.layers.len() != want.layers.len() {
-            return Err(RwkvError::Shape {
-                what: "decoder state layers".into(),
-                expected: vec![want.layers.len()],
-                found: vec![state.layers.len()],
-            });
-        }
-        for (l, (s, w)) in state.layers.iter().zip(&want.layers).enumerate() {
-            for (what, a, b) in [
-                ("att_shift", &s.att_shift, &w.att_shift),
-                ("wkv", &s.wkv, &w.wkv),
-                ("ffn_shift", &s.ffn_shift, &w.ffn_shift),
-            ] {
-                if a.len() != b.len() {
-                    return Err(RwkvError::Shape {
-                        what: format!("state.{l}.{what} (flattened)"),
-                        expected: vec![b.len()],
-                        found: vec![a.len()],
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// One step on token `token`: updates `state` and returns the logits `[V]`.
     pub fn step(&self, token: u32, state: &mut HostState) -> Result<Vec<f32>, RwkvError> {
         let v = self.config.vocab_size;
@@ -570,7 +575,7 @@ impl Decoder {
         if x.len() != c {
             return Err(RwkvError::Shape { what: "embedding row".into(), expected: vec![c], found: vec![x.len()] });
         }
-        self.check_state(state)?;
+        state.check(&self.config)?;
         let mut x = self.ln0.apply(x);
         for (layer, s) in self.layers.iter().zip(&mut state.layers) {
             self.time_mix(layer, &mut x, s);

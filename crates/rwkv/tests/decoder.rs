@@ -147,6 +147,10 @@ fn decoder_rejects_bad_inputs() {
     assert!(matches!(dec.step_embedding(&[0.0; 3], &mut s), Err(RwkvError::Shape { .. })));
     let mut other = HostState::zeros(&config(1, 2, 8, 30));
     assert!(matches!(dec.step(1, &mut other), Err(RwkvError::Shape { .. })));
+    assert!(other.to_state::<B>(&cfg, &Default::default()).is_err());
+    let mut short = dec.zero_state();
+    short.layers[1].wkv.pop();
+    assert!(matches!(dec.step(1, &mut short), Err(RwkvError::Shape { what, .. }) if what.contains("state.1.wkv")));
     assert!(dec.run(&[], &mut s).is_err());
     assert!(dec.run(&[1, 2], &mut s).is_ok());
 }

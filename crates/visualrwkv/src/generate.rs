@@ -121,7 +121,7 @@ pub fn decode_fused<B: RwkvBackend>(
     let mut host = HostState::from_state(&state, 0)?;
     let (tokens, text, stopped_by) =
         sample_loop(tokenizer, logits, options, on_text, |id| decoder.step(id, &mut host))?;
-    let state = host.to_state::<B>(decoder.config(), &model.emb.weight.device());
+    let state = host.to_state::<B>(decoder.config(), &model.emb.weight.device())?;
     Ok(Generation { tokens, text, state, stopped_by })
 }
 
