@@ -442,13 +442,22 @@ fn linear_matrix<B: Backend>(l: &burn::nn::Linear<B>, dtype: WeightDtype, what: 
     Ok(Matrix::from_in_out(&host(l.weight.val(), what)?, inp, out, dtype))
 }
 
-fn layer_norm<B: Backend>(l: &burn::nn::LayerNorm<B>, what: &str) -> Result<Norm, RwkvError> {
-    let gamma = host(l.gamma.val(), what)?;
-    let beta = match &l.beta {
-        Some(b) => host(b.val(), what)?,
-        None => vec![0.0; gamma.len()],
+/// A norm's values from an optional weight and bias (`None`: ones and zeros of length `len`).
+fn norm_params<B: Backend>(
+    gamma: Option<&burn::module::Param<Tensor<B, 1>>>,
+    beta: Option<&burn::module::Param<Tensor<B, 1>>>,
+    len: usize,
+    what: &str,
+) -> Result<Norm, RwkvError> {
+    let read = |p: Option<&burn::module::Param<Tensor<B, 1>>>, fill: f32| match p {
+        Some(p) => host(p.val(), what),
+        None => Ok(vec![fill; len]),
     };
-    Ok(Norm { gamma, beta })
+    Ok(Norm { gamma: read(gamma, 1.0)?, beta: read(beta, 0.0)? })
+}
+
+fn layer_norm<B: Backend>(l: &burn::nn::LayerNorm<B>, what: &str) -> Result<Norm, RwkvError> {
+    norm_params(Some(&l.gamma), l.beta.as_ref(), l.gamma.dims()[0], what)
 }
 
 fn load_layer<B: RwkvBackend>(b: &Block<B>, l: usize, dtype: WeightDtype) -> Result<Layer, RwkvError> {
@@ -461,17 +470,7 @@ fn load_layer<B: RwkvBackend>(b: &Block<B>, l: usize, dtype: WeightDtype) -> Res
         let [i, o] = t.dims();
         Ok(Matrix::from_in_out(&host(t, &name(s))?, i, o, WeightDtype::F32))
     };
-    let ln_x = {
-        let gamma = match &a.ln_x.gamma {
-            Some(g) => host(g.val(), &name("att.ln_x.weight"))?,
-            None => vec![1.0; a.decay.dims()[0]],
-        };
-        let beta = match &a.ln_x.beta {
-            Some(g) => host(g.val(), &name("att.ln_x.bias"))?,
-            None => vec![0.0; gamma.len()],
-        };
-        Norm { gamma, beta }
-    };
+    let ln_x = norm_params(a.ln_x.gamma.as_ref(), a.ln_x.beta.as_ref(), a.decay.dims()[0], &name("att.ln_x"))?;
     Ok(Layer {
         ln1: layer_norm(&b.ln1, &name("ln1"))?,
         ln2: layer_norm(&b.ln2, &name("ln2"))?,
