@@ -79,9 +79,29 @@ fn run_one(size: &str) {
 
     // The fused decoder from the same prefilled state, in each weight type.
     let bandwidth = read_bandwidth_gbs();
+    let ceiling = gemm_gflops();
     let host = HostState::from_state(&state, 0).expect("state row 0");
+    let prompt: Vec<u32> = (0..prefill).map(|i| ((i * 7919) % 65536) as u32).collect();
     for dtype in [WeightDtype::F32, WeightDtype::Bf16, WeightDtype::F16] {
         let dec = Decoder::new(&model, dtype).expect("decoder");
+        // Sequence mode: a short warm-up, then the timed prompt (best of 2).
+        dec.prefill(&prompt[..8], &mut dec.zero_state()).expect("warm-up prefill");
+        let mut best = f64::MAX;
+        for _ in 0..2 {
+            let mut st = dec.zero_state();
+            let s = Instant::now();
+            std::hint::black_box(dec.prefill(&prompt, &mut st).expect("prefill"));
+            best = best.min(s.elapsed().as_secs_f64());
+        }
+        let flops = 2.0 * dense_macs_per_row(&cfg) as f64 * prefill as f64;
+        println!(
+            "P| {size} | {dtype:?} | {prefill} | {:.0} | {:.2}x | {:.1} | {:.1} | {:.0} % |",
+            prefill as f64 / best,
+            prefill_s / best,
+            flops / best / 1e9,
+            ceiling,
+            100.0 * flops / best / 1e9 / ceiling
+        );
         let mut st = host.clone();
         let _ = dec.step(1, &mut st).expect("warm-up");
         let mut times = Vec::new();
@@ -107,6 +127,53 @@ fn run_one(size: &str) {
             t / bound
         );
     }
+}
+
+/// Multiply-adds of the dense projections per prompt row (the head runs on the last row only).
+fn dense_macs_per_row(cfg: &RwkvConfig) -> usize {
+    let (c, f) = (cfg.n_embd, cfg.dim_ffn);
+    let lora = c * 5 * cfg.d_mix + 5 * cfg.d_mix * c + c * cfg.d_decay + cfg.d_decay * c;
+    cfg.n_layer * (lora + 5 * c * c + 2 * c * f + c * c)
+}
+
+/// f32 GEMM throughput of this machine in GFLOP/s: the best of 5 products of 1024×1024 matrices
+/// through the `gemm` crate on rayon's pool (the library and setting `Decoder::prefill` uses).
+fn gemm_gflops() -> f64 {
+    let n = 1024;
+    let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.1).collect();
+    let b: Vec<f32> = (0..n * n).map(|i| (i % 5) as f32 * 0.1).collect();
+    let mut c = vec![0f32; n * n];
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let s = Instant::now();
+        // SAFETY: three distinct row-major n×n buffers.
+        unsafe {
+            gemm::gemm(
+                n,
+                n,
+                n,
+                c.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                a.as_ptr(),
+                1,
+                n as isize,
+                b.as_ptr(),
+                1,
+                n as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(0),
+            )
+        };
+        best = best.min(s.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(&c);
+    2.0 * (n * n * n) as f64 / best / 1e9
 }
 
 /// Memory read bandwidth in GB/s: the best of 5 multi-threaded sums over 1 GiB of f32.
@@ -156,18 +223,32 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|");
     let exe = std::env::current_exe().expect("bench executable");
     let mut fused = Vec::new();
+    let mut prefills = Vec::new();
     for size in env("RWKV_BENCH_SIZES", "0.1b,0.4b").split(',') {
         let out = std::process::Command::new(&exe).env("RWKV_BENCH_ONE", size.trim()).output().expect("run one size");
         let text = String::from_utf8_lossy(&out.stdout);
         for line in text.lines() {
-            match line.strip_prefix("D") {
-                Some(rest) => fused.push(rest.to_string()),
-                None => println!("{line}"),
+            if let Some(rest) = line.strip_prefix("D") {
+                fused.push(rest.to_string());
+            } else if let Some(rest) = line.strip_prefix("P") {
+                prefills.push(rest.to_string());
+            } else {
+                println!("{line}");
             }
         }
         if !out.status.success() {
             println!("| {size} | failed ({}) |", out.status);
         }
+    }
+    println!(
+        "\nSequence mode of the fused decoder (`Decoder::prefill`); ceiling = 1024² f32 GEMM (`gemm` crate, all threads) measured in the same process\n"
+    );
+    println!(
+        "| model | weights | prefill T | tokens/s | speed-up vs burn prefill | dense GFLOP/s | GEMM ceiling GFLOP/s | of ceiling |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for line in prefills {
+        println!("{line}");
     }
     println!(
         "\nFused CPU decoder (`Decoder`) from the same prefilled state; bound = bytes read per token ÷ the memory read bandwidth measured in the same process\n"

@@ -120,6 +120,61 @@ proptest! {
     }
 }
 
+/// `Decoder::prefill` (sequence mode) equals stepping through the same tokens one by one: the
+/// last logits and every state tensor, from a zero or a carried state.
+fn check_prefill(cfg: &RwkvConfig, seed: u64, tokens: &[u32], split: usize, dtype: WeightDtype) -> Result<(), String> {
+    let dec = Decoder::new(&model(cfg, seed), dtype).map_err(|e| e.to_string())?;
+    let mut stepped = dec.zero_state();
+    let want = dec.run(tokens, &mut stepped).map_err(|e| e.to_string())?;
+    let mut state = dec.zero_state();
+    let split = split.min(tokens.len() - 1);
+    if split > 0 {
+        dec.prefill(&tokens[..split], &mut state).map_err(|e| e.to_string())?;
+    }
+    let got = dec.prefill(&tokens[split..], &mut state).map_err(|e| e.to_string())?;
+    let d = max_diff(&got, &want);
+    if d > 1e-4 {
+        return Err(format!("{dtype:?} {cfg:?} split {split}: last logits max diff {d:e}"));
+    }
+    for (l, (a, b)) in state.layers.iter().zip(&stepped.layers).enumerate() {
+        let d = max_diff(&a.wkv, &b.wkv)
+            .max(max_diff(&a.att_shift, &b.att_shift))
+            .max(max_diff(&a.ffn_shift, &b.ffn_shift));
+        if d > 1e-4 {
+            return Err(format!("{dtype:?} layer {l}: state max diff {d:e}"));
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// Random small models, prompts of 1 to 40 tokens (odd lengths included), split in two at a
+    /// random point or not at all, all three weight types.
+    #[test]
+    fn prefill_equals_token_by_token(
+        layers in 1usize..3,
+        heads in 1usize..4,
+        head_size in prop::sample::select(vec![4usize, 8, 12, 64]),
+        seed in 0u64..1000,
+        tokens in prop::collection::vec(0u32..50, 1..40),
+        split in 0usize..40,
+        dtype in prop::sample::select(vec![WeightDtype::F32, WeightDtype::Bf16, WeightDtype::F16]),
+    ) {
+        check_prefill(&config(layers, heads, head_size, 50), seed, &tokens, split, dtype).map_err(TestCaseError::fail)?;
+    }
+}
+
+/// Prefill on a size where the GEMMs and the WKV kernel use several threads.
+#[test]
+fn prefill_equals_token_by_token_on_a_threaded_size() {
+    let tokens: Vec<u32> = (0..67).map(|i| (i * 37 % 600) as u32).collect();
+    for dtype in [WeightDtype::F32, WeightDtype::Bf16] {
+        check_prefill(&config(2, 4, 64, 600), 5, &tokens, 30, dtype).unwrap();
+    }
+}
+
 /// A model large enough that the projections and head are split over threads.
 #[test]
 fn decoder_equals_burn_on_a_threaded_size() {
@@ -152,5 +207,10 @@ fn decoder_rejects_bad_inputs() {
     short.layers[1].wkv.pop();
     assert!(matches!(dec.step(1, &mut short), Err(RwkvError::Shape { what, .. }) if what.contains("state.1.wkv")));
     assert!(dec.run(&[], &mut s).is_err());
+    assert!(matches!(dec.prefill(&[], &mut s), Err(RwkvError::Input(_))));
+    assert!(matches!(dec.prefill(&[1, 31], &mut s), Err(RwkvError::Input(m)) if m.contains("31")));
+    assert!(matches!(dec.prefill_embeddings(&[0.0; 17], &mut s), Err(RwkvError::Shape { .. })));
+    assert!(matches!(dec.prefill_embeddings(&[], &mut s), Err(RwkvError::Shape { .. })));
+    assert!(matches!(dec.prefill(&[1], &mut other), Err(RwkvError::Shape { .. })));
     assert!(dec.run(&[1, 2], &mut s).is_ok());
 }

@@ -177,3 +177,32 @@ fn fused_decoder_matches_the_official_package() {
         assert!(d <= TOL, "resumed decoder step {t}: logits max diff {d:e}");
     }
 }
+
+/// The decoder's sequence mode (`Decoder::prefill`, GEMMs + the CPU WKV kernel) reproduces the
+/// official logits of the last token and the official final state, in one call and in two calls
+/// with the state carried (each split point's last logits too).
+#[test]
+fn fused_prefill_matches_the_official_package() {
+    use visualrwkv_rwkv::{Decoder, WeightDtype};
+    let model = load_safetensors::<B>(fixture("rwkv6_tiny_a_weights.safetensors"), &Default::default()).unwrap();
+    let (tokens, g) = golden();
+    let v = g["logits"].0[1];
+    let ids: Vec<u32> = tokens.iter().map(|&t| t as u32).collect();
+    let dec = Decoder::new(&model, WeightDtype::F32).unwrap();
+    let last = ids.len() - 1;
+    let mut state = dec.zero_state();
+    let logits = dec.prefill(&ids, &mut state).unwrap();
+    let d = max_diff(&logits, &g["logits"].1[last * v..]);
+    assert!(d <= TOL, "prefill: last logits max diff {d:e}");
+    check_state(&state.to_state::<B>(&model.config(), &Default::default()).unwrap(), &g, "state");
+    for split in [1, 13, last] {
+        let mut state = dec.zero_state();
+        let first = dec.prefill(&ids[..split], &mut state).unwrap();
+        let d = max_diff(&first, &g["logits"].1[(split - 1) * v..split * v]);
+        assert!(d <= TOL, "prefill of {split} tokens: logits max diff {d:e}");
+        let logits = dec.prefill(&ids[split..], &mut state).unwrap();
+        let d = max_diff(&logits, &g["logits"].1[last * v..]);
+        assert!(d <= TOL, "prefill split at {split}: last logits max diff {d:e}");
+        check_state(&state.to_state::<B>(&model.config(), &Default::default()).unwrap(), &g, "state");
+    }
+}
