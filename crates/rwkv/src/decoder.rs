@@ -26,10 +26,11 @@ use visualrwkv_wkv::cpu::exp_f32;
 use crate::dense::RwkvBackend;
 use crate::layers::Block;
 use crate::state::{LayerState, State};
-use crate::{LN_X_EPS, Rwkv, RwkvConfig, RwkvError};
+use crate::{Rwkv, RwkvConfig, RwkvError};
 
 mod matrix;
 mod prefill;
+mod step;
 
 use matrix::Matrix;
 
@@ -235,6 +236,8 @@ pub struct Decoder {
     layers: Vec<Layer>,
     ln_out: Norm,
     head: Matrix,
+    /// Threads per decoding step (`None`: automatic).
+    threads: Option<usize>,
 }
 
 fn linear_matrix<B: Backend>(l: &burn::nn::Linear<B>, dtype: WeightDtype, what: &str) -> Result<Matrix, RwkvError> {
@@ -330,7 +333,16 @@ impl Decoder {
             layers,
             ln_out: layer_norm(&model.ln_out, "ln_out")?,
             head: linear_matrix(&model.head, dtype, "head.weight")?,
+            threads: None,
         })
+    }
+
+    /// Sets the number of threads that run each decoding step (`None`, the default: one for
+    /// models reading under 8 MiB per token, else rayon's thread count up to the number of
+    /// cores). The threads are started once per token and synchronise by spinning between the
+    /// products; sequence mode ([`Decoder::prefill`]) always uses rayon's pool.
+    pub fn set_threads(&mut self, threads: Option<usize>) {
+        self.threads = threads;
     }
 
     /// The model's configuration.
@@ -385,15 +397,7 @@ impl Decoder {
             return Err(RwkvError::Shape { what: "embedding row".into(), expected: vec![c], found: vec![x.len()] });
         }
         state.check(&self.config)?;
-        let mut x = self.ln0.apply(x);
-        for (layer, s) in self.layers.iter().zip(&mut state.layers) {
-            self.time_mix(layer, &mut x, s);
-            self.channel_mix(layer, &mut x, s);
-        }
-        let x = self.ln_out.apply(&x);
-        let mut logits = vec![0f32; self.config.vocab_size];
-        self.head.matvec(&x, &mut logits);
-        Ok(logits)
+        Ok(self.step_team(&self.ln0.apply(x), &mut state.layers))
     }
 
     /// Steps through `tokens` from `state`; the logits after the last one.
@@ -403,75 +407,5 @@ impl Decoder {
             self.step(t, state)?;
         }
         self.step(*last, state)
-    }
-
-    fn time_mix(&self, l: &Layer, x: &mut [f32], s: &mut HostLayerState) {
-        let RwkvConfig { n_embd: c, n_head: h, head_size: n, d_mix, .. } = self.config;
-        let xa = l.ln1.apply(x);
-        let dx: Vec<f32> = s.att_shift.iter().zip(&xa).map(|(p, v)| p - v).collect();
-        s.att_shift.copy_from_slice(&xa);
-        let xxx: Vec<f32> = xa.iter().zip(&dx).zip(&l.maa_x).map(|((v, d), m)| v + d * m).collect();
-        let mut lora = vec![0f32; 5 * d_mix];
-        l.maa_w1.matvec(&xxx, &mut lora);
-        lora.iter_mut().for_each(|v| *v = tanh(*v));
-        // Inputs of w, k, v, r, g.
-        let mut mixed: [Vec<f32>; 5] = std::array::from_fn(|_| vec![0f32; c]);
-        for (j, m) in mixed.iter_mut().enumerate() {
-            l.maa_w2[j].matvec(&lora[j * d_mix..(j + 1) * d_mix], m);
-            for (i, v) in m.iter_mut().enumerate() {
-                *v = xa[i] + dx[i] * (*v + l.maa[j][i]);
-            }
-        }
-        let a = h * n;
-        let (mut r, mut k, mut v, mut g) = (vec![0f32; a], vec![0f32; a], vec![0f32; a], vec![0f32; a]);
-        l.receptance.matvec(&mixed[3], &mut r);
-        l.key.matvec(&mixed[1], &mut k);
-        l.value.matvec(&mixed[2], &mut v);
-        l.gate.matvec(&mixed[4], &mut g);
-        let mut dec = vec![0f32; l.decay_w1.out];
-        l.decay_w1.matvec(&mixed[0], &mut dec);
-        dec.iter_mut().for_each(|v| *v = tanh(*v));
-        let mut w = vec![0f32; a];
-        l.decay_w2.matvec(&dec, &mut w);
-        w.iter_mut().zip(&l.decay).for_each(|(w, d)| *w += d);
-
-        let mut y = vec![0f32; a];
-        for hh in 0..h {
-            let p = hh * n..(hh + 1) * n;
-            visualrwkv_wkv::reference::step_head(
-                &r[p.clone()],
-                &k[p.clone()],
-                &v[p.clone()],
-                &w[p.clone()],
-                &l.bonus[p.clone()],
-                &mut s.wkv[hh * n * n..(hh + 1) * n * n],
-                &mut y[p.clone()],
-            );
-            norm_in_place(&mut y[p.clone()], &l.ln_x.gamma[p.clone()], &l.ln_x.beta[p], LN_X_EPS as f32);
-        }
-        for (y, g) in y.iter_mut().zip(&g) {
-            *y *= g * sigmoid(*g);
-        }
-        let mut out = vec![0f32; c];
-        l.output.matvec(&y, &mut out);
-        x.iter_mut().zip(&out).for_each(|(x, o)| *x += o);
-    }
-
-    fn channel_mix(&self, l: &Layer, x: &mut [f32], s: &mut HostLayerState) {
-        let xf = l.ln2.apply(x);
-        let mix =
-            |m: &[f32]| -> Vec<f32> { xf.iter().zip(&s.ffn_shift).zip(m).map(|((v, p), m)| v + (p - v) * m).collect() };
-        let (xk, xr) = (mix(&l.ffn_maa_k), mix(&l.ffn_maa_r));
-        s.ffn_shift.copy_from_slice(&xf);
-        let mut k = vec![0f32; l.ffn_key.out];
-        l.ffn_key.matvec(&xk, &mut k);
-        k.iter_mut().for_each(|v| *v = v.max(0.0) * v.max(0.0));
-        let mut val = vec![0f32; x.len()];
-        l.ffn_value.matvec(&k, &mut val);
-        let mut r = vec![0f32; x.len()];
-        l.ffn_receptance.matvec(&xr, &mut r);
-        for ((x, r), v) in x.iter_mut().zip(&r).zip(&val) {
-            *x += sigmoid(*r) * v;
-        }
     }
 }

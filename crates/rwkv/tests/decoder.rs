@@ -75,9 +75,10 @@ fn rounded(model: &Rwkv<B>, dtype: WeightDtype) -> Rwkv<B> {
     m
 }
 
-fn check(cfg: &RwkvConfig, seed: u64, tokens: &[u32], dtype: WeightDtype) -> Result<(), String> {
+fn check(cfg: &RwkvConfig, seed: u64, tokens: &[u32], dtype: WeightDtype, threads: usize) -> Result<(), String> {
     let m = model(cfg, seed);
-    let dec = Decoder::new(&m, dtype).map_err(|e| e.to_string())?;
+    let mut dec = Decoder::new(&m, dtype).map_err(|e| e.to_string())?;
+    dec.set_threads(Some(threads));
     let reference = rounded(&m, dtype);
     let mut hs = dec.zero_state();
     let mut bs = None;
@@ -106,7 +107,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
     /// Random small models (several heads, head sizes with and without SIMD tails), random
-    /// tokens, all three weight types.
+    /// tokens, all three weight types, stepped by teams of 1 to 3 threads (more threads than
+    /// heads or rows included).
     #[test]
     fn decoder_equals_burn_single_step(
         layers in 1usize..3,
@@ -115,8 +117,9 @@ proptest! {
         seed in 0u64..1000,
         tokens in prop::collection::vec(0u32..50, 1..6),
         dtype in prop::sample::select(vec![WeightDtype::F32, WeightDtype::Bf16, WeightDtype::F16]),
+        threads in 1usize..4,
     ) {
-        check(&config(layers, heads, head_size, 50), seed, &tokens, dtype).map_err(TestCaseError::fail)?;
+        check(&config(layers, heads, head_size, 50), seed, &tokens, dtype, threads).map_err(TestCaseError::fail)?;
     }
 }
 
@@ -179,7 +182,9 @@ fn prefill_equals_token_by_token_on_a_threaded_size() {
 #[test]
 fn decoder_equals_burn_on_a_threaded_size() {
     for dtype in [WeightDtype::F32, WeightDtype::Bf16, WeightDtype::F16] {
-        check(&config(2, 4, 64, 600), 7, &[1, 599, 42, 7], dtype).unwrap();
+        for threads in [1, 2, 3] {
+            check(&config(2, 4, 64, 600), 7, &[1, 599, 42, 7], dtype, threads).unwrap();
+        }
     }
 }
 

@@ -72,7 +72,7 @@ impl Matrix {
     }
 
     /// `y[o] = Σ_i W[o, i]·x[i]` for outputs `rows` into `y` (`[rows.len()]`).
-    fn matvec_rows(&self, x: &[f32], rows: std::ops::Range<usize>, y: &mut [f32]) {
+    pub(crate) fn matvec_rows(&self, x: &[f32], rows: std::ops::Range<usize>, y: &mut [f32]) {
         let n = self.inp;
         #[cfg(target_arch = "x86_64")]
         if simd::available() {
@@ -113,6 +113,7 @@ impl Matrix {
             self.matvec_rows(x, start..start + part.len(), part)
         });
     }
+
     /// The weights as f32: borrowed when stored in f32, else converted into `scratch`.
     fn f32_weights<'a>(&'a self, scratch: &'a mut Vec<f32>) -> &'a [f32] {
         use rayon::prelude::*;

@@ -119,7 +119,7 @@ impl Decoder {
     /// logits `[V]` after the last row.
     pub fn prefill_embeddings(&self, x: &[f32], state: &mut HostState) -> Result<Vec<f32>, RwkvError> {
         let c = self.config.n_embd;
-        if x.is_empty() || x.len() % c != 0 {
+        if x.is_empty() || !x.len().is_multiple_of(c) {
             return Err(RwkvError::Shape {
                 what: "prefill embedding rows (flattened [T, C])".into(),
                 expected: vec![x.len().div_ceil(c).max(1) * c],
