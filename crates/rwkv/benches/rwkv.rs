@@ -78,8 +78,12 @@ fn run_one(size: &str) {
     );
 
     // The fused decoder from the same prefilled state, in each weight type.
+    // Bandwidth and GEMM ceiling: best of measurements before and after the timed runs (the
+    // machine's speed drifts; the best is the fairest ceiling).
     let bandwidth = read_bandwidth_gbs();
     let ceiling = gemm_gflops();
+    let mut prefill_rows = Vec::new();
+    let mut decode_rows = Vec::new();
     let host = HostState::from_state(&state, 0).expect("state row 0");
     let prompt: Vec<u32> = (0..prefill).map(|i| ((i * 7919) % 65536) as u32).collect();
     for dtype in [WeightDtype::F32, WeightDtype::Bf16, WeightDtype::F16] {
@@ -93,15 +97,7 @@ fn run_one(size: &str) {
             std::hint::black_box(dec.prefill(&prompt, &mut st).expect("prefill"));
             best = best.min(s.elapsed().as_secs_f64());
         }
-        let flops = 2.0 * dense_macs_per_row(&cfg) as f64 * prefill as f64;
-        println!(
-            "P| {size} | {dtype:?} | {prefill} | {:.0} | {:.2}x | {:.1} | {:.1} | {:.0} % |",
-            prefill as f64 / best,
-            prefill_s / best,
-            flops / best / 1e9,
-            ceiling,
-            100.0 * flops / best / 1e9 / ceiling
-        );
+        prefill_rows.push((dtype, best));
         let mut st = host.clone();
         let _ = dec.step(1, &mut st).expect("warm-up");
         let mut times = Vec::new();
@@ -113,7 +109,22 @@ fn run_one(size: &str) {
         }
         times.sort_by(f64::total_cmp);
         let t = times[times.len() / 2];
-        let bytes = dec.bytes_per_token() as f64;
+        decode_rows.push((dtype, t, dec.bytes_per_token() as f64));
+    }
+    let bandwidth = bandwidth.max(read_bandwidth_gbs());
+    let ceiling = ceiling.max(gemm_gflops());
+    let flops = 2.0 * dense_macs_per_row(&cfg) as f64 * prefill as f64;
+    for (dtype, best) in prefill_rows {
+        println!(
+            "P| {size} | {dtype:?} | {prefill} | {:.0} | {:.2}x | {:.1} | {:.1} | {:.0} % |",
+            prefill as f64 / best,
+            prefill_s / best,
+            flops / best / 1e9,
+            ceiling,
+            100.0 * flops / best / 1e9 / ceiling
+        );
+    }
+    for (dtype, t, bytes) in decode_rows {
         let bound = bytes / (bandwidth * 1e9);
         println!(
             "D| {size} | {dtype:?} | {:.1} | {:.1} | {:.2}x | {:.0} | {:.1} | {:.1} | {:.1} | {:.2}x |",
@@ -136,7 +147,7 @@ fn dense_macs_per_row(cfg: &RwkvConfig) -> usize {
     cfg.n_layer * (lora + 5 * c * c + 2 * c * f + c * c)
 }
 
-/// f32 GEMM throughput of this machine in GFLOP/s: the best of 5 products of 1024×1024 matrices
+/// f32 GEMM throughput of this machine in GFLOP/s: the best of 10 products of 1024×1024 matrices
 /// through the `gemm` crate on rayon's pool (the library and setting `Decoder::prefill` uses).
 fn gemm_gflops() -> f64 {
     let n = 1024;
@@ -144,7 +155,7 @@ fn gemm_gflops() -> f64 {
     let b: Vec<f32> = (0..n * n).map(|i| (i % 5) as f32 * 0.1).collect();
     let mut c = vec![0f32; n * n];
     let mut best = f64::MAX;
-    for _ in 0..5 {
+    for _ in 0..10 {
         let s = Instant::now();
         // SAFETY: three distinct row-major n×n buffers.
         unsafe {

@@ -16,8 +16,9 @@ pub struct GenerateOptions {
     pub stop_tokens: Vec<u32>,
     /// Prompt tokens per sequence-mode call (bounds memory on long prompts).
     pub prefill_chunk: usize,
-    /// Run the single-token steps on this fused CPU decoder (built from the same model, see
-    /// [`Decoder::new`]) instead of the model's tensor ops; `None`: the model itself.
+    /// Run the prompt ([`Decoder::prefill`]) and the single-token steps on this fused CPU decoder
+    /// (built from the same model, see [`Decoder::new`]) instead of the model's tensor ops;
+    /// `None`: the model itself. ([`decode`] from a cached state uses it for the steps.)
     pub fused: Option<std::sync::Arc<Decoder>>,
 }
 
@@ -70,10 +71,20 @@ pub fn generate<B: RwkvBackend>(
     if prompt_ids.is_empty() {
         return Err(RwkvError::Input("the prompt is empty".into()));
     }
+    let chunks = prompt_ids.chunks(options.prefill_chunk.max(1));
+    if let Some(decoder) = &options.fused {
+        // The fused decoder's sequence mode (GEMMs + the CPU WKV kernel) for the prompt too.
+        let mut host = decoder.zero_state();
+        let mut logits = Vec::new();
+        for chunk in chunks {
+            logits = decoder.prefill(chunk, &mut host)?;
+        }
+        return decode_host(model, decoder, tokenizer, logits, host, options, on_text);
+    }
     let device = model.emb.weight.device();
     let mut state: Option<State<B>> = None;
     let mut logits = Vec::new();
-    for chunk in prompt_ids.chunks(options.prefill_chunk.max(1)) {
+    for chunk in chunks {
         let out = model.forward_last(ids_tensor::<B>(chunk, &device), state.as_ref())?;
         logits = last_logits(out.logits);
         state = Some(out.state);
@@ -118,7 +129,19 @@ pub fn decode_fused<B: RwkvBackend>(
     options: &GenerateOptions,
     on_text: impl FnMut(&str),
 ) -> Result<Generation<B>, RwkvError> {
-    let mut host = HostState::from_state(&state, 0)?;
+    decode_host(model, decoder, tokenizer, logits, HostState::from_state(&state, 0)?, options, on_text)
+}
+
+/// [`decode_fused`] from a host state.
+fn decode_host<B: RwkvBackend>(
+    model: &Rwkv<B>,
+    decoder: &Decoder,
+    tokenizer: &Tokenizer,
+    logits: Vec<f32>,
+    mut host: HostState,
+    options: &GenerateOptions,
+    on_text: impl FnMut(&str),
+) -> Result<Generation<B>, RwkvError> {
     let (tokens, text, stopped_by) =
         sample_loop(tokenizer, logits, options, on_text, |id| decoder.step(id, &mut host))?;
     let state = host.to_state::<B>(decoder.config(), &model.emb.weight.device())?;

@@ -58,6 +58,10 @@ fn fused_decoder_generation_equals_tensor_ops() {
         let d = (a.wkv.clone() - b.wkv.clone()).abs().max().into_scalar();
         assert!(d < 1e-4, "wkv state differs by {d}");
     }
+    // The prompt prefilled by the fused decoder's sequence mode in chunks of 2 and 1 tokens.
+    let chunked = GenerateOptions { prefill_chunk: 2, ..fused.clone() };
+    let got = generate(&model, tok, prompt, &chunked, |_| {}).unwrap();
+    assert_eq!(got.tokens, want.tokens);
     let half = GenerateOptions { fused: Some(Arc::new(Decoder::new(&model, WeightDtype::Bf16).unwrap())), ..plain };
     let out = generate(&model, tok, prompt, &half, |_| {}).unwrap();
     assert_eq!(out.state.layers.len(), want.state.layers.len());
