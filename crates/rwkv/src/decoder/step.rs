@@ -239,8 +239,8 @@ impl Decoder {
         let xxx: Vec<f32> = xa.iter().zip(&dx).zip(&l.maa_x).map(|((v, d), m)| v + d * m).collect();
         products(&[(&l.maa_w1, &xxx, &b.lora)]);
         if tid == 0 {
-            // SAFETY: every thread has passed its read of the shift row (barrier above); no other
-            // thread touches it until the next layer's read, after more barriers.
+            // SAFETY: every thread has passed its read of the shift row (barrier above); no thread
+            // touches this layer's shift row again during this step.
             unsafe { std::slice::from_raw_parts_mut(state.att_shift, state.c).copy_from_slice(&xa) };
         }
         // SAFETY (reads of shared buffers below): each is read after the barrier that ended its
