@@ -1,22 +1,40 @@
-//! A fused single-token decoder for the CPU: the RWKV-6 step of [`Rwkv`] written directly over
-//! host buffers, with the large matrices stored in f32, bf16 or f16.
+//! A fused decoder for the CPU: RWKV-6 written directly over host buffers, with the large
+//! matrices stored in f32, bf16 or f16 — a sequence mode for prompts ([`Decoder::prefill`]) and a
+//! single-token step for generation ([`Decoder::step`]).
 //!
 //! Decoding one token multiplies a single row by every weight matrix, so its cost is reading the
 //! weights once. [`Decoder`] keeps each matrix output-major (`[out, in]`, one contiguous dot
 //! product per output), converts half-precision weights to f32 in registers (AVX2 + FMA + F16C,
-//! detected at run time; a portable loop otherwise), splits the outputs of large matrices over the
-//! cores, and runs the small parts (layer norms, LoRAs, WKV step, group norm) in place without a
-//! tensor library in between. Storing the matrices in bf16 or f16 halves the bytes each token
-//! reads; accumulation stays in f32.
+//! detected at run time; a portable loop otherwise), runs each step on a team of threads that
+//! split every product by rows (`step.rs`), and runs the small parts (layer norms, LoRAs, WKV
+//! step, group norm) in place without a tensor library in between. Storing the matrices in bf16
+//! or f16 halves the bytes each token reads; accumulation stays in f32. A prompt instead runs
+//! each projection as one GEMM over all its rows (`prefill.rs`).
 //!
-//! It computes the same function as [`Rwkv::forward`] in single-step mode (tested against the
-//! burn model and the official fixtures); the state converts to and from [`State`] so that a
-//! prompt can be prefilled by the burn model in sequence mode and decoded here.
+//! It computes the same function as [`Rwkv::forward`] (tested against the burn model and the
+//! official fixtures); the state converts to and from [`State`], so a prompt can also be
+//! prefilled by the burn model (on any backend) and decoded here.
+//!
+//! ```
+//! use burn::backend::NdArray;
+//! use visualrwkv_rwkv::{Decoder, RwkvConfig, WeightDtype};
+//!
+//! // A random model (load an official checkpoint with `visualrwkv_rwkv::load` instead).
+//! let model = RwkvConfig::official(2, 128, 300).init::<NdArray>(&Default::default());
+//! let decoder = Decoder::new(&model, WeightDtype::Bf16)?;
+//! let mut state = decoder.zero_state();
+//! let logits = decoder.prefill(&[1, 2, 3, 4], &mut state)?; // the prompt, in sequence mode
+//! assert_eq!(logits.len(), 300);
+//! let next = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i as u32);
+//! let logits = decoder.step(next.unwrap(), &mut state)?; // one generated token
+//! assert!(logits.iter().all(|v| v.is_finite()));
+//! # Ok::<(), visualrwkv_rwkv::RwkvError>(())
+//! ```
 //!
 //! # Shapes
 //!
-//! Token id → logits `[V]`; per-layer state `att_shift` `[C]`, `wkv` `[H, N, N]` (key-major),
-//! `ffn_shift` `[C]` (batch 1).
+//! Token ids `[T]` (or embedding rows `[T, C]`) → logits `[V]` of the last; per-layer state
+//! `att_shift` `[C]`, `wkv` `[H, N, N]` (key-major), `ffn_shift` `[C]` (batch 1).
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
