@@ -413,13 +413,20 @@ impl Decoder {
 
     /// One step on token `token`: updates `state` and returns the logits `[V]`.
     pub fn step(&self, token: u32, state: &mut HostState) -> Result<Vec<f32>, RwkvError> {
-        let v = self.config.vocab_size;
-        if token as usize >= v {
-            return Err(RwkvError::Input(format!("token id {token} is outside the vocabulary 0..{v}")));
+        self.step_embedding(&self.embed(&[token])?, state)
+    }
+
+    /// The embedding rows `[T, C]` of `tokens`; errors on an id outside the vocabulary.
+    fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>, RwkvError> {
+        let (v, c) = (self.config.vocab_size, self.config.n_embd);
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= v) {
+            return Err(RwkvError::Input(format!("token id {bad} is outside the vocabulary 0..{v}")));
         }
-        let mut x = vec![0f32; self.config.n_embd];
-        self.emb.row_into(token as usize, &mut x);
-        self.step_embedding(&x, state)
+        let mut x = vec![0f32; tokens.len() * c];
+        for (row, &t) in x.chunks_mut(c).zip(tokens) {
+            self.emb.row_into(t as usize, row);
+        }
+        Ok(x)
     }
 
     /// One step on an embedding row `x` `[C]` (before `ln0`; e.g. a projected image feature).

@@ -92,7 +92,12 @@ fn check(cfg: &RwkvConfig, seed: u64, tokens: &[u32], dtype: WeightDtype, thread
         bs = Some(s);
     }
     let want = HostState::from_state(bs.as_ref().unwrap(), 0).map_err(|e| e.to_string())?;
-    for (l, (a, b)) in hs.layers.iter().zip(&want.layers).enumerate() {
+    states_close(&hs, &want, dtype)
+}
+
+/// Every state tensor of `got` within 1e-4 of `want`.
+fn states_close(got: &HostState, want: &HostState, dtype: WeightDtype) -> Result<(), String> {
+    for (l, (a, b)) in got.layers.iter().zip(&want.layers).enumerate() {
         let d = max_diff(&a.wkv, &b.wkv)
             .max(max_diff(&a.att_shift, &b.att_shift))
             .max(max_diff(&a.ffn_shift, &b.ffn_shift));
@@ -139,15 +144,7 @@ fn check_prefill(cfg: &RwkvConfig, seed: u64, tokens: &[u32], split: usize, dtyp
     if d > 1e-4 {
         return Err(format!("{dtype:?} {cfg:?} split {split}: last logits max diff {d:e}"));
     }
-    for (l, (a, b)) in state.layers.iter().zip(&stepped.layers).enumerate() {
-        let d = max_diff(&a.wkv, &b.wkv)
-            .max(max_diff(&a.att_shift, &b.att_shift))
-            .max(max_diff(&a.ffn_shift, &b.ffn_shift));
-        if d > 1e-4 {
-            return Err(format!("{dtype:?} layer {l}: state max diff {d:e}"));
-        }
-    }
-    Ok(())
+    states_close(&state, &stepped, dtype)
 }
 
 proptest! {

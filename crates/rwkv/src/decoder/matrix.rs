@@ -11,10 +11,30 @@ use super::WeightDtype;
 #[derive(Clone, Debug)]
 enum Data {
     F32(Vec<f32>),
-    /// bf16 bit patterns.
-    Bf16(Vec<u16>),
-    /// f16 bit patterns.
-    F16(Vec<u16>),
+    /// Half-precision bit patterns: bf16 when `bf16`, else IEEE f16.
+    Half {
+        bits: Vec<u16>,
+        bf16: bool,
+    },
+}
+
+/// One half-precision value (bf16 when `BF16`, else f16) as f32.
+#[inline(always)]
+fn half_to_f32<const BF16: bool>(b: u16) -> f32 {
+    if BF16 { f32::from_bits((b as u32) << 16) } else { half::f16::from_bits(b).to_f32() }
+}
+
+/// `dst[i] = f32(src[i])` for half-precision bit patterns (bf16 when `bf16`), with AVX2/F16C
+/// when the CPU has them.
+fn halves_to_f32(src: &[u16], bf16: bool, dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if simd::available() {
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked).
+        unsafe { if bf16 { simd::to_f32::<true>(src, dst) } else { simd::to_f32::<false>(src, dst) } }
+        return;
+    }
+    let f = if bf16 { half_to_f32::<true> } else { half_to_f32::<false> };
+    dst.iter_mut().zip(src).for_each(|(d, &b)| *d = f(b));
 }
 
 /// A matrix stored output-major, `[out, in]`, in a [`WeightDtype`]. Internal: its constructors
@@ -47,8 +67,12 @@ impl Matrix {
     pub(crate) fn from_out_in(w: Vec<f32>, inp: usize, out: usize, dtype: WeightDtype) -> Self {
         let data = match dtype {
             WeightDtype::F32 => Data::F32(w),
-            WeightDtype::Bf16 => Data::Bf16(w.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect()),
-            WeightDtype::F16 => Data::F16(w.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect()),
+            WeightDtype::Bf16 => {
+                Data::Half { bits: w.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect(), bf16: true }
+            }
+            WeightDtype::F16 => {
+                Data::Half { bits: w.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect(), bf16: false }
+            }
         };
         Self { out, inp, data }
     }
@@ -57,7 +81,7 @@ impl Matrix {
     pub(crate) fn bytes(&self) -> usize {
         match &self.data {
             Data::F32(v) => 4 * v.len(),
-            Data::Bf16(v) | Data::F16(v) => 2 * v.len(),
+            Data::Half { bits, .. } => 2 * bits.len(),
         }
     }
 
@@ -66,8 +90,7 @@ impl Matrix {
         let r = o * self.inp..(o + 1) * self.inp;
         match &self.data {
             Data::F32(v) => dst.copy_from_slice(&v[r]),
-            Data::Bf16(v) => dst.iter_mut().zip(&v[r]).for_each(|(d, &b)| *d = half::bf16::from_bits(b).to_f32()),
-            Data::F16(v) => dst.iter_mut().zip(&v[r]).for_each(|(d, &b)| *d = half::f16::from_bits(b).to_f32()),
+            Data::Half { bits, bf16 } => halves_to_f32(&bits[r], *bf16, dst),
         }
     }
 
@@ -82,8 +105,8 @@ impl Matrix {
                 *yo = unsafe {
                     match &self.data {
                         Data::F32(v) => simd::dot_f32(&v[r], x),
-                        Data::Bf16(v) => simd::dot_bf16(&v[r], x),
-                        Data::F16(v) => simd::dot_f16(&v[r], x),
+                        Data::Half { bits, bf16: true } => simd::dot_half::<true>(&bits[r], x),
+                        Data::Half { bits, bf16: false } => simd::dot_half::<false>(&bits[r], x),
                     }
                 };
             }
@@ -117,24 +140,13 @@ impl Matrix {
     /// The weights as f32: borrowed when stored in f32, else converted into `scratch`.
     fn f32_weights<'a>(&'a self, scratch: &'a mut Vec<f32>) -> &'a [f32] {
         use rayon::prelude::*;
-        let (src, bf16) = match &self.data {
+        let (bits, bf16) = match &self.data {
             Data::F32(v) => return v,
-            Data::Bf16(v) => (v, true),
-            Data::F16(v) => (v, false),
+            Data::Half { bits, bf16 } => (bits, *bf16),
         };
-        scratch.resize(src.len(), 0.0);
-        scratch.par_chunks_mut(1 << 14).zip(src.par_chunks(1 << 14)).for_each(|(d, s)| {
-            #[cfg(target_arch = "x86_64")]
-            if simd::available() {
-                // SAFETY: the CPU has AVX2, FMA and F16C (checked); equal lengths.
-                unsafe { if bf16 { simd::bf16_to_f32(s, d) } else { simd::f16_to_f32(s, d) } }
-                return;
-            }
-            for (d, &b) in d.iter_mut().zip(s) {
-                *d = if bf16 { half::bf16::from_bits(b).to_f32() } else { half::f16::from_bits(b).to_f32() };
-            }
-        });
-        &scratch[..src.len()]
+        scratch.resize(bits.len(), 0.0);
+        scratch.par_chunks_mut(1 << 14).zip(bits.par_chunks(1 << 14)).for_each(|(d, s)| halves_to_f32(s, bf16, d));
+        &scratch[..bits.len()]
     }
 
     /// `Y = X·Wᵀ` for `t` rows: `x` `[t, in]`, `y` `[t, out]` (row-major), through a cache-blocked
@@ -242,82 +254,49 @@ mod simd {
         unsafe { dot_with(w.len(), x, |i| _mm256_loadu_ps(p.add(i)), |i| w[i]) }
     }
 
+    /// Eight half-precision values at `p` (bf16 when `BF16`, else f16) as f32 lanes.
+    ///
     /// # Safety
-    /// As [`dot_f32`].
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_bf16(w: &[u16], x: &[f32]) -> f32 {
-        let p = w.as_ptr();
-        // SAFETY: as our contract; each load reads 8 u16 below w.len(). bf16 → f32 is a 16-bit
-        // left shift of the bit pattern.
+    /// The CPU supports AVX2 and F16C; `p` points at 8 readable `u16`.
+    #[inline(always)]
+    unsafe fn load_half<const BF16: bool>(p: *const u16) -> __m256 {
+        // SAFETY: as our contract. bf16 → f32 is a 16-bit left shift of the bit pattern.
         unsafe {
-            dot_with(
-                w.len(),
-                x,
-                |i| {
-                    let h = _mm_loadu_si128(p.add(i) as *const __m128i);
-                    _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
-                },
-                |i| f32::from_bits((w[i] as u32) << 16),
-            )
+            let h = _mm_loadu_si128(p as *const __m128i);
+            if BF16 { _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)) } else { _mm256_cvtph_ps(h) }
         }
     }
 
+    /// The dot product of half-precision weights (bf16 when `BF16`, else f16) with `x`.
+    ///
     /// # Safety
     /// As [`dot_f32`].
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_f16(w: &[u16], x: &[f32]) -> f32 {
+    pub unsafe fn dot_half<const BF16: bool>(w: &[u16], x: &[f32]) -> f32 {
         let p = w.as_ptr();
         // SAFETY: as our contract; each load reads 8 u16 below w.len().
-        unsafe {
-            dot_with(
-                w.len(),
-                x,
-                |i| _mm256_cvtph_ps(_mm_loadu_si128(p.add(i) as *const __m128i)),
-                |i| half::f16::from_bits(w[i]).to_f32(),
-            )
-        }
+        unsafe { dot_with(w.len(), x, |i| load_half::<BF16>(p.add(i)), |i| super::half_to_f32::<BF16>(w[i])) }
     }
 
-    /// `dst[i] = f32(src[i])` for bf16 bit patterns, 8 lanes at a time.
+    /// `dst[i] = f32(src[i])` for half-precision bit patterns (bf16 when `BF16`), 8 lanes at a
+    /// time, over the shorter of the two.
     ///
     /// # Safety
-    /// The CPU supports AVX2, FMA and F16C; `dst.len() == src.len()`.
+    /// The CPU supports AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn bf16_to_f32(src: &[u16], dst: &mut [f32]) {
+    pub unsafe fn to_f32<const BF16: bool>(src: &[u16], dst: &mut [f32]) {
         let n = src.len().min(dst.len());
         let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
         let mut i = 0;
         // SAFETY: every access is below n.
         unsafe {
             while i + 8 <= n {
-                let h = _mm_loadu_si128(s.add(i) as *const __m128i);
-                _mm256_storeu_ps(d.add(i), _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
+                _mm256_storeu_ps(d.add(i), load_half::<BF16>(s.add(i)));
                 i += 8;
             }
         }
         for j in i..n {
-            dst[j] = f32::from_bits((src[j] as u32) << 16);
-        }
-    }
-
-    /// `dst[i] = f32(src[i])` for f16 bit patterns, 8 lanes at a time.
-    ///
-    /// # Safety
-    /// As [`bf16_to_f32`].
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn f16_to_f32(src: &[u16], dst: &mut [f32]) {
-        let n = src.len().min(dst.len());
-        let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
-        let mut i = 0;
-        // SAFETY: every access is below n.
-        unsafe {
-            while i + 8 <= n {
-                _mm256_storeu_ps(d.add(i), _mm256_cvtph_ps(_mm_loadu_si128(s.add(i) as *const __m128i)));
-                i += 8;
-            }
-        }
-        for j in i..n {
-            dst[j] = half::f16::from_bits(src[j]).to_f32();
+            dst[j] = super::half_to_f32::<BF16>(src[j]);
         }
     }
 }

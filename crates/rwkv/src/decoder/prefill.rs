@@ -35,7 +35,6 @@ impl Pool {
             None => self.free.pop().unwrap_or_default(),
         };
         v.resize(len, 0.0);
-        v.truncate(len);
         v
     }
 
@@ -103,15 +102,7 @@ impl Decoder {
         if tokens.is_empty() {
             return Err(RwkvError::Input("no tokens to prefill".into()));
         }
-        let (v, c) = (self.config.vocab_size, self.config.n_embd);
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= v) {
-            return Err(RwkvError::Input(format!("token id {bad} is outside the vocabulary 0..{v}")));
-        }
-        let mut x = vec![0f32; tokens.len() * c];
-        for (row, &t) in x.chunks_mut(c).zip(tokens) {
-            self.emb.row_into(t as usize, row);
-        }
-        self.prefill_embeddings(&x, state)
+        self.prefill_embeddings(&self.embed(tokens)?, state)
     }
 
     /// Runs the embedding rows `x` `[T, C]` (before `ln0`; e.g. projected image features mixed
