@@ -8,7 +8,8 @@
 //! `Snake` (a scan) and `Hint` (a prompt strategy) are defined in `examples/lib.rs`; any type
 //! implementing `visualrwkv_scan::Scan` or `visualrwkv_prompt::PromptStrategy` works.
 
-use visualrwkv::demo::{RunSettings, ablate, ablation_report};
+use burn::backend::{Autodiff, NdArray};
+use visualrwkv::demo::{AblationEvent, RunSettings, ablate, ablation_report};
 use visualrwkv_examples::{Hint, Snake};
 use visualrwkv_prompt::{PromptStrategy, Sandwich};
 use visualrwkv_scan::{BiDirectional, Scan};
@@ -29,7 +30,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let scans: Vec<(String, Box<dyn Scan>)> =
         vec![("bi".into(), Box::new(BiDirectional)), ("snake".into(), Box::new(Snake))];
 
-    let runs = ablate(&settings, &prompts, &scans, 1, true)?;
+    // One CPU device; pass several (and enable `collective`) to train each run data-parallel.
+    let mut progress = |e: &AblationEvent| {
+        if let AblationEvent::Run { index, total, prompt, scan, .. } = e {
+            eprintln!("[{index}/{total}] prompt {prompt}, scan {scan}");
+        }
+    };
+    let runs = ablate::<Autodiff<NdArray>>(&settings, &prompts, &scans, 1, &[Default::default()], &mut progress)?;
     let splits = generate(&settings.data)?;
     println!("{}", ablation_report(&runs, &majority_baseline(&splits.train, &splits.test)));
     Ok(())

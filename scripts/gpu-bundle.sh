@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds, on this machine (no GPU needed), the CUDA test and benchmark binaries that
-# scripts/gpu-check.sh runs on a GPU machine, and copies them into gpu-bundle/ (git-ignored).
+# Builds, on this machine (no GPU needed), the CUDA test and benchmark binaries and the
+# `visualrwkv` CLI with CUDA that scripts/gpu-check.sh runs on a GPU machine, and copies them into
+# gpu-bundle/ (git-ignored).
 #
 #   scripts/gpu-bundle.sh            # CUDA 13.0 driver API (the lent H100/H200 machines)
 #   CUDARC_CUDA_VERSION=12080 scripts/gpu-bundle.sh
@@ -35,8 +36,10 @@ print(exe)' "$1"
 
 tests=$(cargo test -p visualrwkv-kernels --features cuda --release --no-run --message-format json | exe_of kernels)
 bench=$(cargo bench -p visualrwkv-kernels --features cuda --bench wkv6_gpu --no-run --message-format json | exe_of wkv6_gpu)
+cli=$(cargo build --release -p visualrwkv-cli --features cuda --message-format json | exe_of visualrwkv)
 cp "$tests" "$out/kernels-tests"
 cp "$bench" "$out/wkv6_gpu"
-strip "$out/kernels-tests" "$out/wkv6_gpu"   # debug info is most of the size
+cp "$cli" "$out/visualrwkv"
+strip "$out/kernels-tests" "$out/wkv6_gpu" "$out/visualrwkv"   # debug info is most of the size
 echo "bundle in $out/:"
 ls -l "$out"

@@ -10,10 +10,20 @@
 #    non-zero initial states; f32, f16, bf16);
 # 2. the benchmark at B=8, T=4096, H=32, N=64 in f32 and bf16: forward and backward time,
 #    tokens/s and bandwidth against a device-to-device copy measured in the same run, the chunked
-#    tensor-op formulation as a same-run baseline, and the accuracy table per dtype.
+#    tensor-op formulation as a same-run baseline, and the accuracy table per dtype;
+# 3. `visualrwkv bench-efficiency` for a 1.6B-shaped random VisualRWKV (RWKV-6 24 x 2048 with a
+#    CLIP-L/336 tower: 577 image rows, then text) against the same-size transformer with the same
+#    tower, at 1K, 4K and 24K rows: prefill (tower included) and decode time, peak device memory
+#    (nvidia-smi), state vs KV-cache bytes;
+# 4. `visualrwkv bench-train`: stage-2 training steps/s and tokens/s of the same model at 1024
+#    rows per sample, batch 4.
+# Results go to $RESULTS (default gpu-results/). Every step of 3 and 4 is tested on wgpu in CI
+# (crates/cli/tests/efficiency_cli.rs) at tiny sizes.
 set -euo pipefail
 bundle="${1:-gpu-bundle}"
-for f in kernels-tests wkv6_gpu; do
+results="${RESULTS:-gpu-results}"
+mkdir -p "$results"
+for f in kernels-tests wkv6_gpu visualrwkv; do
   [[ -x "$bundle/$f" ]] || { echo "error: $bundle/$f missing: run scripts/gpu-bundle.sh first" >&2; exit 2; }
 done
 
@@ -32,3 +42,11 @@ echo "== kernel tests on cuda"
 
 echo "== benchmark on cuda (B=8, T=4096, H=32, N=64)"
 "$bundle/wkv6_gpu" --backend cuda --b 8 --t 4096 --h 32 --n 64 --dtypes f32,bf16 --reps 5 --baseline --accuracy
+
+echo "== VisualRWKV vs transformer on cuda: 1.6B shape + CLIP-L/336, 1K / 4K / 24K rows"
+timeout 240 "$bundle/visualrwkv" bench-efficiency --device cuda --vision clip-l-336 --width 2048 --layers 24 \
+  --vocab 65536 --contexts 1024,4096,24576 --decode-steps 16 --out "$results/efficiency-vlm"
+
+echo "== stage-2 training speed on cuda: 1.6B shape + CLIP-L/336, 1024 rows x batch 4"
+timeout 150 "$bundle/visualrwkv" bench-train --device cuda --vision clip-l-336 --width 2048 --layers 24 \
+  --vocab 65536 --ctx-len 1024 --batch 4 --steps 6 --out "$results/train.json"

@@ -25,7 +25,7 @@ fn env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
 
-use visualrwkv_rwkv::metrics::peak_rss_mib;
+use visualrwkv_efficiency::peak_rss_mib;
 
 fn config(size: &str) -> Option<RwkvConfig> {
     Some(match size {

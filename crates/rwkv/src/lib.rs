@@ -24,7 +24,6 @@ pub mod decoder;
 pub mod dense;
 mod error;
 pub mod layers;
-pub mod metrics;
 mod model;
 pub mod sampling;
 mod state;

@@ -52,6 +52,14 @@ pub enum TransformerError {
     /// No tokens.
     #[error("empty input")]
     Empty,
+    /// Embedding rows of another width than the model's.
+    #[error("embedding rows of width {found}, the model is {expected} wide")]
+    Width {
+        /// The model's width.
+        expected: usize,
+        /// The rows' width.
+        found: usize,
+    },
 }
 
 /// Query rows per attention block during prefill.
@@ -244,12 +252,29 @@ impl<B: RwkvBackend> Transformer<B> {
         Ok((linear(&self.head, self.ln_out.forward(x)), cache))
     }
 
-    fn forward_hidden(
+    /// Runs embedding rows `x` `[B, T, C]` (e.g. projected image features followed by token
+    /// embeddings) after the cached context: logits of the last row `[B, V]` and the extended
+    /// cache.
+    pub fn forward_embeddings_last(
         &self,
-        tokens: Tensor<B, 2, Int>,
+        x: Tensor<B, 3>,
         cache: Option<KvCache<B>>,
-    ) -> Result<(Tensor<B, 3>, KvCache<B>), TransformerError> {
-        let start = cache.as_ref().map_or(0, KvCache::len);
+    ) -> Result<(Tensor<B, 2>, KvCache<B>), TransformerError> {
+        let [b, t, c] = x.dims();
+        let expected = self.emb.weight.dims()[1];
+        if c != expected {
+            return Err(TransformerError::Width { expected, found: c });
+        }
+        if b == 0 || t == 0 {
+            return Err(TransformerError::Empty);
+        }
+        let (x, cache) = self.run_blocks(x, cache)?;
+        let last = x.slice([0..b, t - 1..t, 0..c]).reshape([b, c]);
+        Ok((linear(&self.head, self.ln_out.forward(last)), cache))
+    }
+
+    /// The token embeddings `[B, T, C]` of `tokens` `[B, T]`, with the ids checked.
+    pub fn embed(&self, tokens: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>, TransformerError> {
         let [b, t] = tokens.dims();
         if b == 0 || t == 0 {
             return Err(TransformerError::Empty);
@@ -258,13 +283,32 @@ impl<B: RwkvBackend> Transformer<B> {
         if let Some(id) = tokens.to_data().iter::<i64>().find(|&id| id < 0 || id as usize >= vocab) {
             return Err(TransformerError::TokenId { id, vocab });
         }
+        Ok(self.emb.forward(tokens))
+    }
+
+    fn forward_hidden(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        cache: Option<KvCache<B>>,
+    ) -> Result<(Tensor<B, 3>, KvCache<B>), TransformerError> {
+        let x = self.embed(tokens)?;
+        self.run_blocks(x, cache)
+    }
+
+    /// The blocks over rows `x` `[B, T, C]` at positions after the cache.
+    fn run_blocks(
+        &self,
+        mut x: Tensor<B, 3>,
+        cache: Option<KvCache<B>>,
+    ) -> Result<(Tensor<B, 3>, KvCache<B>), TransformerError> {
+        let start = cache.as_ref().map_or(0, KvCache::len);
+        let t = x.dims()[1];
         let max_len = self.max_len;
         if start + t > max_len {
             return Err(TransformerError::TooLong { needed: start + t, max_len });
         }
         let mut old = cache.map(|c| c.layers.into_iter().map(Some).collect::<Vec<_>>()).unwrap_or_default();
         old.resize_with(self.blocks.len(), || None);
-        let mut x = self.emb.forward(tokens);
         let mut layers = Vec::with_capacity(self.blocks.len());
         for (block, entry) in self.blocks.iter().zip(old) {
             let (y, kv) = block.forward(x, start, entry, &self.rope);

@@ -44,3 +44,25 @@ fn bad_inputs_are_errors() {
     let (_, cache) = m.forward_last(ids(&[1; 16]), None).unwrap();
     assert!(matches!(m.forward_last(ids(&[1]), Some(cache)), Err(TransformerError::TooLong { .. })));
 }
+
+#[test]
+fn embedding_rows_equal_their_tokens_and_continue_from_a_cache() {
+    let m = TransformerConfig::new(2, 32, 4, 64, 50, 128).init::<B>(&Default::default());
+    let prompt: Vec<i64> = (0..40).map(|i| (i * 11) % 50).collect();
+    let (want, _) = m.forward_last(ids(&prompt), None).unwrap();
+    // Rows given as embeddings (as projected image rows are), then tokens after the cache.
+    let rows = m.embed(ids(&prompt[..30])).unwrap();
+    let (_, cache) = m.forward_embeddings_last(rows, None).unwrap();
+    let (got, cache) = m.forward_last(ids(&prompt[30..]), Some(cache)).unwrap();
+    assert_eq!(cache.len(), 40);
+    let d = host(want).iter().zip(host(got)).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(d < 1e-5, "{d}");
+    use visualrwkv_transformer::TransformerError;
+    let narrow = Tensor::<B, 3>::zeros([1, 3, 16], &Default::default());
+    assert_eq!(
+        m.forward_embeddings_last(narrow, None).unwrap_err(),
+        TransformerError::Width { expected: 32, found: 16 }
+    );
+    let empty = Tensor::<B, 3>::zeros([1, 0, 32], &Default::default());
+    assert_eq!(m.forward_embeddings_last(empty, None).unwrap_err(), TransformerError::Empty);
+}

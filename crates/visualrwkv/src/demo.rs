@@ -1,6 +1,7 @@
 //! `visualrwkv demo` and `visualrwkv ablate`: train a tiny VisualRWKV from scratch on the
-//! synthetic spatial VQA task (`visualrwkv_train::data`) on the CPU, and compare prompt layouts
-//! and scans under the same budget.
+//! synthetic spatial VQA task (`visualrwkv_train::data`) on any autodiff backend (the CPU by
+//! default, a GPU, or several devices data-parallel), and compare prompt layouts and scans under
+//! the same budget. Progress reaches the caller as [`RunEvent`]s; drawing it is the app's job.
 //!
 //! # Shapes
 //!
@@ -11,10 +12,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::backend::{Autodiff, NdArray};
-use burn::tensor::backend::Backend;
-use indicatif::{ProgressBar, ProgressStyle};
+use burn::tensor::backend::AutodiffBackend;
 use visualrwkv_prompt::PromptStrategy;
+use visualrwkv_rwkv::RwkvBackend;
 use visualrwkv_scan::Scan;
 use visualrwkv_tokenizer::Tokenizer;
 use visualrwkv_train::data::{Baseline, DataConfig, QuestionType, Splits, generate, majority_baseline};
@@ -22,9 +22,6 @@ use visualrwkv_train::data::{Baseline, DataConfig, QuestionType, Splits, generat
 use crate::training::{
     Accuracy, ModelConfig, StepStats, TaskData, TrainConfig, TrainError, Trainer, Vocab, answer, evaluate, for_eval,
 };
-
-/// The training backend of the demo: burn-ndarray with autodiff.
-pub type DemoBackend = Autodiff<NdArray>;
 
 /// Settings of one training run on the synthetic task.
 #[derive(Clone, Debug)]
@@ -59,10 +56,37 @@ impl Default for RunSettings {
     }
 }
 
-/// The outcome of one run.
-pub struct RunResult {
+/// What [`run`] reports while it works.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunEvent {
+    /// Training starts: `steps` optimiser steps on `devices` devices.
+    Started {
+        /// Steps to run.
+        steps: usize,
+        /// Devices training data-parallel (1: one device).
+        devices: usize,
+    },
+    /// An optimiser step finished.
+    Step {
+        /// What it did.
+        stats: StepStats,
+        /// Sequence rows per second of wall time since the previous step.
+        tokens_per_s: f64,
+    },
+    /// Training finished; the held-out questions are being answered.
+    Evaluating {
+        /// Questions to answer.
+        questions: usize,
+    },
+}
+
+/// The outcome of one run on the autodiff backend `B`.
+pub struct RunResult<B: AutodiffBackend + RwkvBackend>
+where
+    B::InnerBackend: RwkvBackend,
+{
     /// The trainer at the end (model, optimisers, step).
-    pub trainer: Trainer<DemoBackend>,
+    pub trainer: Trainer<B>,
     /// Per-step statistics.
     pub history: Vec<StepStats>,
     /// Held-out (test) accuracy.
@@ -74,7 +98,7 @@ pub struct RunResult {
     /// The splits.
     pub splits: Splits,
     /// The prepared test split.
-    pub test: TaskData<NdArray>,
+    pub test: TaskData<B::InnerBackend>,
     /// The tokenizer the model was trained with.
     pub tokenizer: Tokenizer,
 }
@@ -111,48 +135,55 @@ impl MetricsWriter {
     }
 }
 
-/// Trains one model on the synthetic task and evaluates it on the test split. `progress`: show
-/// an indicatif bar (loss, tokens/s, ETA); `metrics`: where to write per-step metrics.
-pub fn run(
+/// Trains one model on the synthetic task on `devices` (one: plain training; several:
+/// data-parallel, feature `collective`) and evaluates it on the test split (on the first device).
+/// The model is initialised on the first device from `settings.model_seed`. `on_event` sees the
+/// progress; `metrics` receives one line per step.
+pub fn run<B>(
     settings: &RunSettings,
     strategy: &dyn PromptStrategy,
     scan: &dyn Scan,
-    progress: bool,
+    devices: &[B::Device],
+    on_event: &mut (dyn FnMut(&RunEvent) + Send),
     mut metrics: Option<&mut MetricsWriter>,
-) -> Result<RunResult, TrainError> {
+) -> Result<RunResult<B>, TrainError>
+where
+    B: AutodiffBackend + RwkvBackend,
+    B::InnerBackend: RwkvBackend,
+{
+    let device = devices.first().ok_or_else(|| TrainError::Input("no device to train on".into()))?;
     let splits = generate(&settings.data).map_err(|e| TrainError::Input(e.to_string()))?;
     let baseline = majority_baseline(&splits.train, &splits.test);
-    let device = Default::default();
-    <NdArray as Backend>::seed(&device, settings.model_seed);
+    B::seed(device, settings.model_seed);
     let tokenizer = settings.vocab.tokenizer(&splits.train);
-    let model =
-        ModelConfig::tiny(&settings.data, settings.width, settings.layers, &tokenizer).init::<DemoBackend>(&device)?;
+    let model = ModelConfig::tiny(&settings.data, settings.width, settings.layers, &tokenizer).init::<B>(device)?;
     let inner = for_eval(&model);
-    let train =
-        TaskData::prepare(&splits.train, settings.data.cell_px, &inner, strategy, &tokenizer)?.lift::<DemoBackend>();
+    let train = TaskData::prepare(&splits.train, settings.data.cell_px, &inner, strategy, &tokenizer)?;
     let test = TaskData::prepare(&splits.test, settings.data.cell_px, &inner, strategy, &tokenizer)?;
-    let mut trainer = Trainer::new(model, settings.train.clone())?;
 
-    let bar = if progress { ProgressBar::new(settings.train.steps as u64) } else { ProgressBar::hidden() };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps · {msg} · ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    on_event(&RunEvent::Started { steps: settings.train.steps, devices: devices.len() });
     let start = Instant::now();
     let mut history = Vec::with_capacity(settings.train.steps);
-    while trainer.step < settings.train.steps {
-        let t0 = Instant::now();
-        let s = trainer.train_step(&train, scan)?;
-        let tps = s.rows as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-        if let Some(m) = metrics.as_deref_mut() {
-            m.write(&s, tps)?;
+    let mut last = Instant::now();
+    let mut failed_write = None;
+    let mut on_step = |s: &StepStats| {
+        let tokens_per_s = s.rows as f64 / last.elapsed().as_secs_f64().max(1e-9);
+        last = Instant::now();
+        if let Some(m) = metrics.as_deref_mut()
+            && let Err(e) = m.write(s, tokens_per_s)
+        {
+            failed_write.get_or_insert(e);
         }
-        bar.set_message(format!("loss {:.3} · {:.0} tok/s", s.loss, tps));
-        bar.inc(1);
-        history.push(s);
+        on_event(&RunEvent::Step { stats: *s, tokens_per_s });
+        history.push(*s);
+    };
+    let trainer = crate::parallel::train_parallel(model, settings.train.clone(), &train, devices, scan, &mut on_step)?;
+    if let Some(e) = failed_write {
+        return Err(e);
     }
-    bar.finish_and_clear();
     let train_seconds = start.elapsed().as_secs_f64();
+    let questions = settings.eval_limit.unwrap_or(test.examples.len()).min(test.examples.len());
+    on_event(&RunEvent::Evaluating { questions });
     let accuracy = evaluate(&for_eval(&trainer.model), &test, scan, &tokenizer, settings.eval_limit)?;
     Ok(RunResult { trainer, history, accuracy, baseline, train_seconds, splits, test, tokenizer })
 }
@@ -173,46 +204,19 @@ pub fn accuracy_table(accuracy: &Accuracy, baseline: &Baseline) -> String {
     t
 }
 
-/// A loss curve (raw and a moving average) as SVG.
-pub fn loss_plot(history: &[StepStats], path: &Path) -> Result<(), TrainError> {
-    use plotters::prelude::*;
-    let err = |e: String| TrainError::Io { path: path.to_path_buf(), message: e };
-    let root = SVGBackend::new(path, (800, 400)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-    let max_loss = history.iter().map(|s| s.loss).fold(0.0, f64::max) * 1.05 + 1e-9;
-    let steps = history.len().max(1) as f64;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("training loss", ("sans-serif", 20))
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0.0..steps, 0.0..max_loss)
-        .map_err(|e| err(e.to_string()))?;
-    chart.configure_mesh().x_desc("step").y_desc("cross-entropy").draw().map_err(|e| err(e.to_string()))?;
-    let raw: Vec<(f64, f64)> = history.iter().map(|s| (s.step as f64, s.loss)).collect();
-    chart.draw_series(LineSeries::new(raw, BLUE.mix(0.3))).map_err(|e| err(e.to_string()))?;
-    let window = (history.len() / 50).max(1);
-    let smooth: Vec<(f64, f64)> = (0..history.len())
-        .map(|i| {
-            let lo = i.saturating_sub(window);
-            let mean = history[lo..=i].iter().map(|s| s.loss).sum::<f64>() / (i - lo + 1) as f64;
-            (history[i].step as f64, mean)
-        })
-        .collect();
-    chart.draw_series(LineSeries::new(smooth, RED.stroke_width(2))).map_err(|e| err(e.to_string()))?;
-    root.present().map_err(|e| err(e.to_string()))?;
-    Ok(())
-}
-
 /// Greedy answers to the first `n` test questions: `(question, expected, got, ascii image)`;
 /// each image is also saved as `example-{i}.png` in `dir` when given.
-pub fn examples(
-    result: &RunResult,
+pub fn examples<B>(
+    result: &RunResult<B>,
     n: usize,
     cell_px: usize,
     scan: &dyn Scan,
     dir: Option<&Path>,
-) -> Result<Vec<(String, String, String, String)>, TrainError> {
+) -> Result<Vec<(String, String, String, String)>, TrainError>
+where
+    B: AutodiffBackend + RwkvBackend,
+    B::InnerBackend: RwkvBackend,
+{
     let model = for_eval(&result.trainer.model);
     let tokenizer = &result.tokenizer;
     let mut out = Vec::new();
@@ -263,16 +267,41 @@ pub fn mean_std(v: &[f64]) -> (f64, f64) {
     (m, (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt())
 }
 
-/// Trains every `prompt × scan` combination for each seed with the same settings and budget
-/// (the dataset is the same for all runs; the seed sets the model's initialisation and the
-/// batch order). Named strategies can be user-defined types (see `examples/ablate_custom.rs`).
-pub fn ablate(
+/// What [`ablate`] reports while it works.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AblationEvent {
+    /// Run `index` (1-based) of `total` starts.
+    Run {
+        /// This run's number, from 1.
+        index: usize,
+        /// Runs in all.
+        total: usize,
+        /// Prompt layout name.
+        prompt: String,
+        /// Scan name.
+        scan: String,
+        /// Seed offset.
+        seed: u64,
+    },
+    /// Progress of the current run.
+    Train(RunEvent),
+}
+
+/// Trains every `prompt × scan` combination for each seed with the same settings and budget on
+/// `devices` (the dataset is the same for all runs; the seed sets the model's initialisation and
+/// the batch order). Named strategies can be user-defined types (see `examples/ablate_custom.rs`).
+pub fn ablate<B>(
     settings: &RunSettings,
     prompts: &[(String, Box<dyn PromptStrategy>)],
     scans: &[(String, Box<dyn Scan>)],
     seeds: usize,
-    progress: bool,
-) -> Result<Vec<AblationRun>, TrainError> {
+    devices: &[B::Device],
+    on_event: &mut (dyn FnMut(&AblationEvent) + Send),
+) -> Result<Vec<AblationRun>, TrainError>
+where
+    B: AutodiffBackend + RwkvBackend,
+    B::InnerBackend: RwkvBackend,
+{
     let mut runs = Vec::new();
     let total = prompts.len() * scans.len() * seeds;
     for (pn, prompt) in prompts {
@@ -281,10 +310,15 @@ pub fn ablate(
                 let mut s = settings.clone();
                 s.model_seed = settings.model_seed + seed;
                 s.train.seed = settings.train.seed + seed;
-                if progress {
-                    eprintln!("[{}/{total}] prompt {pn}, scan {sn}, seed {seed}", runs.len() + 1);
-                }
-                let r = run(&s, prompt.as_ref(), scan.as_ref(), progress, None)?;
+                on_event(&AblationEvent::Run {
+                    index: runs.len() + 1,
+                    total,
+                    prompt: pn.clone(),
+                    scan: sn.clone(),
+                    seed,
+                });
+                let mut forward = |e: &RunEvent| on_event(&AblationEvent::Train(e.clone()));
+                let r = run::<B>(&s, prompt.as_ref(), scan.as_ref(), devices, &mut forward, None)?;
                 runs.push(AblationRun {
                     prompt: pn.clone(),
                     scan: sn.clone(),
@@ -373,52 +407,4 @@ pub fn ablation_report(runs: &[AblationRun], baseline: &Baseline) -> String {
     }
     t.push_str("Differences smaller than the seeds' standard deviation are not evidence either way.\n");
     t
-}
-
-/// A bar chart of mean accuracy ± std per combination, as SVG.
-pub fn ablation_plot(runs: &[AblationRun], path: &Path) -> Result<(), TrainError> {
-    use plotters::prelude::*;
-    let err = |e: String| TrainError::Io { path: path.to_path_buf(), message: e };
-    let mut combos: Vec<(String, f64, f64)> = Vec::new();
-    for r in runs {
-        let name = format!("{}/{}", r.prompt, r.scan);
-        if !combos.iter().any(|c| c.0 == name) {
-            let v: Vec<f64> =
-                runs.iter().filter(|x| x.prompt == r.prompt && x.scan == r.scan).map(|x| x.overall).collect();
-            let (m, sd) = mean_std(&v);
-            combos.push((name, m, sd));
-        }
-    }
-    let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-    let n = combos.len().max(1);
-    let mut chart = ChartBuilder::on(&root)
-        .caption("held-out accuracy (mean ± std over seeds)", ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(60)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0.0..n as f64, 0.0..1.0)
-        .map_err(|e| err(e.to_string()))?;
-    let labels: Vec<String> = combos.iter().map(|c| c.0.clone()).collect();
-    chart
-        .configure_mesh()
-        .x_labels(n)
-        .x_label_formatter(&|x| labels.get(x.floor() as usize).cloned().unwrap_or_default())
-        .y_desc("accuracy")
-        .draw()
-        .map_err(|e| err(e.to_string()))?;
-    for (i, (_, m, sd)) in combos.iter().enumerate() {
-        let x = i as f64;
-        chart
-            .draw_series(std::iter::once(Rectangle::new([(x + 0.15, 0.0), (x + 0.85, *m)], BLUE.mix(0.6).filled())))
-            .map_err(|e| err(e.to_string()))?;
-        chart
-            .draw_series(std::iter::once(PathElement::new(
-                vec![(x + 0.5, m - sd), (x + 0.5, m + sd)],
-                BLACK.stroke_width(2),
-            )))
-            .map_err(|e| err(e.to_string()))?;
-    }
-    root.present().map_err(|e| err(e.to_string()))?;
-    Ok(())
 }

@@ -1,12 +1,19 @@
 //! # visualrwkv: VisualRWKV on burn
 //!
-//! The top of the stack: the vision-language model [`VisualRwkv`] (image features spliced into
-//! RWKV-6's sequence, per-layer scans of the image span, exact state-cached generation), text
-//! generation ([`generate`]), and the `visualrwkv` command-line tool (`src/bin/visualrwkv.rs`).
+//! The top of the library stack, generic over the burn backend: the vision-language model
+//! [`VisualRwkv`] (image features spliced into RWKV-6's sequence, per-layer scans of the image
+//! span, exact state-cached generation), text generation ([`generate`]), training
+//! ([`training`]: the two-stage recipe; [`parallel`]: data-parallel over several devices with the
+//! `collective` feature) and the synthetic-task demo and ablation ([`demo`]). The `visualrwkv`
+//! command-line tool lives in the `visualrwkv-cli` crate.
+//!
+//! Features: `ndarray` + `autodiff` (default: the CPU), `wgpu`, `cuda`, `tch` (the backends they
+//! name), `collective` (training on several devices). With `default-features = false` no backend
+//! is compiled in.
 
 pub mod demo;
-pub mod efficiency;
 pub mod generate;
+pub mod parallel;
 pub mod training;
 pub mod vlm;
 

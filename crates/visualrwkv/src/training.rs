@@ -1,5 +1,6 @@
-//! Training VisualRWKV: the two-stage recipe of the paper (spec §3.8) on any autodiff backend,
-//! with the CPU (`Autodiff<NdArray>`) as the default.
+//! Training VisualRWKV: the two-stage recipe of the paper (spec §3.8) on any autodiff backend
+//! (`Autodiff<NdArray>` on the CPU, `Autodiff<Wgpu>`, `Autodiff<Cuda>`), on one device or
+//! data-parallel over several ([`crate::parallel`], feature `collective`).
 //!
 //! - [`Stage::Projector`] (stage 1) trains the projector only; [`Stage::Full`] (stage 2) trains
 //!   the projector and RWKV with the embeddings frozen. The vision tower is always frozen, so its
@@ -59,6 +60,9 @@ pub enum TrainError {
     /// A setting or input is unusable.
     #[error("{0}")]
     Input(String),
+    /// A collective operation between data-parallel replicas failed.
+    #[error("data-parallel training: {0}")]
+    Collective(String),
 }
 
 fn io_error(path: &Path, e: impl std::fmt::Display) -> TrainError {
@@ -169,7 +173,8 @@ impl ModelConfig {
         }
     }
 
-    /// A randomly initialised model (seed the backend first for a reproducible one).
+    /// A randomly initialised model (seed the backend first for a reproducible one), every
+    /// parameter materialised (clones of it are equal).
     pub fn init<B: RwkvBackend>(&self, device: &B::Device) -> Result<VisualRwkv<B>, VlmError> {
         let rwkv = self.rwkv.init::<B>(device);
         let mut vision = self.vision.init::<B>(device);
@@ -178,7 +183,9 @@ impl ModelConfig {
         let projector =
             ProjectorConfig { kind: self.projector, in_dim: self.vision.hidden_size, out_dim: self.rwkv.n_embd }
                 .init::<B>(device);
-        VisualRwkv::new(rwkv, vision, projector, self.options)
+        let model = VisualRwkv::new(rwkv, vision, projector, self.options)?;
+        materialize(&model);
+        Ok(model)
     }
 }
 
@@ -286,6 +293,15 @@ impl<B: RwkvBackend> TaskData<B> {
             })
             .collect::<Result<Vec<_>, TrainError>>()?;
         Ok(Self { examples, features, layout })
+    }
+
+    /// The same data with the features on `device`.
+    pub fn to_device(&self, device: &B::Device) -> Self {
+        Self {
+            examples: self.examples.clone(),
+            features: self.features.iter().map(|f| f.clone().to_device(device)).collect(),
+            layout: self.layout,
+        }
     }
 
     /// The same data on the autodiff backend `A` (whose inner backend is `B`).
@@ -439,6 +455,27 @@ where
     pub rng: Rng,
     /// Settings.
     pub config: TrainConfig,
+    /// This trainer's place among data-parallel replicas (`None`: it trains alone).
+    pub(crate) replica: Option<Replica>,
+}
+
+/// A trainer's place among `count` data-parallel replicas: it computes part `rank` of every
+/// batch and its gradients are summed with the others' (burn-collective all-reduce, peer id =
+/// rank) before the optimiser step, so every replica applies the same update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Replica {
+    /// This replica's index, `0..count`.
+    pub rank: usize,
+    /// Number of replicas.
+    pub count: usize,
+}
+
+impl Replica {
+    /// The positions of `batch_len` samples this replica computes (contiguous, sizes differing
+    /// by at most one).
+    pub fn part(&self, batch_len: usize) -> std::ops::Range<usize> {
+        (self.rank * batch_len / self.count)..((self.rank + 1) * batch_len / self.count)
+    }
 }
 
 fn adam(weight_decay: f64) -> AdamWConfig {
@@ -470,6 +507,7 @@ where
             step: 0,
             rng: Rng(config.seed ^ 0xBA7C_4000),
             config,
+            replica: None,
         })
     }
 
@@ -487,30 +525,61 @@ where
         self.step_on(data, &batch, scan)
     }
 
-    /// One optimiser step on the given examples.
+    /// One optimiser step on the given examples. Alone, the trainer computes all of `batch`; as
+    /// a data-parallel replica it computes its [`Replica::part`] and sums gradients (and the
+    /// reported loss) with the other replicas, which step on the same `batch`. The loss is
+    /// normalised by the whole batch either way (cross-entropy: mean over all samples; L2Wrap:
+    /// `1e-4 / (B · T_max)` of the whole batch), so the update is the same as on one device.
     pub fn step_on(&mut self, data: &TaskData<B>, batch: &[usize], scan: &dyn Scan) -> Result<StepStats, TrainError> {
+        if batch.is_empty() {
+            return Err(TrainError::Input("an empty batch".into()));
+        }
         let n_rows = data.layout.len();
-        let mut samples = Vec::with_capacity(batch.len());
-        let mut labels = Vec::with_capacity(batch.len());
+        let mut all_labels = Vec::with_capacity(batch.len());
         for &i in batch {
             let e = data.examples.get(i).ok_or_else(|| TrainError::Input(format!("no example {i}")))?;
+            all_labels.push(e.row_labels(n_rows));
+        }
+        let rows: usize = all_labels.iter().map(Vec::len).sum();
+        let t_max = all_labels.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        let part = match self.replica {
+            Some(r) => r.part(batch.len()),
+            None => 0..batch.len(),
+        };
+        if part.is_empty() {
+            return Err(TrainError::Input(format!(
+                "a batch of {} samples cannot be split over {} devices",
+                batch.len(),
+                self.replica.map_or(1, |r| r.count)
+            )));
+        }
+        let mut samples = Vec::with_capacity(part.len());
+        for &i in &batch[part.clone()] {
+            let e = &data.examples[i];
             samples.push(Sample { tokens: e.tokens.clone(), image: Some(image_rows(&self.model, data, e.image)?) });
-            labels.push(e.row_labels(n_rows));
         }
+        let labels = &all_labels[part.clone()];
         let logits = self.model.forward(&samples, scan)?;
-        let rows: usize = logits.iter().map(|l| l.dims()[0]).sum();
-        let t_max = logits.iter().map(|l| l.dims()[0]).max().unwrap_or(1);
-        let mut loss = batch_loss(&logits, &labels)?;
-        let value = loss.clone().into_scalar().elem::<f64>();
-        if !value.is_finite() {
-            return Err(TrainError::Input(format!("non-finite loss {value} at step {}", self.step + 1)));
-        }
+        let share = part.len() as f64 / batch.len() as f64;
+        let mut loss = batch_loss(&logits, labels)?.mul_scalar(share);
+        let local = loss.clone().into_scalar().elem::<f64>();
         if self.config.l2wrap {
             loss = loss + l2wrap(&logits, 1e-4 / (batch.len() * t_max) as f64)?;
         }
         let mut grads = loss.backward();
         let mut decayed = GradientsParams::from_params(&mut grads, &self.model, &self.decayed_ids);
         let mut plain = GradientsParams::from_params(&mut grads, &self.model, &self.plain_ids);
+        let value = match self.replica {
+            Some(r) => {
+                decayed = crate::parallel::sum_gradients::<B>(decayed, r)?;
+                plain = crate::parallel::sum_gradients::<B>(plain, r)?;
+                crate::parallel::sum_scalar::<B>(local, &self.model.rwkv.emb.weight.device(), r)?
+            }
+            None => local,
+        };
+        if !value.is_finite() {
+            return Err(TrainError::Input(format!("non-finite loss {value} at step {}", self.step + 1)));
+        }
         let norm = self.clip(&mut [&mut decayed, &mut plain]);
         let lr = self.config.schedule().lr(self.step);
         let model = self.model.clone();
@@ -643,6 +712,37 @@ pub fn evaluate<B: RwkvBackend>(
         entry.1 += 1;
     }
     Ok(acc)
+}
+
+/// Initialises every lazily created parameter of `module` now. burn creates parameters lazily (on
+/// first use), and a clone of an uninitialised parameter initialises on its own, from the RNG state
+/// of that moment: materialise a model before cloning it into copies that must be equal (replicas,
+/// a saved starting point).
+pub fn materialize<B: Backend, M: Module<B>>(module: &M) {
+    struct Touch;
+    impl<B: Backend> ModuleVisitor<B> for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let _ = param.val();
+        }
+    }
+    module.visit(&mut Touch);
+}
+
+/// Copies the parameters of `from` (a module on backend `A`) into `into` (the same architecture
+/// on backend `C`, e.g. freshly initialised there) through burn's full-precision record: a model
+/// initialised on the CPU moved to a GPU, or a GPU-trained one brought back. Errors when the two
+/// modules' parameters do not match.
+pub fn transfer<A: Backend, C: Backend, MA: Module<A>, MC: Module<C>>(
+    from: &MA,
+    into: MC,
+    device: &C::Device,
+) -> Result<MC, TrainError> {
+    use burn::record::BinBytesRecorder;
+    materialize(from);
+    let rec = BinBytesRecorder::<FullPrecisionSettings>::default();
+    let bytes = rec.record(from.clone().into_record(), ()).map_err(|e| TrainError::Input(format!("transfer: {e}")))?;
+    let record = rec.load(bytes, device).map_err(|e| TrainError::Input(format!("transfer: {e}")))?;
+    Ok(into.load_record(record))
 }
 
 /// The model's inner (non-autodiff) copy, for evaluation.

@@ -175,3 +175,131 @@ fn bad_vlm_inputs_are_messages() {
     ];
     common::assert_failures(&cases);
 }
+
+/// `vlm-logits --device wgpu` (cubecl kernels; Mesa's software Vulkan in CI) equals `--device cpu`,
+/// and `chat --device wgpu` answers with the model's tensor ops.
+#[cfg(feature = "wgpu")]
+#[test]
+fn vlm_logits_on_wgpu_equal_the_cpu() {
+    let proj = projector_file();
+    let rwkv = fixture("rwkv6_tiny_a_weights.safetensors");
+    let vision = fixture("clip_tiny_weights.safetensors");
+    let image = fixture(IMAGE);
+    let mut logits = Vec::new();
+    for device in ["cpu", "wgpu"] {
+        let out = tmp(&format!("device-{device}.safetensors"));
+        let o = run(&[
+            "vlm-logits",
+            "--rwkv",
+            &rwkv,
+            "--vision",
+            &vision,
+            "--proj",
+            &proj,
+            "--image",
+            &image,
+            "--question",
+            "What is here?",
+            "--scan",
+            "multi",
+            "--out",
+            &out,
+            "--device",
+            device,
+        ]);
+        assert!(o.status.success(), "{device}: {}", String::from_utf8_lossy(&o.stderr));
+        let (f, i) = read_all(&out);
+        logits.push((f["logits"].clone(), i["tokens"].clone()));
+    }
+    let ((cpu, cpu_tokens), (gpu, gpu_tokens)) = (&logits[0], &logits[1]);
+    assert_eq!(cpu.0, gpu.0, "shapes");
+    assert_eq!(cpu_tokens, gpu_tokens);
+    let d = common::max_diff(&cpu.1, &gpu.1);
+    eprintln!("vlm-logits wgpu vs cpu: max diff {d:e}");
+    assert!(d <= 1e-4, "wgpu vs cpu logits differ by {d}");
+
+    let chat = |device: &str| {
+        let o = run(&[
+            "chat",
+            "--rwkv",
+            &rwkv,
+            "--vision",
+            &vision,
+            "--proj",
+            &proj,
+            "--image",
+            &image,
+            "--question",
+            "Describe it.",
+            "--max-tokens",
+            "4",
+            "--temperature",
+            "0",
+            "--device",
+            device,
+        ]);
+        assert!(o.status.success(), "{device}: {}", String::from_utf8_lossy(&o.stderr));
+        o.stdout
+    };
+    assert_eq!(chat("wgpu"), chat("cpu"), "greedy answers on wgpu and the CPU");
+}
+
+/// Devices and dtypes that this build or machine cannot run are one-line errors, never panics.
+#[test]
+fn unusable_devices_are_messages() {
+    let proj = projector_file();
+    let rwkv = fixture("rwkv6_tiny_a_weights.safetensors");
+    let vision = fixture("clip_tiny_weights.safetensors");
+    let image = fixture(IMAGE);
+    let out = tmp("dev.safetensors");
+    let base = [
+        "vlm-logits",
+        "--rwkv",
+        &rwkv,
+        "--vision",
+        &vision,
+        "--proj",
+        &proj,
+        "--image",
+        &image,
+        "--question",
+        "x",
+        "--out",
+        &out,
+    ];
+    let with = |extra: &[&'static str]| base.iter().copied().chain(extra.iter().copied()).collect::<Vec<&str>>();
+    let mut cases: Vec<(Vec<&str>, &str)> = vec![
+        (with(&["--device", "tpu"]), "unknown device `tpu`"),
+        (with(&["--device", "cpu", "--dtype", "f16"]), "not supported on cpu"),
+        (with(&["--device", "wgpu", "--dtype", "bf16"]), "not supported on wgpu"),
+        (vec!["demo", "--devices", "cpu,wgpu", "--steps", "1"], "mixes cpu and wgpu"),
+    ];
+    if cfg!(feature = "wgpu") {
+        cases.push((vec!["demo", "--devices", "wgpu,wgpu:0", "--steps", "1"], "not possible with burn 0.21"));
+        cases.push((vec!["demo", "--devices", "cuda:1,cuda:1"], "twice"));
+        cases.push((
+            vec![
+                "chat",
+                "--rwkv",
+                &rwkv,
+                "--vision",
+                &vision,
+                "--proj",
+                &proj,
+                "--image",
+                &image,
+                "--question",
+                "x",
+                "--device",
+                "wgpu",
+                "--decoder",
+                "bf16",
+            ],
+            "fused CPU decoder",
+        ));
+    }
+    if cfg!(not(feature = "cuda")) {
+        cases.push((with(&["--device", "cuda"]), "built without the `cuda` feature"));
+    }
+    common::assert_failures(&cases);
+}

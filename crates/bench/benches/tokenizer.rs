@@ -1,4 +1,4 @@
-//! `cargo bench -p visualrwkv-tokenizer`: encode and decode throughput (MB/s of UTF-8 text) of
+//! `cargo bench -p visualrwkv-bench --bench tokenizer`: encode and decode throughput (MB/s of UTF-8 text) of
 //! this crate next to the `rwkv-tokenizer` crate (0.9.1) on the same text, in the same run.
 
 use std::hint::black_box;

@@ -1,4 +1,4 @@
-//! `cargo bench -p visualrwkv-wkv`: the WKV6 op on the CPU.
+//! `cargo bench -p visualrwkv-bench --bench wkv6`: the WKV6 op on the CPU.
 //!
 //! Criterion measures each variant; a summary table then reports tokens/s and useful GFLOP/s
 //! (WKV6 ≈ 7·N² FLOP per head-token) next to this machine's f32 matmul GFLOP/s (burn-ndarray,

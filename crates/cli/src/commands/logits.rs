@@ -1,0 +1,66 @@
+//! `visualrwkv logits`: token ids through RWKV-6, logits and the final state written out.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use burn::tensor::{Int, Tensor, TensorData};
+use visualrwkv_rwkv::checkpoint::write_safetensors;
+use visualrwkv_rwkv::{RwkvBackend, State, TensorMap};
+
+use crate::Res;
+use crate::args::{parse_ids, values};
+use crate::device::{DeviceArgs, DeviceSpec, Job};
+
+/// Flags of `logits`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The checkpoint.
+    #[arg(long)]
+    model: PathBuf,
+    /// Comma-separated token ids, e.g. 1,2,3.
+    #[arg(long)]
+    tokens: String,
+    /// Output safetensors file (`logits`, F32 [T, V]).
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write the final state (`state.{l}.att_shift` [C], `state.{l}.wkv` [H,N,N],
+    /// `state.{l}.ffn_shift` [C]).
+    #[arg(long)]
+    state_out: Option<PathBuf>,
+    /// Start from this state (as written by `--state-out`) instead of zeros.
+    #[arg(long)]
+    state_in: Option<PathBuf>,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+impl Job for Args {
+    type Output = ();
+
+    fn device_args(&self) -> &DeviceArgs {
+        &self.device
+    }
+
+    fn run<B: RwkvBackend>(self, dev: B::Device, _: &DeviceSpec) -> Res<()> {
+        let ids = parse_ids(&self.tokens)?;
+        let model = visualrwkv_rwkv::load::<B>(&self.model, &dev)?;
+        let state = match &self.state_in {
+            Some(p) => Some(State::<B>::load(p, &model.config(), &dev)?),
+            None => None,
+        };
+        let t = ids.len();
+        let input = Tensor::<B, 2, Int>::from_data(
+            TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, t]),
+            &dev,
+        );
+        let output = model.forward(input, state.as_ref())?;
+        let v = output.logits.dims()[2];
+        let mut map = TensorMap { origin: "logits".into(), tensors: HashMap::new() };
+        map.tensors.insert("logits".into(), (vec![t, v], values(output.logits)?));
+        write_safetensors(&map, &self.out)?;
+        if let Some(path) = &self.state_out {
+            output.state.save(path, true)?;
+        }
+        Ok(())
+    }
+}

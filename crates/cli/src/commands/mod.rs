@@ -1,0 +1,15 @@
+//! One module per subcommand: its flags (`Args`) and its body (`run`).
+
+pub mod ablate;
+pub mod bench_efficiency;
+pub mod bench_train;
+pub mod chat;
+pub mod convert;
+pub mod demo;
+pub mod generate;
+pub mod info;
+pub mod logits;
+pub mod tokenize;
+pub mod vision_features;
+pub mod vlm;
+pub mod vlm_logits;

@@ -1,0 +1,125 @@
+//! What `chat` and `vlm-logits` share: the model, image and prompt flags, and loading them.
+
+use std::path::PathBuf;
+
+use burn::tensor::Tensor;
+use visualrwkv::{Sample, VisionOptions, VisualRwkv};
+use visualrwkv_rwkv::RwkvBackend;
+use visualrwkv_scan::Scan;
+use visualrwkv_tokenizer::Tokenizer;
+use visualrwkv_vision::{GridPooling, ImageProcessor};
+
+use crate::Res;
+use crate::args::read_pixels;
+
+/// Model, image and prompt flags of the vision-language commands.
+#[derive(clap::Args, Clone)]
+pub struct VlmArgs {
+    /// An official VisualRWKV checkpoint (`rwkv.*`, `vit.vision_model.*`, `proj.*`; .pth or
+    /// safetensors).
+    #[arg(long, conflicts_with_all = ["rwkv", "vision", "proj"], required_unless_present_all = ["rwkv", "vision", "proj"])]
+    checkpoint: Option<PathBuf>,
+    /// RWKV-6 checkpoint (with --vision and --proj).
+    #[arg(long, requires_all = ["vision", "proj"])]
+    rwkv: Option<PathBuf>,
+    /// Vision tower (HF safetensors).
+    #[arg(long)]
+    vision: Option<PathBuf>,
+    /// Projector (`proj.*` or bare keys).
+    #[arg(long)]
+    proj: Option<PathBuf>,
+    /// Hugging Face `config.json` of the vision tower (default: beside it, else inferred).
+    #[arg(long)]
+    vision_config: Option<PathBuf>,
+    /// The image (PNG, JPEG, WebP, BMP).
+    #[arg(long, required_unless_present = "pixels", conflicts_with = "pixels")]
+    image: Option<PathBuf>,
+    /// Ready `pixel_values` [1, 3, H, W] in a safetensors file (instead of --image).
+    #[arg(long)]
+    pixels: Option<PathBuf>,
+    /// The question.
+    #[arg(long)]
+    question: String,
+    /// Image scan: uni, bi (VisualRWKV v6.0) or multi.
+    #[arg(long, default_value = "bi")]
+    scan: String,
+    /// Image placement: first, last, sandwich (v6.0) or sandwich-repeat (v5).
+    #[arg(long, default_value = "sandwich")]
+    prompt: String,
+    /// Grid pooling: -1, 0, 1 or g >= 2.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    grid: i64,
+    /// Vision hidden layer (-1 = last).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    layer: i64,
+    /// Refuse prompts whose assembled sequence is longer than this many rows (0 = no limit).
+    #[arg(long, default_value_t = 0)]
+    max_context: usize,
+    /// Tokenizer: `world` (the World vocabulary), `bytes` (its 256 single-byte tokens, id =
+    /// byte + 1, for small byte-level models) or `auto` (world when the model's vocabulary holds
+    /// it, else bytes).
+    #[arg(long, default_value = "auto")]
+    tokenizer: String,
+}
+
+/// What a VLM command runs: the model, the assembled sample, the scan and the tokenizer.
+pub struct VlmInput<B: RwkvBackend> {
+    /// The model.
+    pub model: VisualRwkv<B>,
+    /// The prompt with the encoded image.
+    pub sample: Sample<B>,
+    /// The scan.
+    pub scan: Box<dyn Scan>,
+    /// The tokenizer.
+    pub tokenizer: &'static Tokenizer,
+}
+
+impl VlmArgs {
+    /// Loads the model onto `dev`, builds the prompt and encodes the image.
+    pub fn load<B: RwkvBackend>(&self, dev: &B::Device) -> Res<VlmInput<B>> {
+        let scan = visualrwkv_scan::by_name(&self.scan)
+            .ok_or_else(|| format!("unknown --scan `{}` (uni, bi, multi)", self.scan))?;
+        let strategy = visualrwkv_prompt::by_name(&self.prompt)
+            .ok_or_else(|| format!("unknown --prompt `{}` (first, last, sandwich, sandwich-repeat)", self.prompt))?;
+        let options = VisionOptions { layer: self.layer, pooling: GridPooling::from_grid_size(self.grid)? };
+        let vcfg = self.vision_config.as_deref();
+        let model = match (&self.checkpoint, &self.rwkv, &self.vision, &self.proj) {
+            (Some(c), ..) => VisualRwkv::<B>::load_checkpoint(c, vcfg, options, dev)?,
+            (None, Some(r), Some(v), Some(p)) => VisualRwkv::<B>::load_parts(r, v, vcfg, p, options, dev)?,
+            _ => return Err("give --checkpoint, or --rwkv, --vision and --proj".into()),
+        };
+        if self.question.trim().is_empty() {
+            return Err("the question is empty".into());
+        }
+        let pixels: Tensor<B, 4> = match (&self.image, &self.pixels) {
+            (Some(image), _) => {
+                let processor = ImageProcessor::for_tower(&model.vision.config);
+                processor.batch(&[processor.open(image)?], dev)?
+            }
+            (None, Some(path)) => read_pixels(path, dev)?,
+            (None, None) => return Err("give --image or --pixels".into()),
+        };
+        if pixels.dims()[0] != 1 {
+            return Err(format!("one image per conversation, got a batch of {}", pixels.dims()[0]).into());
+        }
+        let image = model.encode_images(pixels)?.remove(0);
+        let tokenizer = crate::args::pick_tokenizer(&self.tokenizer, model.rwkv.config().vocab_size)?;
+        let prompt = visualrwkv_prompt::build(
+            &visualrwkv_prompt::Conversation::question(&self.question),
+            strategy.as_ref(),
+            tokenizer,
+            true,
+            true,
+        )?;
+        let sample = Sample::new(&prompt, Some(image));
+        if self.max_context > 0 && sample.len() > self.max_context {
+            return Err(format!(
+                "the prompt assembles to {} rows, more than --max-context {} (no truncation: it would cut the image span)",
+                sample.len(),
+                self.max_context
+            )
+            .into());
+        }
+        Ok(VlmInput { model, sample, scan, tokenizer })
+    }
+}

@@ -1,0 +1,48 @@
+//! `visualrwkv vlm-logits`: the VLM's logits over the whole assembled sequence.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use visualrwkv_rwkv::{RwkvBackend, TensorMap};
+
+use super::vlm::VlmArgs;
+use crate::Res;
+use crate::args::values;
+use crate::device::{DeviceArgs, DeviceSpec, Job};
+
+/// Flags of `vlm-logits`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    vlm: VlmArgs,
+    /// Output safetensors file.
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+impl Job for Args {
+    type Output = ();
+
+    fn device_args(&self) -> &DeviceArgs {
+        &self.device
+    }
+
+    fn run<B: RwkvBackend>(self, dev: B::Device, _: &DeviceSpec) -> Res<()> {
+        let input = self.vlm.load::<B>(&dev)?;
+        let sample = input.sample;
+        let logits = input.model.forward(std::slice::from_ref(&sample), input.scan.as_ref())?.remove(0);
+        let [t, v] = logits.dims();
+        let mut map = TensorMap { origin: self.out.display().to_string(), tensors: HashMap::new() };
+        map.tensors.insert("logits".into(), (vec![t, v], values(logits)?));
+        let (start, end) = sample.image_span().ok_or("no image in the sequence")?;
+        let ints = [
+            ("tokens".to_string(), vec![t], sample.row_tokens()),
+            ("image_span".to_string(), vec![2], vec![start as i64, end as i64]),
+        ];
+        visualrwkv_checkpoint::write_safetensors_with_ints(&map, &ints, &self.out)?;
+        eprintln!("{t} rows, image rows {start}..{end}, vocabulary {v}");
+        Ok(())
+    }
+}

@@ -1,0 +1,91 @@
+//! The `visualrwkv` command-line tool: one module per subcommand (`commands/`), the backend
+//! chosen by `--device` ([`device`]). Errors go to stderr with a non-zero exit code.
+
+mod args;
+mod commands;
+mod device;
+mod plots;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use commands::*;
+use device::{run_job, run_train};
+
+/// The error type of the commands: any error, printed as one line.
+pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+#[derive(Parser)]
+#[command(name = "visualrwkv", version, about = "VisualRWKV / RWKV-6 in Rust, on the CPU, wgpu or CUDA")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the configuration inferred from a checkpoint (.pth or .safetensors).
+    Info(info::Args),
+    /// Run token ids through the model; write `logits` [T,V] and optionally the final state.
+    Logits(logits::Args),
+    /// Print the World-tokenizer ids of a text as a JSON array.
+    Tokenize(tokenize::Args),
+    /// Print the text of comma-separated token ids.
+    Detokenize(tokenize::DetokenizeArgs),
+    /// Generate text after a prompt, streaming it to stdout.
+    Generate(generate::Args),
+    /// Run a CLIP or SigLIP vision tower on an image (or ready pixels); write every hidden
+    /// state, `last_hidden_state`, `pooler_output` (where the tower has one) and `pooled` (the
+    /// selected layer after grid pooling, with `pooled_grid` = [grid_h, grid_w, extra rows]).
+    VisionFeatures(vision_features::Args),
+    /// Ask a question about an image; streams the answer (cached-state generation).
+    Chat(chat::Args),
+    /// Write the VLM's logits [T, V] over the whole assembled sequence, `tokens` (I64 [T], -200 at
+    /// image rows) and `image_span` (I64 [2]: first image row, one past the last).
+    VlmLogits(vlm_logits::Args),
+    /// RWKV-6 vs a same-size transformer from 1K to 24K tokens: prefill time, per-token decode
+    /// latency and peak memory per context; writes efficiency.json/.csv/.md and efficiency.svg.
+    BenchEfficiency(bench_efficiency::Args),
+    /// Stage-2 training speed of a random VisualRWKV (default: the 1.6B shape with CLIP-L/336):
+    /// steps/s and tokens/s on one device or data-parallel over several; one JSON line.
+    BenchTrain(bench_train::Args),
+    /// Train a tiny VisualRWKV from scratch on a synthetic spatial VQA task (coloured shapes on a
+    /// grid), then report held-out accuracy per question type next to the majority baseline,
+    /// answer a few test questions, and save the checkpoint, metrics and loss curve.
+    Demo(demo::Args),
+    /// Train every prompt × scan combination for several seeds with the same budget and write
+    /// held-out accuracy (mean ± std) as markdown, CSV and a plot, with the paper's orderings.
+    Ablate(ablate::Args),
+    /// Convert a checkpoint (.pth or .safetensors) to safetensors with the same key names (F32).
+    Convert(convert::Args),
+}
+
+fn run(cli: Cli) -> Res<()> {
+    match cli.command {
+        Command::Info(a) => info::run(a),
+        Command::Logits(a) => run_job(a),
+        Command::Tokenize(a) => tokenize::run(a),
+        Command::Detokenize(a) => tokenize::detokenize(a),
+        Command::Generate(a) => run_job(a),
+        Command::VisionFeatures(a) => run_job(a),
+        Command::Chat(a) => run_job(a),
+        Command::VlmLogits(a) => run_job(a),
+        Command::BenchEfficiency(a) => bench_efficiency::run(a),
+        Command::BenchTrain(a) => bench_train::run(a),
+        Command::Demo(a) => run_train(a),
+        Command::Ablate(a) => run_train(a),
+        Command::Convert(a) => convert::run(a),
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The SVG plots of the apps: the training loss, the ablation bars, the efficiency curves.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+use visualrwkv::demo::{AblationRun, mean_std};
+use visualrwkv::training::StepStats;
+use visualrwkv_efficiency::{ModelKind, Point};
+
+use crate::Res;
+
+fn plot_error(path: &Path, e: impl std::fmt::Display) -> Box<dyn std::error::Error> {
+    format!("{}: {e}", path.display()).into()
+}
+
+/// A loss curve (raw and a moving average).
+pub fn loss(history: &[StepStats], path: &Path) -> Res<()> {
+    let err = |e: String| plot_error(path, e);
+    let root = SVGBackend::new(path, (800, 400)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let max_loss = history.iter().map(|s| s.loss).fold(0.0, f64::max) * 1.05 + 1e-9;
+    let steps = history.len().max(1) as f64;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("training loss", ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..steps, 0.0..max_loss)
+        .map_err(|e| err(e.to_string()))?;
+    chart.configure_mesh().x_desc("step").y_desc("cross-entropy").draw().map_err(|e| err(e.to_string()))?;
+    let raw: Vec<(f64, f64)> = history.iter().map(|s| (s.step as f64, s.loss)).collect();
+    chart.draw_series(LineSeries::new(raw, BLUE.mix(0.3))).map_err(|e| err(e.to_string()))?;
+    let window = (history.len() / 50).max(1);
+    let smooth: Vec<(f64, f64)> = (0..history.len())
+        .map(|i| {
+            let lo = i.saturating_sub(window);
+            let mean = history[lo..=i].iter().map(|s| s.loss).sum::<f64>() / (i - lo + 1) as f64;
+            (history[i].step as f64, mean)
+        })
+        .collect();
+    chart.draw_series(LineSeries::new(smooth, RED.stroke_width(2))).map_err(|e| err(e.to_string()))?;
+    root.present().map_err(|e| err(e.to_string()))?;
+    Ok(())
+}
+
+/// A bar chart of mean accuracy ± std per prompt/scan combination.
+pub fn ablation(runs: &[AblationRun], path: &Path) -> Res<()> {
+    let err = |e: String| plot_error(path, e);
+    let mut combos: Vec<(String, f64, f64)> = Vec::new();
+    for r in runs {
+        let name = format!("{}/{}", r.prompt, r.scan);
+        if !combos.iter().any(|c| c.0 == name) {
+            let v: Vec<f64> =
+                runs.iter().filter(|x| x.prompt == r.prompt && x.scan == r.scan).map(|x| x.overall).collect();
+            let (m, sd) = mean_std(&v);
+            combos.push((name, m, sd));
+        }
+    }
+    let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let n = combos.len().max(1);
+    let mut chart = ChartBuilder::on(&root)
+        .caption("held-out accuracy (mean ± std over seeds)", ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(60)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..n as f64, 0.0..1.0)
+        .map_err(|e| err(e.to_string()))?;
+    let labels: Vec<String> = combos.iter().map(|c| c.0.clone()).collect();
+    chart
+        .configure_mesh()
+        .x_labels(n)
+        .x_label_formatter(&|x| labels.get(x.floor() as usize).cloned().unwrap_or_default())
+        .y_desc("accuracy")
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    for (i, (_, m, sd)) in combos.iter().enumerate() {
+        let x = i as f64;
+        chart
+            .draw_series(std::iter::once(Rectangle::new([(x + 0.15, 0.0), (x + 0.85, *m)], BLUE.mix(0.6).filled())))
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(x + 0.5, m - sd), (x + 0.5, m + sd)],
+                BLACK.stroke_width(2),
+            )))
+            .map_err(|e| err(e.to_string()))?;
+    }
+    root.present().map_err(|e| err(e.to_string()))?;
+    Ok(())
+}
+
+/// Prefill time, decode latency and peak memory against context, RWKV-6 and the transformer.
+pub fn efficiency(points: &[Point], path: &Path) -> Res<()> {
+    let root = SVGBackend::new(path, (1200, 400)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let panels = root.split_evenly((1, 3));
+    type Metric = (&'static str, fn(&Point) -> f64);
+    let metrics: [Metric; 3] = [
+        ("prefill time (s)", |p| p.prefill_s),
+        ("decode latency (ms/token)", |p| p.decode_ms),
+        ("peak memory (MiB)", |p| p.peak_mib()),
+    ];
+    let max_ctx = points.iter().map(|p| p.context).max().unwrap_or(1) as f64;
+    for (panel, (name, f)) in panels.iter().zip(metrics) {
+        let max_y = points.iter().map(f).fold(0.0, f64::max) * 1.1 + 1e-9;
+        let mut chart = ChartBuilder::on(panel)
+            .caption(name, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(55)
+            .build_cartesian_2d(0.0..max_ctx * 1.05, 0.0..max_y)?;
+        chart.configure_mesh().x_desc("context (tokens)").draw()?;
+        for (model, color) in [(ModelKind::Rwkv, BLUE), (ModelKind::Transformer, RED)] {
+            let series: Vec<(f64, f64)> =
+                points.iter().filter(|p| p.model == model).map(|p| (p.context as f64, f(p))).collect();
+            chart
+                .draw_series(LineSeries::new(series.clone(), color.stroke_width(2)))?
+                .label(format!("{model:?}"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
+            chart.draw_series(series.into_iter().map(|xy| Circle::new(xy, 3, color.filled())))?;
+        }
+        chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
