@@ -102,6 +102,16 @@ impl SamplingArgs {
     }
 }
 
+/// A callback that writes generated text to stdout as it comes.
+pub fn print_stream() -> impl FnMut(&str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout();
+    move |piece| {
+        let _ = write!(stdout, "{piece}");
+        let _ = stdout.flush();
+    }
+}
+
 /// Parses a comma-separated list of token ids.
 pub fn parse_ids(s: &str) -> Res<Vec<u32>> {
     let ids: Result<Vec<u32>, _> =

@@ -259,6 +259,16 @@ mod parallel {
         (model, data)
     }
 
+    /// The training split prepared with `model`'s (frozen) tower.
+    fn train_data<B>(model: &VisualRwkv<B>) -> TaskData<B::InnerBackend>
+    where
+        B: AutodiffBackend + RwkvBackend,
+        B::InnerBackend: RwkvBackend,
+    {
+        let (data, splits) = super::task();
+        TaskData::prepare(&splits.train, data.cell_px, &for_eval(model), &Sandwich, Tokenizer::world_bytes()).unwrap()
+    }
+
     /// `start` trained on one device on whole batches: the parameters after `config().steps` steps
     /// and the losses.
     fn single_device<B>(start: VisualRwkv<B>) -> (Vec<f32>, Vec<f64>)
@@ -266,10 +276,7 @@ mod parallel {
         B: AutodiffBackend + RwkvBackend,
         B::InnerBackend: RwkvBackend,
     {
-        let (data, splits) = super::task();
-        let tok = Tokenizer::world_bytes();
-        let train = TaskData::prepare(&splits.train, data.cell_px, &for_eval(&start), &Sandwich, tok).unwrap();
-        let train = train.lift::<B>();
+        let train = train_data(&start).lift::<B>();
         let mut t = Trainer::new(start, config()).unwrap();
         let losses = (0..config().steps).map(|_| t.train_step(&train, &BiDirectional).unwrap().loss).collect();
         (flat(&t.model), losses)
@@ -281,9 +288,7 @@ mod parallel {
         B: AutodiffBackend + RwkvBackend,
         B::InnerBackend: RwkvBackend,
     {
-        let (data, splits) = super::task();
-        let tok = Tokenizer::world_bytes();
-        let train = TaskData::prepare(&splits.train, data.cell_px, &for_eval(&start), &Sandwich, tok).unwrap();
+        let train = train_data(&start);
         let mut losses = Vec::new();
         let mut record = |s: &StepStats| losses.push(s.loss);
         let t = train_parallel(start, config(), &train, devices, &BiDirectional, &mut record).unwrap();
@@ -334,17 +339,16 @@ mod parallel {
         use burn::backend::wgpu::WgpuDevice;
         use visualrwkv::training::transfer;
         type G = Autodiff<Wgpu>;
-        let (data, splits) = super::task();
-        let (start, _) = model();
+        let (start, data) = model();
         let dev = WgpuDevice::DefaultDevice;
         let cfg = ModelConfig::tiny(&data, 32, 2, Tokenizer::world_bytes());
         let on_gpu: VisualRwkv<G> = transfer(&start, cfg.init(&dev).unwrap(), &dev).unwrap();
-        let tok = Tokenizer::world_bytes();
-        let train = TaskData::prepare(&splits.train, data.cell_px, &for_eval(&on_gpu), &Sandwich, tok).unwrap();
+        let train = train_data(&on_gpu);
         let devices = [dev, WgpuDevice::Cpu];
         let err = train_parallel(on_gpu, config(), &train, &devices, &BiDirectional, &mut |_| {})
             .err()
             .expect("two wgpu devices cannot all-reduce in burn 0.21");
-        assert!(err.to_string().contains("panicked: not implemented"), "{err}");
+        // Which replica fails first, and with which of cubecl's messages, depends on timing.
+        assert!(matches!(&err, visualrwkv::training::TrainError::Collective(m) if m.contains("panicked")), "{err}");
     }
 }

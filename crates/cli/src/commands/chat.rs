@@ -1,12 +1,10 @@
 //! `visualrwkv chat`: a question about an image, the answer streamed from a cached state.
 
-use std::io::Write;
-
 use visualrwkv_rwkv::RwkvBackend;
 
 use super::vlm::VlmArgs;
 use crate::Res;
-use crate::args::SamplingArgs;
+use crate::args::{SamplingArgs, print_stream};
 use crate::device::{DeviceArgs, DeviceSpec, Job};
 
 /// Flags of `chat`.
@@ -30,11 +28,7 @@ impl Job for Args {
     fn run<B: RwkvBackend>(self, dev: B::Device, spec: &DeviceSpec) -> Res<()> {
         let input = self.vlm.load::<B>(&dev)?;
         let options = self.sampling.options_for(&input.model.rwkv, spec)?;
-        let mut stdout = std::io::stdout();
-        input.model.generate(&input.sample, input.scan.as_ref(), input.tokenizer, &options, |piece| {
-            let _ = write!(stdout, "{piece}");
-            let _ = stdout.flush();
-        })?;
+        input.model.generate(&input.sample, input.scan.as_ref(), input.tokenizer, &options, print_stream())?;
         println!();
         Ok(())
     }

@@ -1,6 +1,5 @@
 //! `visualrwkv generate`: text after a prompt, streamed to stdout.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use visualrwkv::generate;
@@ -8,7 +7,7 @@ use visualrwkv_rwkv::RwkvBackend;
 use visualrwkv_tokenizer::Tokenizer;
 
 use crate::Res;
-use crate::args::SamplingArgs;
+use crate::args::{SamplingArgs, print_stream};
 use crate::device::{DeviceArgs, DeviceSpec, Job};
 
 /// Flags of `generate`.
@@ -36,11 +35,7 @@ impl Job for Args {
     fn run<B: RwkvBackend>(self, dev: B::Device, spec: &DeviceSpec) -> Res<()> {
         let model = visualrwkv_rwkv::load::<B>(&self.model, &dev)?;
         let options = self.sampling.options_for(&model, spec)?;
-        let mut stdout = std::io::stdout();
-        generate(&model, Tokenizer::world(), &self.prompt, &options, |piece| {
-            let _ = write!(stdout, "{piece}");
-            let _ = stdout.flush();
-        })?;
+        generate(&model, Tokenizer::world(), &self.prompt, &options, print_stream())?;
         println!();
         Ok(())
     }
