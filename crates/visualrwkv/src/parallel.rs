@@ -12,7 +12,7 @@
 //! `AutodiffBackend` impl then requires `DistributedBackend` of the inner backend. In burn 0.21
 //! only the cubecl backends implement it, and only CUDA's all-reduce (NCCL) is implemented
 //! (`burn-ndarray` has no impl, so `Autodiff<NdArray>` stops being an autodiff backend; wgpu's
-//! `all_reduce` is `unimplemented!()`). burn-collective's local all-reduce works on every backend,
+//! `all_reduce` panics as unimplemented). burn-collective's local all-reduce works on every backend,
 //! CPU and wgpu included, so it is what this module uses (`docs/training.md`).
 //!
 //! # Shapes

@@ -330,7 +330,7 @@ mod parallel {
 
     /// burn 0.21 / cubecl 0.10 cannot all-reduce across two wgpu devices: moving a tensor between
     /// them initialises device-to-device communication, which cubecl-wgpu does not implement
-    /// (`comm_init`: `unimplemented!()`). Data-parallel training there is an error naming the
+    /// (`comm_init` panics as unimplemented). Data-parallel training there is an error naming the
     /// cause, never a hang (`docs/training.md`); this test fails once burn supports it.
     #[cfg(feature = "wgpu")]
     #[test]
