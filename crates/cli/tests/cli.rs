@@ -176,3 +176,36 @@ fn bad_input_is_an_error_not_a_panic() {
     let cases: Vec<(Vec<&str>, &str)> = cases.iter().map(|c| (c.split('|').collect(), "error")).collect();
     common::assert_failures(&cases);
 }
+
+/// The main job at a tiny budget: `demo` trains, evaluates, answers and saves, on one CPU device
+/// and data-parallel on two CPU replicas (the same loss curve: the replicas sum to one device's
+/// update).
+#[test]
+fn demo_trains_reports_and_saves_on_one_and_two_devices() {
+    let mut losses = Vec::new();
+    for devices in ["cpu", "cpu,cpu"] {
+        let out = tmp(&format!("demo-{}", devices.replace(',', "-")));
+        let o = bin()
+            .args(["demo", "--steps", "4", "--batch", "4", "--train-images", "12", "--test-images", "4"])
+            .args(["--questions", "2", "--examples", "1", "--devices", devices, "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{devices}: {}", String::from_utf8_lossy(&o.stderr));
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(stdout.contains("held-out (test split) accuracy"), "{stdout}");
+        for f in ["metrics.jsonl", "metrics.csv", "loss.svg", "report.md", "example-0.png", "checkpoint/trainer.json"] {
+            assert!(out.join(f).exists(), "{devices}: {f} missing");
+        }
+        let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        let steps: Vec<f64> = metrics
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+            .collect();
+        assert_eq!(steps.len(), 4);
+        losses.push(steps);
+    }
+    for (a, b) in losses[0].iter().zip(&losses[1]) {
+        assert!((a - b).abs() <= 1e-5, "one device {a} vs two replicas {b}");
+    }
+}
