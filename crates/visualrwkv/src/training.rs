@@ -472,8 +472,11 @@ pub struct Replica {
 
 impl Replica {
     /// The positions of `batch_len` samples this replica computes (contiguous, sizes differing
-    /// by at most one).
+    /// by at most one; empty for a replica outside `0..count`).
     pub fn part(&self, batch_len: usize) -> std::ops::Range<usize> {
+        if self.rank >= self.count {
+            return 0..0;
+        }
         (self.rank * batch_len / self.count)..((self.rank + 1) * batch_len / self.count)
     }
 }
