@@ -1,5 +1,6 @@
 //! Image preprocessing as Hugging Face's `CLIPImageProcessor` / `SiglipImageProcessor` do it:
-//! decode (PNG, JPEG, WebP, BMP) → RGB → resize (Pillow's antialiased bicubic, reimplemented
+//! decode (JPEG bit-identical to Pillow through libjpeg-turbo, see [`decode_jpeg`]; PNG, GIF,
+//! WebP, BMP through the `image` crate) → RGB → resize (Pillow's antialiased bicubic, reimplemented
 //! bit for bit: same filter, same fixed-point arithmetic, same uint8 rounding between the
 //! horizontal and the vertical pass) → centre crop → rescale 1/255 → normalise.
 //!
@@ -145,6 +146,11 @@ impl ImageProcessor {
     /// Decodes image bytes (see [`ImageProcessor::open`]); `origin` names them in errors.
     pub fn decode(&self, bytes: &[u8], origin: &str) -> Result<DynamicImage, VisionError> {
         let bad = |e: &dyn std::fmt::Display| VisionError::Image { origin: origin.to_string(), why: e.to_string() };
+        if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+            if let Some(image) = decode_jpeg(bytes, origin, self.max_side)? {
+                return Ok(image);
+            }
+        }
         let reader = || ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| bad(&e));
         let (width, height) = reader()?.into_dimensions().map_err(|e| bad(&e))?;
         if width > self.max_side || height > self.max_side {
@@ -233,6 +239,53 @@ impl ImageProcessor {
         }
         let (h, w) = size.unwrap_or((0, 0));
         Ok(Tensor::from_data(TensorData::new(values, [images.len(), 3, h, w]), (device, burn::tensor::DType::F32)))
+    }
+}
+
+/// Decodes a JPEG exactly as Pillow does: libjpeg-turbo's default decompression (accurate integer
+/// IDCT, fancy upsampling), through the `mozjpeg` crate's libjpeg-turbo build. YCbCr and RGB
+/// files come out as RGB, greyscale as luma. `Ok(None)` for colour spaces Pillow converts with
+/// its own formulas (CMYK, YCCK), which the caller then decodes with the `image` crate.
+/// Corrupt data is an error (libjpeg's fatal errors unwind; they are caught here).
+pub fn decode_jpeg(bytes: &[u8], origin: &str, max_side: u32) -> Result<Option<DynamicImage>, VisionError> {
+    use mozjpeg::ColorSpace;
+    let bad = |why: String| VisionError::Image { origin: origin.to_string(), why };
+    let decoded = std::panic::catch_unwind(|| -> Result<Option<DynamicImage>, VisionError> {
+        let d = mozjpeg::Decompress::new_mem(bytes).map_err(|e| bad(e.to_string()))?;
+        let (width, height) = (d.width() as u32, d.height() as u32);
+        if width > max_side || height > max_side {
+            return Err(VisionError::ImageTooLarge { origin: origin.to_string(), width, height, limit: max_side });
+        }
+        if width == 0 || height == 0 {
+            return Err(bad("the image is empty".into()));
+        }
+        let image = match d.color_space() {
+            ColorSpace::JCS_GRAYSCALE => {
+                let mut started = d.grayscale().map_err(|e| bad(e.to_string()))?;
+                let luma: Vec<u8> = started.read_scanlines().map_err(|e| bad(e.to_string()))?;
+                started.finish().map_err(|e| bad(e.to_string()))?;
+                image::GrayImage::from_raw(width, height, luma).map(DynamicImage::ImageLuma8)
+            }
+            ColorSpace::JCS_YCbCr | ColorSpace::JCS_RGB => {
+                let mut started = d.rgb().map_err(|e| bad(e.to_string()))?;
+                let rgb: Vec<u8> = started.read_scanlines().map_err(|e| bad(e.to_string()))?;
+                started.finish().map_err(|e| bad(e.to_string()))?;
+                RgbImage::from_raw(width, height, rgb).map(DynamicImage::ImageRgb8)
+            }
+            _ => return Ok(None),
+        };
+        image.map(Some).ok_or_else(|| bad("the decoder returned fewer pixels than the header declares".into()))
+    });
+    match decoded {
+        Ok(result) => result,
+        Err(payload) => {
+            let why = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "corrupt JPEG data".into());
+            Err(bad(why))
+        }
     }
 }
 
