@@ -219,7 +219,7 @@ impl PromptStrategy for Sandwich {
             .filter(|(_, t)| t.role == Role::User)
             .map(|(i, t)| {
                 if i == ctx.image_turn {
-                    q.replace(SHORT_ANSWER, "").trim().to_string()
+                    collapse_newlines(q.replace(SHORT_ANSWER, "").trim())
                 } else {
                     t.text.trim().to_string()
                 }
@@ -293,7 +293,9 @@ pub fn tokenize_with_image(tokenizer: &Tokenizer, text: &str) -> Vec<i64> {
 
 /// Builds the token sequence and labels of `conversation` with the image placed by `strategy`.
 ///
-/// `with_image`: whether an image is given (then a user turn must hold `<image>`; without one
+/// Each turn's text is cleaned ([`clean`]), the image turn's then placed by the strategy and
+/// stripped; a turn left empty renders as its bare tag (`"Assistant:"`, never trained), as the
+/// reference does. `with_image`: whether an image is given (then a user turn must hold `<image>`; without one
 /// any `<image>` tag is an error too). `for_inference`: when the conversation ends with a user
 /// turn, appends the `"Assistant:"` cue (untrained).
 pub fn build(
@@ -316,12 +318,15 @@ pub fn build(
         let mut value = clean(&turn.text);
         if Some(i) == image_turn {
             let ctx = PlacementContext { conversation, image_turn: i };
-            value = strategy.place(&value, &ctx);
+            value = strategy.place(&value, &ctx).trim().to_string();
         }
-        if value.is_empty() {
-            continue;
-        }
-        let ids = tokenize_with_image(tokenizer, &format!("{}: {value}\n\n", turn.role.tag()));
+        // An empty turn is the bare speaker tag, as the reference renders it (all masked).
+        let text = if value.is_empty() {
+            format!("{}:", turn.role.tag())
+        } else {
+            format!("{}: {value}\n\n", turn.role.tag())
+        };
+        let ids = tokenize_with_image(tokenizer, &text);
         let lab: Vec<i64> = match turn.role {
             Role::User => vec![IGNORE_INDEX; ids.len()],
             Role::Assistant => {
