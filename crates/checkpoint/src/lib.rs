@@ -335,5 +335,51 @@ pub fn write_safetensors_with_ints(
             .map_err(|e| CheckpointError::Format { path: path.display().to_string(), why: format!("`{k}`: {e}") })?;
         views.push((k.clone(), view));
     }
-    safetensors::serialize_to_file(views, None, path).map_err(|e| io(&path.display().to_string(), e))
+    let file = safetensors::serialize(views, None).map_err(|e| io(&path.display().to_string(), e))?;
+    write_atomic(path, &file)
+}
+
+/// Writes `bytes` to `path` atomically: into a temporary file beside it (same directory, so the
+/// rename cannot cross file systems), flushed to disk, then renamed over `path`. A process
+/// killed at any moment leaves either the previous file or the complete new one, never a part.
+pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<(), CheckpointError> {
+    use std::io::Write;
+    let path = path.as_ref();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into());
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let origin = path.display().to_string();
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(&origin, e));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod atomic_tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_whole_files_and_leaves_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("vrwkv-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f.bin");
+        write_atomic(&path, b"first").unwrap();
+        write_atomic(&path, b"second, longer").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second, longer");
+        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        // A write that cannot complete (the target is a directory) keeps what was there.
+        std::fs::create_dir_all(dir.join("d")).unwrap();
+        assert!(write_atomic(dir.join("d"), b"x").is_err());
+        assert!(dir.join("d").is_dir());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -146,7 +146,10 @@ pub fn pick_tokenizer(name: &str, vocab: usize) -> Res<&'static Tokenizer> {
         "bytes" => Tokenizer::world_bytes(),
         "auto" if vocab > Tokenizer::world().vocab_size() - 1 => Tokenizer::world(),
         "auto" => Tokenizer::world_bytes(),
-        other => return Err(format!("unknown --tokenizer `{other}` (auto, world, bytes)").into()),
+        // A vocabulary file in the World format (e.g. the demo's `checkpoint/vocab.txt`); the
+        // command runs once, so leaking it for a 'static borrow costs nothing.
+        path if Path::new(path).is_file() => Box::leak(Box::new(Tokenizer::from_file(path)?)),
+        other => return Err(format!("unknown --tokenizer `{other}` (auto, world, bytes, or a vocabulary file)").into()),
     })
 }
 

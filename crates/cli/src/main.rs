@@ -60,6 +60,17 @@ enum Command {
     Ablate(ablate::Args),
     /// Convert a checkpoint (.pth or .safetensors) to safetensors with the same key names (F32).
     Convert(convert::Args),
+    /// Check a LLaVA-format dataset (every sample and image) and write its token ids and labels
+    /// as JSON lines; print counts (samples, with image, text-only, truncated, skipped) and a
+    /// row-length histogram.
+    Dataset(dataset::Args),
+    /// Fine-tune on a LLaVA-format dataset: stage 1 (projector, from an RWKV-6 checkpoint and a
+    /// Hugging Face tower) or stage 2 (projector + RWKV, from a VisualRWKV checkpoint); saves
+    /// model.safetensors in the official layout, the resume state, metrics and a loss plot.
+    Train(train::Args),
+    /// Write a small LLaVA-format dataset (JPEG and PNG images) and tiny random RWKV-6 and CLIP
+    /// checkpoints in the official layouts, to try `dataset`, `train` and `chat` offline.
+    ExampleData(example_data::Args),
 }
 
 fn run(cli: Cli) -> Res<()> {
@@ -77,6 +88,9 @@ fn run(cli: Cli) -> Res<()> {
         Command::Demo(a) => run_train(a),
         Command::Ablate(a) => run_train(a),
         Command::Convert(a) => convert::run(a),
+        Command::Dataset(a) => dataset::run(a),
+        Command::Train(a) => run_train(a),
+        Command::ExampleData(a) => example_data::run(a),
     }
 }
 

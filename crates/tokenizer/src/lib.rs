@@ -127,6 +127,18 @@ impl Tokenizer {
         Self::from_vocab_text(&text, &path.display().to_string())
     }
 
+    /// The vocabulary in the World format (`<id> b'<\\xHH…>' <byte length>` per line, every
+    /// token as a bytes literal), which [`Tokenizer::from_vocab_text`] reads back to the same
+    /// tokenizer: how a model trained with its own vocabulary ships it.
+    pub fn to_vocab_text(&self) -> String {
+        let mut out = String::new();
+        for (i, t) in self.tokens.iter().enumerate() {
+            let hex: String = t.iter().map(|b| format!("\\x{b:02x}")).collect();
+            out.push_str(&format!("{} b'{hex}' {}\n", i + 1, t.len()));
+        }
+        out
+    }
+
     /// A tokenizer from token byte strings; token `i` (0-based) gets id `i + 1`. When two tokens
     /// have the same bytes, the later id wins (the World vocabulary has no such pair).
     pub fn from_tokens(tokens: Vec<Vec<u8>>) -> Self {

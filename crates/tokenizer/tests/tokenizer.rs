@@ -157,3 +157,21 @@ proptest! {
 }
 
 static ENTRIES: OnceLock<HashSet<Vec<u8>>> = OnceLock::new();
+
+/// A tokenizer written with `to_vocab_text` reads back to the same ids for every token, and the
+/// World vocabulary survives the round trip (65529 tokens, same encodings).
+#[test]
+fn vocab_text_round_trips() {
+    let custom =
+        Tokenizer::from_tokens(vec![b"a".to_vec(), b"ab".to_vec(), vec![0xff, b'\''], "é\n\n".as_bytes().to_vec()]);
+    let back = Tokenizer::from_vocab_text(&custom.to_vocab_text(), "custom").unwrap();
+    assert_eq!(back.vocab_size(), 4);
+    for id in 1..=4 {
+        assert_eq!(back.token_bytes(id), custom.token_bytes(id), "id {id}");
+    }
+    let world = Tokenizer::world();
+    let back = Tokenizer::from_vocab_text(&world.to_vocab_text(), "world").unwrap();
+    assert_eq!(back.vocab_size(), world.vocab_size());
+    let text = "User: What is the man holding?\n\nAssistant: 東京 ☕";
+    assert_eq!(back.encode(text), world.encode(text));
+}

@@ -185,6 +185,32 @@ impl VisionConfig {
         Ok(config)
     }
 
+    /// The configuration as a Hugging Face vision `config.json` (`clip_vision_model` /
+    /// `siglip_vision_model`), which [`VisionConfig::from_hf_json_str`] reads back unchanged.
+    pub fn to_hf_json(&self) -> Value {
+        let act = match self.hidden_act {
+            Activation::QuickGelu => "quick_gelu",
+            Activation::Gelu => "gelu",
+            Activation::GeluTanh => "gelu_pytorch_tanh",
+        };
+        let mut v = serde_json::json!({
+            "model_type": match self.kind { TowerKind::Clip => "clip_vision_model", TowerKind::Siglip => "siglip_vision_model" },
+            "image_size": self.image_size,
+            "patch_size": self.patch_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_channels": self.num_channels,
+            "layer_norm_eps": self.layer_norm_eps,
+            "hidden_act": act,
+        });
+        if self.kind == TowerKind::Siglip {
+            v["vision_use_head"] = Value::Bool(self.use_head);
+        }
+        v
+    }
+
     /// Reads a Hugging Face `config.json` file (see [`VisionConfig::from_hf_json_str`]).
     pub fn from_hf_json(path: impl AsRef<Path>) -> Result<Self, VisionError> {
         let path = path.as_ref();
@@ -297,5 +323,22 @@ impl VisionConfig {
             linear(&mut keys, "head.mlp.fc2".into(), d, f);
         }
         keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hf_json_round_trips() {
+        for config in [
+            VisionConfig::clip_vit_large_336(),
+            VisionConfig::siglip_so400m_384(),
+            VisionConfig::new(TowerKind::Clip, 32, 8, 64, 128, 2, 4),
+        ] {
+            let text = config.to_hf_json().to_string();
+            assert_eq!(VisionConfig::from_hf_json_str(&text, "t").unwrap(), config, "{text}");
+        }
     }
 }

@@ -39,6 +39,24 @@ impl GridPooling {
             g => Err(VisionError::Input(format!("grid size {g} is not -1, 0, 1 or ≥ 2"))),
         }
     }
+
+    /// Rows [`grid_pool`] makes of a `gh × gw` patch grid (plus the class token when
+    /// `has_cls`), without running it: what one image occupies in the sequence.
+    pub fn rows(self, (gh, gw): (usize, usize), has_cls: bool) -> Result<usize, VisionError> {
+        let cls = usize::from(has_cls);
+        match self {
+            Self::All => Ok(gh * gw + cls),
+            Self::PatchesOnly => Ok(gh * gw),
+            Self::ClsOnly if has_cls => Ok(1),
+            Self::ClsOnly => Err(VisionError::Input("grid size 0 (CLS only) needs a tower with a class token".into())),
+            Self::Mean => Ok(1 + cls),
+            Self::Grid(g) if g > gh || g > gw || g == 0 => {
+                Err(VisionError::Input(format!("grid size {g} exceeds the {gh}x{gw} patch grid")))
+            }
+            // avg_pool2d with kernel = stride = ⌊side/g⌋ and no padding keeps ⌊side/stride⌋.
+            Self::Grid(g) => Ok((gh / (gh / g)) * (gw / (gw / g)) + cls),
+        }
+    }
 }
 
 /// Pooled image features ready for the projector.

@@ -25,14 +25,22 @@ fn grid_pooling_token_counts_match_table_9() {
     for (g, tokens, side) in
         [(-1, 577, 24), (12, 145, 12), (8, 65, 8), (6, 37, 6), (4, 17, 4), (3, 10, 3), (2, 5, 2), (0, 1, 0)]
     {
-        let pooled = grid_pool(feats.clone(), (24, 24), true, GridPooling::from_grid_size(g).unwrap()).unwrap();
+        let pooling = GridPooling::from_grid_size(g).unwrap();
+        let pooled = grid_pool(feats.clone(), (24, 24), true, pooling).unwrap();
         assert_eq!(pooled.features.dims(), [1, tokens, 8], "grid {g}");
+        assert_eq!(pooling.rows((24, 24), true).unwrap(), tokens, "grid {g}: rows without pooling");
         assert_eq!((pooled.grid_h, pooled.grid_w, pooled.extra, pooled.len()), (side, side, 1, tokens), "grid {g}");
     }
     let mean = grid_pool(feats.clone(), (24, 24), true, GridPooling::Mean).unwrap();
     assert_eq!(mean.features.dims(), [1, 2, 8]);
     let patches = grid_pool(feats, (24, 24), true, GridPooling::PatchesOnly).unwrap();
     assert_eq!((patches.features.dims(), patches.extra), ([1, 576, 8], 0));
+    assert_eq!(
+        (GridPooling::Mean.rows((24, 24), true).unwrap(), GridPooling::PatchesOnly.rows((24, 24), true).unwrap()),
+        (2, 576)
+    );
+    // g = 5: stride ⌊24/5⌋ = 4 keeps a 6×6 grid.
+    assert_eq!(GridPooling::Grid(5).rows((24, 24), true).unwrap(), 37);
 }
 
 #[test]

@@ -12,6 +12,7 @@
 //! is compiled in.
 
 pub mod demo;
+pub mod finetune;
 pub mod generate;
 pub mod parallel;
 pub mod training;

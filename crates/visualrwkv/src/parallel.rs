@@ -47,33 +47,64 @@ where
     B: AutodiffBackend + RwkvBackend,
     B::InnerBackend: RwkvBackend,
 {
+    if devices.len() > 1 && config.batch_size < devices.len() {
+        return Err(TrainError::Input(format!(
+            "a batch of {} samples cannot be split over {} devices",
+            config.batch_size,
+            devices.len()
+        )));
+    }
+    let on_step = std::sync::Mutex::new(on_step);
+    on_replicas(model, devices, |model, device, replica| {
+        let data = data.to_device(device).lift::<B>();
+        let mut trainer = Trainer::new(model, config.clone())?;
+        trainer.replica = replica;
+        while trainer.step < trainer.config.steps {
+            let stats = trainer.train_step(&data, scan)?;
+            if replica.is_none_or(|r| r.rank == 0) {
+                (on_step.lock().unwrap_or_else(|e| e.into_inner()))(&stats);
+            }
+        }
+        trainer.replica = None;
+        Ok(trainer)
+    })
+}
+
+/// Runs `body` once per device and returns replica 0's trainer. One device: `body` runs here
+/// with `replica = None`. Several (feature `collective`): one thread per device, each joined to
+/// the backend's burn-collective server as peer `rank` with its fork of `model` (materialised
+/// first, so every replica starts equal), `replica = Some(..)`; `body` must step the same number
+/// of times on every replica (every all-reduce waits for all peers).
+pub(crate) fn on_replicas<B, F>(model: VisualRwkv<B>, devices: &[B::Device], body: F) -> Result<Trainer<B>, TrainError>
+where
+    B: AutodiffBackend + RwkvBackend,
+    B::InnerBackend: RwkvBackend,
+    F: Fn(VisualRwkv<B>, &B::Device, Option<Replica>) -> Result<Trainer<B>, TrainError> + Sync,
+{
     let count = devices.len();
     match devices {
         [] => return Err(TrainError::Input("training needs at least one device".into())),
-        [device] => return train_alone(model.fork(device), config, &data.to_device(device), scan, on_step),
+        [device] => return body(model.fork(device), device, None),
         _ => {}
-    }
-    if config.batch_size < count {
-        return Err(TrainError::Input(format!(
-            "a batch of {} samples cannot be split over {count} devices",
-            config.batch_size
-        )));
     }
     collective::check_available()?;
     // Replicas are clones: initialise lazy parameters first, or each clone draws its own.
     materialize(&model);
     collective::reset::<B>();
-    let mut on_step = Some(on_step);
+    let body = &body;
     let results: Vec<Result<Option<Trainer<B>>, TrainError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = devices
             .iter()
             .enumerate()
             .map(|(rank, device)| {
                 let model = model.clone().fork(device);
-                let config = config.clone();
-                let callback = if rank == 0 { on_step.take() } else { None };
                 let replica = Replica { rank, count };
-                scope.spawn(move || replica_loop(model, config, data, device, replica, scan, callback))
+                scope.spawn(move || {
+                    collective::join::<B>(replica, device)?;
+                    let outcome = body(model, device, Some(replica));
+                    collective::leave::<B>(replica)?;
+                    Ok((rank == 0).then_some(outcome?))
+                })
             })
             .collect();
         handles
@@ -98,61 +129,6 @@ where
         }
     }
     first.ok_or_else(|| TrainError::Collective("replica 0 returned no trainer".into()))
-}
-
-/// Plain training on one device.
-fn train_alone<B>(
-    model: VisualRwkv<B>,
-    config: TrainConfig,
-    data: &TaskData<B::InnerBackend>,
-    scan: &dyn Scan,
-    on_step: &mut (dyn FnMut(&StepStats) + Send),
-) -> Result<Trainer<B>, TrainError>
-where
-    B: AutodiffBackend + RwkvBackend,
-    B::InnerBackend: RwkvBackend,
-{
-    let data = data.lift::<B>();
-    let mut trainer = Trainer::new(model, config)?;
-    while trainer.step < trainer.config.steps {
-        let stats = trainer.train_step(&data, scan)?;
-        on_step(&stats);
-    }
-    Ok(trainer)
-}
-
-/// One replica's training loop; returns its trainer for replica 0.
-fn replica_loop<B>(
-    model: VisualRwkv<B>,
-    config: TrainConfig,
-    data: &TaskData<B::InnerBackend>,
-    device: &B::Device,
-    replica: Replica,
-    scan: &dyn Scan,
-    mut on_step: Option<&mut (dyn FnMut(&StepStats) + Send)>,
-) -> Result<Option<Trainer<B>>, TrainError>
-where
-    B: AutodiffBackend + RwkvBackend,
-    B::InnerBackend: RwkvBackend,
-{
-    collective::join::<B>(replica, device)?;
-    let data = data.to_device(device).lift::<B>();
-    let mut trainer = Trainer::new(model, config)?;
-    trainer.replica = Some(replica);
-    let mut run = || -> Result<(), TrainError> {
-        while trainer.step < trainer.config.steps {
-            let stats = trainer.train_step(&data, scan)?;
-            if let Some(f) = on_step.as_mut() {
-                f(&stats);
-            }
-        }
-        Ok(())
-    };
-    let outcome = run();
-    collective::leave::<B>(replica)?;
-    outcome?;
-    trainer.replica = None;
-    Ok((replica.rank == 0).then_some(trainer))
 }
 
 /// Sums a replica's gradients with the other replicas' (all-reduce over burn-collective).

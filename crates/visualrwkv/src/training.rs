@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
-use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
+use burn::record::{FullPrecisionSettings, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use visualrwkv_projector::{ProjectorConfig, ProjectorKind};
@@ -35,7 +35,7 @@ use visualrwkv_tokenizer::Tokenizer;
 use visualrwkv_train::data::{DataConfig, QuestionType, Rng, Split, word_pieces};
 use visualrwkv_train::loss::{batch_loss, l2wrap};
 use visualrwkv_train::schedule::LrSchedule;
-use visualrwkv_vision::{Activation, GridPooling, TowerKind, VisionConfig, grid_pool};
+use visualrwkv_vision::{Activation, GridPooling, ImageProcessor, TowerKind, VisionConfig, grid_pool};
 
 use crate::generate::GenerateOptions;
 use crate::vlm::{ImageRows, Sample, VisionOptions, VisualRwkv, VlmError};
@@ -232,8 +232,13 @@ pub struct TaskData<B: Backend> {
     pub layout: ImageLayout,
 }
 
-/// Pixels of rendered images, normalised to `[-1, 1]` (`(x / 255 − 0.5) / 0.5`): `[N, 3, H, W]`.
-pub fn pixels<B: Backend>(images: &[image::RgbImage], device: &B::Device) -> Result<Tensor<B, 4>, TrainError> {
+/// Pixels of rendered images normalised as `processor` does (the tower's Hugging Face
+/// processor, so `chat` on a saved image sees exactly what training saw): `[N, 3, H, W]`.
+pub fn pixels<B: Backend>(
+    images: &[image::RgbImage],
+    processor: &ImageProcessor,
+    device: &B::Device,
+) -> Result<Tensor<B, 4>, TrainError> {
     let first = images.first().ok_or_else(|| TrainError::Input("no images".into()))?;
     let (w, h) = first.dimensions();
     let (w, h) = (w as usize, h as usize);
@@ -242,9 +247,7 @@ pub fn pixels<B: Backend>(images: &[image::RgbImage], device: &B::Device) -> Res
         if img.dimensions() != first.dimensions() {
             return Err(TrainError::Input("images of different sizes in one batch".into()));
         }
-        for c in 0..3 {
-            data.extend(img.pixels().map(|p| (p.0[c] as f32 / 255.0 - 0.5) / 0.5));
-        }
+        data.extend(processor.normalize(img));
     }
     Ok(Tensor::from_data(TensorData::new(data, [images.len(), 3, h, w]), device))
 }
@@ -261,12 +264,15 @@ impl<B: RwkvBackend> TaskData<B> {
     ) -> Result<Self, TrainError> {
         let device = model.rwkv.emb.weight.device();
         let has_cls = model.vision.config.kind == TowerKind::Clip;
+        let processor = ImageProcessor::for_tower(&model.vision.config);
         let mut features = Vec::with_capacity(split.scenes.len());
         let mut layout = None;
         for chunk in split.scenes.chunks(256) {
             let images: Vec<_> = chunk.iter().map(|s| s.render(cell_px)).collect();
-            let (f, grid) =
-                model.vision.features(pixels::<B>(&images, &device)?, model.options.layer).map_err(VlmError::from)?;
+            let (f, grid) = model
+                .vision
+                .features(pixels::<B>(&images, &processor, &device)?, model.options.layer)
+                .map_err(VlmError::from)?;
             let pooled = grid_pool(f, grid, has_cls, model.options.pooling).map_err(VlmError::from)?;
             layout = Some(ImageLayout::new(pooled.grid_h, pooled.grid_w, pooled.extra));
             let [b, n, d] = pooled.features.dims();
@@ -320,9 +326,7 @@ fn image_rows<B: RwkvBackend>(
     image: usize,
 ) -> Result<ImageRows<B>, TrainError> {
     let features = data.features.get(image).ok_or_else(|| TrainError::Input(format!("no image {image}")))?;
-    let rows = model.projector.project(features.clone()).map_err(VlmError::from)?;
-    let [_, n, c] = rows.dims();
-    Ok(ImageRows { rows: rows.reshape([n, c]), layout: data.layout })
+    project(model, features, data.layout)
 }
 
 /// Optimisation settings.
@@ -399,6 +403,16 @@ impl<B: Backend> ModuleVisitor<B> for ParamRanks {
     }
 }
 
+/// Gives a module's float parameters the ids of an iterator, in visiting order.
+struct SetIds(std::vec::IntoIter<ParamId>);
+
+impl<B: Backend> burn::module::ModuleMapper<B> for SetIds {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        Param::from_mapped_value(self.0.next().unwrap_or(id), tensor, mapper)
+    }
+}
+
 fn ranks<B: Backend, M: Module<B>>(module: &M) -> Vec<(ParamId, usize)> {
     let mut v = ParamRanks(Vec::new());
     module.visit(&mut v);
@@ -457,6 +471,8 @@ where
     pub config: TrainConfig,
     /// This trainer's place among data-parallel replicas (`None`: it trains alone).
     pub(crate) replica: Option<Replica>,
+    /// What the caller saves with a checkpoint and gets back on resume (e.g. a data position).
+    pub meta: serde_json::Value,
 }
 
 /// A trainer's place among `count` data-parallel replicas: it computes part `rank` of every
@@ -511,6 +527,7 @@ where
             rng: Rng(config.seed ^ 0xBA7C_4000),
             config,
             replica: None,
+            meta: serde_json::Value::Null,
         })
     }
 
@@ -528,50 +545,82 @@ where
         self.step_on(data, &batch, scan)
     }
 
-    /// One optimiser step on the given examples. Alone, the trainer computes all of `batch`; as
-    /// a data-parallel replica it computes its [`Replica::part`] and sums gradients (and the
-    /// reported loss) with the other replicas, which step on the same `batch`. The loss is
-    /// normalised by the whole batch either way (cross-entropy: mean over all samples; L2Wrap:
-    /// `1e-4 / (B · T_max)` of the whole batch), so the update is the same as on one device.
+    /// One optimiser step on the given examples of the synthetic task (see
+    /// [`Trainer::step_examples`]).
     pub fn step_on(&mut self, data: &TaskData<B>, batch: &[usize], scan: &dyn Scan) -> Result<StepStats, TrainError> {
-        if batch.is_empty() {
-            return Err(TrainError::Input("an empty batch".into()));
-        }
-        let n_rows = data.layout.len();
-        let mut all_labels = Vec::with_capacity(batch.len());
+        let mut examples = Vec::with_capacity(batch.len());
         for &i in batch {
             let e = data.examples.get(i).ok_or_else(|| TrainError::Input(format!("no example {i}")))?;
-            all_labels.push(e.row_labels(n_rows));
+            examples.push(TrainExample {
+                tokens: e.tokens.clone(),
+                labels: e.labels.clone(),
+                image: Some((
+                    data.features
+                        .get(e.image)
+                        .ok_or_else(|| TrainError::Input(format!("no image {}", e.image)))?
+                        .clone(),
+                    data.layout,
+                )),
+            });
         }
-        let rows: usize = all_labels.iter().map(Vec::len).sum();
-        let t_max = all_labels.iter().map(Vec::len).max().unwrap_or(1).max(1);
-        let part = match self.replica {
-            Some(r) => r.part(batch.len()),
-            None => 0..batch.len(),
-        };
-        if part.is_empty() {
-            return Err(TrainError::Input(format!(
-                "a batch of {} samples cannot be split over {} devices",
-                batch.len(),
-                self.replica.map_or(1, |r| r.count)
-            )));
+        self.step_examples(&[examples], scan)
+    }
+
+    /// One optimiser step over `micro_batches` (gradient accumulation: the gradients of every
+    /// micro-batch are summed before the update, each batch's loss weighted `1 / count`). Alone,
+    /// the trainer computes every sample; as a data-parallel replica it computes its
+    /// [`Replica::part`] of each micro-batch and sums gradients (and the reported loss) with the
+    /// other replicas, which step on the same batches. Each micro-batch's loss is normalised by
+    /// the whole micro-batch (cross-entropy: mean over its samples; L2Wrap: `1e-4 / (B · T_max)`),
+    /// so the update is the same on any number of devices.
+    pub fn step_examples(
+        &mut self,
+        micro_batches: &[Vec<TrainExample<B>>],
+        scan: &dyn Scan,
+    ) -> Result<StepStats, TrainError> {
+        if micro_batches.is_empty() || micro_batches.iter().any(Vec::is_empty) {
+            return Err(TrainError::Input("an empty batch".into()));
         }
-        let mut samples = Vec::with_capacity(part.len());
-        for &i in &batch[part.clone()] {
-            let e = &data.examples[i];
-            samples.push(Sample { tokens: e.tokens.clone(), image: Some(image_rows(&self.model, data, e.image)?) });
+        let weight = 1.0 / micro_batches.len() as f64;
+        let mut decayed_acc = burn::optim::GradientsAccumulator::<VisualRwkv<B>>::new();
+        let mut plain_acc = burn::optim::GradientsAccumulator::<VisualRwkv<B>>::new();
+        let (mut local, mut rows) = (0.0, 0);
+        for batch in micro_batches {
+            let all_labels: Vec<Vec<i64>> = batch.iter().map(TrainExample::row_labels).collect();
+            rows += all_labels.iter().map(Vec::len).sum::<usize>();
+            let t_max = all_labels.iter().map(Vec::len).max().unwrap_or(1).max(1);
+            let part = match self.replica {
+                Some(r) => r.part(batch.len()),
+                None => 0..batch.len(),
+            };
+            if part.is_empty() {
+                return Err(TrainError::Input(format!(
+                    "a batch of {} samples cannot be split over {} devices",
+                    batch.len(),
+                    self.replica.map_or(1, |r| r.count)
+                )));
+            }
+            let mut samples = Vec::with_capacity(part.len());
+            for e in &batch[part.clone()] {
+                let image = match &e.image {
+                    Some((features, layout)) => Some(project(&self.model, features, *layout)?),
+                    None => None,
+                };
+                samples.push(Sample { tokens: e.tokens.clone(), image });
+            }
+            let logits = self.model.forward(&samples, scan)?;
+            let share = weight * part.len() as f64 / batch.len() as f64;
+            let mut loss = batch_loss(&logits, &all_labels[part.clone()])?.mul_scalar(share);
+            local += loss.clone().into_scalar().elem::<f64>();
+            if self.config.l2wrap {
+                loss = loss + l2wrap(&logits, weight * 1e-4 / (batch.len() * t_max) as f64)?;
+            }
+            let mut grads = loss.backward();
+            decayed_acc
+                .accumulate(&self.model, GradientsParams::from_params(&mut grads, &self.model, &self.decayed_ids));
+            plain_acc.accumulate(&self.model, GradientsParams::from_params(&mut grads, &self.model, &self.plain_ids));
         }
-        let labels = &all_labels[part.clone()];
-        let logits = self.model.forward(&samples, scan)?;
-        let share = part.len() as f64 / batch.len() as f64;
-        let mut loss = batch_loss(&logits, labels)?.mul_scalar(share);
-        let local = loss.clone().into_scalar().elem::<f64>();
-        if self.config.l2wrap {
-            loss = loss + l2wrap(&logits, 1e-4 / (batch.len() * t_max) as f64)?;
-        }
-        let mut grads = loss.backward();
-        let mut decayed = GradientsParams::from_params(&mut grads, &self.model, &self.decayed_ids);
-        let mut plain = GradientsParams::from_params(&mut grads, &self.model, &self.plain_ids);
+        let (mut decayed, mut plain) = (decayed_acc.grads(), plain_acc.grads());
         let value = match self.replica {
             Some(r) => {
                 decayed = crate::parallel::sum_gradients::<B>(decayed, r)?;
@@ -611,46 +660,163 @@ where
         norm
     }
 
-    /// Saves the model, both optimisers, the step and the RNG into `dir`.
+    /// Saves a checkpoint into `dir`: `dir/model.safetensors` in the official VisualRWKV layout
+    /// with `dir/vision_config.json` (what `chat --checkpoint` loads), and under `dir/trainer/`
+    /// what [`Trainer::resume`] needs (the weights of this step, both optimisers, step, RNG,
+    /// settings and [`Trainer::meta`]). Every file is written under a temporary name and renamed;
+    /// `trainer/trainer.json`, which names the step, is written last, so a process killed at any
+    /// point leaves the previous checkpoint or the new one, complete.
     pub fn save(&self, dir: &Path) -> Result<(), TrainError> {
-        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
-        let rec = BinFileRecorder::<FullPrecisionSettings>::new();
-        let model = dir.join("model");
-        self.model.clone().save_file(&model, &rec).map_err(|e| io_error(&model, e))?;
-        let path = dir.join("optim-decayed");
-        rec.record(self.decayed.to_record(), path.clone()).map_err(|e| io_error(&path, e))?;
-        let path = dir.join("optim-plain");
-        rec.record(self.plain.to_record(), path.clone()).map_err(|e| io_error(&path, e))?;
-        let meta = serde_json::json!({ "step": self.step, "rng": self.rng.0, "config": self.config });
-        let path = dir.join("trainer.json");
-        std::fs::write(&path, serde_json::to_string_pretty(&meta).unwrap_or_default()).map_err(|e| io_error(&path, e))
+        use burn::record::BinBytesRecorder;
+        let state = dir.join(TRAINER_DIR);
+        std::fs::create_dir_all(&state).map_err(|e| io_error(&state, e))?;
+        let step = self.step;
+        let weights = state.join(format!("model-{step}.safetensors"));
+        self.model.save_checkpoint(&weights)?;
+        let rec = BinBytesRecorder::<FullPrecisionSettings>::default();
+        for (name, optim) in [("decayed", &self.decayed), ("plain", &self.plain)] {
+            let path = state.join(format!("optim-{name}-{step}.bin"));
+            let bytes = rec.record(optim.to_record(), ()).map_err(|e| io_error(&path, e))?;
+            visualrwkv_checkpoint::write_atomic(&path, &bytes).map_err(|e| io_error(&path, e))?;
+        }
+        // The user-facing checkpoint: the same bytes, linked (or copied) in, then renamed.
+        let model = dir.join(MODEL_FILE);
+        let tmp = dir.join(format!(".{MODEL_FILE}.tmp-{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::fs::hard_link(&weights, &tmp)
+            .or_else(|_| std::fs::copy(&weights, &tmp).map(|_| ()))
+            .and_then(|_| std::fs::rename(&tmp, &model))
+            .map_err(|e| io_error(&model, e))?;
+        let config = serde_json::to_string_pretty(&self.model.vision.config.to_hf_json()).unwrap_or_default();
+        let path = dir.join(crate::vlm::VISION_CONFIG_FILE);
+        visualrwkv_checkpoint::write_atomic(&path, config.as_bytes()).map_err(|e| io_error(&path, e))?;
+        // The optimisers' state is keyed by parameter id; a model read back from safetensors gets
+        // new ids, so the ids are saved in visiting order and given back on resume.
+        let ids: Vec<u64> = ranks::<B, _>(&self.model).iter().map(|(id, _)| id.val()).collect();
+        let meta = serde_json::json!({
+            "step": step, "rng": self.rng.0, "config": self.config, "meta": self.meta, "param_ids": ids,
+        });
+        let path = state.join("trainer.json");
+        let text = serde_json::to_string_pretty(&meta).unwrap_or_default();
+        visualrwkv_checkpoint::write_atomic(&path, text.as_bytes()).map_err(|e| io_error(&path, e))?;
+        // Temporaries of a save that was killed (other process ids) are garbage.
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(&format!(".{MODEL_FILE}.tmp-")) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        // Files of earlier steps are no longer named by trainer.json.
+        let current = [
+            format!("model-{step}.safetensors"),
+            format!("optim-decayed-{step}.bin"),
+            format!("optim-plain-{step}.bin"),
+        ];
+        let current_config = crate::vlm::VISION_CONFIG_FILE.to_string();
+        if let Ok(entries) = std::fs::read_dir(&state) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name != "trainer.json" && name != current_config && !current.contains(&name) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(())
     }
 
-    /// Restores a trainer saved by [`Trainer::save`] onto `model` (a model of the same
-    /// configuration, e.g. freshly initialised).
+    /// Restores a trainer saved by [`Trainer::save`]; `model` is a model of the same
+    /// configuration (e.g. freshly initialised): its vision options are kept and its
+    /// architecture must match the saved one.
     pub fn resume(dir: &Path, model: VisualRwkv<B>) -> Result<Self, TrainError> {
-        let path = dir.join("trainer.json");
+        use burn::record::BinBytesRecorder;
+        let state = dir.join(TRAINER_DIR);
+        let path = state.join("trainer.json");
         let text = std::fs::read_to_string(&path).map_err(|e| io_error(&path, e))?;
         let meta: serde_json::Value = serde_json::from_str(&text).map_err(|e| io_error(&path, e))?;
         let config: TrainConfig =
             serde_json::from_value(meta["config"].clone()).map_err(|e| io_error(&path, format!("config: {e}")))?;
         let step = meta["step"].as_u64().ok_or_else(|| io_error(&path, "missing step"))? as usize;
         let rng = meta["rng"].as_u64().ok_or_else(|| io_error(&path, "missing rng"))?;
-        let rec = BinFileRecorder::<FullPrecisionSettings>::new();
         let device = model.rwkv.emb.weight.device();
-        let model_path = dir.join("model");
-        let model = model.load_file(&model_path, &rec, &device).map_err(|e| io_error(&model_path, e))?;
-        let mut trainer = Self::new(model, config)?;
-        let path = dir.join("optim-decayed");
-        let record = rec.load(path.clone(), &device).map_err(|e| io_error(&path, e))?;
-        trainer.decayed = trainer.decayed.load_record(record);
-        let path = dir.join("optim-plain");
-        let record = rec.load(path.clone(), &device).map_err(|e| io_error(&path, e))?;
-        trainer.plain = trainer.plain.load_record(record);
+        let weights = state.join(format!("model-{step}.safetensors"));
+        let loaded = VisualRwkv::<B>::load_checkpoint(&weights, None, model.options, &device)?;
+        if loaded.rwkv.config() != model.rwkv.config()
+            || loaded.vision.config != model.vision.config
+            || loaded.projector.kind() != model.projector.kind()
+        {
+            return Err(TrainError::Input(format!(
+                "{}: the saved model's architecture differs from the one to resume",
+                weights.display()
+            )));
+        }
+        let ids: Vec<ParamId> = meta["param_ids"]
+            .as_array()
+            .ok_or_else(|| io_error(&path, "missing param_ids"))?
+            .iter()
+            .map(|v| v.as_u64().map(ParamId::from).ok_or_else(|| io_error(&path, "a param id is not a number")))
+            .collect::<Result<_, _>>()?;
+        let count = ranks::<B, _>(&loaded).len();
+        if ids.len() != count {
+            return Err(io_error(&path, format!("{} parameter ids for a model of {count} parameters", ids.len())));
+        }
+        let loaded = loaded.map(&mut SetIds(ids.into_iter()));
+        let mut trainer = Self::new(loaded, config)?;
+        let rec = BinBytesRecorder::<FullPrecisionSettings>::default();
+        let read = |name: &str| {
+            let path = state.join(format!("optim-{name}-{step}.bin"));
+            std::fs::read(&path)
+                .map_err(|e| io_error(&path, e))
+                .and_then(|bytes| rec.load(bytes, &device).map_err(|e| io_error(&path, e)))
+        };
+        trainer.decayed = trainer.decayed.load_record(read("decayed")?);
+        trainer.plain = trainer.plain.load_record(read("plain")?);
         trainer.step = step;
         trainer.rng = Rng(rng);
+        trainer.meta = meta["meta"].clone();
         Ok(trainer)
     }
+}
+
+/// The sub-directory of a checkpoint holding the resume state.
+pub const TRAINER_DIR: &str = "trainer";
+/// The file name of the official-layout weights in a checkpoint directory.
+pub const MODEL_FILE: &str = "model.safetensors";
+
+/// One sample of a training batch: ids with at most one [`IMAGE_TOKEN`], labels aligned with
+/// them, and the image's frozen tower features `[1, n, D]` (pooled, before the projector) with
+/// their layout.
+#[derive(Clone, Debug)]
+pub struct TrainExample<B: Backend> {
+    /// Token ids.
+    pub tokens: Vec<i64>,
+    /// Labels aligned with `tokens`.
+    pub labels: Vec<i64>,
+    /// Tower features and layout of the image (`None`: a text-only sample).
+    pub image: Option<(Tensor<B, 3>, ImageLayout)>,
+}
+
+impl<B: Backend> TrainExample<B> {
+    /// Labels of every row of the assembled sequence: the placeholder becomes the image's
+    /// ignored rows.
+    pub fn row_labels(&self) -> Vec<i64> {
+        let n = self.image.as_ref().map_or(0, |(_, layout)| layout.len());
+        self.tokens
+            .iter()
+            .zip(&self.labels)
+            .flat_map(|(&t, &l)| if t == IMAGE_TOKEN { vec![IGNORE_INDEX; n] } else { vec![l] })
+            .collect()
+    }
+}
+
+fn project<B: RwkvBackend>(
+    model: &VisualRwkv<B>,
+    features: &Tensor<B, 3>,
+    layout: ImageLayout,
+) -> Result<ImageRows<B>, TrainError> {
+    let rows = model.projector.project(features.clone()).map_err(VlmError::from)?;
+    let [_, n, c] = rows.dims();
+    Ok(ImageRows { rows: rows.reshape([n, c]), layout })
 }
 
 /// Accuracy per question type.

@@ -23,6 +23,9 @@ use visualrwkv_vision::{GridPooling, TowerKind, VisionConfig, VisionError, Visio
 
 use crate::generate::{GenerateOptions, Generation, decode, ids_tensor, last_logits};
 
+/// The file name of the tower's Hugging Face config saved beside a checkpoint.
+pub const VISION_CONFIG_FILE: &str = "vision_config.json";
+
 /// Errors of the vision-language model.
 #[derive(Debug, thiserror::Error)]
 pub enum VlmError {
@@ -156,16 +159,41 @@ impl<B: RwkvBackend> VisualRwkv<B> {
         Ok(Self { rwkv, vision, projector, options })
     }
 
+    /// The model's tensors in the official VisualRWKV layout: `rwkv.*` (RWKV-LM x060 names and
+    /// shapes, `ln0` unfolded), `vit.vision_model.*` (Hugging Face names) and `proj.*`, as f32.
+    pub fn to_tensor_map(&self) -> TensorMap {
+        let mut map = self.vision.to_tensor_map("vit.vision_model.");
+        for (k, v) in self.rwkv.to_tensor_map().tensors {
+            map.tensors.insert(format!("rwkv.{k}"), v);
+        }
+        map.tensors.extend(self.projector.to_tensor_map("proj.").tensors);
+        map.origin = "VisualRWKV".into();
+        map
+    }
+
+    /// Saves the model as an official-layout safetensors checkpoint at `path` (see
+    /// [`VisualRwkv::to_tensor_map`]) and the tower's Hugging Face config as
+    /// [`VISION_CONFIG_FILE`] beside it, each written atomically (temporary name, then rename).
+    /// [`VisualRwkv::load_checkpoint`] reads both back.
+    pub fn save_checkpoint(&self, path: impl AsRef<Path>) -> Result<(), VlmError> {
+        let path = path.as_ref();
+        let config = serde_json::to_string_pretty(&self.vision.config.to_hf_json()).unwrap_or_default();
+        visualrwkv_checkpoint::write_atomic(path.with_file_name(VISION_CONFIG_FILE), config.as_bytes())?;
+        visualrwkv_checkpoint::write_safetensors(&self.to_tensor_map(), path)?;
+        Ok(())
+    }
+
     /// Loads an official VisualRWKV checkpoint (`rwkv.*`, `vit.vision_model.*`, `proj.*` in one
     /// `.pth` or safetensors file); every other key is an error. `vision_config`: a Hugging Face
-    /// `config.json` for the tower (inferred from shapes when `None`).
+    /// `config.json` for the tower (default: [`VISION_CONFIG_FILE`] beside the checkpoint when
+    /// there is one, else inferred from shapes).
     pub fn load_checkpoint(
         path: impl AsRef<Path>,
         vision_config: Option<&Path>,
         options: VisionOptions,
         device: &B::Device,
     ) -> Result<Self, VlmError> {
-        let map = visualrwkv_vision::checkpoint::read_tensors(path)?;
+        let map = visualrwkv_vision::checkpoint::read_tensors(path.as_ref())?;
         let stray: Vec<KeyProblem> = {
             let mut keys: Vec<&String> =
                 map.tensors.keys().filter(|k| !["rwkv.", "vit.", "proj."].iter().any(|p| k.starts_with(p))).collect();
@@ -181,6 +209,8 @@ impl<B: RwkvBackend> VisualRwkv<B> {
             .into());
         }
         let rwkv = RwkvConfig::from_tensors(&map.strip_prefix("rwkv."), device)?;
+        let beside = path.as_ref().with_file_name(VISION_CONFIG_FILE);
+        let vision_config = vision_config.or_else(|| beside.is_file().then_some(beside.as_path()));
         let vcfg = vision_config.map(VisionConfig::from_hf_json).transpose()?;
         let vision = VisionConfig::tower_from_tensors(&map.strip_prefix("vit.vision_model."), vcfg, device)?;
         let proj_map = map.strip_prefix("proj.");

@@ -81,10 +81,29 @@ impl TrainJob for Args {
             let mark = if got == want { "right" } else { "wrong" };
             println!("example {i} (example-{i}.png):\n{ascii}Q: {q}\nA: {got}   (expected {want}: {mark})\n");
         }
-        result.trainer.save(&out.join("checkpoint"))?;
+        let checkpoint = out.join("checkpoint");
+        result.trainer.save(&checkpoint)?;
+        let vocab = checkpoint.join("vocab.txt");
+        visualrwkv_checkpoint::write_atomic(&vocab, result.tokenizer.to_vocab_text().as_bytes())?;
         crate::plots::loss(&result.history, &out.join("loss.svg"))?;
-        std::fs::write(out.join("report.md"), &report)?;
+        visualrwkv_checkpoint::write_atomic(out.join("report.md"), report.as_bytes())?;
         println!("checkpoint, metrics.jsonl/.csv, loss.svg, report.md and example PNGs in {}", out.display());
+        // The answer ends at a newline piece of the task's vocabulary (as the evaluation stops).
+        let mut stop = vec![0u32];
+        for piece in ["\n", "\n\n"] {
+            if let [id] = result.tokenizer.encode(piece)[..] {
+                stop.push(id);
+            }
+        }
+        let stop: Vec<String> = stop.iter().map(u32::to_string).collect();
+        println!(
+            "ask the trained model yourself:\n  visualrwkv chat --checkpoint {} --tokenizer {} --stop {} --max-tokens 12 --prompt {prompt_name} --scan {scan_name} --image {} --question \"{}\"",
+            checkpoint.join("model.safetensors").display(),
+            vocab.display(),
+            stop.join(","),
+            out.join("example-0.png").display(),
+            result.test.examples.first().map_or("What is left of the red square?", |e| e.question.as_str())
+        );
         Ok(())
     }
 }

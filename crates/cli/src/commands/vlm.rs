@@ -56,8 +56,8 @@ pub struct VlmArgs {
     #[arg(long, default_value_t = 0)]
     max_context: usize,
     /// Tokenizer: `world` (the World vocabulary), `bytes` (its 256 single-byte tokens, id =
-    /// byte + 1, for small byte-level models) or `auto` (world when the model's vocabulary holds
-    /// it, else bytes).
+    /// byte + 1, for small byte-level models), `auto` (world when the model's vocabulary holds
+    /// it, else bytes) or a vocabulary file in the World format (the demo's `vocab.txt`).
     #[arg(long, default_value = "auto")]
     tokenizer: String,
 }

@@ -1,0 +1,173 @@
+//! `visualrwkv dataset`: check a LLaVA-format dataset (every sample, every image decoded) and
+//! write its token ids and labels as JSON lines, with counts and a length histogram.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use visualrwkv_data::loader::{Loader, LoaderOptions};
+use visualrwkv_data::{DatasetOptions, MissingImage, Report, prepare, read_llava};
+use visualrwkv_tokenizer::Tokenizer;
+use visualrwkv_vision::{AlphaMode, ImageProcessor, VisionConfig};
+
+use crate::Res;
+use crate::device::DeviceSpec;
+
+/// What happens to a sample whose image is missing or undecodable.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum OnMissing {
+    /// Stop with an error naming the sample and the file.
+    Error,
+    /// Leave the sample out and count it.
+    Skip,
+}
+
+impl From<OnMissing> for MissingImage {
+    fn from(o: OnMissing) -> Self {
+        match o {
+            OnMissing::Error => MissingImage::Error,
+            OnMissing::Skip => MissingImage::Skip,
+        }
+    }
+}
+
+/// The data flags `dataset` and `train` share.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DataArgs {
+    /// The LLaVA-format JSON file (a list of {id, image?, conversations}).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The folder the samples' image paths are relative to.
+    #[arg(long, default_value = ".")]
+    pub image_folder: PathBuf,
+    /// Missing or undecodable images: error (stop) or skip (count and leave the sample out).
+    #[arg(long, value_enum, default_value_t = OnMissing::Error)]
+    pub on_missing_image: OnMissing,
+    /// Image-decoding worker threads (default: the CPU count).
+    #[arg(long)]
+    pub workers: Option<usize>,
+}
+
+impl DataArgs {
+    /// Worker threads to use.
+    pub fn workers(&self) -> usize {
+        self.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+
+    /// Loader settings for images preprocessed by `processor` (alpha dropped, as the
+    /// reference's `convert("RGB")`).
+    pub fn loader(&self, processor: ImageProcessor, window: usize) -> LoaderOptions {
+        LoaderOptions {
+            image_folder: self.image_folder.clone(),
+            processor: ImageProcessor { alpha: AlphaMode::Drop, ..processor },
+            workers: self.workers(),
+            window,
+            on_missing_image: self.on_missing_image.into(),
+            origin: self.data.clone(),
+        }
+    }
+}
+
+/// Flags of `dataset`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Image placement: first, last or sandwich (the official image_position first / last /
+    /// middle).
+    #[arg(long, default_value = "sandwich")]
+    prompt: String,
+    /// Context length in rows, the image counting --image-rows (0: no limit). Longer samples
+    /// lose their tail; one whose image would be cut, or with nothing left to train, is skipped.
+    #[arg(long, default_value_t = 2048)]
+    ctx_len: usize,
+    /// Rows one image occupies (577: CLIP-L/14-336 patches and CLS).
+    #[arg(long, default_value_t = 577)]
+    image_rows: usize,
+    /// Preprocess images for this tower's Hugging Face config.json (default: CLIP-L/14-336).
+    #[arg(long)]
+    vision_config: Option<PathBuf>,
+    /// Only check that image files exist (do not decode them).
+    #[arg(long)]
+    no_decode: bool,
+    /// The JSON-lines output: one {"id", "input_ids", "labels"} per kept sample.
+    #[arg(long)]
+    out: PathBuf,
+    /// Accepted for uniformity with the model commands: `dataset` runs on CPU threads only.
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
+}
+
+/// Prints a report's counts and histogram.
+pub fn print_report(report: &Report) {
+    println!(
+        "samples {} · with image {} · text-only {} · truncated {} · skipped {}",
+        report.samples, report.with_image, report.text_only, report.truncated, report.skipped
+    );
+    for (reason, n) in &report.skipped_by_reason {
+        println!("  skipped ({reason}): {n}");
+    }
+    let hist = report.histogram();
+    let most = hist.iter().map(|h| h.2).max().unwrap_or(1).max(1);
+    if !hist.is_empty() {
+        println!("rows per sample:");
+    }
+    for (lo, hi, n) in hist {
+        println!("  {lo:>6}–{:<6} {n:>8} {}", hi - 1, "#".repeat((n * 40).div_ceil(most)));
+    }
+}
+
+/// Runs `dataset`.
+pub fn run(a: Args) -> Res<()> {
+    let _ = &a.device;
+    let strategy = visualrwkv_prompt::by_name(&a.prompt)
+        .filter(|_| a.prompt != "sandwich-repeat")
+        .ok_or_else(|| format!("unknown --prompt `{}` (first, last, sandwich)", a.prompt))?;
+    let records = read_llava(&a.data.data)?;
+    let options = DatasetOptions {
+        ctx_len: a.ctx_len,
+        on_missing_image: a.data.on_missing_image.into(),
+        ..DatasetOptions::new(&a.data.image_folder, strategy, a.image_rows)
+    };
+    let mut prepared = prepare(&records, Tokenizer::world(), &options)?;
+    if !a.no_decode {
+        let processor = match &a.vision_config {
+            Some(c) => ImageProcessor::for_tower(&VisionConfig::from_hf_json(c)?),
+            None => ImageProcessor::clip_336(),
+        };
+        let with_image: Vec<usize> =
+            (0..prepared.samples.len()).filter(|&i| prepared.samples[i].image.is_some()).collect();
+        let samples = Arc::new(prepared.samples.clone());
+        let t0 = Instant::now();
+        let mut unreadable = Vec::new();
+        let workers = a.data.workers();
+        for item in Loader::spawn(samples, with_image.clone(), a.data.loader(processor, 4 * workers))? {
+            let item = item?;
+            if item.skipped {
+                unreadable.push(with_image[item.position]);
+            }
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        eprintln!(
+            "decoded {} images in {secs:.2} s ({:.1} images/s on {workers} threads)",
+            with_image.len(),
+            with_image.len() as f64 / secs.max(1e-9)
+        );
+        for &i in unreadable.iter().rev() {
+            prepared.samples.remove(i);
+            prepared.report.rows.remove(i);
+            prepared.report.with_image -= 1;
+            prepared.report.skip(visualrwkv_data::SkipReason::MissingImage);
+        }
+    }
+    let mut text = Vec::new();
+    for s in &prepared.samples {
+        let line = serde_json::json!({ "id": s.id, "input_ids": s.input_ids, "labels": s.labels });
+        writeln!(text, "{line}")?;
+    }
+    visualrwkv_checkpoint::write_atomic(&a.out, &text)?;
+    print_report(&prepared.report);
+    println!("wrote {} ({} samples)", a.out.display(), prepared.samples.len());
+    Ok(())
+}
