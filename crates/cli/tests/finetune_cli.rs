@@ -36,21 +36,25 @@ fn losses(out: &Path) -> Vec<f64> {
         .collect()
 }
 
-/// The common flags of a small stage-2 run from the example's RWKV and CLIP parts.
-fn stage2(data: &Path, out: &Path, steps: usize) -> Command {
+/// `train` on the example's dataset: `stage`, the model flags `from`, then `flags`, into `out`.
+fn train(data: &Path, stage: &str, from: &[&Path], flags: &[&str], out: &Path) -> Command {
     let mut cmd = bin();
-    cmd.args(["train", "--stage", "2", "--rwkv"])
-        .arg(data.join("rwkv.safetensors"))
-        .arg("--vision")
-        .arg(data.join("clip"))
-        .arg("--data")
-        .arg(data.join("llava.json"))
-        .arg("--image-folder")
-        .arg(data.join("images"))
-        .args(["--ctx-len", "96", "--batch", "2", "--grad-accum", "2", "--lr", "3e-3", "--workers", "2"])
-        .args(["--steps", &steps.to_string(), "--save-every", "1", "--seed", "5", "--out"])
-        .arg(out);
+    cmd.args(["train", "--stage", stage]);
+    let names: &[&str] = if from.len() == 1 { &["--checkpoint"] } else { &["--rwkv", "--vision"] };
+    for (name, path) in names.iter().zip(from) {
+        cmd.arg(name).arg(path);
+    }
+    cmd.arg("--data").arg(data.join("llava.json")).arg("--image-folder").arg(data.join("images"));
+    cmd.args(["--ctx-len", "96", "--workers", "2"]).args(flags).arg("--out").arg(out);
     cmd
+}
+
+/// A small stage-2 run from the example's RWKV and CLIP parts, saving every step.
+fn stage2(data: &Path, out: &Path, steps: usize) -> Command {
+    let steps = steps.to_string();
+    let flags =
+        ["--batch", "2", "--grad-accum", "2", "--lr", "3e-3", "--steps", &steps, "--save-every", "1", "--seed", "5"];
+    train(data, "2", &[&data.join("rwkv.safetensors"), &data.join("clip")], &flags, out)
 }
 
 #[test]
@@ -79,17 +83,8 @@ fn dataset_train_and_chat_end_to_end() {
 
     // Stage 1 trains a new projector between the RWKV checkpoint and the CLIP tower.
     let s1 = data.join("stage1");
-    ok(bin()
-        .args(["train", "--stage", "1", "--rwkv"])
-        .arg(data.join("rwkv.safetensors"))
-        .arg("--vision")
-        .arg(data.join("clip"))
-        .arg("--data")
-        .arg(data.join("llava.json"))
-        .arg("--image-folder")
-        .arg(data.join("images"))
-        .args(["--ctx-len", "96", "--batch", "2", "--steps", "4", "--lr", "1e-2", "--out"])
-        .arg(&s1));
+    let parts = [data.join("rwkv.safetensors"), data.join("clip")];
+    ok(&mut train(&data, "1", &[&parts[0], &parts[1]], &["--batch", "2", "--steps", "4", "--lr", "1e-2"], &s1));
     let bytes = std::fs::read(s1.join("model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     // The official VisualRWKV layout: RWKV-LM x060 names and shapes, HF tower names, `proj`.
@@ -110,15 +105,8 @@ fn dataset_train_and_chat_end_to_end() {
 
     // Stage 2 from the stage-1 checkpoint: the loss falls.
     let s2 = data.join("stage2");
-    ok(bin()
-        .args(["train", "--stage", "2", "--checkpoint"])
-        .arg(s1.join("model.safetensors"))
-        .arg("--data")
-        .arg(data.join("llava.json"))
-        .arg("--image-folder")
-        .arg(data.join("images"))
-        .args(["--ctx-len", "96", "--batch", "4", "--steps", "20", "--lr", "3e-3", "--out"])
-        .arg(&s2));
+    let flags = ["--batch", "4", "--steps", "20", "--lr", "3e-3"];
+    ok(&mut train(&data, "2", &[&s1.join("model.safetensors")], &flags, &s2));
     let l = losses(&s2);
     assert_eq!(l.len(), 20);
     let (first, last) = (l[..5].iter().sum::<f64>() / 5.0, l[15..].iter().sum::<f64>() / 5.0);
@@ -213,4 +201,70 @@ fn resume_equals_uninterrupted_and_survives_a_kill_during_save() {
         }
     }
     assert!(caught >= 1, "never caught the process inside a save in 4 runs");
+}
+
+fn fails(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{cmd:?} succeeded");
+    assert!(err.contains("error: ") && !err.contains("panicked"), "{cmd:?}: {err}");
+    err
+}
+
+/// Bad data and parts that do not fit are errors naming the file, the sample and the field.
+#[test]
+fn bad_datasets_and_mismatched_parts_are_errors() {
+    let data = example_data("bad");
+    let dataset = |json: &str, extra: &[&str]| {
+        let file = data.join("bad.json");
+        std::fs::write(&file, json).unwrap();
+        let mut cmd = bin();
+        cmd.args(["dataset", "--data"]).arg(&file).arg("--image-folder").arg(data.join("images"));
+        cmd.args(extra).arg("--out").arg(data.join("bad.jsonl"));
+        cmd
+    };
+    let err = fails(&mut dataset("[{\"id\": \"a\",\n \"conversations\": [}]", &[]));
+    assert!(err.contains("bad.json:2:") && err.contains("malformed JSON"), "{err}");
+    let missing = r#"[{"id": "m1", "image": "nope.jpg", "conversations": [{"from": "human", "value": "<image>\nQ"}, {"from": "gpt", "value": "A"}]},
+                     {"id": "ok", "image": "000.jpg", "conversations": [{"from": "human", "value": "<image>\nQ"}, {"from": "gpt", "value": "A"}]}]"#;
+    let err = fails(&mut dataset(missing, &[]));
+    assert!(err.contains("sample m1") && err.contains("nope.jpg"), "{err}");
+    let report = ok(&mut dataset(missing, &["--on-missing-image", "skip"]));
+    assert!(report.contains("skipped 1") && report.contains("missing-image"), "{report}");
+    // An undecodable image is caught when the images are decoded.
+    std::fs::write(data.join("images/broken.jpg"), b"\xff\xd8\xff\xe0 not a jpeg").unwrap();
+    let broken = missing.replace("nope.jpg", "broken.jpg");
+    let err = fails(&mut dataset(&broken, &[]));
+    assert!(err.contains("sample m1") && err.contains("broken.jpg"), "{err}");
+    let err = fails(&mut dataset(
+        r#"[{"id": "r", "conversations": [{"from": "human", "value": "Q"}, {"from": "bot", "value": "A"}]}]"#,
+        &[],
+    ));
+    assert!(err.contains("sample r") && err.contains("conversations[1].from") && err.contains("bot"), "{err}");
+
+    // A byte-level RWKV (vocabulary 256) cannot read World-tokenised data.
+    let tiny = std::path::PathBuf::from(common::fixture("rwkv6_tiny_a_weights.safetensors"));
+    let err = fails(&mut train(&data, "1", &[&tiny, &data.join("clip")], &["--steps", "1"], &data.join("x")));
+    assert!(err.contains("vocabulary"), "{err}");
+    // A VisualRWKV checkpoint whose projector does not map the tower's width to RWKV's.
+    let bytes = std::fs::read(data.join("rwkv.safetensors")).unwrap();
+    let rwkv = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let clip_bytes = std::fs::read(data.join("clip/model.safetensors")).unwrap();
+    let clip = safetensors::SafeTensors::deserialize(&clip_bytes).unwrap();
+    let wrong_proj = vec![0u8; 32 * 16 * 4];
+    let mut views: Vec<(String, safetensors::tensor::TensorView)> = Vec::new();
+    for (k, v) in rwkv.tensors() {
+        views.push((format!("rwkv.{k}"), v));
+    }
+    for (k, v) in clip.tensors() {
+        views.push((format!("vit.{k}"), v));
+    }
+    views.push((
+        "proj.weight".into(),
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![32, 16], &wrong_proj).unwrap(),
+    ));
+    let ckpt = data.join("mismatched.safetensors");
+    safetensors::serialize_to_file(views, None, &ckpt).unwrap();
+    let err = fails(&mut train(&data, "2", &[&ckpt], &["--steps", "1"], &data.join("y")));
+    assert!(err.contains("projector") || err.contains("proj"), "{err}");
 }

@@ -125,3 +125,38 @@ fn bad_inputs_are_errors_not_panics() {
         cases.into_iter().map(|(a, n)| ([vec!["vision-features"], a].concat(), n)).collect();
     common::assert_failures(&cases);
 }
+
+/// A JPEG goes through the decoder Pillow uses: `vision-features` on the JPEG equals
+/// `vision-features` on a PNG of Pillow 11.3's decoded pixels of it (which the preprocessing and
+/// tower goldens tie to Hugging Face), for baseline, progressive and greyscale files.
+#[test]
+fn jpeg_features_equal_features_of_pillow_decoded_pixels() {
+    let golden = std::fs::read(fixture("jpeg/pillow_decoded.safetensors")).unwrap();
+    let golden = safetensors::SafeTensors::deserialize(&golden).unwrap();
+    for name in ["baseline_420_q75_500x333.jpg", "progressive_420_q85_321x480.jpg", "gray_q80_80x64.jpg"] {
+        let t = golden.tensor(name).unwrap();
+        let (h, w) = (t.shape()[0] as u32, t.shape()[1] as u32);
+        let png = tmp(&format!("{name}.png"));
+        image::RgbImage::from_raw(w, h, t.data().to_vec()).unwrap().save(&png).unwrap();
+        let features = |image: &str, out: &str| {
+            let out = tmp(out);
+            let o = run(&[
+                "--weights",
+                &fixture("clip_tiny_weights.safetensors"),
+                "--config",
+                &fixture("clip_tiny_config.json"),
+                "--image",
+                image,
+                "--out",
+                out.to_str().unwrap(),
+            ]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            read(&out)["last_hidden_state"].clone()
+        };
+        let from_jpeg = features(&fixture(&format!("jpeg/{name}")), "jpeg-features.safetensors");
+        let from_pillow = features(png.to_str().unwrap(), "pillow-features.safetensors");
+        assert_eq!(from_jpeg.0, vec![1, 17, 64], "{name}");
+        let d = max_diff(&from_jpeg.1, &from_pillow.1);
+        assert!(d <= 1e-6, "{name}: JPEG vs Pillow-decoded features differ by {d:e}");
+    }
+}

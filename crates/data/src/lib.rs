@@ -211,7 +211,7 @@ fn parse_sample(index: usize, v: &Value, origin: &Path) -> Result<Record, DataEr
             }
             None => return Err(err(&id, &at(".value"), "missing".into())),
         };
-        let want = if t % 2 == 0 { Role::User } else { Role::Assistant };
+        let want = if t.is_multiple_of(2) { Role::User } else { Role::Assistant };
         if role != want {
             return Err(err(&id, &at(".from"), "turns alternate human, gpt, … starting with human".into()));
         }

@@ -146,10 +146,10 @@ impl ImageProcessor {
     /// Decodes image bytes (see [`ImageProcessor::open`]); `origin` names them in errors.
     pub fn decode(&self, bytes: &[u8], origin: &str) -> Result<DynamicImage, VisionError> {
         let bad = |e: &dyn std::fmt::Display| VisionError::Image { origin: origin.to_string(), why: e.to_string() };
-        if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-            if let Some(image) = decode_jpeg(bytes, origin, self.max_side)? {
-                return Ok(image);
-            }
+        if bytes.starts_with(&[0xFF, 0xD8, 0xFF])
+            && let Some(image) = decode_jpeg(bytes, origin, self.max_side)?
+        {
+            return Ok(image);
         }
         let reader = || ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| bad(&e));
         let (width, height) = reader()?.into_dimensions().map_err(|e| bad(&e))?;

@@ -27,7 +27,7 @@ use visualrwkv_rwkv::RwkvBackend;
 use visualrwkv_scan::{ImageLayout, Scan};
 use visualrwkv_vision::{TowerKind, VisionTower, grid_pool};
 
-use crate::training::{Replica, StepStats, TRAINER_DIR, TrainConfig, TrainError, TrainExample, Trainer};
+use crate::training::{ImageFeatures, Replica, StepStats, TRAINER_DIR, TrainConfig, TrainError, TrainExample, Trainer};
 use crate::vlm::{VisionOptions, VisualRwkv, VlmError};
 
 /// Settings of a fine-tuning run.
@@ -96,7 +96,7 @@ pub fn tower_features<B: RwkvBackend>(
     options: VisionOptions,
     loaded: &[Loaded],
     device: &B::Device,
-) -> Result<Vec<Option<(Tensor<B, 3>, ImageLayout)>>, TrainError> {
+) -> Result<Vec<Option<ImageFeatures<B>>>, TrainError> {
     let with: Vec<&Loaded> = loaded.iter().filter(|l| l.pixels.is_some()).collect();
     let mut out = vec![None; loaded.len()];
     let Some(first) = with.first() else { return Ok(out) };
@@ -343,7 +343,7 @@ impl Run<'_, '_> {
             )?;
             self.emit(FinetuneEvent::Step(step));
             let last = trainer.step == stop_at;
-            if last || (self.config.save_every > 0 && trainer.step % self.config.save_every == 0) {
+            if last || (self.config.save_every > 0 && trainer.step.is_multiple_of(self.config.save_every)) {
                 trainer.save(out)?;
                 self.emit(FinetuneEvent::Saved { step: trainer.step, dir: out.to_path_buf() });
             }

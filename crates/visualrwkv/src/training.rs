@@ -783,6 +783,9 @@ pub const TRAINER_DIR: &str = "trainer";
 /// The file name of the official-layout weights in a checkpoint directory.
 pub const MODEL_FILE: &str = "model.safetensors";
 
+/// An image's frozen tower features `[1, n, D]` (pooled, before the projector) and their layout.
+pub type ImageFeatures<B> = (Tensor<B, 3>, ImageLayout);
+
 /// One sample of a training batch: ids with at most one [`IMAGE_TOKEN`], labels aligned with
 /// them, and the image's frozen tower features `[1, n, D]` (pooled, before the projector) with
 /// their layout.
@@ -793,7 +796,7 @@ pub struct TrainExample<B: Backend> {
     /// Labels aligned with `tokens`.
     pub labels: Vec<i64>,
     /// Tower features and layout of the image (`None`: a text-only sample).
-    pub image: Option<(Tensor<B, 3>, ImageLayout)>,
+    pub image: Option<ImageFeatures<B>>,
 }
 
 impl<B: Backend> TrainExample<B> {

@@ -39,7 +39,7 @@ const COLORS: [(&str, [u8; 3]); 4] =
 /// A photo-like scene: a noisy gradient background and a filled square or disc of one colour.
 fn scene(i: usize, seed: u64, w: u32, h: u32) -> (RgbImage, &'static str, &'static str) {
     let (name, rgb) = COLORS[i % COLORS.len()];
-    let shape = if (i / COLORS.len()) % 2 == 0 { "square" } else { "circle" };
+    let shape = if (i / COLORS.len()).is_multiple_of(2) { "square" } else { "circle" };
     let mut state =
         seed.wrapping_mul(6364136223846793005).wrapping_add((i as u64).wrapping_mul(1442695040888963407) | 1);
     let mut noise = move || {
@@ -71,7 +71,7 @@ pub fn write(out: &Path, images: usize, width: usize, layers: usize, seed: u64) 
     for i in 0..images {
         let (w, h) = (48 + (i as u32 % 3) * 16, 40 + (i as u32 % 2) * 24);
         let (img, color, shape) = scene(i, seed, w, h);
-        let file = if i % 2 == 0 { format!("{i:03}.jpg") } else { format!("{i:03}.png") };
+        let file = if i.is_multiple_of(2) { format!("{i:03}.jpg") } else { format!("{i:03}.png") };
         img.save(image_dir.join(&file)).map_err(|e| format!("{}: {e}", image_dir.join(&file).display()))?;
         samples.push(serde_json::json!({
             "id": format!("caption-{i}"),
