@@ -346,7 +346,11 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<(), Checkpoi
     use std::io::Write;
     let path = path.as_ref();
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into());
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    // Unique per process and per call, so concurrent writers (threads of one process included)
+    // never share a temporary file.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()));
     let origin = path.display().to_string();
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
@@ -380,6 +384,16 @@ mod atomic_tests {
         std::fs::create_dir_all(dir.join("d")).unwrap();
         assert!(write_atomic(dir.join("d"), b"x").is_err());
         assert!(dir.join("d").is_dir());
+        // Threads writing the same file at once each replace it whole.
+        let same = dir.join("same.bin");
+        std::thread::scope(|s| {
+            for t in 0..8u8 {
+                let same = &same;
+                s.spawn(move || write_atomic(same, &vec![t; 1000]).unwrap());
+            }
+        });
+        let bytes = std::fs::read(&same).unwrap();
+        assert!(bytes.len() == 1000 && bytes.iter().all(|&b| b == bytes[0]));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

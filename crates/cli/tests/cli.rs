@@ -194,9 +194,33 @@ fn demo_trains_reports_and_saves_on_one_and_two_devices() {
         assert!(o.status.success(), "{devices}: {}", String::from_utf8_lossy(&o.stderr));
         let stdout = String::from_utf8_lossy(&o.stdout);
         assert!(stdout.contains("held-out (test split) accuracy"), "{stdout}");
-        for f in ["metrics.jsonl", "metrics.csv", "loss.svg", "report.md", "example-0.png", "checkpoint/trainer.json"] {
+        for f in [
+            "metrics.jsonl",
+            "metrics.csv",
+            "loss.svg",
+            "report.md",
+            "example-0.png",
+            "checkpoint/model.safetensors",
+            "checkpoint/vision_config.json",
+            "checkpoint/vocab.txt",
+            "checkpoint/trainer/trainer.json",
+        ] {
             assert!(out.join(f).exists(), "{devices}: {f} missing");
         }
+        // The printed `chat` command asks the saved model the first example's question and gets
+        // the demo's own answer.
+        let command = stdout.lines().skip_while(|l| !l.starts_with("ask the trained model")).nth(1).unwrap();
+        let (flags, question) = command.trim().split_once(" --question \"").unwrap();
+        let args: Vec<&str> = flags.split_whitespace().skip(1).collect();
+        let chat = bin()
+            .args(&args)
+            .args(["--decoder", "burn", "--question", question.trim_end_matches('"')])
+            .output()
+            .unwrap();
+        assert!(chat.status.success(), "{command}: {}", String::from_utf8_lossy(&chat.stderr));
+        let demo_answer =
+            stdout.lines().find_map(|l| l.strip_prefix("A: ")).unwrap().split("   (expected").next().unwrap();
+        assert_eq!(String::from_utf8_lossy(&chat.stdout).trim(), demo_answer.trim(), "{command}");
         let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
         let steps: Vec<f64> = metrics
             .lines()

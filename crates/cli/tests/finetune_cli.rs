@@ -268,3 +268,23 @@ fn bad_datasets_and_mismatched_parts_are_errors() {
     let err = fails(&mut train(&data, "2", &[&ckpt], &["--steps", "1"], &data.join("y")));
     assert!(err.contains("projector") || err.contains("proj"), "{err}");
 }
+
+/// `--devices cpu,cpu`: two data-parallel replicas, each computing half of every micro-batch,
+/// follow the loss curve of one device on whole micro-batches.
+#[test]
+fn two_replicas_train_like_one_device() {
+    let data = example_data("replicas");
+    let parts = [data.join("rwkv.safetensors"), data.join("clip")];
+    let flags = |devices: &'static str| {
+        ["--batch", "2", "--grad-accum", "2", "--lr", "3e-3", "--steps", "3", "--devices", devices]
+    };
+    let (one, two) = (data.join("one"), data.join("two"));
+    ok(&mut train(&data, "2", &[&parts[0], &parts[1]], &flags("cpu"), &one));
+    ok(&mut train(&data, "2", &[&parts[0], &parts[1]], &flags("cpu,cpu"), &two));
+    let (a, b) = (losses(&one), losses(&two));
+    assert_eq!(a.len(), 3);
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-5, "one device {x} vs two replicas {y}");
+    }
+    assert!(two.join("model.safetensors").is_file());
+}

@@ -97,7 +97,7 @@ impl TrainJob for Args {
         }
         let stop: Vec<String> = stop.iter().map(u32::to_string).collect();
         println!(
-            "ask the trained model yourself:\n  visualrwkv chat --checkpoint {} --tokenizer {} --stop {} --max-tokens 12 --prompt {prompt_name} --scan {scan_name} --image {} --question \"{}\"",
+            "ask the trained model yourself:\n  visualrwkv chat --checkpoint {} --tokenizer {} --stop {} --max-tokens 12 --temperature 0 --prompt {prompt_name} --scan {scan_name} --image {} --question \"{}\"",
             checkpoint.join("model.safetensors").display(),
             vocab.display(),
             stop.join(","),
