@@ -263,6 +263,9 @@ pub struct Prompt {
     pub labels: Vec<i64>,
     /// Number of tokens of each turn (the final `"Assistant:"` included for inference).
     pub turn_lengths: Vec<usize>,
+    /// The text the tokens encode, `<image>` where the placeholder is (the official
+    /// `input_text`, written as an answer's `prompt`).
+    pub text: String,
 }
 
 impl Prompt {
@@ -313,6 +316,7 @@ pub fn build(
         _ => {}
     }
     let (mut tokens, mut labels, mut turn_lengths) = (Vec::new(), Vec::new(), Vec::new());
+    let mut full_text = String::new();
     let assistant_prefix = tokenizer.encode("Assistant:").len();
     for (i, turn) in conversation.turns.iter().enumerate() {
         let mut value = clean(&turn.text);
@@ -327,6 +331,7 @@ pub fn build(
             format!("{}: {value}\n\n", turn.role.tag())
         };
         let ids = tokenize_with_image(tokenizer, &text);
+        full_text.push_str(&text);
         let lab: Vec<i64> = match turn.role {
             Role::User => vec![IGNORE_INDEX; ids.len()],
             Role::Assistant => {
@@ -343,6 +348,7 @@ pub fn build(
         turn_lengths.push(ids.len());
         labels.extend(std::iter::repeat_n(IGNORE_INDEX, ids.len()));
         tokens.extend(ids);
+        full_text.push_str("Assistant:");
     }
-    Ok(Prompt { tokens, labels, turn_lengths })
+    Ok(Prompt { tokens, labels, turn_lengths, text: full_text })
 }

@@ -122,3 +122,20 @@ fn the_assistant_prefix_is_masked_whatever_the_tokenizer() {
     let trained: Vec<u8> = p.labels[answer_start + 10..].iter().map(|&l| (l - 1) as u8).collect();
     assert_eq!(trained, b" red\n\n");
 }
+
+#[test]
+fn the_prompt_text_is_the_official_input_text_and_encodes_to_the_tokens() {
+    let want = [
+        ("first", "User: <image>\nWhat is the man holding?\nAnswer the question using a single word or phrase.\n\nAssistant:"),
+        ("last", "User: What is the man holding?\nAnswer the question using a single word or phrase.\n<image>\n\nAssistant:"),
+        (
+            "sandwich",
+            "User: What is the man holding?\n<image>\nWhat is the man holding?\nAnswer the question using a single word or phrase.\n\nAssistant:",
+        ),
+    ];
+    for (strategy, text) in want {
+        let p = prompt(strategy);
+        assert_eq!(p.text, text, "{strategy}");
+        assert_eq!(tokenize_with_image(Tokenizer::world(), &p.text), p.tokens, "{strategy}");
+    }
+}

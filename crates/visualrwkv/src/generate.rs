@@ -45,6 +45,38 @@ pub struct Generation<B: RwkvBackend> {
     pub state: State<B>,
     /// The stop token that ended generation, if any.
     pub stopped_by: Option<u32>,
+    /// The raw logit and softmax probability of every chosen token, the stop token included
+    /// (what the official `evaluate.py` averages into `avg_logit` / `avg_prob`).
+    pub scores: Vec<TokenScore>,
+}
+
+/// How likely the model found a chosen token (before temperature and penalties).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TokenScore {
+    /// The token.
+    pub token: u32,
+    /// Its logit.
+    pub logit: f32,
+    /// Its probability under the softmax of the logits.
+    pub prob: f32,
+}
+
+impl TokenScore {
+    /// The score of `token` among `logits`.
+    pub fn of(token: u32, logits: &[f32]) -> Self {
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+        let logit = logits.get(token as usize).copied().unwrap_or(f32::NAN);
+        Self { token, logit, prob: (f64::from(logit - max).exp() / sum) as f32 }
+    }
+}
+
+/// What the sampling loop produced.
+struct Sampled {
+    tokens: Vec<u32>,
+    text: String,
+    stopped_by: Option<u32>,
+    scores: Vec<TokenScore>,
 }
 
 pub(crate) fn ids_tensor<B: RwkvBackend>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, Int> {
@@ -109,12 +141,12 @@ pub fn decode<B: RwkvBackend>(
         return decode_fused(model, decoder, tokenizer, logits, state, options, on_text);
     }
     let device = model.emb.weight.device();
-    let (tokens, text, stopped_by) = sample_loop(tokenizer, logits, options, on_text, |id| {
+    let s = sample_loop(tokenizer, logits, options, on_text, |id| {
         let out = model.forward(ids_tensor::<B>(&[id], &device), Some(&state))?;
         state = out.state;
         Ok(last_logits(out.logits))
     })?;
-    Ok(Generation { tokens, text, state, stopped_by })
+    Ok(Generation { tokens: s.tokens, text: s.text, state, stopped_by: s.stopped_by, scores: s.scores })
 }
 
 /// As [`decode`], but each step runs on the fused CPU decoder ([`Decoder`], weights in f32, bf16
@@ -142,27 +174,27 @@ fn decode_host<B: RwkvBackend>(
     options: &GenerateOptions,
     on_text: impl FnMut(&str),
 ) -> Result<Generation<B>, RwkvError> {
-    let (tokens, text, stopped_by) =
-        sample_loop(tokenizer, logits, options, on_text, |id| decoder.step(id, &mut host))?;
+    let s = sample_loop(tokenizer, logits, options, on_text, |id| decoder.step(id, &mut host))?;
     let state = host.to_state::<B>(decoder.config(), &model.emb.weight.device())?;
-    Ok(Generation { tokens, text, state, stopped_by })
+    Ok(Generation { tokens: s.tokens, text: s.text, state, stopped_by: s.stopped_by, scores: s.scores })
 }
 
 /// The sampling loop shared by [`decode`] and [`decode_fused`]: `step(id)` feeds a sampled token
-/// and returns the next logits. Returns the tokens, the text and the stop token (if any).
+/// and returns the next logits.
 fn sample_loop(
     tokenizer: &Tokenizer,
     mut logits: Vec<f32>,
     options: &GenerateOptions,
     mut on_text: impl FnMut(&str),
     mut step: impl FnMut(u32) -> Result<Vec<f32>, RwkvError>,
-) -> Result<(Vec<u32>, String, Option<u32>), RwkvError> {
+) -> Result<Sampled, RwkvError> {
     options.sampling.validate().map_err(RwkvError::Input)?;
     let mut sampler = Sampler::new(options.sampling.clone());
     let mut decoder = StreamDecoder::new(tokenizer);
-    let (mut tokens, mut text, mut stopped_by) = (Vec::new(), String::new(), None);
+    let (mut tokens, mut text, mut stopped_by, mut scores) = (Vec::new(), String::new(), None, Vec::new());
     for _ in 0..options.max_tokens {
         let id = sampler.sample(&logits) as u32;
+        scores.push(TokenScore::of(id, &logits));
         if options.stop_tokens.contains(&id) {
             stopped_by = Some(id);
             break;
@@ -184,5 +216,5 @@ fn sample_loop(
         on_text(&rest);
         text.push_str(&rest);
     }
-    Ok((tokens, text, stopped_by))
+    Ok(Sampled { tokens, text, stopped_by, scores })
 }

@@ -11,6 +11,7 @@
 //! name), `collective` (training on several devices). With `default-features = false` no backend
 //! is compiled in.
 
+pub mod answering;
 pub mod demo;
 pub mod finetune;
 pub mod generate;
@@ -18,5 +19,5 @@ pub mod parallel;
 pub mod training;
 pub mod vlm;
 
-pub use generate::{GenerateOptions, Generation, decode, generate};
+pub use generate::{GenerateOptions, Generation, TokenScore, decode, generate};
 pub use vlm::{ImageRows, Sample, VisionOptions, VisualRwkv, VlmError};
