@@ -71,6 +71,14 @@ enum Command {
     /// Write a small LLaVA-format dataset (JPEG and PNG images) and tiny random RWKV-6 and CLIP
     /// checkpoints in the official layouts, to try `dataset`, `train` and `chat` offline.
     ExampleData(example_data::Args),
+    /// Answer a benchmark's questions (LLaVA JSONL, the official JSON, MMBench TSV) into an
+    /// answer file as the official evaluate.py writes it: greedy, images and image states
+    /// cached across questions, resumable (--resume), split across processes (--chunks).
+    Eval(eval::Args),
+    /// Score predictions with a benchmark's official metric (vqa, gqa, pope, scienceqa, mme):
+    /// generic items, or an answer file joined with the benchmark's annotation files; prints
+    /// and writes the summary JSON, optionally each item with its score.
+    Score(score::Args),
 }
 
 fn run(cli: Cli) -> Res<()> {
@@ -91,6 +99,8 @@ fn run(cli: Cli) -> Res<()> {
         Command::Dataset(a) => dataset::run(a),
         Command::Train(a) => run_train(a),
         Command::ExampleData(a) => example_data::run(a),
+        Command::Eval(a) => run_job(a),
+        Command::Score(a) => score::run(a),
     }
 }
 

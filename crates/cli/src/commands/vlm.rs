@@ -6,31 +6,97 @@ use burn::tensor::Tensor;
 use visualrwkv::{Sample, VisionOptions, VisualRwkv};
 use visualrwkv_rwkv::RwkvBackend;
 use visualrwkv_scan::Scan;
+use visualrwkv_prompt::PromptStrategy;
 use visualrwkv_tokenizer::Tokenizer;
 use visualrwkv_vision::{GridPooling, ImageProcessor};
 
 use crate::Res;
 use crate::args::read_pixels;
 
-/// Model, image and prompt flags of the vision-language commands.
+/// The model flags of the vision-language commands: the checkpoint (or its parts), scan,
+/// prompt layout, vision options and tokenizer.
 #[derive(clap::Args, Clone)]
-pub struct VlmArgs {
+pub struct ModelArgs {
     /// An official VisualRWKV checkpoint (`rwkv.*`, `vit.vision_model.*`, `proj.*`; .pth or
     /// safetensors).
     #[arg(long, conflicts_with_all = ["rwkv", "vision", "proj"], required_unless_present_all = ["rwkv", "vision", "proj"])]
-    checkpoint: Option<PathBuf>,
+    pub checkpoint: Option<PathBuf>,
     /// RWKV-6 checkpoint (with --vision and --proj).
     #[arg(long, requires_all = ["vision", "proj"])]
-    rwkv: Option<PathBuf>,
+    pub rwkv: Option<PathBuf>,
     /// Vision tower (HF safetensors).
     #[arg(long)]
-    vision: Option<PathBuf>,
+    pub vision: Option<PathBuf>,
     /// Projector (`proj.*` or bare keys).
     #[arg(long)]
-    proj: Option<PathBuf>,
+    pub proj: Option<PathBuf>,
     /// Hugging Face `config.json` of the vision tower (default: beside it, else inferred).
     #[arg(long)]
-    vision_config: Option<PathBuf>,
+    pub vision_config: Option<PathBuf>,
+    /// Image scan: uni, bi (VisualRWKV v6.0) or multi.
+    #[arg(long, default_value = "bi")]
+    pub scan: String,
+    /// Image placement: first, last, sandwich (v6.0) or sandwich-repeat (v5).
+    #[arg(long, default_value = "sandwich")]
+    pub prompt: String,
+    /// Grid pooling: -1, 0, 1 or g >= 2.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub grid: i64,
+    /// Vision hidden layer (-1 = last).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub layer: i64,
+    /// Tokenizer: `world` (the World vocabulary), `bytes` (its 256 single-byte tokens, id =
+    /// byte + 1, for small byte-level models), `auto` (world when the model's vocabulary holds
+    /// it, else bytes) or a vocabulary file in the World format (the demo's `vocab.txt`).
+    #[arg(long, default_value = "auto")]
+    pub tokenizer: String,
+}
+
+/// A loaded model with its scan, prompt layout and tokenizer.
+pub struct LoadedModel<B: RwkvBackend> {
+    /// The model.
+    pub model: VisualRwkv<B>,
+    /// The scan.
+    pub scan: Box<dyn Scan>,
+    /// The prompt layout.
+    pub strategy: Box<dyn PromptStrategy>,
+    /// The tokenizer.
+    pub tokenizer: &'static Tokenizer,
+}
+
+impl ModelArgs {
+    /// Loads the model onto `dev` with the scan, layout and tokenizer the flags name.
+    pub fn load<B: RwkvBackend>(&self, dev: &B::Device) -> Res<LoadedModel<B>> {
+        let scan = visualrwkv_scan::by_name(&self.scan)
+            .ok_or_else(|| format!("unknown --scan `{}` (uni, bi, multi)", self.scan))?;
+        let strategy = visualrwkv_prompt::by_name(&self.prompt)
+            .ok_or_else(|| format!("unknown --prompt `{}` (first, last, sandwich, sandwich-repeat)", self.prompt))?;
+        let options = VisionOptions { layer: self.layer, pooling: GridPooling::from_grid_size(self.grid)? };
+        let vcfg = self.vision_config.as_deref();
+        let model = match (&self.checkpoint, &self.rwkv, &self.vision, &self.proj) {
+            (Some(c), ..) => VisualRwkv::<B>::load_checkpoint(c, vcfg, options, dev)?,
+            (None, Some(r), Some(v), Some(p)) => VisualRwkv::<B>::load_parts(r, v, vcfg, p, options, dev)?,
+            _ => return Err("give --checkpoint, or --rwkv, --vision and --proj".into()),
+        };
+        let tokenizer = crate::args::pick_tokenizer(&self.tokenizer, model.rwkv.config().vocab_size)?;
+        Ok(LoadedModel { model, scan, strategy, tokenizer })
+    }
+
+    /// The model's name as the official `evaluate.py` gives it: the checkpoint's folder name
+    /// (the projector's, for separate parts), else the file's stem.
+    pub fn model_id(&self) -> String {
+        let path = self.checkpoint.as_ref().or(self.proj.as_ref());
+        let Some(path) = path else { return "visualrwkv".into() };
+        let folder = path.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str());
+        folder.or_else(|| path.file_stem().and_then(|n| n.to_str())).unwrap_or("visualrwkv").to_string()
+    }
+}
+
+/// Model, image and prompt flags of the vision-language commands.
+#[derive(clap::Args, Clone)]
+pub struct VlmArgs {
+    #[command(flatten)]
+    model: ModelArgs,
     /// The image (PNG, JPEG, WebP, BMP).
     #[arg(long, required_unless_present = "pixels", conflicts_with = "pixels")]
     image: Option<PathBuf>,
@@ -40,26 +106,9 @@ pub struct VlmArgs {
     /// The question.
     #[arg(long)]
     question: String,
-    /// Image scan: uni, bi (VisualRWKV v6.0) or multi.
-    #[arg(long, default_value = "bi")]
-    scan: String,
-    /// Image placement: first, last, sandwich (v6.0) or sandwich-repeat (v5).
-    #[arg(long, default_value = "sandwich")]
-    prompt: String,
-    /// Grid pooling: -1, 0, 1 or g >= 2.
-    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
-    grid: i64,
-    /// Vision hidden layer (-1 = last).
-    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
-    layer: i64,
     /// Refuse prompts whose assembled sequence is longer than this many rows (0 = no limit).
     #[arg(long, default_value_t = 0)]
     max_context: usize,
-    /// Tokenizer: `world` (the World vocabulary), `bytes` (its 256 single-byte tokens, id =
-    /// byte + 1, for small byte-level models), `auto` (world when the model's vocabulary holds
-    /// it, else bytes) or a vocabulary file in the World format (the demo's `vocab.txt`).
-    #[arg(long, default_value = "auto")]
-    tokenizer: String,
 }
 
 /// What a VLM command runs: the model, the assembled sample, the scan and the tokenizer.
@@ -77,17 +126,7 @@ pub struct VlmInput<B: RwkvBackend> {
 impl VlmArgs {
     /// Loads the model onto `dev`, builds the prompt and encodes the image.
     pub fn load<B: RwkvBackend>(&self, dev: &B::Device) -> Res<VlmInput<B>> {
-        let scan = visualrwkv_scan::by_name(&self.scan)
-            .ok_or_else(|| format!("unknown --scan `{}` (uni, bi, multi)", self.scan))?;
-        let strategy = visualrwkv_prompt::by_name(&self.prompt)
-            .ok_or_else(|| format!("unknown --prompt `{}` (first, last, sandwich, sandwich-repeat)", self.prompt))?;
-        let options = VisionOptions { layer: self.layer, pooling: GridPooling::from_grid_size(self.grid)? };
-        let vcfg = self.vision_config.as_deref();
-        let model = match (&self.checkpoint, &self.rwkv, &self.vision, &self.proj) {
-            (Some(c), ..) => VisualRwkv::<B>::load_checkpoint(c, vcfg, options, dev)?,
-            (None, Some(r), Some(v), Some(p)) => VisualRwkv::<B>::load_parts(r, v, vcfg, p, options, dev)?,
-            _ => return Err("give --checkpoint, or --rwkv, --vision and --proj".into()),
-        };
+        let LoadedModel { model, scan, strategy, tokenizer } = self.model.load::<B>(dev)?;
         if self.question.trim().is_empty() {
             return Err("the question is empty".into());
         }
@@ -103,7 +142,6 @@ impl VlmArgs {
             return Err(format!("one image per conversation, got a batch of {}", pixels.dims()[0]).into());
         }
         let image = model.encode_images(pixels)?.remove(0);
-        let tokenizer = crate::args::pick_tokenizer(&self.tokenizer, model.rwkv.config().vocab_size)?;
         let prompt = visualrwkv_prompt::build(
             &visualrwkv_prompt::Conversation::question(&self.question),
             strategy.as_ref(),
