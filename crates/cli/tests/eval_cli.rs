@@ -187,7 +187,10 @@ fn eval_writes_official_answers_that_chat_reproduces_and_score_reads() {
 
     // Generic items from the answers: a prediction scored against itself is right.
     let items = answers.with_file_name("items.jsonl");
-    let text: String = got.iter().map(|a| format!("{}\n", json!({"prediction": a["text"], "answers": vec![a["text"].clone(); 10]}))).collect();
+    let text: String = got
+        .iter()
+        .map(|a| format!("{}\n", json!({"prediction": a["text"], "answers": vec![a["text"].clone(); 10]})))
+        .collect();
     std::fs::write(&items, text).unwrap();
     let (stdout, _) = ok(bin().args(["score", "--metric", "vqa", "--input"]).arg(&items));
     let s: Value = serde_json::from_str(&stdout).unwrap();
@@ -249,7 +252,10 @@ fn chunks_concatenate_to_the_whole_run() {
         joined.extend(std::fs::read(&part).unwrap());
     }
     assert_eq!(joined, want);
-    fails(eval(q, &dir.join("x.jsonl")).args(["--chunks", "4", "--chunk-index", "4"]), "--chunk-index 4 is not below --chunks 4");
+    fails(
+        eval(q, &dir.join("x.jsonl")).args(["--chunks", "4", "--chunk-index", "4"]),
+        "--chunk-index 4 is not below --chunks 4",
+    );
 }
 
 fn base64(bytes: &[u8]) -> String {
@@ -303,7 +309,8 @@ fn mmbench_tsv_and_the_official_json_load() {
     assert_eq!(got[1]["prompt"], json!("User: Which is a colour?\nA. red\nB. seven\n\nAssistant:"));
     std::fs::write(
         dir.join("problems.json"),
-        json!({"p1": {"choices": ["circle", "square"], "answer": 0}, "p2": {"choices": ["red", "seven"], "answer": 0}}).to_string(),
+        json!({"p1": {"choices": ["circle", "square"], "answer": 0}, "p2": {"choices": ["red", "seven"], "answer": 0}})
+            .to_string(),
     )
     .unwrap();
     std::fs::write(dir.join("pid_splits.json"), json!({"test": ["p1", "p2"]}).to_string()).unwrap();
@@ -313,7 +320,11 @@ fn mmbench_tsv_and_the_official_json_load() {
         .arg("--answers")
         .arg(&answers));
     let s: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!((s["count"].clone(), s["img_count"].clone(), s["missing"].clone()), (json!(2), json!(1), json!(0)), "{s}");
+    assert_eq!(
+        (s["count"].clone(), s["img_count"].clone(), s["missing"].clone()),
+        (json!(2), json!(1), json!(0)),
+        "{s}"
+    );
 }
 
 #[test]
@@ -336,7 +347,10 @@ fn bad_input_is_an_error_naming_the_file_line_and_field() {
     fails(&mut eval(&q, &out), "notext.jsonl:1: field `text`: missing");
     let q = write("badid.jsonl", "{\"question_id\": [1], \"text\": \"Which?\"}\n");
     fails(&mut eval(&q, &out), "badid.jsonl:1: field `question_id`");
-    let q = write("missing.jsonl", &format!("{good}\n{{\"question_id\": 2, \"image\": \"nope.jpg\", \"text\": \"Which?\"}}\n"));
+    let q = write(
+        "missing.jsonl",
+        &format!("{good}\n{{\"question_id\": 2, \"image\": \"nope.jpg\", \"text\": \"Which?\"}}\n"),
+    );
     fails(&mut eval(&q, &out), "missing.jsonl:2: question_id 2: image");
     let (_, err) = ok(eval(&q, &out).args(["--on-missing-image", "skip"]));
     assert!(err.contains("skipped 1 with a missing image"), "{err}");
@@ -348,7 +362,8 @@ fn bad_input_is_an_error_naming_the_file_line_and_field() {
     std::fs::remove_file(corrupt).unwrap();
 
     fails(bin().args(["score", "--metric", "bleu", "--input"]).arg(&q), "unknown metric `bleu`");
-    let items = write("items.jsonl", "{\"prediction\": \"yes\", \"label\": \"yes\"}\n{\"prediction\": 3, \"label\": \"no\"}\n");
+    let items =
+        write("items.jsonl", "{\"prediction\": \"yes\", \"label\": \"yes\"}\n{\"prediction\": 3, \"label\": \"no\"}\n");
     fails(bin().args(["score", "--metric", "pope", "--input"]).arg(&items), "items.jsonl:2: field `prediction`");
     // Label files that do not match the answers: counts, not a silent zip.
     let coco = dir.join("coco");

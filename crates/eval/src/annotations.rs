@@ -44,12 +44,8 @@ pub struct AnswerRow {
 pub fn read_answer_rows(path: &Path) -> Result<Vec<AnswerRow>, EvalError> {
     let mut out = Vec::new();
     for (line, object) in crate::read_json_lines(path)? {
-        let field = |name: &str, why: &str| EvalError::Field {
-            path: path.into(),
-            line,
-            field: name.into(),
-            why: why.into(),
-        };
+        let field =
+            |name: &str, why: &str| EvalError::Field { path: path.into(), line, field: name.into(), why: why.into() };
         let id = match object.get("question_id") {
             Some(v @ (Value::String(_) | Value::Number(_))) => id_text(v),
             Some(_) => return Err(field("question_id", "expected a string or a number")),
@@ -100,12 +96,12 @@ pub struct JoinOptions {
 /// (a bare question, as LLaVA writes it) gives its first line.
 pub fn question_from_prompt(prompt: &str) -> String {
     let tagged = format!("\n{IMAGE_TAG}\n");
-    if let Some(rest) = prompt.strip_prefix("OCR tokens: ") {
-        if let Some(start) = rest.find("Question: ") {
-            let after = &rest[start + "Question: ".len()..];
-            if let Some(end) = after.find(" Short answer:") {
-                return after[..end].to_string();
-            }
+    if let Some(rest) = prompt.strip_prefix("OCR tokens: ")
+        && let Some(start) = rest.find("Question: ")
+    {
+        let after = &rest[start + "Question: ".len()..];
+        if let Some(end) = after.find(" Short answer:") {
+            return after[..end].to_string();
         }
     }
     if prompt.starts_with(&format!("User: {IMAGE_TAG}\n")) {
@@ -140,7 +136,12 @@ fn strings(v: &Value) -> Option<Vec<String>> {
 }
 
 /// Joins `answers` with the annotation file(s) at `annotations` for `metric`.
-pub fn join(metric: Metric, annotations: &Path, answers: Vec<AnswerRow>, options: &JoinOptions) -> Result<Joined, EvalError> {
+pub fn join(
+    metric: Metric,
+    annotations: &Path,
+    answers: Vec<AnswerRow>,
+    options: &JoinOptions,
+) -> Result<Joined, EvalError> {
     match metric {
         Metric::Vqa => join_textvqa(annotations, answers),
         Metric::Gqa => join_gqa(annotations, answers),
@@ -257,7 +258,9 @@ fn join_pope(path: &Path, answers: Vec<AnswerRow>, options: &JoinOptions) -> Res
             .map_err(|e| io_error(path, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
-                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("coco_pope_") && n.ends_with(".json"))
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("coco_pope_") && n.ends_with(".json"))
             })
             .collect();
         f.sort();
@@ -285,7 +288,8 @@ fn join_pope(path: &Path, answers: Vec<AnswerRow>, options: &JoinOptions) -> Res
     let mut joined = Joined::default();
     for file in &files {
         let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        let category = name.strip_prefix("coco_pope_").and_then(|n| n.strip_suffix(".json")).unwrap_or(name).to_string();
+        let category =
+            name.strip_prefix("coco_pope_").and_then(|n| n.strip_suffix(".json")).unwrap_or(name).to_string();
         let labels = crate::read_json_lines(file)?;
         let mine: Vec<usize> = (0..rows.len())
             .filter(|&i| {
@@ -427,7 +431,11 @@ fn mme_ground_truth(root: &Path) -> Result<HashMap<(String, String, String), Str
                     continue;
                 }
                 let Some((q, a)) = line.split_once('\t') else {
-                    return Err(EvalError::Parse { path: file.clone(), line: i + 1, why: "expected `question<TAB>answer`".into() });
+                    return Err(EvalError::Parse {
+                        path: file.clone(),
+                        line: i + 1,
+                        why: "expected `question<TAB>answer`".into(),
+                    });
                 };
                 gt.insert((task.clone(), name.clone(), q.to_string()), a.to_string());
             }

@@ -60,7 +60,13 @@ impl Answer {
 /// Python's `str(round(x, 3))`: three decimals, trailing zeros dropped, at least one decimal.
 pub fn round3(x: f64) -> String {
     if !x.is_finite() {
-        return if x.is_nan() { "nan".into() } else if x > 0.0 { "inf".into() } else { "-inf".into() };
+        return if x.is_nan() {
+            "nan".into()
+        } else if x > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        };
     }
     let r: f64 = format!("{x:.3}").parse().unwrap_or(x);
     format!("{r:?}")
@@ -180,8 +186,11 @@ pub fn answered(question_ids: &[String], answers: &[Answer], path: &Path) -> Res
     for id in question_ids {
         *available.entry(id).or_default() += 1;
     }
-    let extra: Vec<&String> =
-        left.iter().filter(|(id, n)| available.get(id.as_str()).copied().unwrap_or(0) < **n).map(|(id, _)| id).collect();
+    let extra: Vec<&String> = left
+        .iter()
+        .filter(|(id, n)| available.get(id.as_str()).copied().unwrap_or(0) < **n)
+        .map(|(id, _)| id)
+        .collect();
     if !extra.is_empty() {
         let mut shown: Vec<&String> = extra.clone();
         shown.sort();

@@ -89,6 +89,9 @@ pub enum EvalError {
     Input(String),
 }
 
+/// A JSON object as read from a line, and its 1-based line number.
+pub type JsonLine = (usize, serde_json::Map<String, serde_json::Value>);
+
 pub(crate) fn io_error(path: &Path, e: impl std::fmt::Display) -> EvalError {
     EvalError::Io { path: path.to_path_buf(), why: e.to_string() }
 }
@@ -107,15 +110,12 @@ pub fn id_text(v: &serde_json::Value) -> String {
 
 /// Parses a JSON-lines file: one object per non-empty line, each with its 1-based line number.
 /// A line that is not a JSON object is an error naming the line.
-pub fn read_json_lines(path: &Path) -> Result<Vec<(usize, serde_json::Map<String, serde_json::Value>)>, EvalError> {
+pub fn read_json_lines(path: &Path) -> Result<Vec<JsonLine>, EvalError> {
     parse_json_lines(&read_text(path)?, path)
 }
 
 /// [`read_json_lines`] of text already read (`path` names it in errors).
-pub fn parse_json_lines(
-    text: &str,
-    path: &Path,
-) -> Result<Vec<(usize, serde_json::Map<String, serde_json::Value>)>, EvalError> {
+pub fn parse_json_lines(text: &str, path: &Path) -> Result<Vec<JsonLine>, EvalError> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

@@ -49,10 +49,7 @@ impl Metric {
             "scienceqa" | "sqa" => Metric::ScienceQa,
             "mme" => Metric::Mme,
             other => {
-                return Err(EvalError::Input(format!(
-                    "unknown metric `{other}` (one of {})",
-                    Self::NAMES.join(", ")
-                )));
+                return Err(EvalError::Input(format!("unknown metric `{other}` (one of {})", Self::NAMES.join(", "))));
             }
         })
     }
@@ -242,8 +239,12 @@ pub fn score(metric: Metric, items: &[Item]) -> Result<(Vec<Scored>, Value), Eva
                     && let Some(choices) = &item.choices
                 {
                     let p = item.prediction.trim().to_lowercase();
-                    let hits: Vec<usize> =
-                        choices.iter().enumerate().filter(|(_, c)| c.trim().to_lowercase() == p).map(|(k, _)| k).collect();
+                    let hits: Vec<usize> = choices
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| c.trim().to_lowercase() == p)
+                        .map(|(k, _)| k)
+                        .collect();
                     if let [k] = hits[..] {
                         got = Some(k);
                     }
@@ -418,11 +419,14 @@ fn mme_summary(items: &[Item], scored: &[Scored]) -> Value {
         "categories": per})
 }
 
+/// A generic input line: its object (copied to the scored output) and the item read from it.
+pub type ReadItem = (Map<String, Value>, Item);
+
 /// Reads generic items, one JSON object per line: `prediction` (string) and, by metric,
 /// `answers` (list of strings: vqa, gqa) or `label` (string: pope, scienceqa, mme); optional
 /// `category`, ScienceQA `choices` (list of strings) and MME `image` (or `question_id`). Errors
 /// name the line and the field. Returns each line's object too (for the scored copy).
-pub fn read_items(path: &Path, metric: Metric) -> Result<Vec<(Map<String, Value>, Item)>, EvalError> {
+pub fn read_items(path: &Path, metric: Metric) -> Result<Vec<ReadItem>, EvalError> {
     let lines = crate::read_json_lines(path)?;
     let mut out = Vec::with_capacity(lines.len());
     for (line, map) in lines {

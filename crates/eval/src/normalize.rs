@@ -9,14 +9,15 @@
 //! (`a`, `an`, `the`) dropped, contractions restored (`dont` → `don't`).
 
 /// Contractions without their apostrophe → with it.
+#[rustfmt::skip]
 const CONTRACTIONS: &[(&str, &str)] = &[
     ("aint", "ain't"), ("arent", "aren't"), ("cant", "can't"), ("couldve", "could've"), ("couldnt", "couldn't"),
     ("couldn'tve", "couldn't've"), ("couldnt've", "couldn't've"), ("didnt", "didn't"), ("doesnt", "doesn't"),
     ("dont", "don't"), ("hadnt", "hadn't"), ("hadnt've", "hadn't've"), ("hadn'tve", "hadn't've"), ("hasnt", "hasn't"),
     ("havent", "haven't"), ("hed", "he'd"), ("hed've", "he'd've"), ("he'dve", "he'd've"), ("hes", "he's"),
-    ("howd", "how'd"), ("howll", "how'll"), ("hows", "how's"), ("Id've", "I'd've"), ("I'dve", "I'd've"), ("Im", "I'm"),
-    ("Ive", "I've"), ("isnt", "isn't"), ("itd", "it'd"), ("itd've", "it'd've"), ("it'dve", "it'd've"), ("itll", "it'll"),
-    ("let's", "let's"), ("maam", "ma'am"), ("mightnt", "mightn't"), ("mightnt've", "mightn't've"),
+    ("howd", "how'd"), ("howll", "how'll"), ("hows", "how's"), ("Id've", "I'd've"), ("I'dve", "I'd've"),
+    ("Im", "I'm"), ("Ive", "I've"), ("isnt", "isn't"), ("itd", "it'd"), ("itd've", "it'd've"), ("it'dve", "it'd've"),
+    ("itll", "it'll"), ("let's", "let's"), ("maam", "ma'am"), ("mightnt", "mightn't"), ("mightnt've", "mightn't've"),
     ("mightn'tve", "mightn't've"), ("mightve", "might've"), ("mustnt", "mustn't"), ("mustve", "must've"),
     ("neednt", "needn't"), ("notve", "not've"), ("oclock", "o'clock"), ("oughtnt", "oughtn't"),
     ("ow's'at", "'ow's'at"), ("'ows'at", "'ow's'at"), ("'ow'sat", "'ow's'at"), ("shant", "shan't"),
@@ -41,6 +42,7 @@ const CONTRACTIONS: &[(&str, &str)] = &[
 ];
 
 /// Number words → digits.
+#[rustfmt::skip]
 const NUMBERS: &[(&str, &str)] = &[
     ("none", "0"), ("zero", "0"), ("one", "1"), ("two", "2"), ("three", "3"), ("four", "4"), ("five", "5"),
     ("six", "6"), ("seven", "7"), ("eight", "8"), ("nine", "9"), ("ten", "10"),
@@ -55,7 +57,7 @@ const PUNCTUATION: [&str; 21] =
 
 /// The official first step: lower-case, drop `,` and `?`, `'s` → ` 's`, strip.
 pub fn word_tokenize(word: &str) -> String {
-    word.to_lowercase().replace(',', "").replace('?', "").replace("'s", " 's").trim().to_string()
+    word.to_lowercase().replace([',', '?'], "").replace("'s", " 's").trim().to_string()
 }
 
 /// Whether a digit, one or more commas and a digit follow each other somewhere (`\d,+\d`).

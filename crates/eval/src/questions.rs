@@ -103,7 +103,8 @@ pub enum QuestionFormat {
 pub fn read_questions(path: impl AsRef<Path>, format: QuestionFormat) -> Result<Vec<Question>, EvalError> {
     let path = path.as_ref();
     let format = match format {
-        QuestionFormat::Auto => match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        QuestionFormat::Auto => match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref()
+        {
             Some("jsonl") => QuestionFormat::JsonLines,
             Some("json") => QuestionFormat::Json,
             Some("tsv") => QuestionFormat::Mmbench,
@@ -188,7 +189,12 @@ fn from_object(map: &Map<String, Value>, path: &Path, line: usize) -> Result<Que
                 None => return Err(field(path, line, "conversations[0].value", "missing")),
             },
             Some(other) => {
-                return Err(field(path, line, "conversations[0]", format!("expected an object, found {}", kind(other))));
+                return Err(field(
+                    path,
+                    line,
+                    "conversations[0]",
+                    format!("expected an object, found {}", kind(other)),
+                ));
             }
             None => return Err(field(path, line, "conversations", "empty")),
         },
@@ -300,8 +306,7 @@ mod tests {
     fn chunks_cover_the_file_in_order() {
         for n in 0..30 {
             for chunks in 1..8 {
-                let all: Vec<usize> =
-                    (0..chunks).flat_map(|k| chunk_range(n, chunks, k).unwrap()).collect();
+                let all: Vec<usize> = (0..chunks).flat_map(|k| chunk_range(n, chunks, k).unwrap()).collect();
                 assert_eq!(all, (0..n).collect::<Vec<_>>(), "n {n} chunks {chunks}");
             }
         }

@@ -69,9 +69,13 @@ fn check_pope(summary: &Value, scored: &[visualrwkv_eval::Scored]) {
         for k in ["tp", "fp", "tn", "fn"] {
             assert_eq!(got[k], w[k], "{cat} {k}");
         }
-        for (ours, theirs) in
-            [("accuracy", "Accuracy"), ("precision", "Precision"), ("recall", "Recall"), ("f1", "F1 score"), ("yes_ratio", "Yes ratio")]
-        {
+        for (ours, theirs) in [
+            ("accuracy", "Accuracy"),
+            ("precision", "Precision"),
+            ("recall", "Recall"),
+            ("f1", "F1 score"),
+            ("yes_ratio", "Yes ratio"),
+        ] {
             assert_eq!(round3(got[ours].as_f64().unwrap()), w["printed"][theirs].as_f64().unwrap(), "{cat} {ours}");
         }
         f1s.push(got["f1"].as_f64().unwrap());
@@ -205,7 +209,11 @@ fn unmatched_answers_and_bad_items_are_errors_naming_the_line_and_field() {
 }
 
 fn tempdir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("visualrwkv-eval-test-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let d = std::env::temp_dir().join(format!(
+        "visualrwkv-eval-test-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
 }

@@ -126,8 +126,14 @@ fn the_assistant_prefix_is_masked_whatever_the_tokenizer() {
 #[test]
 fn the_prompt_text_is_the_official_input_text_and_encodes_to_the_tokens() {
     let want = [
-        ("first", "User: <image>\nWhat is the man holding?\nAnswer the question using a single word or phrase.\n\nAssistant:"),
-        ("last", "User: What is the man holding?\nAnswer the question using a single word or phrase.\n<image>\n\nAssistant:"),
+        (
+            "first",
+            "User: <image>\nWhat is the man holding?\nAnswer the question using a single word or phrase.\n\nAssistant:",
+        ),
+        (
+            "last",
+            "User: What is the man holding?\nAnswer the question using a single word or phrase.\n<image>\n\nAssistant:",
+        ),
         (
             "sandwich",
             "User: What is the man holding?\n<image>\nWhat is the man holding?\nAnswer the question using a single word or phrase.\n\nAssistant:",

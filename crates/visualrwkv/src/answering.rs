@@ -41,6 +41,9 @@ pub enum Picture {
     Zeros,
 }
 
+/// A question's image: its cache key and a loader called on a cache miss.
+pub type ImageSource<'s> = (&'s str, &'s mut dyn FnMut() -> Result<Picture, VlmError>);
+
 /// One answered question.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Answered {
@@ -110,7 +113,7 @@ pub struct Answerer<'a, B: RwkvBackend> {
     options: GenerateOptions,
     processor: ImageProcessor,
     images: Recent<String, ImageRows<B>>,
-    states: Recent<(String, Vec<i64>), (Vec<f32>, State<B>)>,
+    states: Recent<(String, Vec<i64>), State<B>>,
     /// What the caches saved so far.
     pub stats: CacheStats,
 }
@@ -159,11 +162,7 @@ impl<'a, B: RwkvBackend> Answerer<'a, B> {
     /// Answers the user turn `text`. When it holds `<image>`, `image` names the picture (its
     /// cache key) and loads it on a cache miss; `None` there means all-zero pixels, as the
     /// official script does. A text without `<image>` is answered without an image.
-    pub fn answer(
-        &mut self,
-        text: &str,
-        image: Option<(&str, &mut dyn FnMut() -> Result<Picture, VlmError>)>,
-    ) -> Result<Answered, VlmError> {
+    pub fn answer(&mut self, text: &str, image: Option<ImageSource<'_>>) -> Result<Answered, VlmError> {
         let with_image = text.contains(IMAGE_TAG);
         let conversation = Conversation { turns: vec![Turn { role: Role::User, text: text.to_string() }] };
         let prompt = visualrwkv_prompt::build(&conversation, self.strategy, self.tokenizer, with_image, true)?;
@@ -207,20 +206,26 @@ impl<'a, B: RwkvBackend> Answerer<'a, B> {
             }
             let prefix: Vec<i64> = prompt.tokens[..=at].to_vec();
             let state_key = (key, prefix.clone());
-            let (logits, state) = match self.states.get(&state_key) {
-                Some(hit) => {
-                    state_cached = true;
-                    self.stats.state_hits += 1;
-                    hit
-                }
-                None => {
-                    let run = self.model.prefill(&Sample { tokens: prefix, image: Some(rows) }, self.scan)?;
-                    self.states.put(state_key, run.clone());
-                    run
-                }
-            };
             let suffix = &prompt.tokens[at + 1..];
-            if suffix.is_empty() { (logits, state) } else { self.model.extend(&state, suffix)? }
+            if suffix.is_empty() {
+                // Nothing after the image (no inference prompt ends so): the image's own logits.
+                self.model.prefill(&Sample { tokens: prefix, image: Some(rows) }, self.scan)?
+            } else {
+                let state = match self.states.get(&state_key) {
+                    Some(hit) => {
+                        state_cached = true;
+                        self.stats.state_hits += 1;
+                        hit
+                    }
+                    None => {
+                        let state =
+                            self.model.prefill_state(&Sample { tokens: prefix, image: Some(rows) }, self.scan)?;
+                        self.states.put(state_key, state.clone());
+                        state
+                    }
+                };
+                self.model.extend(&state, suffix)?
+            }
         } else {
             debug_assert!(!prompt.tokens.contains(&IMAGE_TOKEN));
             self.model.prefill(&Sample { tokens: prompt.tokens.clone(), image: None }, self.scan)?

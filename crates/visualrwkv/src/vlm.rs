@@ -396,12 +396,24 @@ impl<B: RwkvBackend> VisualRwkv<B> {
     /// Runs the prompt of one sample layer by layer (scheme (a) of spec §4.3): the last row's
     /// logits and the per-layer states to continue from.
     pub fn prefill(&self, sample: &Sample<B>, scan: &dyn Scan) -> Result<(Vec<f32>, State<B>), VlmError> {
+        let (x, state) = self.prefill_rows(sample, scan)?;
+        let [_, t, c] = x.dims();
+        let logits = self.rwkv.logits(x.slice([0..1, t - 1..t, 0..c]));
+        Ok((last_logits(logits), state))
+    }
+
+    /// [`VisualRwkv::prefill`] without the head: only the per-layer states after the last row
+    /// (to continue with [`VisualRwkv::extend`], e.g. after `[prefix | image]`).
+    pub fn prefill_state(&self, sample: &Sample<B>, scan: &dyn Scan) -> Result<State<B>, VlmError> {
+        Ok(self.prefill_rows(sample, scan)?.1)
+    }
+
+    /// The residual stream `[1, T, C]` after the last block and the states, from zero states.
+    fn prefill_rows(&self, sample: &Sample<B>, scan: &dyn Scan) -> Result<(Tensor<B, 3>, State<B>), VlmError> {
         let a = self.assemble(sample)?;
         let [t, c] = a.rows.dims();
         let x = self.rwkv.input_norm(a.rows.reshape([1, t, c]));
-        let (x, state) = self.run_blocks(x, &[a.span], scan)?;
-        let logits = self.rwkv.logits(x.slice([0..1, t - 1..t, 0..c]));
-        Ok((last_logits(logits), state))
+        self.run_blocks(x, &[a.span], scan)
     }
 
     /// Generates an answer after the prompt with the cached state: one prefill, then one

@@ -46,10 +46,13 @@ fn options() -> GenerateOptions {
 
 /// The same question through `VisualRwkv::generate` on a freshly built sample.
 fn reference(m: &VisualRwkv<B>, strategy: &str, text: &str, img: Option<DynamicImage>) -> Vec<u32> {
-    let conv = Conversation { turns: vec![visualrwkv_prompt::Turn { role: visualrwkv_prompt::Role::User, text: text.into() }] };
+    let conv = Conversation {
+        turns: vec![visualrwkv_prompt::Turn { role: visualrwkv_prompt::Role::User, text: text.into() }],
+    };
     let with_image = img.is_some();
     let prompt =
-        build(&conv, visualrwkv_prompt::by_name(strategy).unwrap().as_ref(), Tokenizer::world(), with_image, true).unwrap();
+        build(&conv, visualrwkv_prompt::by_name(strategy).unwrap().as_ref(), Tokenizer::world(), with_image, true)
+            .unwrap();
     let rows = img.map(|i| {
         let p = ImageProcessor::for_tower(&m.vision.config);
         m.encode_images(p.batch(&[i], &Default::default()).unwrap()).unwrap().remove(0)
@@ -126,7 +129,8 @@ fn the_averages_are_those_of_the_chosen_tokens() {
     assert_eq!(got.tokens.len(), 6, "no stop token within six steps");
     // Recompute every step from scratch (the reference's loop) and average its logit and
     // probability of the chosen token.
-    let prompt = build(&Conversation::question("What is it?"), layout.as_ref(), Tokenizer::world(), true, true).unwrap();
+    let prompt =
+        build(&Conversation::question("What is it?"), layout.as_ref(), Tokenizer::world(), true, true).unwrap();
     let p = ImageProcessor::for_tower(&m.vision.config);
     let rows = m.encode_images(p.batch(&[picture(5)], &Default::default()).unwrap()).unwrap().remove(0);
     let sample = Sample::new(&prompt, Some(rows));

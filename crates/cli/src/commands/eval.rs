@@ -151,7 +151,8 @@ impl Job for Args {
             seed: self.seed,
         };
         let options = sampling.options_for(&model.rwkv, spec)?;
-        let mut answerer = Answerer::new(&model, scan.as_ref(), strategy.as_ref(), tokenizer, options, self.image_cache);
+        let mut answerer =
+            Answerer::new(&model, scan.as_ref(), strategy.as_ref(), tokenizer, options, self.image_cache);
         let model_id = self.model_id.clone().unwrap_or_else(|| self.model.model_id());
         let bar = ProgressBar::new(pending.len() as u64);
         bar.set_style(

@@ -1,7 +1,8 @@
 //! `visualrwkv example-data`: a small LLaVA-format dataset (JPEG and PNG photos of coloured
 //! shapes, multi-turn and text-only samples) and tiny randomly initialised checkpoints in the
 //! official layouts (an RWKV-6 World-vocabulary model, a CLIP vision tower with its
-//! `config.json`), so the fine-tuning commands run on a fresh machine without downloads.
+//! `config.json`) and benchmark-style question files with their annotations, so the fine-tuning
+//! and evaluation commands run on a fresh machine without downloads.
 
 use std::path::{Path, PathBuf};
 
@@ -16,7 +17,8 @@ use crate::Res;
 /// Flags of `example-data`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Output folder: llava.json, images/, rwkv.safetensors, clip/{model.safetensors,config.json}.
+    /// Output folder: llava.json, images/, rwkv.safetensors, clip/{model.safetensors,config.json},
+    /// and eval/ (benchmark-style question files with TextVQA- and POPE-format annotations).
     #[arg(long)]
     out: PathBuf,
     /// Images (each with a caption sample and a question sample).
@@ -68,6 +70,8 @@ pub fn write(out: &Path, images: usize, width: usize, layers: usize, seed: u64) 
     let image_dir = out.join("images");
     std::fs::create_dir_all(&image_dir)?;
     let mut samples = Vec::new();
+    let (mut vqa_q, mut vqa_ann, mut pope_q, mut pope_labels) =
+        (String::new(), Vec::new(), String::new(), String::new());
     for i in 0..images {
         let (w, h) = (48 + (i as u32 % 3) * 16, 40 + (i as u32 % 2) * 24);
         let (img, color, shape) = scene(i, seed, w, h);
@@ -91,7 +95,36 @@ pub fn write(out: &Path, images: usize, width: usize, layers: usize, seed: u64) 
                 turn("gpt", format!("It is a {shape}.")),
             ],
         }));
+        // Benchmark-style questions on the same images: a short-answer colour question
+        // (TextVQA layout: the image's id as question_id) and a POPE yes/no question.
+        let stem = format!("{i:03}");
+        let q = "What color is the shape?";
+        let line = serde_json::json!({"question_id": stem, "image": file,
+            "text": format!("{q}\nAnswer the question using a single word or phrase.")});
+        vqa_q.push_str(&format!("{line}\n"));
+        vqa_ann.push(serde_json::json!({"image_id": stem, "question": q.to_lowercase(), "answers": vec![color; 10]}));
+        let (asked, label) = if (i / 2).is_multiple_of(2) {
+            (shape, "yes")
+        } else {
+            (if shape == "square" { "circle" } else { "square" }, "no")
+        };
+        let text = format!("Is there a {asked} in the image?");
+        pope_q.push_str(&format!(
+            "{}\n",
+            serde_json::json!({"question_id": i + 1, "image": file, "text": text, "category": "example"})
+        ));
+        pope_labels.push_str(&format!(
+            "{}\n",
+            serde_json::json!({"question_id": i + 1, "image": file, "text": text, "label": label})
+        ));
     }
+    let eval = out.join("eval");
+    std::fs::create_dir_all(eval.join("pope"))?;
+    visualrwkv_checkpoint::write_atomic(eval.join("vqa_questions.jsonl"), vqa_q.as_bytes())?;
+    let ann = serde_json::json!({"dataset_name": "example", "data": vqa_ann});
+    visualrwkv_checkpoint::write_atomic(eval.join("vqa_annotations.json"), serde_json::to_string(&ann)?.as_bytes())?;
+    visualrwkv_checkpoint::write_atomic(eval.join("pope_questions.jsonl"), pope_q.as_bytes())?;
+    visualrwkv_checkpoint::write_atomic(eval.join("pope/coco_pope_example.json"), pope_labels.as_bytes())?;
     for (q, a) in [("What is 2+2?", "4"), ("Say hello.", "Hello!")] {
         samples.push(serde_json::json!({
             "id": format!("text-{}", samples.len()),
@@ -138,13 +171,14 @@ pub fn run(a: Args) -> Res<()> {
     }
     let data = write(&a.out, a.images, a.width, a.layers, a.seed)?;
     println!(
-        "wrote {} ({} samples), {}/images, {}/rwkv.safetensors (RWKV-6 {}x{}, World vocabulary) and {}/clip (tiny CLIP tower)",
+        "wrote {} ({} samples), {}/images, {}/rwkv.safetensors (RWKV-6 {}x{}, World vocabulary), {}/clip (tiny CLIP tower) and {}/eval (questions and annotations)",
         data.display(),
         2 * a.images + 2,
         a.out.display(),
         a.out.display(),
         a.layers,
         a.width,
+        a.out.display(),
         a.out.display()
     );
     Ok(())

@@ -63,37 +63,38 @@ fn summary_path(a: &Args, metric: Metric) -> PathBuf {
 pub fn run(a: Args) -> Res<()> {
     let _ = &a.device;
     let metric = Metric::from_name(&a.metric)?;
-    let (objects, items, mut summary): (Vec<Map<String, Value>>, _, Value) = match (&a.input, &a.annotations, &a.answers) {
-        (Some(input), _, _) => {
-            let (objects, items): (Vec<_>, Vec<_>) = read_items(input, metric)?.into_iter().unzip();
-            (objects, items, json!({"input": input}))
-        }
-        (None, Some(ann), Some(answers)) => {
-            let rows = read_answer_rows(answers)?;
-            let options = JoinOptions { questions: a.questions.clone(), split: Some(a.split.clone()) };
-            let joined = join(metric, ann, rows, &options)?;
-            let objects = joined
-                .rows
-                .iter()
-                .zip(&joined.items)
-                .map(|(r, item)| match r {
-                    Some(r) => r.object.clone(),
-                    None => {
-                        let mut m = Map::new();
-                        m.insert("text".into(), Value::String(item.prediction.clone()));
-                        m.insert("missing".into(), Value::Bool(true));
-                        m
-                    }
-                })
-                .collect();
-            let mut s = json!({"answers": answers, "annotations": ann});
-            for (k, v) in joined.notes {
-                s[k] = v;
+    let (objects, items, mut summary): (Vec<Map<String, Value>>, _, Value) =
+        match (&a.input, &a.annotations, &a.answers) {
+            (Some(input), _, _) => {
+                let (objects, items): (Vec<_>, Vec<_>) = read_items(input, metric)?.into_iter().unzip();
+                (objects, items, json!({"input": input}))
             }
-            (objects, joined.items, s)
-        }
-        _ => return Err("give --input, or --annotations and --answers".into()),
-    };
+            (None, Some(ann), Some(answers)) => {
+                let rows = read_answer_rows(answers)?;
+                let options = JoinOptions { questions: a.questions.clone(), split: Some(a.split.clone()) };
+                let joined = join(metric, ann, rows, &options)?;
+                let objects = joined
+                    .rows
+                    .iter()
+                    .zip(&joined.items)
+                    .map(|(r, item)| match r {
+                        Some(r) => r.object.clone(),
+                        None => {
+                            let mut m = Map::new();
+                            m.insert("text".into(), Value::String(item.prediction.clone()));
+                            m.insert("missing".into(), Value::Bool(true));
+                            m
+                        }
+                    })
+                    .collect();
+                let mut s = json!({"answers": answers, "annotations": ann});
+                for (k, v) in joined.notes {
+                    s[k] = v;
+                }
+                (objects, joined.items, s)
+            }
+            _ => return Err("give --input, or --annotations and --answers".into()),
+        };
     if items.is_empty() {
         return Err("nothing to score: the input has no items".into());
     }

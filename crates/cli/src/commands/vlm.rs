@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use burn::tensor::Tensor;
 use visualrwkv::{Sample, VisionOptions, VisualRwkv};
+use visualrwkv_prompt::PromptStrategy;
 use visualrwkv_rwkv::RwkvBackend;
 use visualrwkv_scan::Scan;
-use visualrwkv_prompt::PromptStrategy;
 use visualrwkv_tokenizer::Tokenizer;
 use visualrwkv_vision::{GridPooling, ImageProcessor};
 
