@@ -131,6 +131,24 @@ fn unmatched(path: &Path, what: &str, ids: &[String]) -> EvalError {
     EvalError::Unmatched { path: path.into(), why: format!("{} {what}, e.g. {shown:?}", ids.len()) }
 }
 
+/// The answers by id; an id `known` lacks is an error (`what`, with the count and first ids).
+fn index_by_id(
+    answers: Vec<AnswerRow>,
+    known: &Map<String, Value>,
+    path: &Path,
+    what: &str,
+) -> Result<HashMap<String, AnswerRow>, EvalError> {
+    let (mut by_id, mut extra) = (HashMap::new(), Vec::new());
+    for row in answers {
+        if known.contains_key(&row.id) {
+            by_id.insert(row.id.clone(), row);
+        } else {
+            extra.push(row.id);
+        }
+    }
+    if extra.is_empty() { Ok(by_id) } else { Err(unmatched(path, what, &extra)) }
+}
+
 fn strings(v: &Value) -> Option<Vec<String>> {
     v.as_array()?.iter().map(|a| a.as_str().map(str::to_string)).collect()
 }
@@ -198,18 +216,7 @@ fn join_gqa(path: &Path, answers: Vec<AnswerRow>) -> Result<Joined, EvalError> {
         field: "(root)".into(),
         why: "expected GQA's object of question id → question".into(),
     })?;
-    let mut by_id: HashMap<String, AnswerRow> = HashMap::new();
-    let mut extra = Vec::new();
-    for row in answers {
-        if questions.contains_key(&row.id) {
-            by_id.insert(row.id.clone(), row);
-        } else {
-            extra.push(row.id);
-        }
-    }
-    if !extra.is_empty() {
-        return Err(unmatched(path, "answered question ids are not in the annotations", &extra));
-    }
+    let mut by_id = index_by_id(answers, questions, path, "answered question ids are not in the annotations")?;
     let mut joined = Joined::default();
     let (mut missing, mut unbalanced) = (Vec::new(), 0usize);
     for (qid, q) in questions {
@@ -359,18 +366,7 @@ fn join_scienceqa(path: &Path, answers: Vec<AnswerRow>, options: &JoinOptions) -
         field: split.clone(),
         why: "missing or not a list of problem ids".into(),
     })?;
-    let mut by_id: HashMap<String, AnswerRow> = HashMap::new();
-    let mut extra = Vec::new();
-    for row in answers {
-        if problems.contains_key(&row.id) {
-            by_id.insert(row.id.clone(), row);
-        } else {
-            extra.push(row.id);
-        }
-    }
-    if !extra.is_empty() {
-        return Err(unmatched(path, "answered ids are not ScienceQA problems", &extra));
-    }
+    let mut by_id = index_by_id(answers, problems, path, "answered ids are not ScienceQA problems")?;
     let mut joined = Joined::default();
     let mut missing = 0usize;
     for pid in &ids {

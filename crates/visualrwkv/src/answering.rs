@@ -169,34 +169,21 @@ impl<'a, B: RwkvBackend> Answerer<'a, B> {
         let (mut image_cached, mut state_cached) = (false, false);
         let (logits, state) = if with_image {
             let at = prompt.image_position().expect("built with an image");
-            let (key, rows) = match image {
-                Some((key, load)) => {
-                    let key = key.to_string();
-                    match self.images.get(&key) {
-                        Some(rows) => {
-                            image_cached = true;
-                            (key, rows)
-                        }
-                        None => {
-                            let rows = self.encode(load()?)?;
-                            self.images.put(key.clone(), rows.clone());
-                            (key, rows)
-                        }
-                    }
+            // All-zero pixels share one cache entry (a key no file name has).
+            let key = image.as_ref().map_or_else(|| "\u{0}zeros".to_string(), |(k, _)| k.to_string());
+            let rows = match self.images.get(&key) {
+                Some(rows) => {
+                    image_cached = true;
+                    rows
                 }
                 None => {
-                    let key = "\u{0}zeros".to_string();
-                    match self.images.get(&key) {
-                        Some(rows) => {
-                            image_cached = true;
-                            (key, rows)
-                        }
-                        None => {
-                            let rows = self.encode(Picture::Zeros)?;
-                            self.images.put(key.clone(), rows.clone());
-                            (key, rows)
-                        }
-                    }
+                    let picture = match image {
+                        Some((_, load)) => load()?,
+                        None => Picture::Zeros,
+                    };
+                    let rows = self.encode(picture)?;
+                    self.images.put(key.clone(), rows.clone());
+                    rows
                 }
             };
             if image_cached {
