@@ -18,7 +18,7 @@
 //! | `checkpoints` | `[B, H, ceil(T / L), N, N]` f32 | state at the start of each chunk of `L` steps, stored transposed (`[j, i]`) |
 //! | `scratch` | `[B, H, L, N, N]` f32 | the states `S[t-1]` of the chunk being differentiated, transposed |
 //!
-//! The recurrence (spec §1.4), with `w = exp(-exp(w_raw))`:
+//! The recurrence (docs/model.md §1.4), with `w = exp(-exp(w_raw))`:
 //!
 //! ```text
 //! y[t, j] = sum_i r[t, i] * (S[i, j] + u[i] * k[t, i] * v[t, j])

@@ -1,6 +1,6 @@
 //! # visualrwkv-prompt: where the image goes in the conversation
 //!
-//! Builds VisualRWKV's token sequences (spec §3.4): the conversation template
+//! Builds VisualRWKV's token sequences (docs/model.md §3): the conversation template
 //! (`"User: …\n\n"`, `"Assistant: …\n\n"`, inference ends in `"Assistant:"`), each turn
 //! tokenised on its own, the text split at `<image>` with the placeholder id
 //! [`IMAGE_TOKEN`] (−200) between the chunks, and training labels ([`IGNORE_INDEX`] for user

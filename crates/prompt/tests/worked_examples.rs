@@ -1,4 +1,4 @@
-//! The spec's worked examples (§3.4) reproduce their exact token ids, and the label rules hold.
+//! Worked prompts (docs/model.md §3) reproduce the official code's exact token ids, and the label rules hold.
 
 use visualrwkv_prompt::*;
 use visualrwkv_tokenizer::Tokenizer;

@@ -1,4 +1,4 @@
-//! The RWKV-6 layers: [`TimeMix`] (attention replacement, spec §1.3), [`ChannelMix`] (FFN,
+//! The RWKV-6 layers: [`TimeMix`] (attention replacement, docs/model.md §1.3), [`ChannelMix`] (FFN,
 //! §1.5) and [`Block`].
 //!
 //! # Shapes
@@ -18,7 +18,7 @@ use crate::dense::{RwkvBackend, linear};
 use crate::RwkvError;
 use crate::state::LayerState;
 
-/// `[shift, x_0, …, x_{T-2}] - x`: the token-shift difference δ of spec §1.3 for `x` `[B, T, C]`
+/// `[shift, x_0, …, x_{T-2}] - x`: the token-shift difference δ of docs/model.md §1.2 for `x` `[B, T, C]`
 /// and the previous row `shift` `[B, C]`.
 fn shift_delta<B: Backend>(x: &Tensor<B, 3>, shift: Tensor<B, 2>) -> Tensor<B, 3> {
     let [b, t, c] = x.dims();

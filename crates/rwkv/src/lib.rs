@@ -1,7 +1,7 @@
 //! # visualrwkv-rwkv: the RWKV-6 (x060, "Finch") language model on burn
 //!
 //! Generic over any backend implementing [`visualrwkv_wkv::Wkv6Backend`] (ndarray, autodiff,
-//! wgpu, cuda, tch). Follows spec §1: `emb` → `ln0` on every input row → blocks (time mix with
+//! wgpu, cuda, tch). Follows docs/model.md §1: `emb` → `ln0` on every input row → blocks (time mix with
 //! ddlerp token shift, data-dependent decay, WKV6, GroupNorm `ln_x`, SiLU gate; channel mix with
 //! squared ReLU) → `ln_out` → `head`.
 //!

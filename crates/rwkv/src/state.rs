@@ -3,7 +3,7 @@
 //! # Shapes
 //!
 //! Per layer: `att_shift` `[B, C]` (the ln1 output of the last processed row), `wkv`
-//! `[B, H, N, N]` (`[batch, head, key, value]`, as in spec §1.4), `ffn_shift` `[B, C]` (the ln2
+//! `[B, H, N, N]` (`[batch, head, key, value]`, as in docs/model.md §1.4), `ffn_shift` `[B, C]` (the ln2
 //! output of the last processed row).
 
 use std::collections::HashMap;

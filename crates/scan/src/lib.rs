@@ -1,9 +1,9 @@
 //! # visualrwkv-scan: the order in which each layer reads the image
 //!
 //! VisualRWKV runs every block causally over `[prefix | image span | suffix]`, but lets each
-//! layer read the image span in its own order (spec §3.6–§3.7): before block `l` the rows of the
+//! layer read the image span in its own order (docs/model.md §4): before block `l` the rows of the
 //! span are permuted, after it the permutation is undone. Text rows never move, so a state cached
-//! after the prompt stays exact for generation (spec §4.3).
+//! after the prompt stays exact for generation (docs/model.md §5).
 //!
 //! A [`Scan`] returns, for layer `l` of `L` and an [`ImageLayout`] (an `h × w` grid of patch rows
 //! in row-major order, then `extra` non-grid rows such as CLIP's class token), a permutation of

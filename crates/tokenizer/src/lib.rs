@@ -1,6 +1,6 @@
 //! # visualrwkv-tokenizer: the RWKV "World" tokenizer
 //!
-//! The tokenizer of RWKV-6 World models and of VisualRWKV (spec §5): a vocabulary of 65529 byte
+//! The tokenizer of RWKV-6 World models and of VisualRWKV (docs/model.md §7): a vocabulary of 65529 byte
 //! strings (ids `1..=65529`; id 0 is end-of-text / padding and has no bytes), and encoding by
 //! **greedy longest match over the UTF-8 bytes** of the input — not BPE. Ids `1..=256` are the
 //! single bytes, so every input is encodable.

@@ -1,5 +1,5 @@
 //! The World tokenizer against the official `rwkv` package's outputs (`tokenizer_cases.jsonl`)
-//! and the spec's worked ids; round trips, errors and streaming.
+//! and worked ids from the official tokenizer; round trips, errors and streaming.
 
 use std::collections::HashSet;
 use std::sync::OnceLock;

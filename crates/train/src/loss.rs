@@ -1,4 +1,4 @@
-//! The training loss (spec §3.5): next-token cross-entropy with ignore index −100, reduced per
+//! The training loss (docs/model.md §6): next-token cross-entropy with ignore index −100, reduced per
 //! sample (sum over the sample's valid labels ÷ their count, at least 1), then averaged over the
 //! batch; and L2Wrap, which leaves the loss value unchanged and adds `max_logit · factor` to the
 //! gradient of each position's largest logit.

@@ -1,6 +1,6 @@
-//! The learning-rate schedule of the reference trainer (spec §3.8): linear warmup, then cosine
+//! The learning-rate schedule of the reference trainer (docs/model.md §6): linear warmup, then cosine
 //! from `lr_init` to `lr_final`. The same rate goes to every parameter group (the reference sets
-//! it only for the groups without weight decay — spec §7.2 bug 9 — which this does not copy).
+//! it only for the groups without weight decay — docs/model.md §8 — which this does not copy).
 
 /// Warmup + cosine decay.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -1,7 +1,7 @@
 //! # visualrwkv-vision: the vision side of VisualRWKV
 //!
-//! Turns an image into the sequence of vectors VisualRWKV splices into RWKV-6's input (spec
-//! §3.1): preprocessing → a frozen ViT tower → grid pooling. Generic over `B: Backend`.
+//! Turns an image into the sequence of vectors VisualRWKV splices into RWKV-6's input (docs/model.md
+//! §2): preprocessing → a frozen ViT tower → grid pooling. Generic over `B: Backend`.
 //!
 //! - [`preprocess`]: decoding (PNG, JPEG, WebP, BMP; any colour type), Pillow-exact bicubic
 //!   resize, centre crop, rescale, normalise ([`ImageProcessor`] presets for CLIP, SigLIP and

@@ -1,4 +1,4 @@
-//! Grid pooling of patch features (spec §3.1, VisualRWKV's `grid_pooling`).
+//! Grid pooling of patch features (docs/model.md §2, VisualRWKV's `grid_pooling`).
 //!
 //! # Shapes
 //!

@@ -12,7 +12,7 @@
 //! * **Image-state cache** — the model state after `[prefix | image]` is kept per (image,
 //!   prefix tokens): questions whose text before the image is the same (the `first` layout:
 //!   `"User: "` + image) continue from it and only run their suffix. Exact: the suffix comes
-//!   after the whole image span in every layer's scan order (spec §4.3), so its rows see the same
+//!   after the whole image span in every layer's scan order (docs/model.md §5), so its rows see the same
 //!   states as in one full prefill.
 //!
 //! Both hold the `capacity` most recently used entries.

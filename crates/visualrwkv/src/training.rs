@@ -1,4 +1,4 @@
-//! Training VisualRWKV: the two-stage recipe of the paper (spec §3.8) on any autodiff backend
+//! Training VisualRWKV: the two-stage recipe of the paper (docs/model.md §6) on any autodiff backend
 //! (`Autodiff<NdArray>` on the CPU, `Autodiff<Wgpu>`, `Autodiff<Cuda>`), on one device or
 //! data-parallel over several ([`crate::parallel`], feature `collective`).
 //!

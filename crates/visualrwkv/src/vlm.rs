@@ -1,6 +1,6 @@
 //! The VisualRWKV model: vision tower → grid pooling → projector → `[prefix | image | suffix]`
 //! → `ln0` → blocks, each wrapped by the scan's permutation of the image span → `ln_out` →
-//! head (spec §3.1–§3.7), with exact state-cached generation (§4.3).
+//! head (docs/model.md §2–§4), with exact state-cached generation (§5).
 //!
 //! # Shapes
 //!
@@ -393,7 +393,7 @@ impl<B: RwkvBackend> VisualRwkv<B> {
             .collect())
     }
 
-    /// Runs the prompt of one sample layer by layer (scheme (a) of spec §4.3): the last row's
+    /// Runs the prompt of one sample layer by layer (docs/model.md §5): the last row's
     /// logits and the per-layer states to continue from.
     pub fn prefill(&self, sample: &Sample<B>, scan: &dyn Scan) -> Result<(Vec<f32>, State<B>), VlmError> {
         let (x, state) = self.prefill_rows(sample, scan)?;
@@ -417,7 +417,7 @@ impl<B: RwkvBackend> VisualRwkv<B> {
     }
 
     /// Generates an answer after the prompt with the cached state: one prefill, then one
-    /// single-step pass per token (O(1) per token, exact: spec §4.3).
+    /// single-step pass per token (O(1) per token, exact: docs/model.md §5).
     pub fn generate(
         &self,
         sample: &Sample<B>,

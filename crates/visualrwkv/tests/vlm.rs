@@ -182,7 +182,7 @@ fn uni_scan_is_the_plain_rwkv_forward_and_bi_reverses_odd_layers() {
     let plain = m.rwkv.forward_embeddings(rows.clone().unsqueeze_dim(0), None).unwrap().logits.reshape([t, 65536]);
     let uni = m.forward(std::slice::from_ref(&s), &UniDirectional).unwrap().remove(0);
     assert!(max_diff(&host(plain), &host(uni)) <= 1e-5);
-    // Bi by hand (spec §3.6): in layer 1 reverse the 16 patch rows (CLS stays), run, reverse back.
+    // Bi by hand (docs/model.md §4): in layer 1 reverse the 16 patch rows (CLS stays), run, reverse back.
     let x = m.rwkv.input_norm(rows.unsqueeze_dim(0));
     let state = m.rwkv.zero_state(1);
     let (x, _) = m.rwkv.forward_layer(0, x, state.layers[0].clone()).unwrap();

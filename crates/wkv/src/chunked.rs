@@ -3,7 +3,7 @@
 //!
 //! The sequence is cut into chunks of `L` steps. With the log-decay `g = -exp(w_raw)`, its
 //! inclusive in-chunk prefix sum `G_t = sum_{s<=t} g_s` and the exclusive one `E_t = G_t - g_t`
-//! (spec §2.4), a chunk starting from state `S0` gives
+//! (docs/model.md §1.4), a chunk starting from state `S0` gives
 //!
 //! ```text
 //! y_t    = (r_t ⊙ exp(E_t)) S0                                  (inter-chunk)

@@ -1,7 +1,7 @@
 //! # visualrwkv-wkv: the WKV6 recurrence of RWKV-6 ("Finch")
 //!
 //! WKV6 is the data-dependent linear recurrence at the heart of RWKV-6 and VisualRWKV
-//! (spec §1.4). This crate holds:
+//! (docs/model.md §1.4). This crate holds:
 //!
 //! - [`reference`]: the plain recurrence over slices (f32 and f64) and its exact backward pass,
 //!   written from the math. It is the oracle of every fast path.

@@ -1,6 +1,6 @@
 //! The plain WKV6 recurrence over slices: the oracle every fast path is tested against.
 //!
-//! This is the recurrence of spec §1.4, written as directly as possible, in the fixture layout.
+//! This is the recurrence of docs/model.md §1.4, written as directly as possible, in the fixture layout.
 //! It is generic over the float type ([`f32`] and [`f64`]), so the same code gives the f32
 //! reference and the f64 oracle used for finite differences.
 //!
