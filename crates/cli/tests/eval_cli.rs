@@ -14,16 +14,7 @@ use std::sync::OnceLock;
 use common::{bin, tmp};
 use serde_json::{Value, json};
 
-fn ok(cmd: &mut Command) -> (String, String) {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
+use common::ok_output as ok;
 
 fn fails(cmd: &mut Command, needle: &str) {
     let out = cmd.output().unwrap();

@@ -12,14 +12,7 @@ use std::process::{Command, Stdio};
 use common::{bin, tmp};
 
 fn ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::ok_output(cmd).0
 }
 
 fn example_data(name: &str) -> PathBuf {

@@ -15,6 +15,19 @@ pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_visualrwkv"))
 }
 
+/// Runs `cmd`, which must succeed (else the test fails with its output); returns its stdout and
+/// stderr.
+pub fn ok_output(cmd: &mut Command) -> (String, String) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 /// Runs the binary with `args`.
 pub fn run(args: &[&str]) -> Output {
     bin().args(args).output().unwrap()
