@@ -5,7 +5,7 @@
 
 use burn::backend::NdArray;
 use burn::tensor::{Distribution, Tensor};
-use visualrwkv::{GenerateOptions, Sample, VisionOptions, VisualRwkv};
+use visualrwkv::{Engine, GenerateOptions, Sample, VisionOptions, VisualRwkv};
 use visualrwkv_examples::{Snake, Spiral};
 use visualrwkv_projector::{ProjectorConfig, ProjectorKind};
 use visualrwkv_prompt::{Conversation, Sandwich, build};
@@ -54,7 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     println!("\nA {}-row sandwich prompt through a random 4-layer model:", sample.len());
     for scan in scans {
-        let generation = model.generate(&sample, scan, tokenizer, &greedy, |_| {})?;
+        let generation = model.generate(&sample, scan, tokenizer, &greedy, Engine::Model, |_| {})?;
         // Cached generation is exact for any scan: compare the last step with a full recompute.
         let (mut logits, mut state) = model.prefill(&sample, scan)?;
         for &t in &generation.tokens[..generation.tokens.len() - 1] {

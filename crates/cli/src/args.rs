@@ -65,22 +65,8 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
-    /// The generation options, with the fused decoder of `--decoder` built from `model` when it
-    /// runs on the CPU.
-    pub fn options_for<B: RwkvBackend>(&self, model: &Rwkv<B>, device: &DeviceSpec) -> Res<GenerateOptions> {
-        let dtype = match (self.decoder, device.is_cpu()) {
-            (DecoderKind::Auto, true) | (DecoderKind::F32, true) => Some(WeightDtype::F32),
-            (DecoderKind::Bf16, true) => Some(WeightDtype::Bf16),
-            (DecoderKind::F16, true) => Some(WeightDtype::F16),
-            (DecoderKind::Auto | DecoderKind::Burn, _) => None,
-            (other, false) => {
-                return Err(format!(
-                    "--decoder {} is the fused CPU decoder; on --device {device} use --decoder burn (the default there)",
-                    other.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default()
-                )
-                .into());
-            }
-        };
+    /// The generation options of these flags.
+    pub fn options(&self) -> Res<GenerateOptions> {
         Ok(GenerateOptions {
             sampling: SamplingOptions {
                 temperature: self.temperature,
@@ -93,12 +79,27 @@ impl SamplingArgs {
             },
             max_tokens: self.max_tokens,
             stop_tokens: parse_ids(&self.stop)?,
-            fused: match dtype {
-                Some(d) => Some(std::sync::Arc::new(Decoder::new(model, d)?)),
-                None => None,
-            },
             ..Default::default()
         })
+    }
+
+    /// The fused decoder of `--decoder`, built from `model` when it runs on the CPU (`None`: the
+    /// model's tensor ops generate; see [`visualrwkv::Engine`]).
+    pub fn decoder_for<B: RwkvBackend>(&self, model: &Rwkv<B>, device: &DeviceSpec) -> Res<Option<Decoder>> {
+        let dtype = match (self.decoder, device.is_cpu()) {
+            (DecoderKind::Auto, true) | (DecoderKind::F32, true) => WeightDtype::F32,
+            (DecoderKind::Bf16, true) => WeightDtype::Bf16,
+            (DecoderKind::F16, true) => WeightDtype::F16,
+            (DecoderKind::Auto | DecoderKind::Burn, _) => return Ok(None),
+            (other, false) => {
+                return Err(format!(
+                    "--decoder {} is the fused CPU decoder; on --device {device} use --decoder burn (the default there)",
+                    other.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default()
+                )
+                .into());
+            }
+        };
+        Ok(Some(Decoder::new(model, dtype)?))
     }
 }
 
@@ -153,29 +154,70 @@ pub fn pick_tokenizer(name: &str, vocab: usize) -> Res<&'static Tokenizer> {
     })
 }
 
-/// Prompt layouts by comma-separated name.
-pub fn named_prompts(names: &str) -> Res<Vec<(String, Box<dyn visualrwkv_prompt::PromptStrategy>)>> {
-    names
-        .split(',')
-        .map(|n| {
-            let n = n.trim();
-            let p = visualrwkv_prompt::by_name(n)
-                .ok_or_else(|| format!("unknown prompt `{n}` (first, last, sandwich, sandwich-repeat)"))?;
-            Ok((n.to_string(), p))
-        })
-        .collect()
+/// The name clap shows for a value of a `ValueEnum`.
+pub fn value_name(v: &impl ValueEnum) -> String {
+    v.to_possible_value().map(|p| p.get_name().to_string()).unwrap_or_default()
 }
 
-/// Scans by comma-separated name.
-pub fn named_scans(names: &str) -> Res<Vec<(String, Box<dyn Scan>)>> {
-    names
-        .split(',')
-        .map(|n| {
-            let n = n.trim();
-            let s = visualrwkv_scan::by_name(n).ok_or_else(|| format!("unknown scan `{n}` (uni, bi, multi)"))?;
-            Ok((n.to_string(), s))
-        })
-        .collect()
+/// A built-in image scan (`--scan`; a library user passes any `Scan`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScanArg {
+    /// Every layer reads the image row by row.
+    #[value(alias = "unidirectional")]
+    Uni,
+    /// Every second layer reads it reversed (VisualRWKV v6.0).
+    #[value(alias = "bidirectional")]
+    Bi,
+    /// Rows, reversed rows, columns, reversed columns in turn.
+    #[value(alias = "multidirectional")]
+    Multi,
+}
+
+impl ScanArg {
+    /// The scan.
+    pub fn scan(self) -> Box<dyn Scan> {
+        match self {
+            ScanArg::Uni => Box::new(visualrwkv_scan::UniDirectional),
+            ScanArg::Bi => Box::new(visualrwkv_scan::BiDirectional),
+            ScanArg::Multi => Box::new(visualrwkv_scan::MultiDirectional),
+        }
+    }
+}
+
+/// A built-in prompt layout (`--prompt`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PromptArg {
+    /// The image before the conversation (the official `image_position` first).
+    First,
+    /// The image after it (last).
+    Last,
+    /// The image between the instruction and the question (middle; VisualRWKV v6.0).
+    #[value(alias = "middle")]
+    Sandwich,
+    /// The sandwich with the instruction repeated after the image (VisualRWKV v5).
+    SandwichRepeat,
+}
+
+impl PromptArg {
+    /// The layout.
+    pub fn strategy(self) -> Box<dyn visualrwkv_prompt::PromptStrategy> {
+        match self {
+            PromptArg::First => Box::new(visualrwkv_prompt::ImageFirst),
+            PromptArg::Last => Box::new(visualrwkv_prompt::ImageLast),
+            PromptArg::Sandwich => Box::new(visualrwkv_prompt::Sandwich),
+            PromptArg::SandwichRepeat => Box::new(visualrwkv_prompt::SandwichRepeat),
+        }
+    }
+}
+
+/// Named prompt layouts, for reports.
+pub fn named_prompts(prompts: &[PromptArg]) -> Vec<(String, Box<dyn visualrwkv_prompt::PromptStrategy>)> {
+    prompts.iter().map(|p| (value_name(p), p.strategy())).collect()
+}
+
+/// Named scans, for reports.
+pub fn named_scans(scans: &[ScanArg]) -> Vec<(String, Box<dyn Scan>)> {
+    scans.iter().map(|s| (value_name(s), s.scan())).collect()
 }
 
 /// A vision tower for the benchmarks (random weights).

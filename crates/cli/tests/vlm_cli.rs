@@ -147,8 +147,14 @@ fn bad_vlm_inputs_are_messages() {
         out.as_str(),
     ];
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (with(&common, &["--image", &image, "--question", "x", "--scan", "spiral"]), "unknown --scan"),
-        (with(&common, &["--image", &image, "--question", "x", "--prompt", "middle-out"]), "unknown --prompt"),
+        (
+            with(&common, &["--image", &image, "--question", "x", "--scan", "spiral"]),
+            "invalid value 'spiral' for '--scan",
+        ),
+        (
+            with(&common, &["--image", &image, "--question", "x", "--prompt", "middle-out"]),
+            "invalid value 'middle-out' for '--prompt",
+        ),
         (with(&common, &["--image", &image, "--question", "  "]), "question is empty"),
         (with(&common, &["--image", &image, "--question", "x", "--max-context", "10"]), "--max-context"),
         (with(&common, &["--image", &image, "--question", "x", "--tokenizer", "world"]), "outside the vocabulary"),

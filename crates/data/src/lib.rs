@@ -78,9 +78,17 @@ pub enum DataError {
         /// What went wrong.
         why: String,
     },
-    /// A setting is unusable.
-    #[error("{0}")]
-    Input(String),
+    /// A loader order entry beyond the samples.
+    #[error("loader order holds index {index} of {samples} samples")]
+    OrderIndex {
+        /// The entry.
+        index: usize,
+        /// The number of samples.
+        samples: usize,
+    },
+    /// The loader's worker threads ended before the order did.
+    #[error("the loader's workers stopped")]
+    WorkersStopped,
 }
 
 /// One sample of a LLaVA-format dataset.

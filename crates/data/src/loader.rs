@@ -104,7 +104,7 @@ impl Loader {
     /// Starts the workers over `order` (each entry an index into `samples`).
     pub fn spawn(samples: Arc<Vec<Tokenized>>, order: Vec<usize>, options: LoaderOptions) -> Result<Self, DataError> {
         if let Some(&bad) = order.iter().find(|&&i| i >= samples.len()) {
-            return Err(DataError::Input(format!("loader order holds index {bad} of {} samples", samples.len())));
+            return Err(DataError::OrderIndex { index: bad, samples: samples.len() });
         }
         let workers = options.workers.max(1);
         let window = options.window.max(workers);
@@ -178,7 +178,7 @@ impl Iterator for Loader {
                 Ok((position, item)) => {
                     self.pending.insert(position, item);
                 }
-                Err(_) => return Some(Err(DataError::Input("the loader's workers stopped".into()))),
+                Err(_) => return Some(Err(DataError::WorkersStopped)),
             }
         };
         self.next_out += 1;

@@ -272,7 +272,7 @@ fn join_pope(path: &Path, answers: Vec<AnswerRow>, options: &JoinOptions) -> Res
             .collect();
         f.sort();
         if f.is_empty() {
-            return Err(EvalError::Input(format!("{}: no coco_pope_*.json files", path.display())));
+            return Err(EvalError::NoPopeFiles(path.to_path_buf()));
         }
         f
     } else {

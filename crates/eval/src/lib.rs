@@ -84,9 +84,31 @@ pub enum EvalError {
         /// Counts and the first unmatched ids.
         why: String,
     },
-    /// A setting or value is unusable.
-    #[error("{0}")]
-    Input(String),
+    /// A question file whose type the extension does not tell.
+    #[error("{0}: unknown question file type (.jsonl, .json or .tsv)")]
+    QuestionFileType(PathBuf),
+    /// A metric name that is not one of [`crate::Metric::NAMES`].
+    #[error("unknown metric `{0}` (one of {names})", names = crate::Metric::NAMES.join(", "))]
+    UnknownMetric(String),
+    /// An item (0-based) whose fields the metric cannot use.
+    #[error("item {index}: {why}")]
+    Item {
+        /// The item.
+        index: usize,
+        /// What the metric needs or found.
+        why: String,
+    },
+    /// A POPE annotation folder without `coco_pope_*.json` files.
+    #[error("{0}: no coco_pope_*.json files")]
+    NoPopeFiles(PathBuf),
+    /// A chunk index not below the chunk count.
+    #[error("--chunk-index {index} is not below --chunks {chunks}")]
+    ChunkIndex {
+        /// The index.
+        index: usize,
+        /// The number of chunks.
+        chunks: usize,
+    },
 }
 
 /// A JSON object as read from a line, and its 1-based line number.

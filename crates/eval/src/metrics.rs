@@ -49,7 +49,7 @@ impl Metric {
             "scienceqa" | "sqa" => Metric::ScienceQa,
             "mme" => Metric::Mme,
             other => {
-                return Err(EvalError::Input(format!("unknown metric `{other}` (one of {})", Self::NAMES.join(", "))));
+                return Err(EvalError::UnknownMetric(other.to_string()));
             }
         })
     }
@@ -202,7 +202,7 @@ fn ratio(a: usize, b: usize) -> f64 {
 /// Scores every item and summarises them as the official script does (see the module docs).
 /// Errors name the item (0-based) whose fields the metric cannot use.
 pub fn score(metric: Metric, items: &[Item]) -> Result<(Vec<Scored>, Value), EvalError> {
-    let bad = |i: usize, why: &str| EvalError::Input(format!("item {i}: {why}"));
+    let bad = |index: usize, why: &str| EvalError::Item { index, why: why.to_string() };
     let mut scored = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let s = match metric {

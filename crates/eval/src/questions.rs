@@ -48,15 +48,11 @@ impl ImageRef {
     }
 
     /// The decoded bytes of an inline image.
-    pub fn inline_bytes(&self) -> Option<Result<Vec<u8>, String>> {
+    pub fn inline_bytes(&self) -> Option<Result<Vec<u8>, base64::DecodeError>> {
         use base64::Engine;
         match self {
             ImageRef::File(_) => None,
-            ImageRef::Inline(b64) => Some(
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64.trim().as_bytes())
-                    .map_err(|e| format!("the base64 image does not decode: {e}")),
-            ),
+            ImageRef::Inline(b64) => Some(base64::engine::general_purpose::STANDARD.decode(b64.trim().as_bytes())),
         }
     }
 }
@@ -109,10 +105,7 @@ pub fn read_questions(path: impl AsRef<Path>, format: QuestionFormat) -> Result<
             Some("json") => QuestionFormat::Json,
             Some("tsv") => QuestionFormat::Mmbench,
             _ => {
-                return Err(EvalError::Input(format!(
-                    "{}: unknown question file type (.jsonl, .json or .tsv)",
-                    path.display()
-                )));
+                return Err(EvalError::QuestionFileType(path.to_path_buf()));
             }
         },
         f => f,
@@ -291,7 +284,7 @@ fn check_duplicates(questions: &[Question], path: &Path) -> Result<(), EvalError
 /// empty), so the chunks in order concatenate to the whole file.
 pub fn chunk_range(n: usize, chunks: usize, index: usize) -> Result<Range<usize>, EvalError> {
     if chunks == 0 || index >= chunks {
-        return Err(EvalError::Input(format!("--chunk-index {index} is not below --chunks {chunks}")));
+        return Err(EvalError::ChunkIndex { index, chunks });
     }
     let size = n.div_ceil(chunks);
     let start = (index * size).min(n);

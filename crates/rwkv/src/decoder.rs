@@ -39,21 +39,22 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
-use visualrwkv_wkv::cpu::exp_f32;
-
 use crate::dense::RwkvBackend;
 use crate::layers::Block;
 use crate::state::{LayerState, State};
+use crate::weights::host_f32;
 use crate::{Rwkv, RwkvConfig, RwkvError};
 
 mod matrix;
+mod mix;
 mod prefill;
 mod step;
 
 use matrix::Matrix;
+use mix::{ChannelMixWeights, DdLerpWeights, DecayWeights, LN_EPS};
 
-/// Epsilon of RWKV's layer norms (`ln0`, `ln1`, `ln2`, `ln_out`).
-const LN_EPS: f32 = 1e-5;
+/// A token id, as the tokenizer produces it and every generation API takes it.
+pub type TokenId = u32;
 
 /// Storage type of the decoder's large matrices (projections and head, and the embedding).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,14 +132,9 @@ impl Norm {
 struct Layer {
     ln1: Norm,
     ln2: Norm,
-    maa_x: Vec<f32>,
-    /// `time_maa_{w,k,v,r,g}`.
-    maa: [Vec<f32>; 5],
-    maa_w1: Matrix,
-    maa_w2: [Matrix; 5],
-    decay: Vec<f32>,
-    decay_w1: Matrix,
-    decay_w2: Matrix,
+    ddlerp: DdLerpWeights,
+    decay: DecayWeights,
+    /// `time_faaaa` `[H·N]`.
     bonus: Vec<f32>,
     receptance: Matrix,
     key: Matrix,
@@ -146,11 +142,7 @@ struct Layer {
     gate: Matrix,
     output: Matrix,
     ln_x: Norm,
-    ffn_maa_k: Vec<f32>,
-    ffn_maa_r: Vec<f32>,
-    ffn_key: Matrix,
-    ffn_receptance: Matrix,
-    ffn_value: Matrix,
+    ffn: ChannelMixWeights,
 }
 
 /// The per-layer state of one sequence on the host.
@@ -171,11 +163,8 @@ pub struct HostState {
     pub layers: Vec<HostLayerState>,
 }
 
-fn host<B: Backend, const D: usize>(t: Tensor<B, D>, what: &str) -> Result<Vec<f32>, RwkvError> {
-    t.into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .map_err(|e| RwkvError::Input(format!("{what}: cannot read the tensor: {e:?}")))
+fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    host_f32(t)
 }
 
 impl HostState {
@@ -190,22 +179,21 @@ impl HostState {
     pub fn from_state<B: Backend>(state: &State<B>, row: usize) -> Result<Self, RwkvError> {
         let b = state.batch_size();
         if row >= b {
-            return Err(RwkvError::Input(format!("state row {row} out of range for a state of {b} rows")));
+            return Err(RwkvError::BatchRows { rows: row..row + 1, batch: b });
         }
         let layers = state
             .layers
             .iter()
-            .enumerate()
-            .map(|(l, s)| {
+            .map(|s| {
                 let [_, c] = s.att_shift.dims();
                 let [_, h, n, _] = s.wkv.dims();
-                Ok(HostLayerState {
-                    att_shift: host(s.att_shift.clone().slice([row..row + 1, 0..c]), &format!("state.{l}.att_shift"))?,
-                    wkv: host(s.wkv.clone().slice([row..row + 1, 0..h, 0..n, 0..n]), &format!("state.{l}.wkv"))?,
-                    ffn_shift: host(s.ffn_shift.clone().slice([row..row + 1, 0..c]), &format!("state.{l}.ffn_shift"))?,
-                })
+                HostLayerState {
+                    att_shift: host(s.att_shift.clone().slice([row..row + 1, 0..c])),
+                    wkv: host(s.wkv.clone().slice([row..row + 1, 0..h, 0..n, 0..n])),
+                    ffn_shift: host(s.ffn_shift.clone().slice([row..row + 1, 0..c])),
+                }
             })
-            .collect::<Result<_, RwkvError>>()?;
+            .collect();
         Ok(Self { layers })
     }
 
@@ -272,9 +260,16 @@ pub struct Decoder {
     threads: Option<usize>,
 }
 
-fn linear_matrix<B: Backend>(l: &burn::nn::Linear<B>, dtype: WeightDtype, what: &str) -> Result<Matrix, RwkvError> {
+/// A burn `Linear` (`[in, out]`) as an output-major matrix in `dtype`.
+fn linear_matrix<B: Backend>(l: &burn::nn::Linear<B>, dtype: WeightDtype) -> Matrix {
     let [inp, out] = l.weight.dims();
-    Ok(Matrix::from_in_out(&host(l.weight.val(), what)?, inp, out, dtype))
+    Matrix::from_in_out(&host(l.weight.val()), inp, out, dtype)
+}
+
+/// A LoRA factor `[in, out]` as an f32 matrix.
+fn lora_matrix<B: Backend>(w: Tensor<B, 2>) -> Matrix {
+    let [inp, out] = w.dims();
+    Matrix::from_in_out(&host(w), inp, out, WeightDtype::F32)
 }
 
 /// A norm's values from an optional weight and bias (`None`: ones and zeros of length `len`).
@@ -282,69 +277,54 @@ fn norm_params<B: Backend>(
     gamma: Option<&burn::module::Param<Tensor<B, 1>>>,
     beta: Option<&burn::module::Param<Tensor<B, 1>>>,
     len: usize,
-    what: &str,
-) -> Result<Norm, RwkvError> {
-    let read = |p: Option<&burn::module::Param<Tensor<B, 1>>>, fill: f32| match p {
-        Some(p) => host(p.val(), what),
-        None => Ok(vec![fill; len]),
-    };
-    Ok(Norm { gamma: read(gamma, 1.0)?, beta: read(beta, 0.0)? })
+) -> Norm {
+    let read =
+        |p: Option<&burn::module::Param<Tensor<B, 1>>>, fill: f32| p.map_or_else(|| vec![fill; len], |p| host(p.val()));
+    Norm { gamma: read(gamma, 1.0), beta: read(beta, 0.0) }
 }
 
-fn layer_norm<B: Backend>(l: &burn::nn::LayerNorm<B>, what: &str) -> Result<Norm, RwkvError> {
-    norm_params(Some(&l.gamma), l.beta.as_ref(), l.gamma.dims()[0], what)
+fn layer_norm<B: Backend>(l: &burn::nn::LayerNorm<B>) -> Norm {
+    norm_params(Some(&l.gamma), l.beta.as_ref(), l.gamma.dims()[0])
 }
 
-fn load_layer<B: RwkvBackend>(b: &Block<B>, l: usize, dtype: WeightDtype) -> Result<Layer, RwkvError> {
-    let a = &b.att;
-    let name = |s: &str| format!("blocks.{l}.{s}");
-    let (c, d_mix) = (a.maa_x.dims()[0], a.maa_w2.dims()[1]);
-    let maa = host(a.maa.val(), &name("att.time_maa"))?;
-    let maa_w2 = host(a.maa_w2.val(), &name("att.time_maa_w2"))?;
-    let small = |t: Tensor<B, 2>, s: &str| -> Result<Matrix, RwkvError> {
-        let [i, o] = t.dims();
-        Ok(Matrix::from_in_out(&host(t, &name(s))?, i, o, WeightDtype::F32))
-    };
-    let ln_x = norm_params(a.ln_x.gamma.as_ref(), a.ln_x.beta.as_ref(), a.decay.dims()[0], &name("att.ln_x"))?;
-    Ok(Layer {
-        ln1: layer_norm(&b.ln1, &name("ln1"))?,
-        ln2: layer_norm(&b.ln2, &name("ln2"))?,
-        maa_x: host(a.maa_x.val(), &name("att.time_maa_x"))?,
-        maa: std::array::from_fn(|j| maa[j * c..(j + 1) * c].to_vec()),
-        maa_w1: small(a.maa_w1.val(), "att.time_maa_w1")?,
-        maa_w2: std::array::from_fn(|j| {
-            Matrix::from_in_out(&maa_w2[j * d_mix * c..(j + 1) * d_mix * c], d_mix, c, WeightDtype::F32)
-        }),
-        decay: host(a.decay.val(), &name("att.time_decay"))?,
-        decay_w1: small(a.decay_w1.val(), "att.time_decay_w1")?,
-        decay_w2: small(a.decay_w2.val(), "att.time_decay_w2")?,
-        bonus: host(a.bonus.val(), &name("att.time_faaaa"))?,
-        receptance: linear_matrix(&a.receptance, dtype, &name("att.receptance.weight"))?,
-        key: linear_matrix(&a.key, dtype, &name("att.key.weight"))?,
-        value: linear_matrix(&a.value, dtype, &name("att.value.weight"))?,
-        gate: linear_matrix(&a.gate, dtype, &name("att.gate.weight"))?,
-        output: linear_matrix(&a.output, dtype, &name("att.output.weight"))?,
-        ln_x,
-        ffn_maa_k: host(b.ffn.maa_k.val(), &name("ffn.time_maa_k"))?,
-        ffn_maa_r: host(b.ffn.maa_r.val(), &name("ffn.time_maa_r"))?,
-        ffn_key: linear_matrix(&b.ffn.key, dtype, &name("ffn.key.weight"))?,
-        ffn_receptance: linear_matrix(&b.ffn.receptance, dtype, &name("ffn.receptance.weight"))?,
-        ffn_value: linear_matrix(&b.ffn.value, dtype, &name("ffn.value.weight"))?,
-    })
-}
-
-/// The logistic function through the branch-free `exp` of the WKV kernel (vectorises in loops;
-/// absolute error below 1e-7).
-#[inline(always)]
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + exp_f32(-x))
-}
-
-/// `tanh(x) = 1 - 2 / (e^{2x} + 1)` through the same `exp` (absolute error below 1e-7; saturates
-/// to ±1).
-#[inline(always)]
-fn tanh(x: f32) -> f32 {
-    1.0 - 2.0 / (exp_f32(2.0 * x) + 1.0)
+/// The decoder's copy of one block: the large projections in `dtype`, the rest f32.
+fn load_layer<B: RwkvBackend>(b: &Block<B>, dtype: WeightDtype) -> Layer {
+    let (a, f) = (&b.att, &b.ffn);
+    let c = a.ddlerp.maa_x.dims()[0];
+    let [_, d_mix, _] = a.ddlerp.w2.dims();
+    let maa = host(a.ddlerp.maa.val());
+    let w2 = host(a.ddlerp.w2.val());
+    Layer {
+        ln1: layer_norm(&b.ln1),
+        ln2: layer_norm(&b.ln2),
+        ddlerp: DdLerpWeights {
+            maa_x: host(a.ddlerp.maa_x.val()),
+            maa: std::array::from_fn(|j| maa[j * c..(j + 1) * c].to_vec()),
+            w1: lora_matrix(a.ddlerp.w1.val()),
+            w2: std::array::from_fn(|j| {
+                Matrix::from_in_out(&w2[j * d_mix * c..(j + 1) * d_mix * c], d_mix, c, WeightDtype::F32)
+            }),
+        },
+        decay: DecayWeights {
+            base: host(a.decay.base.val()),
+            w1: lora_matrix(a.decay.w1.val()),
+            w2: lora_matrix(a.decay.w2.val()),
+        },
+        bonus: host(a.bonus.val()),
+        receptance: linear_matrix(&a.receptance, dtype),
+        key: linear_matrix(&a.key, dtype),
+        value: linear_matrix(&a.value, dtype),
+        gate: linear_matrix(&a.gate, dtype),
+        output: linear_matrix(&a.output, dtype),
+        ln_x: norm_params(a.ln_x.gamma.as_ref(), a.ln_x.beta.as_ref(), a.decay.base.dims()[0]),
+        ffn: ChannelMixWeights {
+            maa_k: host(f.maa_k.val()),
+            maa_r: host(f.maa_r.val()),
+            key: linear_matrix(&f.key, dtype),
+            receptance: linear_matrix(&f.receptance, dtype),
+            value: linear_matrix(&f.value, dtype),
+        },
+    }
 }
 
 impl Decoder {
@@ -354,17 +334,15 @@ impl Decoder {
         let config = model.config();
         let (v, c) = (config.vocab_size, config.n_embd);
         // The embedding is used row by row: "output-major" with in = C, out = V.
-        let emb = Matrix::from_out_in(host(model.emb.weight.val(), "emb.weight")?, c, v, dtype);
-        let layers =
-            model.blocks.iter().enumerate().map(|(l, b)| load_layer(b, l, dtype)).collect::<Result<Vec<_>, _>>()?;
+        let emb = Matrix::from_out_in(host(model.emb.weight.val()), c, v, dtype);
         Ok(Self {
             config,
             dtype,
             emb,
-            ln0: layer_norm(&model.ln0, "blocks.0.ln0")?,
-            layers,
-            ln_out: layer_norm(&model.ln_out, "ln_out")?,
-            head: linear_matrix(&model.head, dtype, "head.weight")?,
+            ln0: layer_norm(&model.ln0),
+            layers: model.blocks.iter().map(|b| load_layer(b, dtype)).collect(),
+            ln_out: layer_norm(&model.ln_out),
+            head: linear_matrix(&model.head, dtype),
             threads: None,
         })
     }
@@ -392,16 +370,14 @@ impl Decoder {
     pub fn bytes_per_token(&self) -> usize {
         let vec = |v: &Vec<f32>| 4 * v.len();
         let layer = |l: &Layer| {
-            [&l.maa_w1, &l.decay_w1, &l.decay_w2, &l.receptance, &l.key, &l.value, &l.gate, &l.output]
-                .iter()
-                .map(|m| m.bytes())
+            let (d, f) = (&l.ddlerp, &l.ffn);
+            [&d.w1, &l.decay.w1, &l.decay.w2, &l.receptance, &l.key, &l.value, &l.gate, &l.output]
+                .into_iter()
+                .chain(&d.w2)
+                .chain([&f.key, &f.receptance, &f.value])
+                .map(Matrix::bytes)
                 .sum::<usize>()
-                + l.maa_w2.iter().map(Matrix::bytes).sum::<usize>()
-                + [&l.ffn_key, &l.ffn_receptance, &l.ffn_value].iter().map(|m| m.bytes()).sum::<usize>()
-                + l.maa.iter().map(vec).sum::<usize>()
-                + vec(&l.maa_x)
-                + vec(&l.decay)
-                + vec(&l.bonus)
+                + d.maa.iter().chain([&d.maa_x, &l.decay.base, &l.bonus]).map(vec).sum::<usize>()
         };
         self.head.bytes() + self.layers.iter().map(layer).sum::<usize>() + self.config.n_embd * self.dtype.bytes()
     }
@@ -412,15 +388,15 @@ impl Decoder {
     }
 
     /// One step on token `token`: updates `state` and returns the logits `[V]`.
-    pub fn step(&self, token: u32, state: &mut HostState) -> Result<Vec<f32>, RwkvError> {
+    pub fn step(&self, token: TokenId, state: &mut HostState) -> Result<Vec<f32>, RwkvError> {
         self.step_embedding(&self.embed(&[token])?, state)
     }
 
     /// The embedding rows `[T, C]` of `tokens`; errors on an id outside the vocabulary.
-    fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>, RwkvError> {
-        let (v, c) = (self.config.vocab_size, self.config.n_embd);
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= v) {
-            return Err(RwkvError::Input(format!("token id {bad} is outside the vocabulary 0..{v}")));
+    fn embed(&self, tokens: &[TokenId]) -> Result<Vec<f32>, RwkvError> {
+        let (vocab, c) = (self.config.vocab_size, self.config.n_embd);
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(RwkvError::TokenOutOfVocabulary { id: id.into(), vocab });
         }
         let mut x = vec![0f32; tokens.len() * c];
         for (row, &t) in x.chunks_mut(c).zip(tokens) {
@@ -436,12 +412,13 @@ impl Decoder {
             return Err(RwkvError::Shape { what: "embedding row".into(), expected: vec![c], found: vec![x.len()] });
         }
         state.check(&self.config)?;
-        Ok(self.step_team(&self.ln0.apply(x), &mut state.layers))
+        self.step_team(x, &mut state.layers)
     }
 
     /// Steps through `tokens` from `state`; the logits after the last one.
-    pub fn run(&self, tokens: &[u32], state: &mut HostState) -> Result<Vec<f32>, RwkvError> {
-        let (last, rest) = tokens.split_last().ok_or_else(|| RwkvError::Input("no tokens to decode".into()))?;
+    pub fn run(&self, tokens: &[TokenId], state: &mut HostState) -> Result<Vec<f32>, RwkvError> {
+        let (last, rest) =
+            tokens.split_last().ok_or(RwkvError::EmptyInput { what: "the tokens to decode", shape: vec![0] })?;
         for &t in rest {
             self.step(t, state)?;
         }

@@ -11,7 +11,10 @@
 //! - [`Decoder`]: the fused CPU decoder (one token at a time over host buffers, weights in f32,
 //!   bf16 or f16) for fast generation.
 //! - [`checkpoint`]: official x060 safetensors checkpoints (F32/F16/BF16) with strict key checks,
-//!   and saving under the same names.
+//!   and saving under the same names; [`weights`]: the one table of official keys ↔ module
+//!   parameters they use.
+//! - [`layers`]: [`layers::DdLerp`], [`layers::DecayLora`], [`layers::TimeMix`],
+//!   [`layers::ChannelMix`], [`layers::Block`], each with its config.
 //!
 //! # Shapes
 //!
@@ -27,13 +30,15 @@ pub mod layers;
 mod model;
 pub mod sampling;
 mod state;
+pub mod weights;
 
 pub use checkpoint::{TensorMap, load, load_safetensors};
 pub use config::RwkvConfig;
-pub use decoder::{Decoder, HostState, WeightDtype};
+pub use decoder::{Decoder, HostState, TokenId, WeightDtype};
 pub use dense::RwkvBackend;
-pub use error::{KeyProblem, RwkvError};
-pub use model::{LN_X_EPS, Rwkv, RwkvOutput};
-pub use sampling::{Sampler, SamplingOptions};
+pub use error::{ConfigError, KeyProblem, RwkvError};
+pub use layers::LN_X_EPS;
+pub use model::{Rwkv, RwkvOutput, materialize};
+pub use sampling::{Sampler, SamplingError, SamplingOptions};
 pub use state::{LayerState, State};
 pub use visualrwkv_checkpoint::CheckpointError;

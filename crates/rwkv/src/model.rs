@@ -6,16 +6,13 @@
 //! [`crate::state`].
 
 use crate::dense::{RwkvBackend, linear};
-use burn::module::{Module, Param};
-use burn::nn::{Embedding, EmbeddingConfig, GroupNormConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::{Distribution, Int, Tensor, backend::Backend};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::{Int, Tensor, backend::Backend};
 
-use crate::layers::{Block, ChannelMix, TimeMix};
-use crate::state::State;
+use crate::layers::{Block, BlockConfig, BlockOutput, ChannelMixConfig, TimeMixConfig};
+use crate::state::{LayerState, State};
 use crate::{RwkvConfig, RwkvError};
-
-/// Epsilon of `ln_x` (`1e-5 · head_size_divisor²`, divisor 8).
-pub const LN_X_EPS: f64 = 64e-5;
 
 /// The RWKV-6 (x060) model.
 #[derive(Module, Debug)]
@@ -42,46 +39,49 @@ pub struct RwkvOutput<B: Backend> {
 }
 
 impl RwkvConfig {
-    /// A randomly initialised model of this configuration (for tests and training from scratch).
-    /// Token-shift and decay parameters follow the official trainer's ranges; weights are uniform.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> Rwkv<B> {
-        let (c, a, f, v) = (self.n_embd, self.dim_att(), self.dim_ffn, self.vocab_size);
-        let uni = |lo: f64, hi: f64| Distribution::Uniform(lo, hi);
-        let p1 = |n: usize, d| Param::from_tensor(Tensor::<B, 1>::random([n], d, device));
-        let p2 = |s: [usize; 2], d| Param::from_tensor(Tensor::<B, 2>::random(s, d, device));
-        let linear = |i: usize, o: usize| LinearConfig::new(i, o).with_bias(false).init(device);
-        let ln = || LayerNormConfig::new(c).init(device);
-        let blocks = (0..self.n_layer)
-            .map(|l| {
-                let depth = l as f64 / self.n_layer.max(1) as f64;
-                let att = TimeMix {
-                    maa_x: p1(c, uni(0.0, 1.0)),
-                    maa: p2([5, c], uni(0.0, 1.0)),
-                    maa_w1: p2([c, 5 * self.d_mix], uni(-0.1, 0.1)),
-                    maa_w2: Param::from_tensor(Tensor::random([5, self.d_mix, c], uni(-0.1, 0.1), device)),
-                    decay: p1(a, uni(-6.0, -1.0 + depth)),
-                    decay_w1: p2([c, self.d_decay], uni(-0.1, 0.1)),
-                    decay_w2: p2([self.d_decay, a], uni(-0.1, 0.1)),
-                    bonus: p2([self.n_head, self.head_size], uni(-0.5, 0.5)),
-                    receptance: linear(c, a),
-                    key: linear(c, a),
-                    value: linear(c, a),
-                    gate: linear(c, a),
-                    output: linear(a, c),
-                    ln_x: GroupNormConfig::new(self.n_head, a).with_epsilon(LN_X_EPS).init(device),
-                };
-                let ffn = ChannelMix {
-                    maa_k: p1(c, uni(0.0, 1.0)),
-                    maa_r: p1(c, uni(0.0, 1.0)),
-                    key: linear(c, f),
-                    receptance: linear(c, c),
-                    value: linear(f, c),
-                };
-                Block { ln1: ln(), ln2: ln(), att, ffn }
-            })
-            .collect();
-        Rwkv { emb: EmbeddingConfig::new(v, c).init(device), ln0: ln(), blocks, ln_out: ln(), head: linear(c, v) }
+    /// The configuration of block `layer` (its depth `layer / n_layer` sets the initial decays).
+    pub fn block(&self, layer: usize) -> BlockConfig {
+        let depth = layer as f64 / self.n_layer.max(1) as f64;
+        BlockConfig::new(
+            TimeMixConfig::new(self.n_embd, self.n_head, self.head_size, self.d_mix, self.d_decay).with_depth(depth),
+            ChannelMixConfig::new(self.n_embd, self.dim_ffn),
+        )
     }
+
+    /// A model of this configuration with random weights in the official trainer's ranges
+    /// (uniform token-shift mixes, decays, LoRAs; burn's default for the projections), drawn in
+    /// parameter order from the backend's seed.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Rwkv<B> {
+        let model = self.init_lazy(device);
+        materialize(&model);
+        model
+    }
+
+    /// A model whose parameters are drawn only when first read: the skeleton that
+    /// [`crate::weights`] loads a checkpoint into without drawing anything.
+    pub(crate) fn init_lazy<B: Backend>(&self, device: &B::Device) -> Rwkv<B> {
+        let ln = || LayerNormConfig::new(self.n_embd).init(device);
+        Rwkv {
+            emb: EmbeddingConfig::new(self.vocab_size, self.n_embd).init(device),
+            ln0: ln(),
+            blocks: (0..self.n_layer).map(|l| self.block(l).init(device)).collect(),
+            ln_out: ln(),
+            head: LinearConfig::new(self.n_embd, self.vocab_size).with_bias(false).init(device),
+        }
+    }
+}
+
+/// Reads every float parameter of `module` once, in module order, so that lazily initialised
+/// values are drawn in a fixed order: the same model for the same seed whatever is read first
+/// later, and clones that share their values.
+pub fn materialize<B: Backend, M: Module<B>>(module: &M) {
+    struct Touch;
+    impl<B: Backend> ModuleVisitor<B> for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let _ = param.val();
+        }
+    }
+    module.visit(&mut Touch);
 }
 
 impl<B: RwkvBackend> Rwkv<B> {
@@ -97,8 +97,8 @@ impl<B: RwkvBackend> Rwkv<B> {
             head_size: n,
             dim_ffn: self.blocks[0].ffn.key.weight.dims()[1],
             vocab_size: v,
-            d_mix: b0.maa_w2.dims()[1],
-            d_decay: b0.decay_w1.dims()[1],
+            d_mix: b0.ddlerp.w2.dims()[1],
+            d_decay: b0.decay.w1.dims()[1],
         }
     }
 
@@ -110,11 +110,10 @@ impl<B: RwkvBackend> Rwkv<B> {
     /// Raw embedding rows `[B, T, C]` of `tokens` `[B, T]` (before `ln0`). Errors on ids outside
     /// the vocabulary.
     pub fn embed(&self, tokens: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>, RwkvError> {
-        let v = self.emb.weight.dims()[0] as i64;
+        let vocab = self.emb.weight.dims()[0];
         let data = tokens.to_data();
-        let ids = data.iter::<i64>();
-        if let Some(bad) = ids.into_iter().find(|&id| id < 0 || id >= v) {
-            return Err(RwkvError::Input(format!("token id {bad} is outside the vocabulary 0..{v}")));
+        if let Some(id) = data.iter::<i64>().find(|&id| id < 0 || id >= vocab as i64) {
+            return Err(RwkvError::TokenOutOfVocabulary { id, vocab });
         }
         Ok(self.emb.forward(tokens))
     }
@@ -130,12 +129,10 @@ impl<B: RwkvBackend> Rwkv<B> {
         &self,
         layer: usize,
         x: Tensor<B, 3>,
-        state: crate::LayerState<B>,
-    ) -> Result<(Tensor<B, 3>, crate::LayerState<B>), RwkvError> {
-        let block = self
-            .blocks
-            .get(layer)
-            .ok_or_else(|| RwkvError::Input(format!("layer {layer} out of range (model has {})", self.blocks.len())))?;
+        state: LayerState<B>,
+    ) -> Result<BlockOutput<B>, RwkvError> {
+        let layers = self.blocks.len();
+        let block = self.blocks.get(layer).ok_or(RwkvError::LayerOutOfRange { layer, layers })?;
         block.forward(x, state)
     }
 
@@ -148,7 +145,7 @@ impl<B: RwkvBackend> Rwkv<B> {
         let [b, t, c] = x.dims();
         let cfg = self.config();
         if t == 0 || b == 0 {
-            return Err(RwkvError::Input(format!("empty input: [B, T] = [{b}, {t}]")));
+            return Err(RwkvError::EmptyInput { what: "input rows", shape: vec![b, t, c] });
         }
         if c != cfg.n_embd {
             return Err(RwkvError::Shape {
@@ -176,9 +173,9 @@ impl<B: RwkvBackend> Rwkv<B> {
         let mut state = self.check_rows(&x, state)?;
         let mut x = self.input_norm(x);
         for (l, block) in self.blocks.iter().enumerate() {
-            let (y, s) = block.forward(x, state.layers[l].clone())?;
-            x = y;
-            state.layers[l] = s;
+            let out = block.forward(x, state.layers[l].clone())?;
+            x = out.x;
+            state.layers[l] = out.state;
         }
         Ok((x, state))
     }

@@ -46,17 +46,31 @@ impl Default for SamplingOptions {
     }
 }
 
+/// A sampling option out of its range.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum SamplingError {
+    /// `temperature` negative or not finite.
+    #[error("temperature must be >= 0, got {0}")]
+    Temperature(f32),
+    /// `top_p` outside (0, 1].
+    #[error("top_p must be in (0, 1], got {0}")]
+    TopP(f32),
+    /// `penalty_decay` outside [0, 1].
+    #[error("penalty_decay must be in [0, 1], got {0}")]
+    PenaltyDecay(f32),
+}
+
 impl SamplingOptions {
     /// Checks the ranges of the options.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SamplingError> {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return Err(format!("temperature must be >= 0, got {}", self.temperature));
+            return Err(SamplingError::Temperature(self.temperature));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(format!("top_p must be in (0, 1], got {}", self.top_p));
+            return Err(SamplingError::TopP(self.top_p));
         }
         if !(self.penalty_decay >= 0.0 && self.penalty_decay <= 1.0) {
-            return Err(format!("penalty_decay must be in [0, 1], got {}", self.penalty_decay));
+            return Err(SamplingError::PenaltyDecay(self.penalty_decay));
         }
         Ok(())
     }

@@ -55,7 +55,7 @@ impl<B: Backend> State<B> {
     pub fn batch_rows(&self, rows: std::ops::Range<usize>) -> Result<Self, RwkvError> {
         let b = self.batch_size();
         if rows.start >= rows.end || rows.end > b {
-            return Err(RwkvError::Input(format!("batch rows {rows:?} out of range for a state of {b} rows")));
+            return Err(RwkvError::BatchRows { rows, batch: b });
         }
         let layers = self
             .layers
@@ -76,8 +76,16 @@ impl<B: Backend> State<B> {
     /// Concatenates states along the batch axis.
     pub fn cat(states: Vec<Self>) -> Result<Self, RwkvError> {
         let n_layer = states.first().map_or(0, |s| s.layers.len());
-        if states.is_empty() || states.iter().any(|s| s.layers.len() != n_layer) {
-            return Err(RwkvError::Input("cannot concatenate states with different layer counts".into()));
+        if states.is_empty() {
+            return Err(RwkvError::EmptyInput { what: "the states to concatenate", shape: vec![0] });
+        }
+        if states.iter().any(|s| s.layers.len() != n_layer) {
+            let found = states.iter().find(|s| s.layers.len() != n_layer).map_or(0, |s| s.layers.len());
+            return Err(RwkvError::Shape {
+                what: "state layers of `State::cat`".into(),
+                expected: vec![n_layer],
+                found: vec![found],
+            });
         }
         let layers = (0..n_layer)
             .map(|l| LayerState {
@@ -145,9 +153,11 @@ impl<B: Backend> State<B> {
             let (b3, ffn) = get(format!("state.{l}.ffn_shift"), vec![c])?;
             let b = *batch.get_or_insert(b1);
             if b1 != b || b2 != b || b3 != b {
-                return Err(RwkvError::Input(format!(
-                    "{origin}: state tensors of layer {l} disagree on the batch size"
-                )));
+                return Err(RwkvError::Shape {
+                    what: format!("{origin}: batch sizes of state.{l}.{{att_shift, wkv, ffn_shift}}"),
+                    expected: vec![b, b, b],
+                    found: vec![b1, b2, b3],
+                });
             }
             layers.push(LayerState {
                 att_shift: Tensor::from_data(TensorData::new(att, [b, c]), device),

@@ -125,9 +125,9 @@ fn per_layer_hidden_states_match_the_f64_reference() {
     assert!(d <= TOL, "hidden 0 (ln0 of emb): {d:e}");
     let mut state = model.zero_state(1);
     for l in 0..2 {
-        let (y, s) = model.forward_layer(l, x, state.layers[l].clone()).unwrap();
-        state.layers[l] = s;
-        x = y;
+        let out = model.forward_layer(l, x, state.layers[l].clone()).unwrap();
+        state.layers[l] = out.state;
+        x = out.x;
         let d = max_diff(&vals(x.clone()), &g[&format!("hidden_ref64.{}", l + 1)].1);
         assert!(d <= TOL, "hidden {} (after block {l}): {d:e}", l + 1);
     }

@@ -18,10 +18,33 @@ pub const IGNORE_INDEX: i64 = -100;
 /// Errors of the loss.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum LossError {
-    /// Logits and labels disagree in length, a label is out of the vocabulary, or the batch is
-    /// empty.
-    #[error("loss: {0}")]
-    Input(String),
+    /// A sample's labels and logit rows differ in number.
+    #[error("loss: {labels} labels for {rows} logit rows")]
+    Rows {
+        /// Labels.
+        labels: usize,
+        /// Logit rows.
+        rows: usize,
+    },
+    /// A label outside the vocabulary.
+    #[error("loss: label {label} outside the vocabulary of {vocab}")]
+    Label {
+        /// The label.
+        label: i64,
+        /// The vocabulary size.
+        vocab: usize,
+    },
+    /// A batch whose logits and labels differ in count, or an empty one.
+    #[error("loss: {logits} logit tensors for {labels} label rows")]
+    Batch {
+        /// Logit tensors.
+        logits: usize,
+        /// Label rows.
+        labels: usize,
+    },
+    /// A sample without logit rows (L2Wrap).
+    #[error("L2Wrap: sample {0} has no logit rows")]
+    EmptySample(usize),
 }
 
 /// Cross-entropy of one sample: the mean over valid targets of `−log softmax(logits[p])[label[p+1]]`
@@ -29,12 +52,12 @@ pub enum LossError {
 pub fn sample_loss<B: Backend>(logits: Tensor<B, 2>, labels: &[i64]) -> Result<Tensor<B, 1>, LossError> {
     let [t, v] = logits.dims();
     if labels.len() != t {
-        return Err(LossError::Input(format!("{} labels for {t} logit rows", labels.len())));
+        return Err(LossError::Rows { labels: labels.len(), rows: t });
     }
     let targets: Vec<(usize, i64)> =
         labels.iter().skip(1).enumerate().filter(|(_, l)| **l != IGNORE_INDEX).map(|(p, &l)| (p, l)).collect();
     if let Some((_, l)) = targets.iter().find(|(_, l)| *l < 0 || *l as usize >= v) {
-        return Err(LossError::Input(format!("label {l} outside the vocabulary of {v}")));
+        return Err(LossError::Label { label: *l, vocab: v });
     }
     let device = logits.device();
     if targets.is_empty() {
@@ -52,7 +75,7 @@ pub fn sample_loss<B: Backend>(logits: Tensor<B, 2>, labels: &[i64]) -> Result<T
 /// The batch loss: the mean of [`sample_loss`] over the samples.
 pub fn batch_loss<B: Backend>(logits: &[Tensor<B, 2>], labels: &[Vec<i64>]) -> Result<Tensor<B, 1>, LossError> {
     if logits.is_empty() || logits.len() != labels.len() {
-        return Err(LossError::Input(format!("{} logit tensors for {} label rows", logits.len(), labels.len())));
+        return Err(LossError::Batch { logits: logits.len(), labels: labels.len() });
     }
     let losses = logits.iter().zip(labels).map(|(x, l)| sample_loss(x.clone(), l)).collect::<Result<Vec<_>, _>>()?;
     Ok(Tensor::cat(losses, 0).mean())
@@ -63,10 +86,10 @@ pub fn batch_loss<B: Backend>(logits: &[Tensor<B, 2>], labels: &[Vec<i64>]) -> R
 /// Add it to the loss before `backward`. Errors on an empty batch or a sample without rows.
 pub fn l2wrap<B: Backend>(logits: &[Tensor<B, 2>], factor: f64) -> Result<Tensor<B, 1>, LossError> {
     if logits.is_empty() {
-        return Err(LossError::Input("L2Wrap of an empty batch".into()));
+        return Err(LossError::Batch { logits: 0, labels: 0 });
     }
     if let Some(i) = logits.iter().position(|x| x.dims()[0] == 0 || x.dims()[1] == 0) {
-        return Err(LossError::Input(format!("L2Wrap: sample {i} has no logit rows")));
+        return Err(LossError::EmptySample(i));
     }
     let terms: Vec<Tensor<B, 1>> = logits
         .iter()

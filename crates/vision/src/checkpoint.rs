@@ -72,7 +72,7 @@ impl VisionConfig {
     ) -> Result<VisionTower<B>, VisionError> {
         let cfg = match config {
             Some(c) => {
-                c.validate().map_err(|why| VisionError::Config { origin: "configuration".into(), why })?;
+                c.validate("configuration")?;
                 c
             }
             None => Self::infer(map)?,

@@ -75,10 +75,14 @@ pub struct VisionConfig {
     pub use_head: bool,
 }
 
-fn get_usize(v: &Value, key: &str, default: usize) -> Result<usize, String> {
+/// The non-negative integer `key` of `v` (`default` when absent).
+fn get_usize(v: &Value, key: &str, default: usize, origin: &str) -> Result<usize, VisionError> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(default),
-        Some(x) => x.as_u64().map(|x| x as usize).ok_or_else(|| format!("`{key}` is not a non-negative integer")),
+        Some(x) => x.as_u64().map(|x| x as usize).ok_or_else(|| VisionError::Config {
+            origin: origin.to_string(),
+            why: format!("`{key}` is not a non-negative integer"),
+        }),
     }
 }
 
@@ -111,8 +115,14 @@ impl VisionConfig {
         self.hidden_size / self.num_attention_heads.max(1)
     }
 
-    /// Checks the sizes are consistent (non-zero, D divisible by the heads, image ≥ patch).
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the sizes are consistent (non-zero, D divisible by the heads, image ≥ patch); the
+    /// error names `origin` (the file or "configuration").
+    pub fn validate(&self, origin: &str) -> Result<(), VisionError> {
+        self.problem().map_or(Ok(()), |why| Err(VisionError::Config { origin: origin.to_string(), why }))
+    }
+
+    /// What [`VisionConfig::validate`] finds wrong, if anything.
+    fn problem(&self) -> Option<String> {
         let fields = [
             ("image_size", self.image_size),
             ("patch_size", self.patch_size),
@@ -122,21 +132,21 @@ impl VisionConfig {
             ("num_channels", self.num_channels),
         ];
         if let Some((name, _)) = fields.iter().find(|(_, v)| *v == 0) {
-            return Err(format!("`{name}` must be positive"));
+            return Some(format!("`{name}` must be positive"));
         }
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
-            return Err(format!(
+            return Some(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
             ));
         }
         if self.image_size < self.patch_size {
-            return Err(format!("image_size {} is smaller than patch_size {}", self.image_size, self.patch_size));
+            return Some(format!("image_size {} is smaller than patch_size {}", self.image_size, self.patch_size));
         }
         if self.layer_norm_eps.is_nan() || self.layer_norm_eps <= 0.0 {
-            return Err("`layer_norm_eps` must be positive".into());
+            return Some("`layer_norm_eps` must be positive".into());
         }
-        Ok(())
+        None
     }
 
     /// Parses a Hugging Face `config.json`: a vision config (`model_type` `clip_vision_model` /
@@ -170,18 +180,18 @@ impl VisionConfig {
         let use_head = kind == TowerKind::Siglip && v.get("vision_use_head").and_then(Value::as_bool).unwrap_or(true);
         let config = Self {
             kind,
-            image_size: get_usize(v, "image_size", 224).map_err(err)?,
-            patch_size: get_usize(v, "patch_size", d_patch).map_err(err)?,
-            hidden_size: get_usize(v, "hidden_size", 768).map_err(err)?,
-            intermediate_size: get_usize(v, "intermediate_size", 3072).map_err(err)?,
-            num_hidden_layers: get_usize(v, "num_hidden_layers", 12).map_err(err)?,
-            num_attention_heads: get_usize(v, "num_attention_heads", 12).map_err(err)?,
-            num_channels: get_usize(v, "num_channels", 3).map_err(err)?,
+            image_size: get_usize(v, "image_size", 224, origin)?,
+            patch_size: get_usize(v, "patch_size", d_patch, origin)?,
+            hidden_size: get_usize(v, "hidden_size", 768, origin)?,
+            intermediate_size: get_usize(v, "intermediate_size", 3072, origin)?,
+            num_hidden_layers: get_usize(v, "num_hidden_layers", 12, origin)?,
+            num_attention_heads: get_usize(v, "num_attention_heads", 12, origin)?,
+            num_channels: get_usize(v, "num_channels", 3, origin)?,
             layer_norm_eps: eps,
             hidden_act,
             use_head,
         };
-        config.validate().map_err(err)?;
+        config.validate(origin)?;
         Ok(config)
     }
 
@@ -277,7 +287,7 @@ impl VisionConfig {
                 .with_hidden_act(Activation::GeluTanh)
                 .with_use_head(map.shape("head.probe").is_some());
         }
-        config.validate().map_err(err)?;
+        config.validate(&map.origin)?;
         Ok(config)
     }
 

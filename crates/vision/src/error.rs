@@ -45,7 +45,49 @@ pub enum VisionError {
         /// The shape found.
         found: Vec<usize>,
     },
-    /// An argument is unusable (layer index out of range, empty batch, ...).
-    #[error("{0}")]
-    Input(String),
+    /// A `grid_size` that is not −1, 0, 1 or ≥ 2.
+    #[error("grid size {0} is not -1, 0, 1 or ≥ 2")]
+    GridSize(i64),
+    /// CLS-only pooling of a tower without a class token.
+    #[error("grid size 0 (CLS only) needs a tower with a class token")]
+    NoClassToken,
+    /// A pooling grid larger than the patch grid.
+    #[error("grid size {grid} exceeds the {height}x{width} patch grid")]
+    GridTooLarge {
+        /// The pooling grid.
+        grid: usize,
+        /// Patch rows.
+        height: usize,
+        /// Patch columns.
+        width: usize,
+    },
+    /// A resize to zero pixels.
+    #[error("resize to {height}x{width} is empty")]
+    EmptyResize {
+        /// Target height.
+        height: u32,
+        /// Target width.
+        width: u32,
+    },
+    /// An image batch with no images.
+    #[error("empty image batch")]
+    EmptyBatch,
+    /// Images of one batch that preprocess to different sizes.
+    #[error("image {index} preprocesses to {found:?}, image 0 to {expected:?}: use a crop or an exact resize to batch")]
+    BatchSizes {
+        /// The image that differs.
+        index: usize,
+        /// Image 0's `(height, width)`.
+        expected: (usize, usize),
+        /// This image's.
+        found: (usize, usize),
+    },
+    /// A hidden layer the tower does not have.
+    #[error("hidden layer {layer} out of range for a tower with {layers} layers (valid: -{layers}-1 ..= {layers})")]
+    Layer {
+        /// The layer asked for (Python-style index).
+        layer: i64,
+        /// The tower's layer count.
+        layers: usize,
+    },
 }

@@ -36,7 +36,7 @@ impl GridPooling {
             0 => Ok(Self::ClsOnly),
             1 => Ok(Self::Mean),
             g if g >= 2 => Ok(Self::Grid(g as usize)),
-            g => Err(VisionError::Input(format!("grid size {g} is not -1, 0, 1 or ≥ 2"))),
+            g => Err(VisionError::GridSize(g)),
         }
     }
 
@@ -48,10 +48,10 @@ impl GridPooling {
             Self::All => Ok(gh * gw + cls),
             Self::PatchesOnly => Ok(gh * gw),
             Self::ClsOnly if has_cls => Ok(1),
-            Self::ClsOnly => Err(VisionError::Input("grid size 0 (CLS only) needs a tower with a class token".into())),
+            Self::ClsOnly => Err(VisionError::NoClassToken),
             Self::Mean => Ok(1 + cls),
             Self::Grid(g) if g > gh || g > gw || g == 0 => {
-                Err(VisionError::Input(format!("grid size {g} exceeds the {gh}x{gw} patch grid")))
+                Err(VisionError::GridTooLarge { grid: g, height: gh, width: gw })
             }
             // avg_pool2d with kernel = stride = ⌊side/g⌋ and no padding keeps ⌊side/stride⌋.
             Self::Grid(g) => Ok((gh / (gh / g)) * (gw / (gw / g)) + cls),
@@ -118,14 +118,13 @@ pub fn grid_pool<B: Backend>(
         GridPooling::All => with_cls(patches, gh, gw),
         GridPooling::PatchesOnly => PooledFeatures { features: patches, grid_h: gh, grid_w: gw, extra: 0 },
         GridPooling::ClsOnly => {
-            let c = cls
-                .ok_or_else(|| VisionError::Input("grid size 0 (CLS only) needs a tower with a class token".into()))?;
+            let c = cls.ok_or(VisionError::NoClassToken)?;
             PooledFeatures { features: c, grid_h: 0, grid_w: 0, extra: 1 }
         }
         GridPooling::Mean => with_cls(patches.mean_dim(1), 1, 1),
         GridPooling::Grid(g) => {
             if g > gh || g > gw {
-                return Err(VisionError::Input(format!("grid size {g} exceeds the {gh}x{gw} patch grid")));
+                return Err(VisionError::GridTooLarge { grid: g, height: gh, width: gw });
             }
             let (sh, sw) = (gh / g, gw / g);
             let grid = patches.reshape([b, gh, gw, d]).permute([0, 3, 1, 2]);

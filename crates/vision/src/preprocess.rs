@@ -189,7 +189,7 @@ impl ImageProcessor {
         }
         let (oh, ow) = self.resized_size((h, w));
         if oh == 0 || ow == 0 {
-            return Err(VisionError::Input(format!("resize to {oh}x{ow} is empty")));
+            return Err(VisionError::EmptyResize { height: oh, width: ow });
         }
         let resized = pil_bicubic_resize(&rgb, ow, oh);
         Ok(match self.crop {
@@ -223,17 +223,14 @@ impl ImageProcessor {
     /// same size (always true with a crop or an exact resize).
     pub fn batch<B: Backend>(&self, images: &[DynamicImage], device: &B::Device) -> Result<Tensor<B, 4>, VisionError> {
         if images.is_empty() {
-            return Err(VisionError::Input("empty image batch".into()));
+            return Err(VisionError::EmptyBatch);
         }
         let mut values = Vec::new();
         let mut size = None;
         for (i, image) in images.iter().enumerate() {
             let (v, hw) = self.preprocess(image)?;
             if *size.get_or_insert(hw) != hw {
-                return Err(VisionError::Input(format!(
-                    "image {i} preprocesses to {hw:?}, image 0 to {:?}: use a crop or an exact resize to batch",
-                    size.unwrap_or(hw)
-                )));
+                return Err(VisionError::BatchSizes { index: i, expected: size.unwrap_or(hw), found: hw });
             }
             values.extend(v);
         }

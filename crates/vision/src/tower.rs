@@ -357,7 +357,7 @@ impl<B: Backend> VisionTower<B> {
     /// `layers + 1` entries; no `last_hidden_state`, no pooling).
     pub fn forward_layers(&self, pixels: Tensor<B, 4>, layers: usize) -> Result<VisionOutput<B>, VisionError> {
         if layers > self.layers.len() {
-            return Err(VisionError::Input(format!("the tower has {} layers, asked for {layers}", self.layers.len())));
+            return Err(VisionError::Layer { layer: layers as i64, layers: self.layers.len() });
         }
         let (mut x, grid) = self.embed(pixels)?;
         let mut hidden_states = Vec::with_capacity(layers + 1);
@@ -377,10 +377,7 @@ impl<B: Backend> VisionTower<B> {
         let n = self.layers.len() as i64;
         let index = if layer < 0 { n + 1 + layer } else { layer };
         if !(0..=n).contains(&index) {
-            return Err(VisionError::Input(format!(
-                "hidden layer {layer} out of range for a tower with {n} layers (valid: {} ..= {n})",
-                -(n + 1)
-            )));
+            return Err(VisionError::Layer { layer, layers: n as usize });
         }
         let mut out = self.forward_layers(pixels, index as usize)?;
         Ok((out.hidden_states.pop().expect("at least the embeddings"), out.grid))

@@ -60,8 +60,11 @@ fn grid_pooling_values() {
     let no_cls = feats.clone().slice([0..1, 1..17, 0..1]);
     let pooled = grid_pool(no_cls.clone(), (4, 4), false, GridPooling::Grid(2)).unwrap();
     assert_eq!((host(pooled.features), pooled.extra), (vec![2.5, 4.5, 10.5, 12.5], 0));
-    assert!(matches!(grid_pool(no_cls.clone(), (4, 4), false, GridPooling::ClsOnly), Err(VisionError::Input(_))));
-    assert!(matches!(grid_pool(no_cls.clone(), (4, 4), false, GridPooling::Grid(5)), Err(VisionError::Input(_))));
+    assert!(matches!(grid_pool(no_cls.clone(), (4, 4), false, GridPooling::ClsOnly), Err(VisionError::NoClassToken)));
+    assert!(matches!(
+        grid_pool(no_cls.clone(), (4, 4), false, GridPooling::Grid(5)),
+        Err(VisionError::GridTooLarge { grid: 5, .. })
+    ));
     assert!(matches!(grid_pool(no_cls, (3, 5), false, GridPooling::All), Err(VisionError::Shape { .. })));
     assert!(GridPooling::from_grid_size(-2).is_err());
 }
@@ -110,8 +113,8 @@ fn hidden_layer_selection_and_bad_inputs() {
     for layer in [-3, -2, -1, 0, 1, 2] {
         assert_eq!(tower.features(px.clone(), layer).unwrap().0.dims(), [1, 17, 64], "layer {layer}");
     }
-    assert!(matches!(tower.features(px.clone(), 3), Err(VisionError::Input(_))));
-    assert!(matches!(tower.features(px, -4), Err(VisionError::Input(_))));
+    assert!(matches!(tower.features(px.clone(), 3), Err(VisionError::Layer { layer: 3, .. })));
+    assert!(matches!(tower.features(px, -4), Err(VisionError::Layer { layer: -4, .. })));
     let e = tower.forward(Tensor::zeros([1, 1, 32, 32], &dev)).unwrap_err();
     assert!(matches!(&e, VisionError::Shape { found, .. } if found == &vec![1, 1, 32, 32]), "{e}");
     assert!(matches!(tower.forward(Tensor::zeros([1, 3, 7, 32], &dev)), Err(VisionError::Shape { .. })));

@@ -134,7 +134,7 @@ fn batches_stack_images_and_reject_empty_batches() {
     assert_eq!(batch.dims(), [2, 3, 8, 8]);
     let v = batch.into_data().into_vec::<f32>().unwrap();
     assert!(v[..192].iter().all(|x| *x == -1.0) && v[192..].iter().all(|x| *x == 1.0));
-    assert!(matches!(proc.batch::<burn::backend::NdArray>(&[], &Default::default()), Err(VisionError::Input(_))));
+    assert!(matches!(proc.batch::<burn::backend::NdArray>(&[], &Default::default()), Err(VisionError::EmptyBatch)));
 }
 
 #[test]

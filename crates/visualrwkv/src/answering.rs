@@ -30,7 +30,7 @@ use visualrwkv_scan::Scan;
 use visualrwkv_tokenizer::Tokenizer;
 use visualrwkv_vision::ImageProcessor;
 
-use crate::generate::{GenerateOptions, decode};
+use crate::generate::{Engine, GenerateOptions, decode};
 use crate::vlm::{ImageRows, Sample, VisualRwkv, VlmError};
 
 /// The picture a question's image loader returns.
@@ -111,6 +111,7 @@ pub struct Answerer<'a, B: RwkvBackend> {
     strategy: &'a dyn PromptStrategy,
     tokenizer: &'a Tokenizer,
     options: GenerateOptions,
+    engine: Engine<'a>,
     processor: ImageProcessor,
     images: Recent<String, ImageRows<B>>,
     states: Recent<(String, Vec<i64>), State<B>>,
@@ -119,13 +120,16 @@ pub struct Answerer<'a, B: RwkvBackend> {
 }
 
 impl<'a, B: RwkvBackend> Answerer<'a, B> {
-    /// An answerer keeping the `capacity` most recent images and image states.
+    /// An answerer generating on `engine`, keeping the `capacity` most recent images and image
+    /// states.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         model: &'a VisualRwkv<B>,
         scan: &'a dyn Scan,
         strategy: &'a dyn PromptStrategy,
         tokenizer: &'a Tokenizer,
         options: GenerateOptions,
+        engine: Engine<'a>,
         capacity: usize,
     ) -> Self {
         let processor = ImageProcessor::for_tower(&model.vision.config);
@@ -135,6 +139,7 @@ impl<'a, B: RwkvBackend> Answerer<'a, B> {
             strategy,
             tokenizer,
             options,
+            engine,
             processor,
             images: Recent::new(capacity),
             states: Recent::new(capacity),
@@ -217,7 +222,7 @@ impl<'a, B: RwkvBackend> Answerer<'a, B> {
             debug_assert!(!prompt.tokens.contains(&IMAGE_TOKEN));
             self.model.prefill(&Sample { tokens: prompt.tokens.clone(), image: None }, self.scan)?
         };
-        let generation = decode(&self.model.rwkv, self.tokenizer, logits, state, &self.options, |_| {})?;
+        let generation = decode(&self.model.rwkv, self.tokenizer, logits, state, &self.options, self.engine, |_| {})?;
         let n = generation.scores.len().max(1) as f64;
         let avg_logit = generation.scores.iter().map(|s| f64::from(s.logit)).sum::<f64>() / n;
         let avg_prob = (generation.scores.iter().map(|s| f64::from(s.prob).ln()).sum::<f64>() / n).exp();

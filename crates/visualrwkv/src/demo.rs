@@ -151,8 +151,8 @@ where
     B: AutodiffBackend + RwkvBackend,
     B::InnerBackend: RwkvBackend,
 {
-    let device = devices.first().ok_or_else(|| TrainError::Input("no device to train on".into()))?;
-    let splits = generate(&settings.data).map_err(|e| TrainError::Input(e.to_string()))?;
+    let device = devices.first().ok_or(TrainError::NoDevice)?;
+    let splits = generate(&settings.data)?;
     let baseline = majority_baseline(&splits.train, &splits.test);
     B::seed(device, settings.model_seed);
     let tokenizer = settings.vocab.tokenizer(&splits.train);
@@ -223,12 +223,7 @@ where
     for i in 0..n.min(result.test.examples.len()) {
         let e = &result.test.examples[i];
         let got = answer(&model, &result.test, i, scan, tokenizer)?;
-        let scene = result
-            .splits
-            .test
-            .scenes
-            .get(e.image)
-            .ok_or_else(|| TrainError::Input(format!("test example {i} refers to a missing image {}", e.image)))?;
+        let scene = result.splits.test.scenes.get(e.image).ok_or_else(|| TrainError::MissingImage(e.image.to_string()))?;
         if let Some(dir) = dir {
             let path = dir.join(format!("example-{i}.png"));
             scene

@@ -104,12 +104,7 @@ pub fn tower_features<B: RwkvBackend>(
     let mut values = Vec::with_capacity(with.len() * 3 * h * w);
     for l in &with {
         if l.size != (h, w) {
-            return Err(TrainError::Input(format!(
-                "sample {}: image preprocesses to {:?}, others to {:?} (use a cropping processor)",
-                l.sample.id,
-                l.size,
-                (h, w)
-            )));
+            return Err(TrainError::ImageSizes { sample: l.sample.id.clone(), expected: (h, w), found: l.size });
         }
         values.extend_from_slice(l.pixels.as_deref().unwrap_or_default());
     }
@@ -175,17 +170,13 @@ where
     B::InnerBackend: RwkvBackend,
 {
     if data.is_empty() {
-        return Err(TrainError::Input("the dataset has no usable samples".into()));
+        return Err(TrainError::Empty("the dataset's usable samples"));
     }
     if config.grad_accum == 0 {
-        return Err(TrainError::Input("--grad-accum must be at least 1".into()));
+        return Err(TrainError::AtLeastOne("--grad-accum"));
     }
     if devices.len() > 1 && config.train.batch_size < devices.len() {
-        return Err(TrainError::Input(format!(
-            "a micro-batch of {} samples cannot be split over {} devices",
-            config.train.batch_size,
-            devices.len()
-        )));
+        return Err(TrainError::BatchSplit { batch: config.train.batch_size, devices: devices.len() });
     }
     std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
     let resuming = resume && out.join(TRAINER_DIR).join("trainer.json").is_file();
@@ -228,11 +219,10 @@ impl Run<'_, '_> {
             let t = Trainer::resume(out, model)?;
             let saved = t.meta["samples"].as_u64().unwrap_or(0) as usize;
             if saved != data.len() {
-                return Err(TrainError::Input(format!(
-                    "{}: the run was saved with {saved} samples, the dataset now has {}",
-                    out.display(),
-                    data.len()
-                )));
+                return Err(TrainError::Resume {
+                    path: out.to_path_buf(),
+                    why: format!("the run was saved with {saved} samples, the dataset now has {}", data.len()),
+                });
             }
             t
         } else {
@@ -266,8 +256,7 @@ impl Run<'_, '_> {
             return Ok(trainer);
         }
         let positions = order(data.len(), start * per_step, stop_at * per_step, trainer.config.seed);
-        let mut stream = Loader::spawn(data.clone(), positions, self.loader.clone())
-            .map_err(|e| TrainError::Input(e.to_string()))?;
+        let mut stream = Loader::spawn(data.clone(), positions, self.loader.clone())?;
         let tower = trainer.model.vision.valid();
         let options = trainer.model.options;
         let began = Instant::now();
@@ -281,9 +270,9 @@ impl Run<'_, '_> {
                 let mut loaded = Vec::with_capacity(trainer.config.batch_size);
                 for _ in 0..trainer.config.batch_size {
                     let w0 = Instant::now();
-                    let item = stream.next().ok_or_else(|| TrainError::Input("the loader ended early".into()))?;
+                    let item = stream.next().ok_or(TrainError::LoaderEnded)?;
                     wait += w0.elapsed().as_secs_f64();
-                    let item = item.map_err(|e| TrainError::Input(e.to_string()))?;
+                    let item = item?;
                     if item.skipped {
                         skipped += 1;
                     } else {
@@ -307,10 +296,7 @@ impl Run<'_, '_> {
                 micro_batches.push(batch);
             }
             if micro_batches.is_empty() {
-                return Err(TrainError::Input(format!(
-                    "step {}: no sample left to train (unreadable images were skipped)",
-                    trainer.step + 1
-                )));
+                return Err(TrainError::NoSampleLeft(trainer.step + 1));
             }
             let stats = trainer.step_examples(&micro_batches, self.scan)?;
             if !lead {

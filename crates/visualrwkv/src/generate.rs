@@ -16,10 +16,23 @@ pub struct GenerateOptions {
     pub stop_tokens: Vec<u32>,
     /// Prompt tokens per sequence-mode call (bounds memory on long prompts).
     pub prefill_chunk: usize,
-    /// Run the prompt ([`Decoder::prefill`]) and the single-token steps on this fused CPU decoder
-    /// (built from the same model, see [`Decoder::new`]) instead of the model's tensor ops;
-    /// `None`: the model itself. ([`decode`] from a cached state uses it for the steps.)
-    pub fused: Option<std::sync::Arc<Decoder>>,
+}
+
+/// Which code runs a generation's prompt and steps.
+#[derive(Clone, Copy, Debug, Default)]
+pub enum Engine<'a> {
+    /// The model's tensor ops (any backend).
+    #[default]
+    Model,
+    /// The fused CPU decoder built from the same model ([`Decoder::new`]): the prompt in its
+    /// sequence mode ([`Decoder::prefill`]), the steps with [`Decoder::step`].
+    Fused(&'a Decoder),
+}
+
+impl<'a> From<Option<&'a Decoder>> for Engine<'a> {
+    fn from(decoder: Option<&'a Decoder>) -> Self {
+        decoder.map_or(Engine::Model, Engine::Fused)
+    }
 }
 
 impl Default for GenerateOptions {
@@ -29,7 +42,6 @@ impl Default for GenerateOptions {
             max_tokens: 128,
             stop_tokens: vec![END_OF_TEXT, DOUBLE_NEWLINE],
             prefill_chunk: 256,
-            fused: None,
         }
     }
 }
@@ -96,16 +108,16 @@ pub fn generate<B: RwkvBackend>(
     tokenizer: &Tokenizer,
     prompt: &str,
     options: &GenerateOptions,
+    engine: Engine<'_>,
     on_text: impl FnMut(&str),
 ) -> Result<Generation<B>, RwkvError> {
-    options.sampling.validate().map_err(RwkvError::Input)?;
+    options.sampling.validate()?;
     let prompt_ids = tokenizer.encode(prompt);
     if prompt_ids.is_empty() {
-        return Err(RwkvError::Input("the prompt is empty".into()));
+        return Err(RwkvError::EmptyInput { what: "the prompt", shape: vec![0] });
     }
     let chunks = prompt_ids.chunks(options.prefill_chunk.max(1));
-    if let Some(decoder) = &options.fused {
-        // The fused decoder's sequence mode (GEMMs + the CPU WKV kernel) for the prompt too.
+    if let Engine::Fused(decoder) = engine {
         let mut host = decoder.zero_state();
         let mut logits = Vec::new();
         for chunk in chunks {
@@ -122,23 +134,26 @@ pub fn generate<B: RwkvBackend>(
         state = Some(out.state);
     }
     let state = state.expect("the prompt is not empty");
-    decode(model, tokenizer, logits, state, options, on_text)
+    decode(model, tokenizer, logits, state, options, Engine::Model, on_text)
 }
 
 /// Continues generation from a cached state: samples from `logits` (the last prompt row's),
 /// then feeds each sampled token through one single-step pass from the carried `state`, until a
 /// stop token or `max_tokens`. Streams decoded text to `on_text` (complete UTF-8 only). The
-/// steps run on `options.fused` when set ([`decode_fused`]), else on the model's tensor ops.
+/// steps run on `engine`; with [`Engine::Fused`] from the host copy of the cached state, and
+/// the returned generation carries the final state converted back to `B`.
 pub fn decode<B: RwkvBackend>(
     model: &Rwkv<B>,
     tokenizer: &Tokenizer,
     logits: Vec<f32>,
     mut state: State<B>,
     options: &GenerateOptions,
+    engine: Engine<'_>,
     on_text: impl FnMut(&str),
 ) -> Result<Generation<B>, RwkvError> {
-    if let Some(decoder) = &options.fused {
-        return decode_fused(model, decoder, tokenizer, logits, state, options, on_text);
+    if let Engine::Fused(decoder) = engine {
+        let host = HostState::from_state(&state, 0)?;
+        return decode_host(model, decoder, tokenizer, logits, host, options, on_text);
     }
     let device = model.emb.weight.device();
     let s = sample_loop(tokenizer, logits, options, on_text, |id| {
@@ -149,22 +164,7 @@ pub fn decode<B: RwkvBackend>(
     Ok(Generation { tokens: s.tokens, text: s.text, state, stopped_by: s.stopped_by, scores: s.scores })
 }
 
-/// As [`decode`], but each step runs on the fused CPU decoder ([`Decoder`], weights in f32, bf16
-/// or f16) from the host copy of the cached state; the returned generation carries the final
-/// state converted back to `B`.
-pub fn decode_fused<B: RwkvBackend>(
-    model: &Rwkv<B>,
-    decoder: &Decoder,
-    tokenizer: &Tokenizer,
-    logits: Vec<f32>,
-    state: State<B>,
-    options: &GenerateOptions,
-    on_text: impl FnMut(&str),
-) -> Result<Generation<B>, RwkvError> {
-    decode_host(model, decoder, tokenizer, logits, HostState::from_state(&state, 0)?, options, on_text)
-}
-
-/// [`decode_fused`] from a host state.
+/// [`decode`] on the fused decoder from a host state.
 fn decode_host<B: RwkvBackend>(
     model: &Rwkv<B>,
     decoder: &Decoder,
@@ -179,7 +179,7 @@ fn decode_host<B: RwkvBackend>(
     Ok(Generation { tokens: s.tokens, text: s.text, state, stopped_by: s.stopped_by, scores: s.scores })
 }
 
-/// The sampling loop shared by [`decode`] and [`decode_fused`]: `step(id)` feeds a sampled token
+/// The sampling loop of both engines: `step(id)` feeds a sampled token
 /// and returns the next logits.
 fn sample_loop(
     tokenizer: &Tokenizer,
@@ -188,7 +188,7 @@ fn sample_loop(
     mut on_text: impl FnMut(&str),
     mut step: impl FnMut(u32) -> Result<Vec<f32>, RwkvError>,
 ) -> Result<Sampled, RwkvError> {
-    options.sampling.validate().map_err(RwkvError::Input)?;
+    options.sampling.validate()?;
     let mut sampler = Sampler::new(options.sampling.clone());
     let mut decoder = StreamDecoder::new(tokenizer);
     let (mut tokens, mut text, mut stopped_by, mut scores) = (Vec::new(), String::new(), None, Vec::new());
@@ -199,7 +199,10 @@ fn sample_loop(
             stopped_by = Some(id);
             break;
         }
-        let piece = decoder.push(id).map_err(|e| RwkvError::Input(e.to_string()))?;
+        // An id the model can sample but the tokenizer cannot spell.
+        let piece = decoder
+            .push(id)
+            .map_err(|_| RwkvError::TokenOutOfVocabulary { id: id.into(), vocab: tokenizer.vocab_size() })?;
         // The pipeline counts a token 0 times when its text is a substring of " \t0123456789".
         let token_text = String::from_utf8_lossy(tokenizer.token_bytes(id).unwrap_or(&[])).into_owned();
         let weight = if " \t0123456789".contains(token_text.as_str()) { 0.0 } else { 1.0 };

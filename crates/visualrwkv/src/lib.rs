@@ -19,5 +19,5 @@ pub mod parallel;
 pub mod training;
 pub mod vlm;
 
-pub use generate::{GenerateOptions, Generation, TokenScore, decode, generate};
+pub use generate::{Engine, GenerateOptions, Generation, TokenScore, decode, generate};
 pub use vlm::{ImageRows, Sample, VisionOptions, VisualRwkv, VlmError};

@@ -48,11 +48,7 @@ where
     B::InnerBackend: RwkvBackend,
 {
     if devices.len() > 1 && config.batch_size < devices.len() {
-        return Err(TrainError::Input(format!(
-            "a batch of {} samples cannot be split over {} devices",
-            config.batch_size,
-            devices.len()
-        )));
+        return Err(TrainError::BatchSplit { batch: config.batch_size, devices: devices.len() });
     }
     let on_step = std::sync::Mutex::new(on_step);
     on_replicas(model, devices, |model, device, replica| {
@@ -83,7 +79,7 @@ where
 {
     let count = devices.len();
     match devices {
-        [] => return Err(TrainError::Input("training needs at least one device".into())),
+        [] => return Err(TrainError::NoDevice),
         [device] => return body(model.fork(device), device, None),
         _ => {}
     }
@@ -150,7 +146,7 @@ pub(crate) fn sum_scalar<B: AutodiffBackend>(
 
 /// The error of asking for several devices in a build without the `collective` feature.
 pub fn no_collective() -> TrainError {
-    TrainError::Input("training on several devices needs visualrwkv's `collective` feature".into())
+    TrainError::NoCollective
 }
 
 /// The burn-collective operations the replicas use.

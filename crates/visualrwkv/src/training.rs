@@ -37,7 +37,7 @@ use visualrwkv_train::loss::{batch_loss, l2wrap};
 use visualrwkv_train::schedule::LrSchedule;
 use visualrwkv_vision::{Activation, GridPooling, ImageProcessor, TowerKind, VisionConfig, grid_pool};
 
-use crate::generate::GenerateOptions;
+use crate::generate::{Engine, GenerateOptions};
 use crate::vlm::{ImageRows, Sample, VisionOptions, VisualRwkv, VlmError};
 
 /// Errors of training.
@@ -57,9 +57,73 @@ pub enum TrainError {
         /// What went wrong.
         message: String,
     },
-    /// A setting or input is unusable.
-    #[error("{0}")]
-    Input(String),
+    /// The synthetic task could not be generated.
+    #[error(transparent)]
+    Task(#[from] visualrwkv_train::data::DataError),
+    /// The dataset or its loader failed.
+    #[error(transparent)]
+    Dataset(#[from] visualrwkv_data::DataError),
+    /// No device to train on.
+    #[error("training needs at least one device")]
+    NoDevice,
+    /// Several devices without the `collective` feature.
+    #[error("training on several devices needs visualrwkv's `collective` feature")]
+    NoCollective,
+    /// A batch that does not split evenly over the devices.
+    #[error("a batch of {batch} samples cannot be split over {devices} devices")]
+    BatchSplit {
+        /// Samples per (micro-)batch.
+        batch: usize,
+        /// Devices.
+        devices: usize,
+    },
+    /// A count that must be at least 1.
+    #[error("{0} must be at least 1")]
+    AtLeastOne(&'static str),
+    /// Nothing to train or evaluate on.
+    #[error("{0} is empty")]
+    Empty(&'static str),
+    /// An example index beyond the split.
+    #[error("no example {0}")]
+    MissingExample(usize),
+    /// An example whose image is not in the split.
+    #[error("no image {0}")]
+    MissingImage(String),
+    /// Images of one batch with different sizes.
+    #[error("sample {sample}: image preprocesses to {found:?}, others to {expected:?} (use a cropping processor)")]
+    ImageSizes {
+        /// The sample (id, or its position in the batch).
+        sample: String,
+        /// The batch's first size.
+        expected: (usize, usize),
+        /// This image's.
+        found: (usize, usize),
+    },
+    /// A run to resume that does not match what it is resumed with.
+    #[error("{path}: {why}")]
+    Resume {
+        /// The run folder or weights file.
+        path: PathBuf,
+        /// What differs.
+        why: String,
+    },
+    /// A step whose samples were all skipped (unreadable images).
+    #[error("step {0}: no sample left to train (unreadable images were skipped)")]
+    NoSampleLeft(usize),
+    /// The loader ended before the planned steps.
+    #[error("the loader ended early")]
+    LoaderEnded,
+    /// A loss that is not finite.
+    #[error("non-finite loss {value} at step {step}")]
+    NonFiniteLoss {
+        /// The loss.
+        value: f64,
+        /// The 1-based step.
+        step: usize,
+    },
+    /// Moving a module between devices through its record failed.
+    #[error("transfer: {0}")]
+    Transfer(String),
     /// A collective operation between data-parallel replicas failed.
     #[error("data-parallel training: {0}")]
     Collective(String),
@@ -239,13 +303,18 @@ pub fn pixels<B: Backend>(
     processor: &ImageProcessor,
     device: &B::Device,
 ) -> Result<Tensor<B, 4>, TrainError> {
-    let first = images.first().ok_or_else(|| TrainError::Input("no images".into()))?;
+    let first = images.first().ok_or(TrainError::Empty("the image batch"))?;
     let (w, h) = first.dimensions();
     let (w, h) = (w as usize, h as usize);
     let mut data = Vec::with_capacity(images.len() * 3 * h * w);
-    for img in images {
+    for (i, img) in images.iter().enumerate() {
         if img.dimensions() != first.dimensions() {
-            return Err(TrainError::Input("images of different sizes in one batch".into()));
+            let (iw, ih) = img.dimensions();
+            return Err(TrainError::ImageSizes {
+                sample: i.to_string(),
+                expected: (h, w),
+                found: (ih as usize, iw as usize),
+            });
         }
         data.extend(processor.normalize(img));
     }
@@ -278,7 +347,7 @@ impl<B: RwkvBackend> TaskData<B> {
             let [b, n, d] = pooled.features.dims();
             features.extend((0..b).map(|i| pooled.features.clone().slice([i..i + 1, 0..n, 0..d])));
         }
-        let layout = layout.ok_or_else(|| TrainError::Input("the split has no images".into()))?;
+        let layout = layout.ok_or(TrainError::Empty("the split's images"))?;
         let examples = split
             .examples
             .iter()
@@ -325,7 +394,7 @@ fn image_rows<B: RwkvBackend>(
     data: &TaskData<B>,
     image: usize,
 ) -> Result<ImageRows<B>, TrainError> {
-    let features = data.features.get(image).ok_or_else(|| TrainError::Input(format!("no image {image}")))?;
+    let features = data.features.get(image).ok_or_else(|| TrainError::MissingImage(image.to_string()))?;
     project(model, features, data.layout)
 }
 
@@ -508,7 +577,7 @@ where
     /// A trainer at step 0 for `model`.
     pub fn new(model: VisualRwkv<B>, config: TrainConfig) -> Result<Self, TrainError> {
         if config.steps == 0 || config.batch_size == 0 {
-            return Err(TrainError::Input("steps and batch size must be at least 1".into()));
+            return Err(TrainError::AtLeastOne("steps and batch size"));
         }
         let mut trainable = ranks::<B, _>(&model.projector);
         if config.stage == Stage::Full {
@@ -539,7 +608,7 @@ where
     /// One optimiser step on a batch drawn with the trainer's RNG.
     pub fn train_step(&mut self, data: &TaskData<B>, scan: &dyn Scan) -> Result<StepStats, TrainError> {
         if data.examples.is_empty() {
-            return Err(TrainError::Input("no training examples".into()));
+            return Err(TrainError::Empty("the training split"));
         }
         let batch: Vec<usize> = (0..self.config.batch_size).map(|_| self.rng.below(data.examples.len())).collect();
         self.step_on(data, &batch, scan)
@@ -550,15 +619,12 @@ where
     pub fn step_on(&mut self, data: &TaskData<B>, batch: &[usize], scan: &dyn Scan) -> Result<StepStats, TrainError> {
         let mut examples = Vec::with_capacity(batch.len());
         for &i in batch {
-            let e = data.examples.get(i).ok_or_else(|| TrainError::Input(format!("no example {i}")))?;
+            let e = data.examples.get(i).ok_or(TrainError::MissingExample(i))?;
             examples.push(TrainExample {
                 tokens: e.tokens.clone(),
                 labels: e.labels.clone(),
                 image: Some((
-                    data.features
-                        .get(e.image)
-                        .ok_or_else(|| TrainError::Input(format!("no image {}", e.image)))?
-                        .clone(),
+                    data.features.get(e.image).ok_or_else(|| TrainError::MissingImage(e.image.to_string()))?.clone(),
                     data.layout,
                 )),
             });
@@ -579,7 +645,7 @@ where
         scan: &dyn Scan,
     ) -> Result<StepStats, TrainError> {
         if micro_batches.is_empty() || micro_batches.iter().any(Vec::is_empty) {
-            return Err(TrainError::Input("an empty batch".into()));
+            return Err(TrainError::Empty("the batch"));
         }
         let weight = 1.0 / micro_batches.len() as f64;
         let mut decayed_acc = burn::optim::GradientsAccumulator::<VisualRwkv<B>>::new();
@@ -594,11 +660,10 @@ where
                 None => 0..batch.len(),
             };
             if part.is_empty() {
-                return Err(TrainError::Input(format!(
-                    "a batch of {} samples cannot be split over {} devices",
-                    batch.len(),
-                    self.replica.map_or(1, |r| r.count)
-                )));
+                return Err(TrainError::BatchSplit {
+                    batch: batch.len(),
+                    devices: self.replica.map_or(1, |r| r.count),
+                });
             }
             let mut samples = Vec::with_capacity(part.len());
             for e in &batch[part.clone()] {
@@ -630,7 +695,7 @@ where
             None => local,
         };
         if !value.is_finite() {
-            return Err(TrainError::Input(format!("non-finite loss {value} at step {}", self.step + 1)));
+            return Err(TrainError::NonFiniteLoss { value, step: self.step + 1 });
         }
         let norm = self.clip(&mut [&mut decayed, &mut plain]);
         let lr = self.config.schedule().lr(self.step);
@@ -745,10 +810,10 @@ where
             || loaded.vision.config != model.vision.config
             || loaded.projector.kind() != model.projector.kind()
         {
-            return Err(TrainError::Input(format!(
-                "{}: the saved model's architecture differs from the one to resume",
-                weights.display()
-            )));
+            return Err(TrainError::Resume {
+                path: weights.to_path_buf(),
+                why: "the saved model's architecture differs from the one to resume".into(),
+            });
         }
         let ids: Vec<ParamId> = meta["param_ids"]
             .as_array()
@@ -851,7 +916,7 @@ pub fn answer<B: RwkvBackend>(
     scan: &dyn Scan,
     tokenizer: &Tokenizer,
 ) -> Result<String, TrainError> {
-    let e = data.examples.get(i).ok_or_else(|| TrainError::Input(format!("no example {i}")))?;
+    let e = data.examples.get(i).ok_or(TrainError::MissingExample(i))?;
     let sample = Sample { tokens: e.prompt.clone(), image: Some(image_rows(model, data, e.image)?) };
     // Stop at end-of-text and at any single-token newline piece of this tokenizer.
     let mut stop_tokens = vec![0];
@@ -861,7 +926,7 @@ pub fn answer<B: RwkvBackend>(
         }
     }
     let options = GenerateOptions { max_tokens: 12, stop_tokens, ..GenerateOptions::default() };
-    let g = model.generate(&sample, scan, tokenizer, &options, |_| {})?;
+    let g = model.generate(&sample, scan, tokenizer, &options, Engine::Model, |_| {})?;
     Ok(g.text.trim().to_string())
 }
 
@@ -886,19 +951,7 @@ pub fn evaluate<B: RwkvBackend>(
     Ok(acc)
 }
 
-/// Initialises every lazily created parameter of `module` now. burn creates parameters lazily (on
-/// first use), and a clone of an uninitialised parameter initialises on its own, from the RNG state
-/// of that moment: materialise a model before cloning it into copies that must be equal (replicas,
-/// a saved starting point).
-pub fn materialize<B: Backend, M: Module<B>>(module: &M) {
-    struct Touch;
-    impl<B: Backend> ModuleVisitor<B> for Touch {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            let _ = param.val();
-        }
-    }
-    module.visit(&mut Touch);
-}
+pub use visualrwkv_rwkv::materialize;
 
 /// Copies the parameters of `from` (a module on backend `A`) into `into` (the same architecture
 /// on backend `C`, e.g. freshly initialised there) through burn's full-precision record: a model
@@ -912,8 +965,8 @@ pub fn transfer<A: Backend, C: Backend, MA: Module<A>, MC: Module<C>>(
     use burn::record::BinBytesRecorder;
     materialize(from);
     let rec = BinBytesRecorder::<FullPrecisionSettings>::default();
-    let bytes = rec.record(from.clone().into_record(), ()).map_err(|e| TrainError::Input(format!("transfer: {e}")))?;
-    let record = rec.load(bytes, device).map_err(|e| TrainError::Input(format!("transfer: {e}")))?;
+    let bytes = rec.record(from.clone().into_record(), ()).map_err(|e| TrainError::Transfer(e.to_string()))?;
+    let record = rec.load(bytes, device).map_err(|e| TrainError::Transfer(e.to_string()))?;
     Ok(into.load_record(record))
 }
 

@@ -16,12 +16,12 @@ use burn::tensor::{Int, Tensor, TensorData};
 use visualrwkv_checkpoint::{CheckpointError, KeyProblem, TensorMap};
 use visualrwkv_projector::{Project, Projector, ProjectorConfig, ProjectorError};
 use visualrwkv_prompt::{IMAGE_TOKEN, Prompt};
-use visualrwkv_rwkv::{Rwkv, RwkvBackend, RwkvConfig, RwkvError, State};
+use visualrwkv_rwkv::{Rwkv, RwkvBackend, RwkvError, State};
 use visualrwkv_scan::{ImageLayout, Scan, ScanError, checked_permutation, inverse};
 use visualrwkv_tokenizer::Tokenizer;
 use visualrwkv_vision::{GridPooling, TowerKind, VisionConfig, VisionError, VisionTower, grid_pool};
 
-use crate::generate::{GenerateOptions, Generation, decode, ids_tensor, last_logits};
+use crate::generate::{Engine, GenerateOptions, Generation, decode, ids_tensor, last_logits};
 
 /// The file name of the tower's Hugging Face config saved beside a checkpoint.
 pub const VISION_CONFIG_FILE: &str = "vision_config.json";
@@ -47,9 +47,43 @@ pub enum VlmError {
     /// The prompt could not be built.
     #[error(transparent)]
     Prompt(#[from] visualrwkv_prompt::PromptError),
-    /// The parts do not fit together or an input is unusable.
-    #[error("{0}")]
-    Input(String),
+    /// The projector's widths do not join the tower to the language model.
+    #[error(
+        "the projector maps {projector_in} → {projector_out}, but the vision tower is {vision} wide and RWKV {rwkv}"
+    )]
+    ProjectorWidths {
+        /// Projector input width.
+        projector_in: usize,
+        /// Projector output width.
+        projector_out: usize,
+        /// The tower's hidden size.
+        vision: usize,
+        /// RWKV's `n_embd`.
+        rwkv: usize,
+    },
+    /// Image rows whose shape does not fit their layout and the model.
+    #[error("image rows are {found:?}, expected {expected:?} for their layout")]
+    ImageRows {
+        /// `[layout rows, n_embd]`.
+        expected: [usize; 2],
+        /// The rows' shape.
+        found: [usize; 2],
+    },
+    /// An image without an image placeholder in the prompt.
+    #[error("an image is given but the prompt has no image placeholder")]
+    ImageWithoutPlaceholder,
+    /// An image placeholder without an image.
+    #[error("the prompt has an image placeholder but no image is given")]
+    PlaceholderWithoutImage,
+    /// More than one image placeholder.
+    #[error("{0} image placeholders: VisualRWKV takes one image")]
+    Placeholders(usize),
+    /// An input with nothing in it.
+    #[error("{0} is empty")]
+    Empty(&'static str),
+    /// An image placeholder where only text tokens may go.
+    #[error("{0} takes text tokens only (no image placeholder)")]
+    PlaceholderInText(&'static str),
 }
 
 /// Which hidden layer feeds the projector and how it is pooled.
@@ -150,25 +184,26 @@ impl<B: RwkvBackend> VisualRwkv<B> {
     ) -> Result<Self, VlmError> {
         let (d, c) = (vision.config.hidden_size, rwkv.config().n_embd);
         if projector.in_dim() != d || projector.out_dim() != c {
-            return Err(VlmError::Input(format!(
-                "the projector maps {} → {}, but the vision tower is {d} wide and RWKV {c}",
-                projector.in_dim(),
-                projector.out_dim()
-            )));
+            return Err(VlmError::ProjectorWidths {
+                projector_in: projector.in_dim(),
+                projector_out: projector.out_dim(),
+                vision: d,
+                rwkv: c,
+            });
         }
         Ok(Self { rwkv, vision, projector, options })
     }
 
     /// The model's tensors in the official VisualRWKV layout: `rwkv.*` (RWKV-LM x060 names and
     /// shapes, `ln0` unfolded), `vit.vision_model.*` (Hugging Face names) and `proj.*`, as f32.
-    pub fn to_tensor_map(&self) -> TensorMap {
+    pub fn to_tensor_map(&self) -> Result<TensorMap, VlmError> {
         let mut map = self.vision.to_tensor_map("vit.vision_model.");
-        for (k, v) in self.rwkv.to_tensor_map().tensors {
+        for (k, v) in self.rwkv.to_tensor_map()?.tensors {
             map.tensors.insert(format!("rwkv.{k}"), v);
         }
         map.tensors.extend(self.projector.to_tensor_map("proj.").tensors);
         map.origin = "VisualRWKV".into();
-        map
+        Ok(map)
     }
 
     /// Saves the model as an official-layout safetensors checkpoint at `path` (see
@@ -179,7 +214,7 @@ impl<B: RwkvBackend> VisualRwkv<B> {
         let path = path.as_ref();
         let config = serde_json::to_string_pretty(&self.vision.config.to_hf_json()).unwrap_or_default();
         visualrwkv_checkpoint::write_atomic(path.with_file_name(VISION_CONFIG_FILE), config.as_bytes())?;
-        visualrwkv_checkpoint::write_safetensors(&self.to_tensor_map(), path)?;
+        visualrwkv_checkpoint::write_safetensors(&self.to_tensor_map()?, path)?;
         Ok(())
     }
 
@@ -208,7 +243,7 @@ impl<B: RwkvBackend> VisualRwkv<B> {
             }
             .into());
         }
-        let rwkv = RwkvConfig::from_tensors(&map.strip_prefix("rwkv."), device)?;
+        let rwkv = Rwkv::from_tensors(&map.strip_prefix("rwkv."), device)?;
         let beside = path.as_ref().with_file_name(VISION_CONFIG_FILE);
         let vision_config = vision_config.or_else(|| beside.is_file().then_some(beside.as_path()));
         let vcfg = vision_config.map(VisionConfig::from_hf_json).transpose()?;
@@ -267,28 +302,25 @@ impl<B: RwkvBackend> VisualRwkv<B> {
             ([at], Some(img)) => {
                 let [n, w] = img.rows.dims();
                 if w != c || n != img.layout.len() {
-                    return Err(VlmError::Input(format!(
-                        "image rows are [{n}, {w}], expected [{}, {c}] for their layout",
-                        img.layout.len()
-                    )));
+                    return Err(VlmError::ImageRows { expected: [img.layout.len(), c], found: [n, w] });
                 }
                 let parts =
                     vec![embed(&sample.tokens[..*at])?, Some(img.rows.clone()), embed(&sample.tokens[at + 1..])?];
                 (parts, Some((*at, img.layout)))
             }
             ([], Some(_)) => {
-                return Err(VlmError::Input("an image is given but the prompt has no image placeholder".into()));
+                return Err(VlmError::ImageWithoutPlaceholder);
             }
             ([_], None) => {
-                return Err(VlmError::Input("the prompt has an image placeholder but no image is given".into()));
+                return Err(VlmError::PlaceholderWithoutImage);
             }
             (many, _) => {
-                return Err(VlmError::Input(format!("{} image placeholders: VisualRWKV takes one image", many.len())));
+                return Err(VlmError::Placeholders(many.len()));
             }
         };
         let parts: Vec<Tensor<B, 2>> = parts.into_iter().flatten().collect();
         if parts.is_empty() {
-            return Err(VlmError::Input("empty sample".into()));
+            return Err(VlmError::Empty("the sample"));
         }
         Ok(Assembled { rows: Tensor::cat(parts, 0), span })
     }
@@ -346,12 +378,12 @@ impl<B: RwkvBackend> VisualRwkv<B> {
             if let Some((fwd, _)) = &gather {
                 x = rows(x, fwd);
             }
-            let (y, s) = self.rwkv.forward_layer(l, x, state.layers[l].clone())?;
+            let out = self.rwkv.forward_layer(l, x, state.layers[l].clone())?;
             x = match &gather {
-                Some((_, back)) => rows(y, back),
-                None => y,
+                Some((_, back)) => rows(out.x, back),
+                None => out.x,
             };
-            state.layers[l] = s;
+            state.layers[l] = out.state;
         }
         Ok((x, state))
     }
@@ -360,7 +392,7 @@ impl<B: RwkvBackend> VisualRwkv<B> {
     /// positions; each sample's result equals its result alone).
     pub fn forward(&self, samples: &[Sample<B>], scan: &dyn Scan) -> Result<Vec<Tensor<B, 2>>, VlmError> {
         if samples.is_empty() {
-            return Err(VlmError::Input("empty batch".into()));
+            return Err(VlmError::Empty("the batch"));
         }
         let assembled = samples.iter().map(|s| self.assemble(s)).collect::<Result<Vec<_>, _>>()?;
         let t = assembled.iter().map(|a| a.rows.dims()[0]).max().unwrap_or(0);
@@ -424,10 +456,11 @@ impl<B: RwkvBackend> VisualRwkv<B> {
         scan: &dyn Scan,
         tokenizer: &Tokenizer,
         options: &GenerateOptions,
+        engine: Engine<'_>,
         on_text: impl FnMut(&str),
     ) -> Result<Generation<B>, VlmError> {
         let (logits, state) = self.prefill(sample, scan)?;
-        Ok(decode(&self.rwkv, tokenizer, logits, state, options, on_text)?)
+        Ok(decode(&self.rwkv, tokenizer, logits, state, options, engine, on_text)?)
     }
 
     /// The logits of the next token after `sample` followed by `generated`, recomputed from
@@ -451,8 +484,11 @@ impl<B: RwkvBackend> VisualRwkv<B> {
     /// image, reused for many questions (an image-state cache; exact, as the text comes after
     /// the whole image span). Returns the last row's logits and the new state.
     pub fn extend(&self, state: &State<B>, tokens: &[i64]) -> Result<(Vec<f32>, State<B>), VlmError> {
-        if tokens.is_empty() || tokens.contains(&IMAGE_TOKEN) {
-            return Err(VlmError::Input("extend takes a non-empty run of text tokens (no image placeholder)".into()));
+        if tokens.is_empty() {
+            return Err(VlmError::Empty("the run of tokens to extend by"));
+        }
+        if tokens.contains(&IMAGE_TOKEN) {
+            return Err(VlmError::PlaceholderInText("extend"));
         }
         let device = self.rwkv.emb.weight.device();
         let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.to_vec(), [1, tokens.len()]), &device);

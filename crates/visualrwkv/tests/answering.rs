@@ -4,6 +4,7 @@
 
 use burn::backend::NdArray;
 use image::{DynamicImage, Rgb, RgbImage};
+use visualrwkv::Engine;
 use visualrwkv::answering::{Answerer, Picture};
 use visualrwkv::{GenerateOptions, Sample, VisionOptions, VisualRwkv, VlmError};
 use visualrwkv_projector::{ProjectorConfig, ProjectorKind};
@@ -58,7 +59,7 @@ fn reference(m: &VisualRwkv<B>, strategy: &str, text: &str, img: Option<DynamicI
         m.encode_images(p.batch(&[i], &Default::default()).unwrap()).unwrap().remove(0)
     });
     let scan: &dyn Scan = &BiDirectional;
-    m.generate(&Sample::new(&prompt, rows), scan, Tokenizer::world(), &options(), |_| {}).unwrap().tokens
+    m.generate(&Sample::new(&prompt, rows), scan, Tokenizer::world(), &options(), Engine::Model, |_| {}).unwrap().tokens
 }
 
 fn loader(seed: u8) -> impl FnMut() -> Result<Picture, VlmError> {
@@ -71,7 +72,7 @@ fn answers_equal_plain_generation_and_the_caches_change_nothing() {
     let scan = BiDirectional;
     for strategy in ["first", "sandwich", "last"] {
         let layout = visualrwkv_prompt::by_name(strategy).unwrap();
-        let mut cached = Answerer::new(&m, &scan, layout.as_ref(), Tokenizer::world(), options(), 4);
+        let mut cached = Answerer::new(&m, &scan, layout.as_ref(), Tokenizer::world(), options(), Engine::Model, 4);
         let questions = ["<image>\nWhat colour is it?", "<image>\nHow many shapes?", "<image>\nWhat colour is it?"];
         for (k, q) in questions.iter().enumerate() {
             let mut load = loader(5);
@@ -79,7 +80,7 @@ fn answers_equal_plain_generation_and_the_caches_change_nothing() {
             let want = reference(&m, strategy, q, Some(picture(5)));
             assert_eq!(got.tokens, want, "{strategy} question {k}");
             // A fresh answerer (no cache) gives the same answer and averages.
-            let mut fresh = Answerer::new(&m, &scan, layout.as_ref(), Tokenizer::world(), options(), 0);
+            let mut fresh = Answerer::new(&m, &scan, layout.as_ref(), Tokenizer::world(), options(), Engine::Model, 0);
             let mut load = loader(5);
             let alone = fresh.answer(q, Some(("a.png", &mut load))).unwrap();
             assert_eq!(alone.tokens, got.tokens);
@@ -100,7 +101,7 @@ fn another_image_is_encoded_again_and_text_only_questions_need_none() {
     let m = model();
     let scan = BiDirectional;
     let layout = visualrwkv_prompt::by_name("sandwich").unwrap();
-    let mut a = Answerer::new(&m, &scan, layout.as_ref(), Tokenizer::world(), options(), 4);
+    let mut a = Answerer::new(&m, &scan, layout.as_ref(), Tokenizer::world(), options(), Engine::Model, 4);
     let mut l1 = loader(5);
     let mut l2 = loader(9);
     let first = a.answer("<image>\nWhat is it?", Some(("a.png", &mut l1))).unwrap();
@@ -122,7 +123,7 @@ fn the_averages_are_those_of_the_chosen_tokens() {
     let m = model();
     let scan = BiDirectional;
     let layout = visualrwkv_prompt::by_name("first").unwrap();
-    let mut a = Answerer::new(&m, &scan, layout.as_ref(), Tokenizer::world(), options(), 4);
+    let mut a = Answerer::new(&m, &scan, layout.as_ref(), Tokenizer::world(), options(), Engine::Model, 4);
     let mut l = loader(5);
     let q = "<image>\nWhat is it?";
     let got = a.answer(q, Some(("a.png", &mut l))).unwrap();

@@ -70,7 +70,7 @@ mod gpu {
     use burn::tensor::backend::Backend;
     use burn::tensor::{Tensor, TensorData};
     use visualrwkv::training::{ModelConfig, Stage, TaskData, TrainConfig, Trainer, for_eval, transfer};
-    use visualrwkv::{GenerateOptions, Sample, VisionOptions, VisualRwkv};
+    use visualrwkv::{Engine, GenerateOptions, Sample, VisionOptions, VisualRwkv};
     use visualrwkv_projector::{ProjectorConfig, ProjectorKind};
     use visualrwkv_prompt::{Conversation, Sandwich, build};
     use visualrwkv_rwkv::{RwkvBackend, RwkvConfig, SamplingOptions};
@@ -156,8 +156,9 @@ mod gpu {
         };
         for name in ["uni", "bi", "multi"] {
             let scan = visualrwkv_scan::by_name(name).unwrap();
-            let on_cpu = cpu.generate(&sc, scan.as_ref(), Tokenizer::world(), &greedy, |_| {}).unwrap();
-            let on_gpu = gpu_model.generate(&sg, scan.as_ref(), Tokenizer::world(), &greedy, |_| {}).unwrap();
+            let on_cpu = cpu.generate(&sc, scan.as_ref(), Tokenizer::world(), &greedy, Engine::Model, |_| {}).unwrap();
+            let on_gpu =
+                gpu_model.generate(&sg, scan.as_ref(), Tokenizer::world(), &greedy, Engine::Model, |_| {}).unwrap();
             assert_eq!(on_gpu.tokens, on_cpu.tokens, "{name}: greedy tokens");
             // Step by step on the GPU: cached logits == recomputing the whole sequence == the CPU's.
             let (mut logits, mut state) = gpu_model.prefill(&sg, scan.as_ref()).unwrap();

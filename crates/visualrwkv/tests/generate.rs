@@ -3,7 +3,7 @@
 
 use burn::backend::NdArray;
 use burn::tensor::{Int, Tensor, TensorData};
-use visualrwkv::{GenerateOptions, generate};
+use visualrwkv::{Engine, GenerateOptions, generate};
 use visualrwkv_tokenizer::Tokenizer;
 
 type B = NdArray;
@@ -18,7 +18,7 @@ fn cached_generation_equals_full_recompute() {
     assert!(tok.encode(prompt).iter().all(|&i| i < 256));
     let options = GenerateOptions { max_tokens: 12, stop_tokens: vec![0], ..Default::default() };
     let mut streamed = String::new();
-    let out = generate(&model, tok, prompt, &options, |s| streamed.push_str(s)).unwrap();
+    let out = generate(&model, tok, prompt, &options, Engine::Model, |s| streamed.push_str(s)).unwrap();
     assert_eq!(streamed, out.text);
     // Full recompute, greedy.
     let mut seq: Vec<i64> = tok.encode(prompt).iter().map(|&i| i as i64).collect();
@@ -33,7 +33,7 @@ fn cached_generation_equals_full_recompute() {
         seq.push(id as i64);
     }
     assert_eq!(out.tokens, want);
-    assert!(generate(&model, tok, "", &options, |_| {}).is_err());
+    assert!(generate(&model, tok, "", &options, Engine::Model, |_| {}).is_err());
 }
 
 /// Generation with the fused CPU decoder (f32 weights) gives the same greedy tokens and final
@@ -41,17 +41,16 @@ fn cached_generation_equals_full_recompute() {
 /// of state layers.
 #[test]
 fn fused_decoder_generation_equals_tensor_ops() {
-    use std::sync::Arc;
     use visualrwkv_rwkv::{Decoder, WeightDtype};
     let path = format!("{}/../../tests/fixtures/rwkv6_tiny_a_weights.safetensors", env!("CARGO_MANIFEST_DIR"));
     let model = visualrwkv_rwkv::load::<B>(path, &Default::default()).unwrap();
     let tok = Tokenizer::world();
     let prompt = "~|~";
     let plain = GenerateOptions { max_tokens: 12, stop_tokens: vec![0], ..Default::default() };
-    let want = generate(&model, tok, prompt, &plain, |_| {}).unwrap();
-    let fused =
-        GenerateOptions { fused: Some(Arc::new(Decoder::new(&model, WeightDtype::F32).unwrap())), ..plain.clone() };
-    let got = generate(&model, tok, prompt, &fused, |_| {}).unwrap();
+    let want = generate(&model, tok, prompt, &plain, Engine::Model, |_| {}).unwrap();
+    let f32_decoder = Decoder::new(&model, WeightDtype::F32).unwrap();
+    let fused = Engine::Fused(&f32_decoder);
+    let got = generate(&model, tok, prompt, &plain, fused, |_| {}).unwrap();
     assert_eq!(got.tokens, want.tokens);
     assert_eq!(got.text, want.text);
     for (a, b) in got.state.layers.iter().zip(&want.state.layers) {
@@ -59,10 +58,10 @@ fn fused_decoder_generation_equals_tensor_ops() {
         assert!(d < 1e-4, "wkv state differs by {d}");
     }
     // The prompt prefilled by the fused decoder's sequence mode in chunks of 2 and 1 tokens.
-    let chunked = GenerateOptions { prefill_chunk: 2, ..fused.clone() };
-    let got = generate(&model, tok, prompt, &chunked, |_| {}).unwrap();
+    let chunked = GenerateOptions { prefill_chunk: 2, ..plain.clone() };
+    let got = generate(&model, tok, prompt, &chunked, fused, |_| {}).unwrap();
     assert_eq!(got.tokens, want.tokens);
-    let half = GenerateOptions { fused: Some(Arc::new(Decoder::new(&model, WeightDtype::Bf16).unwrap())), ..plain };
-    let out = generate(&model, tok, prompt, &half, |_| {}).unwrap();
+    let bf16_decoder = Decoder::new(&model, WeightDtype::Bf16).unwrap();
+    let out = generate(&model, tok, prompt, &plain, Engine::Fused(&bf16_decoder), |_| {}).unwrap();
     assert_eq!(out.state.layers.len(), want.state.layers.len());
 }

@@ -4,6 +4,7 @@
 
 use burn::backend::NdArray;
 use burn::tensor::{Distribution, Tensor};
+use visualrwkv::Engine;
 use visualrwkv::{GenerateOptions, ImageRows, Sample, VisionOptions, VisualRwkv, VlmError};
 use visualrwkv_projector::{ProjectorConfig, ProjectorKind};
 use visualrwkv_prompt::{Conversation, IMAGE_TOKEN, build};
@@ -76,7 +77,7 @@ fn check_cached_equals_recompute(layers: usize, question: &str, image_seed: u64)
             let s = sample_with_image(&m, strategy, question, image_seed);
             // The cached path: one prefill, then single steps.
             let (mut logits, mut state) = m.prefill(&s, scan.as_ref()).unwrap();
-            let generation = m.generate(&s, scan.as_ref(), Tokenizer::world(), &greedy, |_| {}).unwrap();
+            let generation = m.generate(&s, scan.as_ref(), Tokenizer::world(), &greedy, Engine::Model, |_| {}).unwrap();
             assert_eq!(generation.tokens.len(), 4);
             for k in 0..=generation.tokens.len() {
                 let full = m.recompute_next_logits(&s, &generation.tokens[..k], scan.as_ref()).unwrap();
@@ -185,12 +186,12 @@ fn uni_scan_is_the_plain_rwkv_forward_and_bi_reverses_odd_layers() {
     // Bi by hand (docs/model.md §4): in layer 1 reverse the 16 patch rows (CLS stays), run, reverse back.
     let x = m.rwkv.input_norm(rows.unsqueeze_dim(0));
     let state = m.rwkv.zero_state(1);
-    let (x, _) = m.rwkv.forward_layer(0, x, state.layers[0].clone()).unwrap();
+    let x = m.rwkv.forward_layer(0, x, state.layers[0].clone()).unwrap().x;
     let reverse = |x: Tensor<B, 3>| {
         let span = x.clone().slice([0..1, start..start + 16, 0..16]).flip([1]);
         x.slice_assign([0..1, start..start + 16, 0..16], span)
     };
-    let (x, _) = m.rwkv.forward_layer(1, reverse(x), state.layers[1].clone()).unwrap();
+    let x = m.rwkv.forward_layer(1, reverse(x), state.layers[1].clone()).unwrap().x;
     let by_hand = m.rwkv.logits(reverse(x)).reshape([t, 65536]);
     let bi = m.forward(std::slice::from_ref(&s), &BiDirectional).unwrap().remove(0);
     assert!(max_diff(&host(by_hand), &host(bi.clone())) <= 1e-5);
@@ -207,11 +208,11 @@ fn bad_inputs_are_errors() {
         build(&Conversation::question("Hi"), &visualrwkv_prompt::ImageFirst, Tokenizer::world(), true, true).unwrap();
     // Placeholder without an image, image without a placeholder, two placeholders.
     let e = m.forward(&[Sample::new(&prompt, None)], &UniDirectional).unwrap_err();
-    assert!(matches!(&e, VlmError::Input(m) if m.contains("no image is given")), "{e}");
+    assert!(matches!(&e, VlmError::PlaceholderWithoutImage), "{e}");
     let text = Sample { tokens: vec![24281, 59], image: Some(img.clone()) };
-    assert!(matches!(m.forward(&[text], &UniDirectional), Err(VlmError::Input(_))));
+    assert!(matches!(m.forward(&[text], &UniDirectional), Err(VlmError::ImageWithoutPlaceholder)));
     let two = Sample { tokens: vec![IMAGE_TOKEN, 11, IMAGE_TOKEN], image: Some(img.clone()) };
-    assert!(matches!(m.forward(&[two], &UniDirectional), Err(VlmError::Input(_))));
+    assert!(matches!(m.forward(&[two], &UniDirectional), Err(VlmError::Placeholders(2))));
     // A non-square grid under the multi-directional scan.
     let odd = ImageRows { rows: Tensor::zeros([7, 16], &Default::default()), layout: ImageLayout::new(2, 3, 1) };
     let s = Sample { tokens: vec![24281, IMAGE_TOKEN, 11], image: Some(odd) };

@@ -8,7 +8,7 @@ use visualrwkv_rwkv::RwkvBackend;
 use visualrwkv_train::data::{QuestionType, generate, majority_baseline};
 
 use crate::Res;
-use crate::args::{RunArgs, named_prompts, named_scans};
+use crate::args::{PromptArg, RunArgs, ScanArg, named_prompts, named_scans};
 use crate::device::TrainJob;
 use crate::progress::TrainBar;
 
@@ -17,12 +17,12 @@ use crate::progress::TrainBar;
 pub struct Args {
     #[command(flatten)]
     run: RunArgs,
-    /// Prompt layouts.
-    #[arg(long, default_value = "first,last,sandwich")]
-    prompts: String,
-    /// Scans.
-    #[arg(long, default_value = "uni,bi,multi")]
-    scans: String,
+    /// Prompt layouts, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "first,last,sandwich")]
+    prompts: Vec<PromptArg>,
+    /// Scans, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "uni,bi,multi")]
+    scans: Vec<ScanArg>,
     /// Seeds per combination.
     #[arg(long, default_value_t = 3)]
     seeds: usize,
@@ -44,8 +44,8 @@ impl TrainJob for Args {
         B::InnerBackend: RwkvBackend,
     {
         let settings = self.run.settings();
-        let prompts = named_prompts(&self.prompts)?;
-        let scans = named_scans(&self.scans)?;
+        let prompts = named_prompts(&self.prompts);
+        let scans = named_scans(&self.scans);
         if self.seeds == 0 {
             return Err("--seeds must be at least 1".into());
         }

@@ -1,5 +1,6 @@
 //! `visualrwkv chat`: a question about an image, the answer streamed from a cached state.
 
+use visualrwkv::Engine;
 use visualrwkv_rwkv::RwkvBackend;
 
 use super::vlm::VlmArgs;
@@ -27,8 +28,10 @@ impl Job for Args {
 
     fn run<B: RwkvBackend>(self, dev: B::Device, spec: &DeviceSpec) -> Res<()> {
         let input = self.vlm.load::<B>(&dev)?;
-        let options = self.sampling.options_for(&input.model.rwkv, spec)?;
-        input.model.generate(&input.sample, input.scan.as_ref(), input.tokenizer, &options, print_stream())?;
+        let options = self.sampling.options()?;
+        let decoder = self.sampling.decoder_for(&input.model.rwkv, spec)?;
+        let engine = Engine::from(decoder.as_ref());
+        input.model.generate(&input.sample, input.scan.as_ref(), input.tokenizer, &options, engine, print_stream())?;
         println!();
         Ok(())
     }

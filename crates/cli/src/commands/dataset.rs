@@ -12,6 +12,7 @@ use visualrwkv_tokenizer::Tokenizer;
 use visualrwkv_vision::{AlphaMode, ImageProcessor, VisionConfig};
 
 use crate::Res;
+use crate::args::PromptArg;
 use crate::device::DeviceSpec;
 
 /// What happens to a sample whose image is missing or undecodable.
@@ -76,8 +77,8 @@ pub struct Args {
     data: DataArgs,
     /// Image placement: first, last or sandwich (the official image_position first / last /
     /// middle).
-    #[arg(long, default_value = "sandwich")]
-    prompt: String,
+    #[arg(long, value_enum, default_value_t = PromptArg::Sandwich)]
+    prompt: PromptArg,
     /// Context length in rows, the image counting --image-rows (0: no limit). Longer samples
     /// lose their tail; one whose image would be cut, or with nothing left to train, is skipped.
     #[arg(long, default_value_t = 2048)]
@@ -121,9 +122,10 @@ pub fn print_report(report: &Report) {
 /// Runs `dataset`.
 pub fn run(a: Args) -> Res<()> {
     let _ = &a.device;
-    let strategy = visualrwkv_prompt::by_name(&a.prompt)
-        .filter(|_| a.prompt != "sandwich-repeat")
-        .ok_or_else(|| format!("unknown --prompt `{}` (first, last, sandwich)", a.prompt))?;
+    if a.prompt == PromptArg::SandwichRepeat {
+        return Err("--prompt sandwich-repeat has no official dataset layout (first, last, sandwich)".into());
+    }
+    let strategy = a.prompt.strategy();
     let records = read_llava(&a.data.data)?;
     let options = DatasetOptions {
         ctx_len: a.ctx_len,

@@ -7,7 +7,7 @@ use visualrwkv::demo::{MetricsWriter, RunEvent, accuracy_table, examples, run as
 use visualrwkv_rwkv::RwkvBackend;
 
 use crate::Res;
-use crate::args::{RunArgs, named_prompts, named_scans};
+use crate::args::{PromptArg, RunArgs, ScanArg, named_prompts, named_scans};
 use crate::device::TrainJob;
 use crate::progress::TrainBar;
 
@@ -17,11 +17,11 @@ pub struct Args {
     #[command(flatten)]
     run: RunArgs,
     /// Prompt layout: first, last, sandwich, sandwich-repeat.
-    #[arg(long, default_value = "sandwich")]
-    prompt: String,
-    /// Image scan: uni, bi, multi.
-    #[arg(long, default_value = "bi")]
-    scan: String,
+    #[arg(long, value_enum, default_value_t = PromptArg::Sandwich)]
+    prompt: PromptArg,
+    /// Image scan.
+    #[arg(long, value_enum, default_value_t = ScanArg::Bi)]
+    scan: ScanArg,
     /// Test questions answered on screen (images saved as PNG).
     #[arg(long, default_value_t = 6)]
     examples: usize,
@@ -43,8 +43,8 @@ impl TrainJob for Args {
         B::InnerBackend: RwkvBackend,
     {
         let settings = self.run.settings();
-        let (prompt_name, strategy) = named_prompts(&self.prompt)?.remove(0);
-        let (scan_name, scan) = named_scans(&self.scan)?.remove(0);
+        let (prompt_name, strategy) = named_prompts(&[self.prompt]).remove(0);
+        let (scan_name, scan) = named_scans(&[self.scan]).remove(0);
         let out = &self.out;
         std::fs::create_dir_all(out)?;
         let d = &settings.data;

@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use visualrwkv::VlmError;
 use visualrwkv::answering::{Answerer, Picture};
+use visualrwkv::{Engine, VlmError};
 use visualrwkv_eval::answers::{AnswerFile, answer_id, answered, round3};
 use visualrwkv_eval::{Answer, AnswerMetadata, ImageRef, QuestionFormat, chunk_range, read_questions};
 use visualrwkv_rwkv::RwkvBackend;
+use visualrwkv_vision::VisionError;
 
 use super::dataset::OnMissing;
 use super::vlm::{LoadedModel, ModelArgs};
@@ -150,9 +151,11 @@ impl Job for Args {
             stop: "0,261".into(),
             seed: self.seed,
         };
-        let options = sampling.options_for(&model.rwkv, spec)?;
+        let options = sampling.options()?;
+        let decoder = sampling.decoder_for(&model.rwkv, spec)?;
+        let engine = Engine::from(decoder.as_ref());
         let mut answerer =
-            Answerer::new(&model, scan.as_ref(), strategy.as_ref(), tokenizer, options, self.image_cache);
+            Answerer::new(&model, scan.as_ref(), strategy.as_ref(), tokenizer, options, engine, self.image_cache);
         let model_id = self.model_id.clone().unwrap_or_else(|| self.model.model_id());
         let bar = ProgressBar::new(pending.len() as u64);
         bar.set_style(
@@ -189,7 +192,12 @@ impl Job for Args {
                     let key = format!("inline:{}", answer_id(&[b64]));
                     let origin = format!("{} row {}", self.questions.display(), q.line);
                     let mut load = || -> Result<Picture, VlmError> {
-                        let bytes = inline.inline_bytes().expect("inline").map_err(VlmError::Input)?;
+                        let bytes = inline.inline_bytes().unwrap_or(Ok(Vec::new())).map_err(|e| {
+                            VlmError::Vision(VisionError::Image {
+                                origin: origin.clone(),
+                                why: format!("the base64 image does not decode: {e}"),
+                            })
+                        })?;
                         Ok(Picture::Image(processor.decode(&bytes, &origin)?))
                     };
                     answerer.answer(&q.text, Some((&key, &mut load)))

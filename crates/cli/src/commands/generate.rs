@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use visualrwkv::generate;
+use visualrwkv::{Engine, generate};
 use visualrwkv_rwkv::RwkvBackend;
 use visualrwkv_tokenizer::Tokenizer;
 
@@ -34,8 +34,9 @@ impl Job for Args {
 
     fn run<B: RwkvBackend>(self, dev: B::Device, spec: &DeviceSpec) -> Res<()> {
         let model = visualrwkv_rwkv::load::<B>(&self.model, &dev)?;
-        let options = self.sampling.options_for(&model, spec)?;
-        generate(&model, Tokenizer::world(), &self.prompt, &options, print_stream())?;
+        let options = self.sampling.options()?;
+        let decoder = self.sampling.decoder_for(&model, spec)?;
+        generate(&model, Tokenizer::world(), &self.prompt, &options, Engine::from(decoder.as_ref()), print_stream())?;
         println!();
         Ok(())
     }

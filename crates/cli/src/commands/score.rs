@@ -15,8 +15,8 @@ use crate::device::DeviceSpec;
 #[derive(clap::Args)]
 pub struct Args {
     /// vqa (VQAv2 / TextVQA soft accuracy), gqa, pope, scienceqa or mme.
-    #[arg(long)]
-    metric: String,
+    #[arg(long, value_parser = |name: &str| Metric::from_name(name))]
+    metric: Metric,
     /// Generic items, one JSON object per line: {"prediction", "answers": [..]} (vqa, gqa) or
     /// {"prediction", "label"} (pope, scienceqa, mme), with optional "category", "choices"
     /// (scienceqa) and "image" (mme).
@@ -62,7 +62,7 @@ fn summary_path(a: &Args, metric: Metric) -> PathBuf {
 /// Runs `score`.
 pub fn run(a: Args) -> Res<()> {
     let _ = &a.device;
-    let metric = Metric::from_name(&a.metric)?;
+    let metric = a.metric;
     let (objects, items, mut summary): (Vec<Map<String, Value>>, _, Value) =
         match (&a.input, &a.annotations, &a.answers) {
             (Some(input), _, _) => {

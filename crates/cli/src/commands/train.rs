@@ -20,6 +20,7 @@ use visualrwkv_tokenizer::Tokenizer;
 use visualrwkv_vision::{GridPooling, ImageProcessor};
 
 use crate::Res;
+use crate::args::{PromptArg, ScanArg, value_name};
 use crate::commands::dataset::{DataArgs, print_report};
 use crate::device::{DeviceSpec, TrainDevices, TrainJob};
 
@@ -33,14 +34,25 @@ pub enum ProjectorArg {
     Mlp2xGelu,
 }
 
+/// `--stage`: what a fine-tuning stage trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum StageArg {
+    /// Stage 1: the projector only (alignment).
+    #[value(name = "1")]
+    Projector,
+    /// Stage 2: projector + RWKV, embeddings frozen.
+    #[value(name = "2")]
+    Full,
+}
+
 /// Flags of `train`.
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
     data: DataArgs,
     /// 1: train the projector only (alignment); 2: projector + RWKV, embeddings frozen.
-    #[arg(long, value_parser = ["1", "2"], default_value = "2")]
-    stage: String,
+    #[arg(long, value_enum, default_value_t = StageArg::Full)]
+    stage: StageArg,
     /// A VisualRWKV checkpoint (`rwkv.*`, `vit.vision_model.*`, `proj.*`) to start from.
     #[arg(long, conflicts_with_all = ["rwkv", "vision"], required_unless_present_all = ["rwkv", "vision"])]
     checkpoint: Option<PathBuf>,
@@ -58,11 +70,11 @@ pub struct Args {
     projector: ProjectorArg,
     /// Image placement: first, last or sandwich (default: first in stage 1, sandwich in stage 2,
     /// as the official scripts).
-    #[arg(long)]
-    prompt: Option<String>,
-    /// Image scan: uni, bi (v6.0) or multi.
-    #[arg(long, default_value = "bi")]
-    scan: String,
+    #[arg(long, value_enum)]
+    prompt: Option<PromptArg>,
+    /// Image scan (bi: v6.0).
+    #[arg(long, value_enum, default_value_t = ScanArg::Bi)]
+    scan: ScanArg,
     /// Context length in rows (image rows included); longer samples lose their tail, never
     /// inside the image.
     #[arg(long, default_value_t = 2048)]
@@ -123,7 +135,10 @@ pub struct Args {
 
 impl Args {
     fn stage(&self) -> Stage {
-        if self.stage == "1" { Stage::Projector } else { Stage::Full }
+        match self.stage {
+            StageArg::Projector => Stage::Projector,
+            StageArg::Full => Stage::Full,
+        }
     }
 
     fn load<B: RwkvBackend>(&self, device: &B::Device) -> Res<VisualRwkv<B>> {
@@ -212,12 +227,10 @@ impl TrainJob for Args {
         B::InnerBackend: RwkvBackend,
     {
         let stage = self.stage();
-        let prompt =
-            self.prompt.clone().unwrap_or_else(|| if stage == Stage::Projector { "first" } else { "sandwich" }.into());
-        let strategy = visualrwkv_prompt::by_name(&prompt)
-            .ok_or_else(|| format!("unknown --prompt `{prompt}` (first, last, sandwich)"))?;
-        let scan = visualrwkv_scan::by_name(&self.scan)
-            .ok_or_else(|| format!("unknown --scan `{}` (uni, bi, multi)", self.scan))?;
+        let prompt_arg =
+            self.prompt.unwrap_or(if stage == Stage::Projector { PromptArg::First } else { PromptArg::Sandwich });
+        let (strategy, scan) = (prompt_arg.strategy(), self.scan.scan());
+        let prompt = value_name(&prompt_arg);
         let device = devices.first().ok_or("no device")?.clone();
         let model = self.load::<B>(&device)?;
         let rows = image_rows(&model)?;
@@ -268,10 +281,10 @@ impl TrainJob for Args {
         let loader = self.data.loader(processor, 2 * per_step.max(self.data.workers()));
         eprintln!(
             "stage {}: {} trainable on {}; prompt {prompt}, scan {}, image {rows} rows, {steps} steps of {} samples",
-            self.stage,
+            value_name(&self.stage),
             if stage == Stage::Projector { "projector" } else { "projector + RWKV" },
             self.devices.list()?.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","),
-            self.scan,
+            value_name(&self.scan),
             per_step
         );
         let mut bar = ProgressBar::hidden();

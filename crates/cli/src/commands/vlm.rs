@@ -11,7 +11,7 @@ use visualrwkv_tokenizer::Tokenizer;
 use visualrwkv_vision::{GridPooling, ImageProcessor};
 
 use crate::Res;
-use crate::args::read_pixels;
+use crate::args::{PromptArg, ScanArg, read_pixels};
 
 /// The model flags of the vision-language commands: the checkpoint (or its parts), scan,
 /// prompt layout, vision options and tokenizer.
@@ -33,12 +33,12 @@ pub struct ModelArgs {
     /// Hugging Face `config.json` of the vision tower (default: beside it, else inferred).
     #[arg(long)]
     pub vision_config: Option<PathBuf>,
-    /// Image scan: uni, bi (VisualRWKV v6.0) or multi.
-    #[arg(long, default_value = "bi")]
-    pub scan: String,
-    /// Image placement: first, last, sandwich (v6.0) or sandwich-repeat (v5).
-    #[arg(long, default_value = "sandwich")]
-    pub prompt: String,
+    /// Image scan (bi: VisualRWKV v6.0).
+    #[arg(long, value_enum, default_value_t = ScanArg::Bi)]
+    pub scan: ScanArg,
+    /// Image placement (sandwich: v6.0; sandwich-repeat: v5).
+    #[arg(long, value_enum, default_value_t = PromptArg::Sandwich)]
+    pub prompt: PromptArg,
     /// Grid pooling: -1, 0, 1 or g >= 2.
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pub grid: i64,
@@ -67,10 +67,7 @@ pub struct LoadedModel<B: RwkvBackend> {
 impl ModelArgs {
     /// Loads the model onto `dev` with the scan, layout and tokenizer the flags name.
     pub fn load<B: RwkvBackend>(&self, dev: &B::Device) -> Res<LoadedModel<B>> {
-        let scan = visualrwkv_scan::by_name(&self.scan)
-            .ok_or_else(|| format!("unknown --scan `{}` (uni, bi, multi)", self.scan))?;
-        let strategy = visualrwkv_prompt::by_name(&self.prompt)
-            .ok_or_else(|| format!("unknown --prompt `{}` (first, last, sandwich, sandwich-repeat)", self.prompt))?;
+        let (scan, strategy) = (self.scan.scan(), self.prompt.strategy());
         let options = VisionOptions { layer: self.layer, pooling: GridPooling::from_grid_size(self.grid)? };
         let vcfg = self.vision_config.as_deref();
         let model = match (&self.checkpoint, &self.rwkv, &self.vision, &self.proj) {

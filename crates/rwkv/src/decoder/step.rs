@@ -1,5 +1,5 @@
-//! The single-token step of [`Decoder`], run by a team of threads that stays together for the
-//! whole token.
+//! The single-token step of [`Decoder`]: the layer code of `mix.rs` on one row, run by a team of
+//! threads that stays together for the whole token ([`Team`], an [`Exec`]).
 //!
 //! A token's cost is streaming every weight once, and the products come one after another with
 //! small serial parts between them (norms, LoRA activations, the WKV step). Forking and joining a
@@ -14,10 +14,13 @@
 
 use std::cell::UnsafeCell;
 use std::ops::Range;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use super::{Decoder, HostLayerState, Layer, Matrix, norm_in_place, sigmoid, tanh};
-use crate::{LN_X_EPS, RwkvConfig};
+use visualrwkv_wkv::reference::{Dims, Inputs};
+
+use super::mix::{self, Exec, Pool, Shift};
+use super::{Decoder, HostLayerState, Matrix};
+use crate::{RwkvConfig, RwkvError};
 
 /// Models reading fewer weight bytes than this per token are stepped by one thread (starting a
 /// second costs tens of microseconds).
@@ -97,8 +100,9 @@ impl Shared {
 /// One layer's state, shared by the team through raw pointers taken (once, on the calling
 /// thread) from the `&mut HostLayerState`: the WKV state is written by heads (each head by one
 /// thread), the shift rows by thread 0 only, after a barrier that follows every thread's last
-/// read.
-struct SharedState {
+/// read (the contract of [`Exec::set_shift`]).
+#[derive(Clone, Copy)]
+pub(super) struct SharedState {
     att_shift: *mut f32,
     wkv: *mut f32,
     ffn_shift: *mut f32,
@@ -120,32 +124,154 @@ impl SharedState {
             c: s.att_shift.len(),
         }
     }
+
+    fn shift_ptr(&self, which: Shift) -> *mut f32 {
+        match which {
+            Shift::TimeMix => self.att_shift,
+            Shift::ChannelMix => self.ffn_shift,
+        }
+    }
 }
 
-/// The outputs of the products of one step.
-struct Buffers {
-    lora: Shared,
-    mixed: [Shared; 5],
-    r: Shared,
-    k: Shared,
-    v: Shared,
-    g: Shared,
-    dec: Shared,
-    w: Shared,
-    y: Shared,
-    out: Shared,
-    ffn_k: Shared,
-    ffn_r: Shared,
-    ffn_v: Shared,
-    logits: Shared,
-}
+/// Output buffers the team exchanges results through: two sets (a pass alternates between them,
+/// so a thread writing the next result never meets one still copying the last) of five slots,
+/// the first wide enough for the logits.
+struct Slots([[Shared; 5]; 2]);
 
-/// Runs this thread's rows of each `(W, x, y)` product, then waits at the team's barrier.
-type Products<'a> = dyn Fn(&[(&Matrix, &[f32], &Shared)]) + 'a;
+impl Slots {
+    fn new(cfg: &RwkvConfig) -> Self {
+        let wide = [cfg.n_embd, cfg.dim_att(), cfg.dim_ffn, 5 * cfg.d_mix, cfg.d_decay].into_iter().max().unwrap_or(0);
+        let set = || std::array::from_fn(|j| Shared::new(if j == 0 { wide.max(cfg.vocab_size) } else { wide }));
+        Self([set(), set()])
+    }
+}
 
 /// Rows `0..len` split evenly among `n` threads: thread `tid`'s range.
 fn part(len: usize, tid: usize, n: usize) -> Range<usize> {
     (len * tid / n)..(len * (tid + 1) / n)
+}
+
+/// Thread `tid` of a team of `n` as an [`Exec`] for one row.
+struct Team<'a> {
+    tid: usize,
+    n: usize,
+    barrier: &'a SpinBarrier,
+    slots: &'a Slots,
+    /// Set by any thread whose WKV step failed, read by all after the barrier.
+    failed: &'a AtomicBool,
+    /// Results exchanged so far (picks the slot set).
+    round: usize,
+    pool: Pool,
+}
+
+impl Team<'_> {
+    /// Writes this thread's part of up to five results (`write` gets the slots), waits for the
+    /// team, and returns copies of the whole results of lengths `lens`.
+    fn exchange<const K: usize>(&mut self, lens: [usize; K], write: impl FnOnce(&[Shared; 5])) -> [Vec<f32>; K] {
+        let set = &self.slots.0[self.round % 2];
+        self.round += 1;
+        write(set);
+        self.barrier.wait();
+        std::array::from_fn(|j| {
+            let mut v = self.pool.take(lens[j]);
+            // SAFETY: every thread finished writing this set before the barrier above; the set is
+            // written again only after the next exchange's barrier, which this thread reaches
+            // after this copy.
+            v.copy_from_slice(&unsafe { set[j].read() }[..lens[j]]);
+            v
+        })
+    }
+}
+
+impl Exec for Team<'_> {
+    type State = SharedState;
+
+    fn pool(&mut self) -> &mut Pool {
+        &mut self.pool
+    }
+
+    fn products<const K: usize>(&mut self, t: usize, jobs: [(&Matrix, &[f32]); K]) -> [Vec<f32>; K] {
+        debug_assert_eq!(t, 1, "the team steps one row");
+        let (tid, n) = (self.tid, self.n);
+        self.exchange(jobs.map(|(m, _)| m.out), |set| {
+            for ((m, x), slot) in jobs.iter().zip(set) {
+                let r = part(m.out, tid, n);
+                // SAFETY: the threads' row ranges are disjoint and read only after the barrier.
+                m.matvec_rows(x, r.clone(), unsafe { slot.rows(r) });
+            }
+        })
+    }
+
+    fn rows(&self, buf: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+        buf.chunks_mut(width).enumerate().for_each(|(i, row)| f(i, row));
+    }
+
+    fn shift<'s>(&self, s: &'s SharedState, which: Shift) -> &'s [f32] {
+        // SAFETY: written (by thread 0, `set_shift`) only after a barrier that follows every
+        // thread's last read in this step.
+        unsafe { std::slice::from_raw_parts(s.shift_ptr(which), s.c) }
+    }
+
+    fn set_shift(&self, s: &mut SharedState, which: Shift, row: &[f32]) {
+        if self.tid == 0 {
+            // SAFETY: as `shift`; the contract of `Exec::set_shift` places a barrier between every
+            // thread's read and this write.
+            unsafe { std::slice::from_raw_parts_mut(s.shift_ptr(which), s.c).copy_from_slice(row) };
+        }
+    }
+
+    fn wkv(
+        &mut self,
+        s: &mut SharedState,
+        cfg: &RwkvConfig,
+        t: usize,
+        r: &[f32],
+        k: &[f32],
+        v: &[f32],
+        w: &[f32],
+        u: &[f32],
+    ) -> Result<Vec<f32>, RwkvError> {
+        debug_assert_eq!(t, 1, "the team steps one row");
+        let (h, hs) = (cfg.n_head, cfg.head_size);
+        let heads = part(h, self.tid, self.n);
+        let p = heads.start * hs..heads.end * hs;
+        let mut result = Ok(());
+        let failed = self.failed;
+        let [y] = self.exchange([h * hs], |set| {
+            if heads.is_empty() {
+                return;
+            }
+            // SAFETY: heads `heads` of the WKV state and of the output belong to this thread only
+            // in this exchange (`HostState::check` guaranteed the state's length H·N·N).
+            let (state, y) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(s.wkv.add(heads.start * hs * hs), heads.len() * hs * hs),
+                    set[0].rows(p.clone()),
+                )
+            };
+            let inputs = Inputs {
+                r: &r[p.clone()],
+                k: &k[p.clone()],
+                v: &v[p.clone()],
+                w_raw: &w[p.clone()],
+                u: &u[p.clone()],
+                initial_state: None,
+            };
+            result = visualrwkv_wkv::cpu::forward_in_place(Dims::new(1, 1, heads.len(), hs), inputs, state, y);
+            if result.is_err() {
+                failed.store(true, Ordering::Release);
+            }
+        });
+        result?;
+        if failed.load(Ordering::Acquire) {
+            return Err(RwkvError::Shape {
+                what: "WKV state of a team step".into(),
+                expected: vec![h, hs, hs],
+                found: vec![],
+            });
+        }
+        Ok(y)
+    }
 }
 
 impl Decoder {
@@ -159,166 +285,27 @@ impl Decoder {
         if self.bytes_per_token() < TEAM_MIN_BYTES { 1 } else { rayon::current_num_threads().min(cores).max(1) }
     }
 
-    /// One step from the `ln0`-normalised row `x` `[C]`; `states` has one entry per layer
-    /// (checked by the caller). Returns the logits `[V]`.
-    pub(super) fn step_team(&self, x: &[f32], states: &mut [HostLayerState]) -> Vec<f32> {
-        let RwkvConfig { n_embd: c, dim_ffn: f, d_mix, d_decay, vocab_size: vocab, .. } = self.config;
+    /// One step from the embedding row `x` `[C]` (before `ln0`); `states` has one entry per
+    /// layer (checked by the caller). Returns the logits `[V]`.
+    pub(super) fn step_team(&self, x: &[f32], states: &mut [HostLayerState]) -> Result<Vec<f32>, RwkvError> {
         let n = self.team_size();
-        let bufs = Buffers {
-            lora: Shared::new(5 * d_mix),
-            mixed: std::array::from_fn(|_| Shared::new(c)),
-            r: Shared::new(c),
-            k: Shared::new(c),
-            v: Shared::new(c),
-            g: Shared::new(c),
-            dec: Shared::new(d_decay),
-            w: Shared::new(c),
-            y: Shared::new(c),
-            out: Shared::new(c),
-            ffn_k: Shared::new(f),
-            ffn_r: Shared::new(c),
-            ffn_v: Shared::new(c),
-            logits: Shared::new(vocab),
-        };
+        let slots = Slots::new(&self.config);
         let barrier = SpinBarrier::new(n);
+        let failed = AtomicBool::new(false);
         let layers: Vec<SharedState> = states.iter_mut().map(SharedState::new).collect();
-        let program = |tid: usize| self.program(tid, n, x, &layers, &bufs, &barrier);
-        if n == 1 {
-            program(0);
-        } else {
-            std::thread::scope(|scope| {
-                for tid in 1..n {
-                    scope.spawn(move || program(tid));
-                }
-                program(0);
-            });
-        }
-        // SAFETY: the team has finished (scope joined).
-        unsafe { bufs.logits.read() }.to_vec()
-    }
-
-    /// What thread `tid` of a team of `n` runs for one step.
-    fn program(&self, tid: usize, n: usize, x0: &[f32], layers: &[SharedState], b: &Buffers, barrier: &SpinBarrier) {
-        // `y = W·x` for this thread's rows of each product, then the barrier.
-        let products = |jobs: &[(&Matrix, &[f32], &Shared)]| {
-            for (m, x, y) in jobs {
-                let r = part(m.out, tid, n);
-                // SAFETY: the threads' row ranges are disjoint; the buffer is read only after
-                // the barrier below, and written again only after later barriers.
-                m.matvec_rows(x, r.clone(), unsafe { y.rows(r) });
-            }
-            barrier.wait();
+        let program = |tid: usize| {
+            let mut team =
+                Team { tid, n, barrier: &barrier, slots: &slots, failed: &failed, round: 0, pool: Pool::default() };
+            mix::forward(&mut team, self, x, &mut layers.clone())
         };
-        let mut x = x0.to_vec();
-        for (l, state) in self.layers.iter().zip(layers) {
-            self.time_mix_team(l, &mut x, state, tid, n, b, barrier, &products);
-            self.channel_mix_team(l, &mut x, state, tid, b, &products);
+        if n == 1 {
+            return program(0);
         }
-        let xo = self.ln_out.apply(&x);
-        products(&[(&self.head, &xo, &b.logits)]);
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn time_mix_team(
-        &self,
-        l: &Layer,
-        x: &mut [f32],
-        state: &SharedState,
-        tid: usize,
-        n: usize,
-        b: &Buffers,
-        barrier: &SpinBarrier,
-        products: &Products,
-    ) {
-        let RwkvConfig { n_embd: c, n_head: h, head_size: hs, d_mix, .. } = self.config;
-        let xa = l.ln1.apply(x);
-        // SAFETY: the shift row is read here by every thread and written by thread 0 only after
-        // the next barrier.
-        let shift = unsafe { std::slice::from_raw_parts(state.att_shift, state.c) };
-        let dx: Vec<f32> = shift.iter().zip(&xa).map(|(p, v)| p - v).collect();
-        let xxx: Vec<f32> = xa.iter().zip(&dx).zip(&l.maa_x).map(|((v, d), m)| v + d * m).collect();
-        products(&[(&l.maa_w1, &xxx, &b.lora)]);
-        if tid == 0 {
-            // SAFETY: every thread has passed its read of the shift row (barrier above); no thread
-            // touches this layer's shift row again during this step.
-            unsafe { std::slice::from_raw_parts_mut(state.att_shift, state.c).copy_from_slice(&xa) };
-        }
-        // SAFETY (reads of shared buffers below): each is read after the barrier that ended its
-        // product and before the next product that writes it.
-        let lora: Vec<f32> = unsafe { b.lora.read() }.iter().map(|&v| tanh(v)).collect();
-        let jobs: [(&Matrix, &[f32], &Shared); 5] =
-            std::array::from_fn(|j| (&l.maa_w2[j], &lora[j * d_mix..(j + 1) * d_mix], &b.mixed[j]));
-        products(&jobs);
-        // Inputs of w, k, v, r, g: xa + dx * (lora_j · W2_j + maa_j).
-        let mixed: [Vec<f32>; 5] = std::array::from_fn(|j| {
-            let m = unsafe { b.mixed[j].read() };
-            (0..c).map(|i| xa[i] + dx[i] * (m[i] + l.maa[j][i])).collect()
-        });
-        products(&[
-            (&l.receptance, &mixed[3], &b.r),
-            (&l.key, &mixed[1], &b.k),
-            (&l.value, &mixed[2], &b.v),
-            (&l.gate, &mixed[4], &b.g),
-            (&l.decay_w1, &mixed[0], &b.dec),
-        ]);
-        let dec: Vec<f32> = unsafe { b.dec.read() }.iter().map(|&v| tanh(v)).collect();
-        products(&[(&l.decay_w2, &dec, &b.w)]);
-        let (r, k, v, g, w) = unsafe { (b.r.read(), b.k.read(), b.v.read(), b.g.read(), b.w.read()) };
-        // The WKV step, group norm and gate, split by heads.
-        for hh in part(h, tid, n) {
-            let p = hh * hs..(hh + 1) * hs;
-            let wd: Vec<f32> = w[p.clone()].iter().zip(&l.decay[p.clone()]).map(|(w, d)| w + d).collect();
-            // SAFETY: head `hh` of the WKV state and of `y` belong to this thread only in this
-            // phase; `y` is read after the barrier below.
-            // (`HostState::check` guaranteed the WKV state's length `H·N·N`.)
-            let (s, y) =
-                unsafe { (std::slice::from_raw_parts_mut(state.wkv.add(hh * hs * hs), hs * hs), b.y.rows(p.clone())) };
-            visualrwkv_wkv::reference::step_head(
-                &r[p.clone()],
-                &k[p.clone()],
-                &v[p.clone()],
-                &wd,
-                &l.bonus[p.clone()],
-                s,
-                y,
-            );
-            norm_in_place(y, &l.ln_x.gamma[p.clone()], &l.ln_x.beta[p.clone()], LN_X_EPS as f32);
-            for (y, g) in y.iter_mut().zip(&g[p]) {
-                *y *= g * sigmoid(*g);
+        std::thread::scope(|scope| {
+            for tid in 1..n {
+                scope.spawn(move || program(tid));
             }
-        }
-        barrier.wait();
-        let y = unsafe { b.y.read() };
-        products(&[(&l.output, y, &b.out)]);
-        let out = unsafe { b.out.read() };
-        x.iter_mut().zip(out).for_each(|(x, o)| *x += o);
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn channel_mix_team(
-        &self,
-        l: &Layer,
-        x: &mut [f32],
-        state: &SharedState,
-        tid: usize,
-        b: &Buffers,
-        products: &Products,
-    ) {
-        let xf = l.ln2.apply(x);
-        // SAFETY: read by every thread here, written by thread 0 after the next barrier.
-        let shift = unsafe { std::slice::from_raw_parts(state.ffn_shift, state.c) };
-        let mix = |m: &[f32]| -> Vec<f32> { xf.iter().zip(shift).zip(m).map(|((v, p), m)| v + (p - v) * m).collect() };
-        let (xk, xr) = (mix(&l.ffn_maa_k), mix(&l.ffn_maa_r));
-        products(&[(&l.ffn_key, &xk, &b.ffn_k), (&l.ffn_receptance, &xr, &b.ffn_r)]);
-        if tid == 0 {
-            // SAFETY: all reads of the shift row happened before the barrier above.
-            unsafe { std::slice::from_raw_parts_mut(state.ffn_shift, state.c).copy_from_slice(&xf) };
-        }
-        let k: Vec<f32> = unsafe { b.ffn_k.read() }.iter().map(|&v| v.max(0.0) * v.max(0.0)).collect();
-        products(&[(&l.ffn_value, &k, &b.ffn_v)]);
-        let (r, val) = unsafe { (b.ffn_r.read(), b.ffn_v.read()) };
-        for ((x, r), v) in x.iter_mut().zip(r).zip(val) {
-            *x += sigmoid(*r) * v;
-        }
+            program(0)
+        })
     }
 }

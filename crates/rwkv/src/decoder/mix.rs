@@ -1,0 +1,307 @@
+//! The RWKV-6 layer of the fused decoder, written once over [`Exec`]: how a pass runs its dense
+//! products, its row-wise maps, the WKV recurrence and the token-shift state. `step.rs` runs it
+//! on one row with a thread team splitting each product (GEMV); `prefill.rs` runs it on a whole
+//! prompt with each product one GEMM. The arithmetic is docs/model.md §1, the same as
+//! [`crate::layers`] (the oracle these functions are tested against).
+//!
+//! # Shapes
+//!
+//! Rows are row-major `[T, width]` slices: the residual stream `[T, C]`, the five ddlerp inputs
+//! `[T, C]`, r/k/v/g/w `[T, C_att]`, the LoRA hidden layers `[T, 5·D_MIX]` and `[T, D_DECAY]`.
+
+use visualrwkv_wkv::cpu::exp_f32;
+
+use super::{Decoder, Layer, Matrix, Norm, norm_in_place};
+use crate::layers::LN_X_EPS;
+use crate::{RwkvConfig, RwkvError};
+
+/// Epsilon of RWKV's layer norms (`ln0`, `ln1`, `ln2`, `ln_out`).
+pub(super) const LN_EPS: f32 = 1e-5;
+
+/// The logistic function through the branch-free `exp` of the WKV kernel (vectorises in loops;
+/// absolute error below 1e-7).
+#[inline(always)]
+pub(super) fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp_f32(-x))
+}
+
+/// `tanh(x) = 1 - 2 / (e^{2x} + 1)` through the same `exp` (absolute error below 1e-7; saturates
+/// to ±1).
+#[inline(always)]
+pub(super) fn tanh(x: f32) -> f32 {
+    1.0 - 2.0 / (exp_f32(2.0 * x) + 1.0)
+}
+
+/// Which token-shift row of a layer's state.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Shift {
+    /// The time mix's (`att_shift`).
+    TimeMix,
+    /// The channel mix's (`ffn_shift`).
+    ChannelMix,
+}
+
+/// Reusable buffers: every layer needs the same sizes, so after the first layer nothing is
+/// allocated (fresh multi-megabyte buffers cost page faults on every layer).
+#[derive(Default)]
+pub(super) struct Pool {
+    free: Vec<Vec<f32>>,
+    /// Scratch for half-precision weights converted to f32 (GEMMs).
+    pub(super) weights: Vec<f32>,
+}
+
+impl Pool {
+    /// A buffer of `len` elements with unspecified (initialised) contents: every caller
+    /// overwrites all of it.
+    pub(super) fn take(&mut self, len: usize) -> Vec<f32> {
+        let mut v = match self.free.iter().position(|v| v.capacity() >= len) {
+            Some(i) => self.free.swap_remove(i),
+            None => self.free.pop().unwrap_or_default(),
+        };
+        v.resize(len, 0.0);
+        v
+    }
+
+    /// Returns buffers for reuse.
+    pub(super) fn give<const K: usize>(&mut self, bufs: [Vec<f32>; K]) {
+        self.free.extend(bufs);
+    }
+}
+
+/// How one pass of the decoder runs (see the module docs).
+pub(super) trait Exec {
+    /// One layer's state as this engine holds it.
+    type State;
+
+    /// The engine's buffer pool.
+    fn pool(&mut self) -> &mut Pool;
+
+    /// `y_j = x_j · W_jᵀ` over `t` rows for each job `(W_j, x_j)`: `x_j` `[t, in]` →
+    /// `y_j` `[t, out]`.
+    fn products<const K: usize>(&mut self, t: usize, jobs: [(&Matrix, &[f32]); K]) -> [Vec<f32>; K];
+
+    /// `f(row index, row)` on every `width`-wide row of `buf`.
+    fn rows(&self, buf: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send);
+
+    /// The token-shift row `which` of `s` `[C]`.
+    fn shift<'s>(&self, s: &'s Self::State, which: Shift) -> &'s [f32];
+
+    /// Stores `row` as the token-shift row `which`. Called only after a [`Exec::products`] that
+    /// follows the last read of that row in this pass.
+    fn set_shift(&self, s: &mut Self::State, which: Shift, row: &[f32]);
+
+    /// The WKV6 recurrence over `t` rows from and into the state `s`: `y` `[t, H·N]` from
+    /// r, k, v, w_raw `[t, H·N]` and the bonus `u` `[H·N]`.
+    #[allow(clippy::too_many_arguments)]
+    fn wkv(
+        &mut self,
+        s: &mut Self::State,
+        cfg: &RwkvConfig,
+        t: usize,
+        r: &[f32],
+        k: &[f32],
+        v: &[f32],
+        w: &[f32],
+        u: &[f32],
+    ) -> Result<Vec<f32>, RwkvError>;
+}
+
+/// The layer norm of every `c`-wide row of `x`.
+fn norm_rows<E: Exec>(e: &mut E, x: &[f32], c: usize, norm: &Norm) -> Vec<f32> {
+    let mut y = e.pool().take(x.len());
+    y.copy_from_slice(x);
+    e.rows(&mut y, c, |_, row| norm_in_place(row, &norm.gamma, &norm.beta, LN_EPS));
+    y
+}
+
+/// The token-shift difference δ: `dx[t] = prev[t] - x[t]`, with `prev[0] = shift` and
+/// `prev[t] = x[t-1]` (docs/model.md §1.2).
+fn token_shift<E: Exec>(e: &mut E, x: &[f32], c: usize, shift: &[f32]) -> Vec<f32> {
+    let mut dx = e.pool().take(x.len());
+    e.rows(&mut dx, c, |t, d| {
+        let prev = if t == 0 { shift } else { &x[(t - 1) * c..t * c] };
+        for ((d, p), v) in d.iter_mut().zip(prev).zip(&x[t * c..(t + 1) * c]) {
+            *d = p - v;
+        }
+    });
+    dx
+}
+
+/// `x + dx ⊙ mix` for every row (`mix` `[C]`).
+fn lerp<E: Exec>(e: &mut E, x: &[f32], dx: &[f32], c: usize, mix: &[f32]) -> Vec<f32> {
+    let mut y = e.pool().take(x.len());
+    e.rows(&mut y, c, |t, row| {
+        let r = t * c..(t + 1) * c;
+        for (((y, v), d), m) in row.iter_mut().zip(&x[r.clone()]).zip(&dx[r]).zip(mix) {
+            *y = v + d * m;
+        }
+    });
+    y
+}
+
+/// `f` on every element of `buf` (rows of `width`).
+fn map<E: Exec>(e: &E, buf: &mut [f32], width: usize, f: impl Fn(f32) -> f32 + Sync + Send) {
+    e.rows(buf, width, |_, row| row.iter_mut().for_each(|v| *v = f(*v)));
+}
+
+/// The ddlerp weights of one layer (docs/model.md §1.2).
+#[derive(Clone, Debug)]
+pub(super) struct DdLerpWeights {
+    /// `time_maa_x` `[C]`.
+    pub(super) maa_x: Vec<f32>,
+    /// `time_maa_{w,k,v,r,g}`, each `[C]`.
+    pub(super) maa: [Vec<f32>; 5],
+    /// `time_maa_w1`: `C → 5·D_MIX`.
+    pub(super) w1: Matrix,
+    /// The five blocks of `time_maa_w2`, each `D_MIX → C`.
+    pub(super) w2: [Matrix; 5],
+}
+
+/// The five mixed inputs of [`ddlerp`], each `[T, C]`.
+struct Mixed {
+    w: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    r: Vec<f32>,
+    g: Vec<f32>,
+}
+
+/// ddlerp: `x + δ ⊙ (μ_j + tanh((x + δ ⊙ μ_x) W1)_j W2_j)` for j = w, k, v, r, g.
+fn ddlerp<E: Exec>(e: &mut E, w: &DdLerpWeights, x: &[f32], dx: &[f32], t: usize, c: usize, d_mix: usize) -> Mixed {
+    let xxx = lerp(e, x, dx, c, &w.maa_x);
+    let [mut lora] = e.products(t, [(&w.w1, &xxx)]);
+    map(e, &mut lora, 5 * d_mix, tanh);
+    let parts: [Vec<f32>; 5] = std::array::from_fn(|j| {
+        let mut p = e.pool().take(t * d_mix);
+        for (p, row) in p.chunks_mut(d_mix).zip(lora.chunks(5 * d_mix)) {
+            p.copy_from_slice(&row[j * d_mix..(j + 1) * d_mix]);
+        }
+        p
+    });
+    let mut mixed = e.products(t, std::array::from_fn(|j| (&w.w2[j], parts[j].as_slice())));
+    for (m, mu) in mixed.iter_mut().zip(&w.maa) {
+        e.rows(m, c, |i, row| {
+            let r = i * c..(i + 1) * c;
+            for (((y, v), d), mu) in row.iter_mut().zip(&x[r.clone()]).zip(&dx[r]).zip(mu) {
+                *y = v + d * (*y + mu);
+            }
+        });
+    }
+    e.pool().give([xxx, lora]);
+    e.pool().give(parts);
+    let [w, k, v, r, g] = mixed;
+    Mixed { w, k, v, r, g }
+}
+
+/// The decay weights of one layer (docs/model.md §1.3).
+#[derive(Clone, Debug)]
+pub(super) struct DecayWeights {
+    /// `time_decay` `[C_att]`.
+    pub(super) base: Vec<f32>,
+    /// `time_decay_w1`: `C → D_DECAY`.
+    pub(super) w1: Matrix,
+    /// `time_decay_w2`: `D_DECAY → C_att`.
+    pub(super) w2: Matrix,
+}
+
+/// The data-dependent decay `w_raw = time_decay + tanh(x_w W1) W2` of the decay inputs `xw`.
+fn decay_lora<E: Exec>(e: &mut E, d: &DecayWeights, xw: &[f32], t: usize) -> Vec<f32> {
+    let [mut hidden] = e.products(t, [(&d.w1, xw)]);
+    map(e, &mut hidden, d.w1.out, tanh);
+    let [mut w] = e.products(t, [(&d.w2, &hidden)]);
+    e.rows(&mut w, d.base.len(), |_, row| row.iter_mut().zip(&d.base).for_each(|(w, b)| *w += b));
+    e.pool().give([hidden]);
+    w
+}
+
+/// `x += y` row by row.
+fn add<E: Exec>(e: &E, x: &mut [f32], y: &[f32], c: usize) {
+    e.rows(x, c, |i, row| row.iter_mut().zip(&y[i * c..(i + 1) * c]).for_each(|(x, y)| *x += y));
+}
+
+/// The time mix of layer `l` over the residual rows `x` `[T, C]` (updated in place).
+fn time_mix<E: Exec>(e: &mut E, cfg: &RwkvConfig, l: &Layer, x: &mut [f32], s: &mut E::State) -> Result<(), RwkvError> {
+    let (c, a, n) = (cfg.n_embd, cfg.dim_att(), cfg.head_size);
+    let t = x.len() / c;
+    let xa = norm_rows(e, x, c, &l.ln1);
+    let dx = token_shift(e, &xa, c, e.shift(s, Shift::TimeMix));
+    let m = ddlerp(e, &l.ddlerp, &xa, &dx, t, c, cfg.d_mix);
+    e.set_shift(s, Shift::TimeMix, &xa[(t - 1) * c..]);
+    e.pool().give([xa, dx]);
+    let [r, k, v, g] = e.products(t, [(&l.receptance, &m.r), (&l.key, &m.k), (&l.value, &m.v), (&l.gate, &m.g)]);
+    let w = decay_lora(e, &l.decay, &m.w, t);
+    e.pool().give([m.w, m.k, m.v, m.r, m.g]);
+    let mut y = e.wkv(s, cfg, t, &r, &k, &v, &w, &l.bonus)?;
+    // ln_x (a layer norm per head) and the SiLU gate.
+    e.rows(&mut y, a, |i, row| {
+        for (hh, head) in row.chunks_mut(n).enumerate() {
+            let p = hh * n..(hh + 1) * n;
+            norm_in_place(head, &l.ln_x.gamma[p.clone()], &l.ln_x.beta[p], LN_X_EPS as f32);
+        }
+        for (y, g) in row.iter_mut().zip(&g[i * a..(i + 1) * a]) {
+            *y *= g * sigmoid(*g);
+        }
+    });
+    let [out] = e.products(t, [(&l.output, &y)]);
+    add(e, x, &out, c);
+    e.pool().give([r, k, v, g, w, y, out]);
+    Ok(())
+}
+
+/// The channel-mix weights of one layer (docs/model.md §1.5).
+#[derive(Clone, Debug)]
+pub(super) struct ChannelMixWeights {
+    /// `ffn.time_maa_k` `[C]`.
+    pub(super) maa_k: Vec<f32>,
+    /// `ffn.time_maa_r` `[C]`.
+    pub(super) maa_r: Vec<f32>,
+    /// `ffn.key`: `C → F`.
+    pub(super) key: Matrix,
+    /// `ffn.receptance`: `C → C`.
+    pub(super) receptance: Matrix,
+    /// `ffn.value`: `F → C`.
+    pub(super) value: Matrix,
+}
+
+/// The channel mix of layer `l` over the residual rows `x` `[T, C]` (updated in place).
+fn channel_mix<E: Exec>(e: &mut E, cfg: &RwkvConfig, l: &Layer, x: &mut [f32], s: &mut E::State) {
+    let c = cfg.n_embd;
+    let t = x.len() / c;
+    let f = &l.ffn;
+    let xf = norm_rows(e, x, c, &l.ln2);
+    let dx = token_shift(e, &xf, c, e.shift(s, Shift::ChannelMix));
+    let (xk, xr) = (lerp(e, &xf, &dx, c, &f.maa_k), lerp(e, &xf, &dx, c, &f.maa_r));
+    let [mut k, r] = e.products(t, [(&f.key, &xk), (&f.receptance, &xr)]);
+    e.set_shift(s, Shift::ChannelMix, &xf[(t - 1) * c..]);
+    map(e, &mut k, f.key.out, |v| v.max(0.0) * v.max(0.0));
+    let [val] = e.products(t, [(&f.value, &k)]);
+    e.rows(x, c, |i, row| {
+        let p = i * c..(i + 1) * c;
+        for ((x, r), v) in row.iter_mut().zip(&r[p.clone()]).zip(&val[p]) {
+            *x += sigmoid(*r) * v;
+        }
+    });
+    e.pool().give([xf, dx, xk, xr, k, r, val]);
+}
+
+/// The whole model over embedding rows `x` `[T, C]` (before `ln0`; T ≥ 1) from `states` (one per
+/// layer, checked by the caller): the logits `[V]` after the last row.
+pub(super) fn forward<E: Exec>(
+    e: &mut E,
+    dec: &Decoder,
+    x: &[f32],
+    states: &mut [E::State],
+) -> Result<Vec<f32>, RwkvError> {
+    let cfg = &dec.config;
+    let c = cfg.n_embd;
+    let t = x.len() / c;
+    let mut h = norm_rows(e, x, c, &dec.ln0);
+    for (layer, s) in dec.layers.iter().zip(states) {
+        time_mix(e, cfg, layer, &mut h, s)?;
+        channel_mix(e, cfg, layer, &mut h, s);
+    }
+    let last = dec.ln_out.apply(&h[(t - 1) * c..]);
+    let [logits] = e.products(1, [(&dec.head, &last)]);
+    e.pool().give([h]);
+    Ok(logits)
+}
