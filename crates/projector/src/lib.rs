@@ -6,7 +6,7 @@
 //! | kind | forward | keys (under `proj.`) | used by |
 //! |---|---|---|---|
 //! | [`ProjectorKind::Linear`] | `W·x`, no bias | `weight` `[C, D]` | VisualRWKV v6.0 |
-//! | [`ProjectorKind::MirroredLinear`] | `W·[x_t ‖ x_{T−1−t}]`, no bias | `weight` `[C, 2D]` | v6.01 (HEAD) |
+//! | [`ProjectorKind::MirroredLinear`] | `W·[x_t ‖ x_{T−1−t}]`, no bias | `weight` `[C, 2D]` | VisualRWKV v6.01 |
 //! | [`ProjectorKind::Mlp2xGelu`] | `W₂·GELU(W₁·x + b₁) + b₂` | `0.{weight,bias}`, `2.{weight,bias}` | LLaVA-1.5 |
 //! | [`ProjectorKind::ContextGating`] | `p = P·x; O·(p ⊙ σ(G·p))`, no biases | `proj.weight`, `gate.weight`, `o_proj.weight` | VisualRWKV-HD |
 //!

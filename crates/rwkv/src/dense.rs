@@ -2,9 +2,9 @@
 //!
 //! Decoding multiplies one row by every weight matrix: a matrix-vector product, bound by the
 //! memory bandwidth of reading the weights once. General matmul routines pack the whole weight
-//! matrix for every call, which on the CPU made a decoding step ~40x slower than reading the
-//! weights. `RwkvBackend::dense` therefore has a default (the backend's matmul) and a CPU
-//! override for a few rows that streams the weights once, split over the cores.
+//! matrix for every call, which on the CPU costs many times the read itself.
+//! `RwkvBackend::dense` therefore has a default (the backend's matmul) and a CPU override for a
+//! few rows that streams the weights once, split over the cores.
 //!
 //! # Shapes
 //!

@@ -23,7 +23,7 @@ pub struct Rwkv<B: Backend> {
     pub ln0: LayerNorm<B>,
     /// The blocks.
     pub blocks: Vec<Block<B>>,
-    /// `ln_out`.
+    /// Norm before the head.
     pub ln_out: LayerNorm<B>,
     /// `head` `C → V`, no bias.
     pub head: Linear<B>,

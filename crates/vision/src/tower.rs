@@ -80,13 +80,13 @@ impl<B: Backend> Attention<B> {
 /// A pre-LN encoder layer: `x + attn(ln1(x))`, then `x + mlp(ln2(x))`.
 #[derive(Module, Debug)]
 pub struct EncoderLayer<B: Backend> {
-    /// `layer_norm1`.
+    /// Norm before the attention.
     pub layer_norm1: LayerNorm<B>,
-    /// `self_attn`.
+    /// Multi-head self-attention.
     pub self_attn: Attention<B>,
-    /// `layer_norm2`.
+    /// Norm before the MLP.
     pub layer_norm2: LayerNorm<B>,
-    /// `mlp`.
+    /// The two-layer MLP.
     pub mlp: Mlp<B>,
 }
 
@@ -110,11 +110,11 @@ pub struct PoolingHead<B: Backend> {
     pub k_proj: Linear<B>,
     /// Value projection.
     pub v_proj: Linear<B>,
-    /// `attention.out_proj`.
+    /// Output projection of the attention (`attention.out_proj`).
     pub out_proj: Linear<B>,
-    /// `layernorm`.
+    /// Norm before the residual MLP.
     pub layernorm: LayerNorm<B>,
-    /// `mlp`.
+    /// The residual MLP.
     pub mlp: Mlp<B>,
     /// Number of heads.
     pub heads: usize,

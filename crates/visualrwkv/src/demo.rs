@@ -223,7 +223,8 @@ where
     for i in 0..n.min(result.test.examples.len()) {
         let e = &result.test.examples[i];
         let got = answer(&model, &result.test, i, scan, tokenizer)?;
-        let scene = result.splits.test.scenes.get(e.image).ok_or_else(|| TrainError::MissingImage(e.image.to_string()))?;
+        let scene =
+            result.splits.test.scenes.get(e.image).ok_or_else(|| TrainError::MissingImage(e.image.to_string()))?;
         if let Some(dir) = dir {
             let path = dir.join(format!("example-{i}.png"));
             scene

@@ -12,6 +12,7 @@
 use std::path::Path;
 
 use burn::module::Module;
+use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use visualrwkv_checkpoint::{CheckpointError, KeyProblem, TensorMap};
 use visualrwkv_projector::{Project, Projector, ProjectorConfig, ProjectorError};
@@ -117,7 +118,7 @@ pub struct VisualRwkv<B: RwkvBackend> {
 
 /// Projected image rows of one image and their layout.
 #[derive(Clone, Debug)]
-pub struct ImageRows<B: RwkvBackend> {
+pub struct ImageRows<B: Backend> {
     /// `[n, C]`: pooled grid rows (row-major), then the non-grid rows (CLS).
     pub rows: Tensor<B, 2>,
     /// How the rows are laid out (scans need it).
@@ -126,7 +127,7 @@ pub struct ImageRows<B: RwkvBackend> {
 
 /// One sequence to run: token ids with at most one [`IMAGE_TOKEN`], and the image's rows.
 #[derive(Clone, Debug)]
-pub struct Sample<B: RwkvBackend> {
+pub struct Sample<B: Backend> {
     /// Ids, [`IMAGE_TOKEN`] where the image goes.
     pub tokens: Vec<i64>,
     /// The image (required when `tokens` holds the placeholder, refused otherwise).
@@ -137,14 +138,14 @@ pub struct Sample<B: RwkvBackend> {
 type RowGather = (Vec<i64>, Vec<i64>);
 
 /// The assembled input of one sample.
-struct Assembled<B: RwkvBackend> {
+struct Assembled<B: Backend> {
     /// Embedding rows `[T, C]` before `ln0`.
     rows: Tensor<B, 2>,
     /// Image span: first row and layout (None without an image).
     span: Option<(usize, ImageLayout)>,
 }
 
-impl<B: RwkvBackend> Sample<B> {
+impl<B: Backend> Sample<B> {
     /// A sample from a built prompt and the image rows (if any).
     pub fn new(prompt: &Prompt, image: Option<ImageRows<B>>) -> Self {
         Self { tokens: prompt.tokens.clone(), image }

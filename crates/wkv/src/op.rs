@@ -8,7 +8,7 @@ use crate::{Wkv6Backend, WkvError};
 ///
 /// 8 = √64, the RWKV-6 head size: with `L² <= N` the intra-chunk tensors autodiff keeps
 /// (`T·L·N` per head) are no larger than the chunk-start states (`(T/L)·N²`), so training memory is
-/// `O(T·N + (T/L)·N²)`. It was also the fastest length measured on the CPU (docs/performance.md).
+/// `O(T·N + (T/L)·N²)`; docs/performance.md compares chunk lengths on the CPU.
 pub const DEFAULT_CHUNK_LEN: usize = 8;
 
 /// Options of [`wkv6_with`].

@@ -106,7 +106,7 @@ pub(super) struct SharedState {
     att_shift: *mut f32,
     wkv: *mut f32,
     ffn_shift: *mut f32,
-    /// `C`.
+    /// Length of the shift rows (C).
     c: usize,
 }
 
