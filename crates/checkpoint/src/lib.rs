@@ -9,7 +9,9 @@
 //! # Shapes
 //!
 //! Tensors keep the shapes of the file (PyTorch conventions, e.g. `nn.Linear` weights
-//! `[out, in]`); conversion to burn layouts is the model's job.
+//! `[out, in]`); [`table`] converts them to a module's layout from the model's key table.
+
+pub mod table;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

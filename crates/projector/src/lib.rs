@@ -22,12 +22,13 @@
 use std::path::Path;
 
 use burn::config::Config;
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use visualrwkv_checkpoint::table::{self, Layout, WeightKey};
 use visualrwkv_checkpoint::{CheckpointError, TensorMap};
 
 /// Errors building or loading a projector.
@@ -146,17 +147,38 @@ impl ProjectorConfig {
 
     /// Every key (without prefix) with its shape, PyTorch layout (`[out, in]`).
     pub fn expected_keys(&self) -> Vec<(String, Vec<usize>)> {
+        table::expected_keys(&self.weight_keys())
+    }
+
+    /// The key table of this projector: each reference key (without prefix), its shape and the
+    /// [`Projector`] parameter it fills (burn's module path, the enum variant first; every
+    /// `nn.Linear` weight transposed).
+    pub fn weight_keys(&self) -> Vec<WeightKey> {
         let (d, c) = (self.in_dim, self.out_dim);
-        let k = |s: &str, shape: Vec<usize>| (s.to_string(), shape);
+        let linear = |official: &str, param: &str, out: usize, inp: usize, bias: bool| {
+            let mut keys = vec![WeightKey::new(
+                format!("{official}weight"),
+                format!("{param}.weight"),
+                vec![out, inp],
+                Layout::Transposed,
+            )];
+            if bias {
+                keys.push(WeightKey::new(format!("{official}bias"), format!("{param}.bias"), vec![out], Layout::Same));
+            }
+            keys
+        };
         match self.kind {
-            ProjectorKind::Linear => vec![k("weight", vec![c, d])],
-            ProjectorKind::MirroredLinear => vec![k("weight", vec![c, 2 * d])],
+            ProjectorKind::Linear => linear("", "Linear", c, d, false),
+            ProjectorKind::MirroredLinear => linear("", "MirroredLinear", c, 2 * d, false),
             ProjectorKind::Mlp2xGelu => {
-                vec![k("0.weight", vec![c, d]), k("0.bias", vec![c]), k("2.weight", vec![c, c]), k("2.bias", vec![c])]
+                [linear("0.", "Mlp2xGelu.fc1", c, d, true), linear("2.", "Mlp2xGelu.fc2", c, c, true)].concat()
             }
-            ProjectorKind::ContextGating => {
-                vec![k("proj.weight", vec![c, d]), k("gate.weight", vec![c, c]), k("o_proj.weight", vec![c, c])]
-            }
+            ProjectorKind::ContextGating => [
+                linear("proj.", "ContextGating.proj", c, d, false),
+                linear("gate.", "ContextGating.gate", c, c, false),
+                linear("o_proj.", "ContextGating.o_proj", c, c, false),
+            ]
+            .concat(),
         }
     }
 
@@ -198,30 +220,9 @@ impl ProjectorConfig {
         map: &TensorMap,
         device: &B::Device,
     ) -> Result<Projector<B>, ProjectorError> {
-        map.check_keys(&self.expected_keys(), &format!("a {:?} projector", self.kind))?;
-        let lin = |name: &str, bias: bool| -> Result<Linear<B>, ProjectorError> {
-            let [o, i] = match map.shape(&format!("{name}weight")).as_deref() {
-                Some(&[o, i]) => [o, i],
-                _ => unreachable!("checked by check_keys"),
-            };
-            let mut l = LinearConfig::new(i, o).with_bias(bias).init(device);
-            l.weight = Param::from_tensor(map.tensor::<B, 2>(&format!("{name}weight"), [o, i], device)?.transpose());
-            l.bias =
-                if bias { Some(Param::from_tensor(map.tensor(&format!("{name}bias"), [o], device)?)) } else { None };
-            Ok(l)
-        };
-        Ok(match self.kind {
-            ProjectorKind::Linear => Projector::Linear(lin("", false)?),
-            ProjectorKind::MirroredLinear => Projector::MirroredLinear(lin("", false)?),
-            ProjectorKind::Mlp2xGelu => {
-                Projector::Mlp2xGelu(Mlp2xGelu { fc1: lin("0.", true)?, fc2: lin("2.", true)? })
-            }
-            ProjectorKind::ContextGating => Projector::ContextGating(ContextGating {
-                proj: lin("proj.", false)?,
-                gate: lin("gate.", false)?,
-                o_proj: lin("o_proj.", false)?,
-            }),
-        })
+        let model = format!("a {:?} projector", self.kind);
+        map.check_keys(&self.expected_keys(), &model)?;
+        Ok(table::load_into(self.init::<B>(device), map, &self.weight_keys(), &model, device)?)
     }
 }
 
@@ -235,10 +236,6 @@ pub fn load<B: Backend>(
 ) -> Result<Projector<B>, ProjectorError> {
     let map = TensorMap::read(path)?.strip_prefix(prefix);
     ProjectorConfig::infer(&map, vision_dim)?.from_tensors(&map, device)
-}
-
-fn host<B: Backend>(t: Tensor<B, 2>) -> Vec<f32> {
-    t.into_data().convert::<f32>().into_vec::<f32>().expect("converted to f32")
 }
 
 impl<B: Backend> Projector<B> {
@@ -261,29 +258,13 @@ impl<B: Backend> Projector<B> {
         Ok(self.forward(features))
     }
 
-    /// The tensors under `prefix` with the reference's names (`[out, in]` weights), f32.
-    pub fn to_tensor_map(&self, prefix: &str) -> TensorMap {
-        let mut map = TensorMap { origin: "projector".into(), tensors: Default::default() };
-        let mut put = |name: &str, l: &Linear<B>| {
-            let [i, o] = l.weight.dims();
-            map.tensors.insert(format!("{prefix}{name}weight"), (vec![o, i], host(l.weight.val().transpose())));
-            if let Some(b) = &l.bias {
-                map.tensors.insert(format!("{prefix}{name}bias"), (vec![o], host(b.val().unsqueeze_dim(0))));
-            }
-        };
-        match self {
-            Projector::Linear(l) | Projector::MirroredLinear(l) => put("", l),
-            Projector::Mlp2xGelu(m) => {
-                put("0.", &m.fc1);
-                put("2.", &m.fc2);
-            }
-            Projector::ContextGating(g) => {
-                put("proj.", &g.proj);
-                put("gate.", &g.gate);
-                put("o_proj.", &g.o_proj);
-            }
-        }
-        map
+    /// The tensors under `prefix` with the reference's names (`[out, in]` weights), f32, from the
+    /// key table ([`ProjectorConfig::weight_keys`]).
+    pub fn to_tensor_map(&self, prefix: &str) -> Result<TensorMap, ProjectorError> {
+        let config = ProjectorConfig::new(self.kind(), self.in_dim(), self.out_dim());
+        let map = table::save_from(self, &config.weight_keys(), "projector")?;
+        let tensors = map.tensors.into_iter().map(|(k, v)| (format!("{prefix}{k}"), v)).collect();
+        Ok(TensorMap { origin: map.origin, tensors })
     }
 }
 

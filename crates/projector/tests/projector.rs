@@ -37,7 +37,7 @@ fn shapes_and_round_trips_for_every_design() {
         let y = p.project(x.clone()).unwrap();
         assert_eq!(y.dims(), [2, 5, 4], "{kind:?}");
         // Save under `proj.`, infer the design back, load, and get the same output.
-        let saved = p.to_tensor_map("proj.").strip_prefix("proj.");
+        let saved = p.to_tensor_map("proj.").unwrap().strip_prefix("proj.");
         let cfg = ProjectorConfig::infer(&saved, Some(6)).unwrap();
         assert_eq!(cfg, ProjectorConfig::new(kind, 6, 4));
         let q = cfg.from_tensors::<B>(&saved, &dev).unwrap();

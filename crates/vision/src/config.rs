@@ -7,6 +7,7 @@ use burn::config::Config;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use visualrwkv_checkpoint::TensorMap;
+use visualrwkv_checkpoint::table::{self, Layout, WeightKey};
 
 use crate::VisionError;
 
@@ -293,44 +294,67 @@ impl VisionConfig {
 
     /// Every key of this tower (without prefix, Hugging Face names) with its shape.
     pub fn expected_keys(&self) -> Vec<(String, Vec<usize>)> {
+        table::expected_keys(&self.weight_keys())
+    }
+
+    /// The key table of this tower: each Hugging Face key (without prefix), its shape, the
+    /// [`crate::VisionTower`] parameter it fills and how (`nn.Linear` and the patch convolution
+    /// transposed; SigLIP's packed `in_proj` split into the head's q/k/v projections).
+    pub fn weight_keys(&self) -> Vec<WeightKey> {
         let (d, f, p, c) = (self.hidden_size, self.intermediate_size, self.patch_size, self.num_channels);
-        let mut keys = vec![
-            ("embeddings.patch_embedding.weight".to_string(), vec![d, c, p, p]),
-            ("embeddings.position_embedding.weight".to_string(), vec![self.num_positions(), d]),
-        ];
-        let linear = |keys: &mut Vec<(String, Vec<usize>)>, name: String, out: usize, inp: usize| {
-            keys.push((format!("{name}.weight"), vec![out, inp]));
-            keys.push((format!("{name}.bias"), vec![out]));
+        let mut keys = Vec::new();
+        let key = |keys: &mut Vec<WeightKey>, official: &str, param: &str, shape: Vec<usize>, layout: Layout| {
+            keys.push(WeightKey::new(official, param, shape, layout));
         };
-        let norm = |keys: &mut Vec<(String, Vec<usize>)>, name: String| {
-            keys.push((format!("{name}.weight"), vec![d]));
-            keys.push((format!("{name}.bias"), vec![d]));
+        // `nn.Linear(inp → out)` with bias, and a LayerNorm of width D: official name, module path.
+        let linear = |keys: &mut Vec<WeightKey>, o: &str, m: &str, out: usize, inp: usize| {
+            key(keys, &format!("{o}.weight"), &format!("{m}.weight"), vec![out, inp], Layout::Transposed);
+            key(keys, &format!("{o}.bias"), &format!("{m}.bias"), vec![out], Layout::Same);
         };
+        let norm = |keys: &mut Vec<WeightKey>, o: &str, m: &str| {
+            key(keys, &format!("{o}.weight"), &format!("{m}.gamma"), vec![d], Layout::Same);
+            key(keys, &format!("{o}.bias"), &format!("{m}.beta"), vec![d], Layout::Same);
+        };
+        let k = &mut keys;
+        key(k, "embeddings.patch_embedding.weight", "patch_embedding.weight", vec![d, c, p, p], Layout::Transposed);
+        key(
+            k,
+            "embeddings.position_embedding.weight",
+            "position_embedding",
+            vec![self.num_positions(), d],
+            Layout::Same,
+        );
         match self.kind {
             TowerKind::Clip => {
-                keys.push(("embeddings.class_embedding".into(), vec![d]));
-                norm(&mut keys, "pre_layrnorm".into());
+                key(k, "embeddings.class_embedding", "class_embedding", vec![d], Layout::Same);
+                norm(k, "pre_layrnorm", "pre_layrnorm");
             }
-            TowerKind::Siglip => keys.push(("embeddings.patch_embedding.bias".into(), vec![d])),
+            TowerKind::Siglip => {
+                key(k, "embeddings.patch_embedding.bias", "patch_embedding.bias", vec![d], Layout::Same)
+            }
         }
         for l in 0..self.num_hidden_layers {
+            let (o, m) = (format!("encoder.layers.{l}"), format!("layers.{l}"));
             for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
-                linear(&mut keys, format!("encoder.layers.{l}.self_attn.{proj}"), d, d);
+                linear(k, &format!("{o}.self_attn.{proj}"), &format!("{m}.self_attn.{proj}"), d, d);
             }
-            norm(&mut keys, format!("encoder.layers.{l}.layer_norm1"));
-            norm(&mut keys, format!("encoder.layers.{l}.layer_norm2"));
-            linear(&mut keys, format!("encoder.layers.{l}.mlp.fc1"), f, d);
-            linear(&mut keys, format!("encoder.layers.{l}.mlp.fc2"), d, f);
+            norm(k, &format!("{o}.layer_norm1"), &format!("{m}.layer_norm1"));
+            norm(k, &format!("{o}.layer_norm2"), &format!("{m}.layer_norm2"));
+            linear(k, &format!("{o}.mlp.fc1"), &format!("{m}.mlp.fc1"), f, d);
+            linear(k, &format!("{o}.mlp.fc2"), &format!("{m}.mlp.fc2"), d, f);
         }
-        norm(&mut keys, "post_layernorm".into());
+        norm(k, "post_layernorm", "post_layernorm");
         if self.kind == TowerKind::Siglip && self.use_head {
-            keys.push(("head.probe".into(), vec![1, 1, d]));
-            keys.push(("head.attention.in_proj_weight".into(), vec![3 * d, d]));
-            keys.push(("head.attention.in_proj_bias".into(), vec![3 * d]));
-            linear(&mut keys, "head.attention.out_proj".into(), d, d);
-            norm(&mut keys, "head.layernorm".into());
-            linear(&mut keys, "head.mlp.fc1".into(), f, d);
-            linear(&mut keys, "head.mlp.fc2".into(), d, f);
+            key(k, "head.probe", "head.probe", vec![1, 1, d], Layout::Same);
+            for (j, proj) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
+                let (w, b) = (format!("head.{proj}.weight"), format!("head.{proj}.bias"));
+                key(k, "head.attention.in_proj_weight", &w, vec![3 * d, d], Layout::TransposedPart(j));
+                key(k, "head.attention.in_proj_bias", &b, vec![3 * d], Layout::Part(j));
+            }
+            linear(k, "head.attention.out_proj", "head.out_proj", d, d);
+            norm(k, "head.layernorm", "head.layernorm");
+            linear(k, "head.mlp.fc1", "head.mlp.fc1", f, d);
+            linear(k, "head.mlp.fc2", "head.mlp.fc2", d, f);
         }
         keys
     }

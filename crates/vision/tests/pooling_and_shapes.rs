@@ -93,7 +93,7 @@ fn siglip_shaped_random_tower_runs_with_the_right_shapes() {
     let dir = std::env::temp_dir().join(format!("visualrwkv-siglip-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("siglip.safetensors");
-    write_safetensors(&tower.to_tensor_map("vision_model."), &path).unwrap();
+    write_safetensors(&tower.to_tensor_map("vision_model.").unwrap(), &path).unwrap();
     let loaded = load::<B>(&path, None, &dev).unwrap();
     assert_eq!(loaded.config, cfg);
     let again = loaded.forward(pixels).unwrap();

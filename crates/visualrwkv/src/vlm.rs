@@ -198,11 +198,11 @@ impl<B: RwkvBackend> VisualRwkv<B> {
     /// The model's tensors in the official VisualRWKV layout: `rwkv.*` (RWKV-LM x060 names and
     /// shapes, `ln0` unfolded), `vit.vision_model.*` (Hugging Face names) and `proj.*`, as f32.
     pub fn to_tensor_map(&self) -> Result<TensorMap, VlmError> {
-        let mut map = self.vision.to_tensor_map("vit.vision_model.");
+        let mut map = self.vision.to_tensor_map("vit.vision_model.")?;
         for (k, v) in self.rwkv.to_tensor_map()?.tensors {
             map.tensors.insert(format!("rwkv.{k}"), v);
         }
-        map.tensors.extend(self.projector.to_tensor_map("proj.").tensors);
+        map.tensors.extend(self.projector.to_tensor_map("proj.")?.tensors);
         map.origin = "VisualRWKV".into();
         Ok(map)
     }

@@ -154,7 +154,7 @@ pub fn write(out: &Path, images: usize, width: usize, layers: usize, seed: u64) 
     let tower = clip.init::<B>(&device);
     std::fs::create_dir_all(out.join("clip"))?;
     visualrwkv_checkpoint::write_safetensors(
-        &tower.to_tensor_map("vision_model."),
+        &tower.to_tensor_map("vision_model.")?,
         out.join("clip/model.safetensors"),
     )?;
     visualrwkv_checkpoint::write_atomic(
