@@ -10,6 +10,7 @@
 //! `[T, C]`, r/k/v/g/w `[T, C_att]`, the LoRA hidden layers `[T, 5·D_MIX]` and `[T, D_DECAY]`.
 
 use visualrwkv_wkv::cpu::exp_f32;
+use visualrwkv_wkv::reference::Inputs;
 
 use super::{Decoder, Layer, Matrix, Norm, norm_in_place};
 use crate::layers::LN_X_EPS;
@@ -91,18 +92,13 @@ pub(super) trait Exec {
     fn set_shift(&self, s: &mut Self::State, which: Shift, row: &[f32]);
 
     /// The WKV6 recurrence over `t` rows from and into the state `s`: `y` `[t, H·N]` from
-    /// r, k, v, w_raw `[t, H·N]` and the bonus `u` `[H·N]`.
-    #[allow(clippy::too_many_arguments)]
+    /// `x`'s r, k, v, w_raw `[t, H·N]` and bonus u `[H·N]` (its `initial_state` unused).
     fn wkv(
         &mut self,
         s: &mut Self::State,
         cfg: &RwkvConfig,
         t: usize,
-        r: &[f32],
-        k: &[f32],
-        v: &[f32],
-        w: &[f32],
-        u: &[f32],
+        x: Inputs<'_, f32>,
     ) -> Result<Vec<f32>, RwkvError>;
 }
 
@@ -231,7 +227,8 @@ fn time_mix<E: Exec>(e: &mut E, cfg: &RwkvConfig, l: &Layer, x: &mut [f32], s: &
     let [r, k, v, g] = e.products(t, [(&l.receptance, &m.r), (&l.key, &m.k), (&l.value, &m.v), (&l.gate, &m.g)]);
     let w = decay_lora(e, &l.decay, &m.w, t);
     e.pool().give([m.w, m.k, m.v, m.r, m.g]);
-    let mut y = e.wkv(s, cfg, t, &r, &k, &v, &w, &l.bonus)?;
+    let inputs = Inputs { r: &r, k: &k, v: &v, w_raw: &w, u: &l.bonus, initial_state: None };
+    let mut y = e.wkv(s, cfg, t, inputs)?;
     // ln_x (a layer norm per head) and the SiLU gate.
     e.rows(&mut y, a, |i, row| {
         for (hh, head) in row.chunks_mut(n).enumerate() {

@@ -67,15 +67,10 @@ impl Exec for Gemm {
         s: &mut HostLayerState,
         cfg: &RwkvConfig,
         t: usize,
-        r: &[f32],
-        k: &[f32],
-        v: &[f32],
-        w: &[f32],
-        u: &[f32],
+        x: Inputs<'_, f32>,
     ) -> Result<Vec<f32>, RwkvError> {
         let mut y = self.pool.take(t * cfg.dim_att());
-        let inputs = Inputs { r, k, v, w_raw: w, u, initial_state: None };
-        visualrwkv_wkv::cpu::forward_in_place(Dims::new(1, t, cfg.n_head, cfg.head_size), inputs, &mut s.wkv, &mut y)?;
+        visualrwkv_wkv::cpu::forward_in_place(Dims::new(1, t, cfg.n_head, cfg.head_size), x, &mut s.wkv, &mut y)?;
         Ok(y)
     }
 }

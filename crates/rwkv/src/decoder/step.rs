@@ -220,16 +220,12 @@ impl Exec for Team<'_> {
         }
     }
 
-    fn wkv(
+    fn wkv<'a>(
         &mut self,
         s: &mut SharedState,
         cfg: &RwkvConfig,
         t: usize,
-        r: &[f32],
-        k: &[f32],
-        v: &[f32],
-        w: &[f32],
-        u: &[f32],
+        x: Inputs<'a, f32>,
     ) -> Result<Vec<f32>, RwkvError> {
         debug_assert_eq!(t, 1, "the team steps one row");
         let (h, hs) = (cfg.n_head, cfg.head_size);
@@ -249,12 +245,13 @@ impl Exec for Team<'_> {
                     set[0].rows(p.clone()),
                 )
             };
+            let mine = |v: &'a [f32]| &v[p.clone()];
             let inputs = Inputs {
-                r: &r[p.clone()],
-                k: &k[p.clone()],
-                v: &v[p.clone()],
-                w_raw: &w[p.clone()],
-                u: &u[p.clone()],
+                r: mine(x.r),
+                k: mine(x.k),
+                v: mine(x.v),
+                w_raw: mine(x.w_raw),
+                u: mine(x.u),
                 initial_state: None,
             };
             result = visualrwkv_wkv::cpu::forward_in_place(Dims::new(1, 1, heads.len(), hs), inputs, state, y);
