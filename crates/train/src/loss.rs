@@ -102,6 +102,68 @@ pub fn l2wrap<B: Backend>(logits: &[Tensor<B, 2>], factor: f64) -> Result<Tensor
     Ok(Tensor::cat(terms, 0).sum())
 }
 
+/// [`batch_loss`] of a padded batch: `logits` `[B, T, V]`, sample `i`'s rows the first
+/// `labels[i].len()` (the rest padding). The same value as `batch_loss` over the per-sample
+/// slices, computed with one row selection over the flattened batch: slicing each sample out would
+/// give each slice a gradient the size of the whole batch (`B` times `B · T · V` numbers).
+pub fn padded_batch_loss<B: Backend>(logits: Tensor<B, 3>, labels: &[Vec<i64>]) -> Result<Tensor<B, 1>, LossError> {
+    let [b, t, v] = logits.dims();
+    if b == 0 || labels.len() != b {
+        return Err(LossError::Batch { logits: b, labels: labels.len() });
+    }
+    let (mut rows, mut ids, mut weights) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, sample) in labels.iter().enumerate() {
+        if sample.len() > t {
+            return Err(LossError::Rows { labels: sample.len(), rows: t });
+        }
+        let targets: Vec<(usize, i64)> =
+            sample.iter().skip(1).enumerate().filter(|(_, l)| **l != IGNORE_INDEX).map(|(p, &l)| (p, l)).collect();
+        if let Some((_, l)) = targets.iter().find(|(_, l)| *l < 0 || *l as usize >= v) {
+            return Err(LossError::Label { label: *l, vocab: v });
+        }
+        let w = 1.0 / (targets.len().max(1) * b) as f32;
+        for (p, l) in targets {
+            rows.push((i * t + p) as i64);
+            ids.push(l);
+            weights.push(w);
+        }
+    }
+    if rows.is_empty() {
+        return Ok(logits.sum().mul_scalar(0.0));
+    }
+    let device = logits.device();
+    let n = rows.len();
+    let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [n]), &device);
+    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [n, 1]), &device);
+    let weights = Tensor::<B, 1>::from_data(TensorData::new(weights, [n]), &device);
+    let picked = log_softmax(logits.reshape([b * t, v]).select(0, rows), 1).gather(1, ids).reshape([n]);
+    Ok((picked * weights).sum().neg())
+}
+
+/// [`l2wrap`] of a padded batch `[B, T, V]` whose sample `i` has `lengths[i]` rows.
+pub fn padded_l2wrap<B: Backend>(
+    logits: Tensor<B, 3>,
+    lengths: &[usize],
+    factor: f64,
+) -> Result<Tensor<B, 1>, LossError> {
+    let [b, t, v] = logits.dims();
+    if b == 0 || lengths.len() != b {
+        return Err(LossError::Batch { logits: b, labels: lengths.len() });
+    }
+    if let Some(i) = lengths.iter().position(|&n| n == 0 || v == 0) {
+        return Err(LossError::EmptySample(i));
+    }
+    if let Some(&n) = lengths.iter().find(|&&n| n > t) {
+        return Err(LossError::Rows { labels: n, rows: t });
+    }
+    let rows: Vec<i64> =
+        lengths.iter().enumerate().flat_map(|(i, &n)| (0..n).map(move |r| (i * t + r) as i64)).collect();
+    let n = rows.len();
+    let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [n]), &logits.device());
+    let half_sq = logits.reshape([b * t, v]).select(0, rows).max_dim(1).powi_scalar(2).sum().mul_scalar(factor / 2.0);
+    Ok(half_sq.clone() - half_sq.detach())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +222,41 @@ mod tests {
         for (d, w) in diff.iter().zip(want) {
             assert!((d - w).abs() < 1e-7, "{diff:?}");
         }
+    }
+
+    #[test]
+    fn padded_batch_equals_per_sample_slices_in_value_and_gradient() {
+        // Two samples of 4 and 2 rows padded to 4, vocabulary 3.
+        let values: Vec<f32> = (0..24).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.3).collect();
+        let labels = vec![vec![IGNORE_INDEX, 1, IGNORE_INDEX, 0], vec![IGNORE_INDEX, 2]];
+        let lengths = [4, 2];
+        let run = |padded: bool| {
+            let x: Tensor<A, 3> = Tensor::from_data(TensorData::new(values.clone(), [2, 4, 3]), &Default::default());
+            let x = x.require_grad();
+            let loss = if padded {
+                padded_batch_loss(x.clone(), &labels).unwrap() + padded_l2wrap(x.clone(), &lengths, 0.01).unwrap()
+            } else {
+                let slices: Vec<Tensor<A, 2>> =
+                    (0..2).map(|i| x.clone().slice([i..i + 1, 0..lengths[i], 0..3]).reshape([lengths[i], 3])).collect();
+                batch_loss(&slices, &labels).unwrap() + l2wrap(&slices, 0.01).unwrap()
+            };
+            let value = loss.clone().into_scalar();
+            let grad = x.grad(&loss.backward()).unwrap().into_data().to_vec::<f32>().unwrap();
+            (value, grad)
+        };
+        let (v_padded, g_padded) = run(true);
+        let (v_slices, g_slices) = run(false);
+        assert!((v_padded - v_slices).abs() < 1e-6, "{v_padded} vs {v_slices}");
+        for (a, b) in g_padded.iter().zip(&g_slices) {
+            assert!((a - b).abs() < 1e-6, "{g_padded:?} vs {g_slices:?}");
+        }
+        // Padding rows get no gradient.
+        assert!(g_padded[18..].iter().all(|g| *g == 0.0));
+        let x: Tensor<A, 3> = Tensor::zeros([2, 4, 3], &Default::default());
+        assert!(padded_batch_loss(x.clone(), &labels[..1]).is_err());
+        assert!(padded_batch_loss(x.clone(), &[vec![0; 5], vec![0]]).is_err());
+        assert!(padded_l2wrap(x.clone(), &[4, 0], 1e-4).is_err());
+        assert!(padded_l2wrap(x, &[5, 1], 1e-4).is_err());
     }
 
     #[test]

@@ -20,4 +20,4 @@ pub mod training;
 pub mod vlm;
 
 pub use generate::{Engine, GenerateOptions, Generation, TokenScore, decode, generate};
-pub use vlm::{ImageRows, Sample, VisionOptions, VisualRwkv, VlmError};
+pub use vlm::{ImageRows, PaddedLogits, Sample, VisionOptions, VisualRwkv, VlmError};

@@ -134,6 +134,15 @@ pub struct Sample<B: Backend> {
     pub image: Option<ImageRows<B>>,
 }
 
+/// The logits of a batch, padded ([`VisualRwkv::forward_padded`]).
+#[derive(Clone, Debug)]
+pub struct PaddedLogits<B: Backend> {
+    /// `[B, T_max, V]`: sample `i`'s logits in rows `0..lengths[i]`, padding after.
+    pub logits: Tensor<B, 3>,
+    /// Rows of each sample.
+    pub lengths: Vec<usize>,
+}
+
 /// Flattened row indices applying a layer's permutations, and the ones undoing them.
 type RowGather = (Vec<i64>, Vec<i64>);
 
@@ -392,6 +401,19 @@ impl<B: RwkvBackend> VisualRwkv<B> {
     /// Logits `[T_i, V]` of every row of every sample (a batch of any lengths and image
     /// positions; each sample's result equals its result alone).
     pub fn forward(&self, samples: &[Sample<B>], scan: &dyn Scan) -> Result<Vec<Tensor<B, 2>>, VlmError> {
+        let PaddedLogits { logits, lengths } = self.forward_padded(samples, scan)?;
+        let v = logits.dims()[2];
+        Ok(lengths
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| logits.clone().slice([i..i + 1, 0..n, 0..v]).reshape([n, v]))
+            .collect())
+    }
+
+    /// The logits of a batch as one padded tensor `[B, T_max, V]` (sample `i`'s rows first, then
+    /// padding), with each sample's length: what a training loss reads without slicing samples
+    /// out (`visualrwkv_train::loss::padded_batch_loss`).
+    pub fn forward_padded(&self, samples: &[Sample<B>], scan: &dyn Scan) -> Result<PaddedLogits<B>, VlmError> {
         if samples.is_empty() {
             return Err(VlmError::Empty("the batch"));
         }
@@ -399,31 +421,20 @@ impl<B: RwkvBackend> VisualRwkv<B> {
         let t = assembled.iter().map(|a| a.rows.dims()[0]).max().unwrap_or(0);
         let c = self.rwkv.config().n_embd;
         let device = self.rwkv.emb.weight.device();
+        let lengths: Vec<usize> = assembled.iter().map(|a| a.rows.dims()[0]).collect();
+        let spans: Vec<_> = assembled.iter().map(|a| a.span).collect();
         let padded: Vec<Tensor<B, 3>> = assembled
-            .iter()
+            .into_iter()
             .map(|a| {
                 let n = a.rows.dims()[0];
-                let rows = if n < t {
-                    Tensor::cat(vec![a.rows.clone(), Tensor::zeros([t - n, c], &device)], 0)
-                } else {
-                    a.rows.clone()
-                };
+                let rows =
+                    if n < t { Tensor::cat(vec![a.rows, Tensor::zeros([t - n, c], &device)], 0) } else { a.rows };
                 rows.unsqueeze_dim(0)
             })
             .collect();
-        let spans: Vec<_> = assembled.iter().map(|a| a.span).collect();
         let x = self.rwkv.input_norm(Tensor::cat(padded, 0));
         let (x, _) = self.run_blocks(x, &spans, scan)?;
-        let logits = self.rwkv.logits(x);
-        let v = logits.dims()[2];
-        Ok(assembled
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                let n = a.rows.dims()[0];
-                logits.clone().slice([i..i + 1, 0..n, 0..v]).reshape([n, v])
-            })
-            .collect())
+        Ok(PaddedLogits { logits: self.rwkv.logits(x), lengths })
     }
 
     /// Runs the prompt of one sample layer by layer (docs/model.md §5): the last row's
