@@ -279,39 +279,73 @@ pub enum VocabArg {
     Bytes,
 }
 
-/// Settings shared by `demo` and `ablate`: data, model, optimisation and devices.
+/// A preset of the synthetic task (`visualrwkv::demo::Task`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TaskArg {
+    /// 3×3 grid, 2–5 shapes, the six original question types.
+    Easy,
+    /// 3×3 grid, 2–5 shapes, all eight question types (the four neighbour directions).
+    Spatial,
+    /// 6×6 grid, 6–12 shapes and 8 clutter cells, all eight types, a small state (head size 8).
+    Capacity,
+}
+
+/// Settings shared by `demo` and `ablate`: data, model, optimisation and devices. Flags left
+/// out take the `--task` preset's value.
 #[derive(Args, Clone, Debug)]
 pub struct RunArgs {
-    /// Optimiser steps (4000 take about 4 minutes on 2 CPU cores).
-    #[arg(long, default_value_t = 4000)]
-    pub steps: usize,
-    /// Samples per step (split over --devices).
-    #[arg(long, default_value_t = 16)]
-    pub batch: usize,
-    /// Peak learning rate (cosine decay to 1/30 of it after 50 warmup steps).
-    #[arg(long, default_value_t = 3e-3)]
-    pub lr: f64,
+    /// Task preset: grid, shapes, clutter, question types and the model's size.
+    #[arg(long, value_enum, default_value_t = TaskArg::Spatial)]
+    pub task: TaskArg,
+    /// Optimiser steps [default: the preset's].
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Samples per step (split over --devices) [default: the preset's].
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Peak learning rate (cosine decay to 1/30 of it after the warmup) [default: the preset's].
+    #[arg(long)]
+    pub lr: Option<f64>,
     /// Training stage: full (projector + RWKV, embeddings frozen) or projector.
     #[arg(long, value_enum, default_value_t = StageArg::Full)]
     pub stage: StageArg,
-    /// Training images (each with --questions questions).
-    #[arg(long, default_value_t = 2000)]
-    pub train_images: usize,
-    /// Test images.
-    #[arg(long, default_value_t = 200)]
-    pub test_images: usize,
-    /// Questions per image.
-    #[arg(long, default_value_t = 6)]
-    pub questions: usize,
-    /// Grid cells per side.
-    #[arg(long, default_value_t = 3)]
-    pub grid: usize,
-    /// RWKV width.
-    #[arg(long, default_value_t = 64)]
-    pub width: usize,
-    /// RWKV layers.
-    #[arg(long, default_value_t = 2)]
-    pub layers: usize,
+    /// Training images, each with --questions questions [default: the preset's].
+    #[arg(long)]
+    pub train_images: Option<usize>,
+    /// Test images [default: the preset's].
+    #[arg(long)]
+    pub test_images: Option<usize>,
+    /// Questions per image [default: the preset's].
+    #[arg(long)]
+    pub questions: Option<usize>,
+    /// Grid cells per side [default: the preset's].
+    #[arg(long)]
+    pub grid: Option<usize>,
+    /// Fewest shapes per image [default: the preset's].
+    #[arg(long)]
+    pub min_objects: Option<usize>,
+    /// Most shapes per image [default: the preset's].
+    #[arg(long)]
+    pub max_objects: Option<usize>,
+    /// Clutter cells per image (grey texture that no question asks about) [default: the preset's].
+    #[arg(long)]
+    pub distractors: Option<usize>,
+    /// Question types asked, comma-separated (color, shape_at, left_of, right_of, above, below,
+    /// count, exists) [default: the preset's].
+    #[arg(long, value_delimiter = ',')]
+    pub types: Option<Vec<String>>,
+    /// RWKV width [default: the preset's].
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// RWKV layers [default: the preset's].
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// RWKV head size; the state is width/head-size heads of head-size² [default: the preset's].
+    #[arg(long)]
+    pub head_size: Option<usize>,
+    /// Standard deviation of the tower's frozen position embeddings [default: the preset's].
+    #[arg(long)]
+    pub position_std: Option<f64>,
     /// Seed of data, initialisation and batch order.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -319,49 +353,99 @@ pub struct RunArgs {
     /// (byte-level World ids).
     #[arg(long, value_enum, default_value_t = VocabArg::Words)]
     pub vocab: VocabArg,
+    /// CPU replicas trained data-parallel when training on the CPU without --devices (burn-ndarray
+    /// runs one replica on about one core; the update is the same for any count) [default: one
+    /// per core, at most 4, divided among `ablate --jobs`].
+    #[arg(long)]
+    pub replicas: Option<usize>,
     #[command(flatten)]
     pub devices: crate::device::TrainDevices,
 }
 
+/// Most CPU replicas chosen without `--replicas`.
+const MAX_AUTO_REPLICAS: usize = 4;
+
 impl RunArgs {
-    /// The library's settings for these flags.
-    pub fn settings(&self) -> visualrwkv::demo::RunSettings {
-        use visualrwkv::training::{Stage, TrainConfig, Vocab};
-        use visualrwkv_train::data::DataConfig;
-        let data = DataConfig {
-            grid: self.grid,
-            train_images: self.train_images,
-            val_images: 50,
-            test_images: self.test_images,
-            questions_per_image: self.questions,
-            max_objects: 5.min(self.grid * self.grid),
-            seed: self.seed,
-            ..DataConfig::default()
-        };
-        let train = TrainConfig {
-            stage: match self.stage {
-                StageArg::Full => Stage::Full,
-                StageArg::Projector => Stage::Projector,
-            },
-            steps: self.steps,
-            batch_size: self.batch,
-            lr_init: self.lr,
-            lr_final: self.lr / 30.0,
-            warmup: 50.min(self.steps / 10),
-            seed: self.seed,
-            ..TrainConfig::default()
-        };
-        visualrwkv::demo::RunSettings {
-            data,
-            width: self.width,
-            layers: self.layers,
-            vocab: match self.vocab {
-                VocabArg::Words => Vocab::Words,
-                VocabArg::Bytes => Vocab::Bytes,
-            },
-            train,
-            model_seed: self.seed,
-            eval_limit: None,
+    /// The devices to train on, `jobs` runs at a time: `--devices` as given; on the CPU,
+    /// `--replicas` copies of it (default: the cores divided by `jobs`, at most 4 and at most the
+    /// batch).
+    pub fn device_list(&self, jobs: usize) -> crate::Res<Vec<crate::device::DeviceSpec>> {
+        use crate::device::DeviceSpec;
+        let list = self.devices.list()?;
+        if self.devices.devices.is_some() || list != [DeviceSpec::Cpu] {
+            if self.replicas.is_some() {
+                return Err("--replicas applies to --device cpu only (name the devices with --devices)".into());
+            }
+            return Ok(list);
         }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let batch = self.batch.unwrap_or(usize::MAX);
+        let n = match self.replicas {
+            Some(0) => return Err("--replicas must be at least 1".into()),
+            Some(n) => n,
+            None => (cores / jobs.max(1)).clamp(1, MAX_AUTO_REPLICAS).min(batch),
+        };
+        Ok(vec![DeviceSpec::Cpu; n])
+    }
+
+    /// The library's settings for these flags: the preset, then every flag given.
+    pub fn settings(&self) -> crate::Res<visualrwkv::demo::RunSettings> {
+        use visualrwkv::demo::Task;
+        use visualrwkv::training::{Stage, Vocab};
+        use visualrwkv_train::data::QuestionType;
+        let task = match self.task {
+            TaskArg::Easy => Task::Easy,
+            TaskArg::Spatial => Task::Spatial,
+            TaskArg::Capacity => Task::Capacity,
+        };
+        let mut s = visualrwkv::demo::RunSettings::preset(task);
+        let d = &mut s.data;
+        d.train_images = self.train_images.unwrap_or(d.train_images);
+        d.test_images = self.test_images.unwrap_or(d.test_images);
+        d.questions_per_image = self.questions.unwrap_or(d.questions_per_image);
+        d.seed = self.seed;
+        if let Some(g) = self.grid {
+            d.grid = g;
+            d.max_objects = d.max_objects.min(g * g);
+            d.min_objects = d.min_objects.min(d.max_objects);
+            d.distractors = d.distractors.min(g * g - d.max_objects);
+        }
+        d.min_objects = self.min_objects.unwrap_or(d.min_objects);
+        d.max_objects = self.max_objects.unwrap_or(d.max_objects);
+        d.distractors = self.distractors.unwrap_or(d.distractors);
+        if let Some(types) = &self.types {
+            d.types = types
+                .iter()
+                .map(|t| {
+                    QuestionType::by_name(t.trim()).ok_or_else(|| {
+                        let all: Vec<&str> = QuestionType::ALL.iter().map(|q| q.name()).collect();
+                        format!("unknown question type '{t}' in --types (one of {})", all.join(", "))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        let t = &mut s.train;
+        t.stage = match self.stage {
+            StageArg::Full => Stage::Full,
+            StageArg::Projector => Stage::Projector,
+        };
+        t.steps = self.steps.unwrap_or(t.steps);
+        t.batch_size = self.batch.unwrap_or(t.batch_size);
+        if let Some(lr) = self.lr {
+            t.lr_init = lr;
+            t.lr_final = lr / 30.0;
+        }
+        t.warmup = t.warmup.min(t.steps / 10);
+        t.seed = self.seed;
+        s.width = self.width.unwrap_or(s.width);
+        s.layers = self.layers.unwrap_or(s.layers);
+        s.head_size = self.head_size.unwrap_or(s.head_size);
+        s.position_std = self.position_std.unwrap_or(s.position_std);
+        s.model_seed = self.seed;
+        s.vocab = match self.vocab {
+            VocabArg::Words => Vocab::Words,
+            VocabArg::Bytes => Vocab::Bytes,
+        };
+        Ok(s)
     }
 }

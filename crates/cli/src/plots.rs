@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use plotters::prelude::*;
-use visualrwkv::demo::{AblationRun, mean_std};
+use visualrwkv::demo::AblationSummary;
 use visualrwkv::training::StepStats;
 use visualrwkv_efficiency::{ModelKind, Point};
 
@@ -43,50 +43,54 @@ pub fn loss(history: &[StepStats], path: &Path) -> Res<()> {
     Ok(())
 }
 
-/// A bar chart of mean accuracy ± std per prompt/scan combination.
-pub fn ablation(runs: &[AblationRun], path: &Path) -> Res<()> {
+/// A bar chart of accuracy per prompt/scan combination with its 95 % bootstrap interval as the
+/// error bar, rendered in memory and written atomically.
+pub fn ablation(summary: &AblationSummary, path: &Path) -> Res<()> {
     let err = |e: String| plot_error(path, e);
-    let mut combos: Vec<(String, f64, f64)> = Vec::new();
-    for r in runs {
-        let name = format!("{}/{}", r.prompt, r.scan);
-        if !combos.iter().any(|c| c.0 == name) {
-            let v: Vec<f64> =
-                runs.iter().filter(|x| x.prompt == r.prompt && x.scan == r.scan).map(|x| x.overall).collect();
-            let (m, sd) = mean_std(&v);
-            combos.push((name, m, sd));
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (960, 440)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+        let n = summary.combos.len().max(1);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("held-out accuracy, mean and 95 % interval over {} seeds × questions", summary.seeds),
+                ("sans-serif", 18),
+            )
+            .margin(10)
+            .x_label_area_size(60)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..n as f64, 0.0..1.0)
+            .map_err(|e| err(e.to_string()))?;
+        let labels: Vec<String> = summary.combos.iter().map(|c| format!("{}/{}", c.prompt, c.scan)).collect();
+        chart
+            .configure_mesh()
+            .x_labels(n)
+            .x_label_formatter(&|x| labels.get(x.floor() as usize).cloned().unwrap_or_default())
+            .y_desc("accuracy")
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+        for (i, c) in summary.combos.iter().enumerate() {
+            let (x, iv) = (i as f64, c.overall);
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(x + 0.15, 0.0), (x + 0.85, iv.mean)],
+                    BLUE.mix(0.6).filled(),
+                )))
+                .map_err(|e| err(e.to_string()))?;
+            for segment in [
+                vec![(x + 0.5, iv.low), (x + 0.5, iv.high)],
+                vec![(x + 0.4, iv.low), (x + 0.6, iv.low)],
+                vec![(x + 0.4, iv.high), (x + 0.6, iv.high)],
+            ] {
+                chart
+                    .draw_series(std::iter::once(PathElement::new(segment, BLACK.stroke_width(2))))
+                    .map_err(|e| err(e.to_string()))?;
+            }
         }
+        root.present().map_err(|e| err(e.to_string()))?;
     }
-    let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-    let n = combos.len().max(1);
-    let mut chart = ChartBuilder::on(&root)
-        .caption("held-out accuracy (mean ± std over seeds)", ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(60)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0.0..n as f64, 0.0..1.0)
-        .map_err(|e| err(e.to_string()))?;
-    let labels: Vec<String> = combos.iter().map(|c| c.0.clone()).collect();
-    chart
-        .configure_mesh()
-        .x_labels(n)
-        .x_label_formatter(&|x| labels.get(x.floor() as usize).cloned().unwrap_or_default())
-        .y_desc("accuracy")
-        .draw()
-        .map_err(|e| err(e.to_string()))?;
-    for (i, (_, m, sd)) in combos.iter().enumerate() {
-        let x = i as f64;
-        chart
-            .draw_series(std::iter::once(Rectangle::new([(x + 0.15, 0.0), (x + 0.85, *m)], BLUE.mix(0.6).filled())))
-            .map_err(|e| err(e.to_string()))?;
-        chart
-            .draw_series(std::iter::once(PathElement::new(
-                vec![(x + 0.5, m - sd), (x + 0.5, m + sd)],
-                BLACK.stroke_width(2),
-            )))
-            .map_err(|e| err(e.to_string()))?;
-    }
-    root.present().map_err(|e| err(e.to_string()))?;
+    visualrwkv_checkpoint::write_atomic(path, svg.as_bytes())?;
     Ok(())
 }
 

@@ -172,9 +172,61 @@ fn bad_input_is_an_error_not_a_panic() {
         format!("generate|--model|{model}|--prompt|x|--top-p|0"),
         format!("generate|--model|{model}|--prompt|x|--decoder|f8"),
         "tokenize|--file|/nonexistent.txt".to_string(),
+        "demo|--types|color,spiral|--steps|1".to_string(),
+        "demo|--replicas|2|--devices|cpu|--steps|1".to_string(),
+        "demo|--replicas|0|--steps|1".to_string(),
+        "demo|--head-size|24|--steps|1".to_string(),
+        "demo|--distractors|9|--steps|1".to_string(),
+        "ablate|--seeds|0|--steps|1".to_string(),
     ];
     let cases: Vec<(Vec<&str>, &str)> = cases.iter().map(|c| (c.split('|').collect(), "error")).collect();
     common::assert_failures(&cases);
+}
+
+/// `ablate` at a tiny budget: every combination × seed trains, the report holds the paper's claims
+/// with intervals and verdicts, and two parallel jobs give exactly the runs of one.
+#[test]
+fn ablate_reports_intervals_and_verdicts_and_jobs_do_not_change_results() {
+    let mut accuracies = Vec::new();
+    for jobs in ["1", "2"] {
+        let out = tmp(&format!("ablate-{jobs}"));
+        let o = bin()
+            .args(["ablate", "--prompts", "first,last,sandwich", "--scans", "uni,bi", "--seeds", "2"])
+            .args(["--jobs", jobs, "--steps", "2", "--batch", "4", "--train-images", "12", "--test-images", "4"])
+            .args(["--questions", "2", "--layers", "2", "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "jobs {jobs}: {}", String::from_utf8_lossy(&o.stderr));
+        let md = std::fs::read_to_string(out.join("ablation.md")).unwrap();
+        for want in ["| Table 3 | sandwich > first |", "| Table 4 | bi > uni |", "Table 3: sandwich > image-first"] {
+            assert!(
+                md.contains(want),
+                "{want} missing from
+{md}"
+            );
+        }
+        assert!(["reproduced", "contradicted", "inconclusive"].iter().any(|v| md.contains(v)), "{md}");
+        let csv = std::fs::read_to_string(out.join("ablation.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 1 + 3 * 2 * 2, "{csv}");
+        let comparisons = std::fs::read_to_string(out.join("comparisons.csv")).unwrap();
+        assert!(comparisons.starts_with("factor,a,b,claim,source,question_type,mean,low,high,verdict\n"));
+        assert!(comparisons.lines().any(|l| l.starts_with("Scan,bi,uni,better,Table 4,all,")), "{comparisons}");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("ablation.json")).unwrap()).unwrap();
+        assert_eq!(json["ablation"]["runs"].as_array().unwrap().len(), 12);
+        assert!(std::fs::read_to_string(out.join("ablation.svg")).unwrap().contains("<svg"));
+        // Everything but the timing column.
+        let runs: Vec<String> = csv
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                [&f[..4], &f[5..]].concat().join(",")
+            })
+            .collect();
+        accuracies.push(runs);
+    }
+    assert_eq!(accuracies[0], accuracies[1], "--jobs 2 changed the runs");
 }
 
 /// The main job at a tiny budget: `demo` trains, evaluates, answers and saves, on one CPU device

@@ -13,7 +13,9 @@
 //! | `color` | "What color is the circle?" (the shape occurs once) | `red` |
 //! | `shape_at` | "What is in the top left cell?" | `square` / `nothing` |
 //! | `left_of` | "What is left of the blue cross?" | shape / `nothing` |
+//! | `right_of` | "What is right of the blue cross?" | shape / `nothing` |
 //! | `above` | "What is above the green triangle?" | shape / `nothing` |
+//! | `below` | "What is below the green triangle?" | shape / `nothing` |
 //! | `count` | "How many yellow shapes are there?" | `0` … `9` |
 //! | `exists` | "Is there a red square?" | `yes` / `no` |
 //!
@@ -159,14 +161,20 @@ pub struct Object {
     pub shape: ShapeKind,
 }
 
-/// A grid of cells, each empty or holding one shape; no two shapes share colour and kind.
+/// A grid of cells, each empty, holding one shape, or holding clutter (a grey texture that is
+/// not a shape: every question treats it as `nothing`); no two shapes share colour and kind.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Scene {
     /// Cells per side.
     pub grid: usize,
     /// The shapes, sorted by position.
     pub objects: Vec<Object>,
+    /// Cells `(row, col)` holding clutter, sorted; never a cell with a shape.
+    pub clutter: Vec<(usize, usize)>,
 }
+
+/// Grey of the clutter texture.
+const CLUTTER_RGB: [u8; 3] = [128, 128, 128];
 
 impl Scene {
     /// The object in cell `(row, col)`, if any.
@@ -183,6 +191,16 @@ impl Scene {
     pub fn render(&self, cell_px: usize) -> RgbImage {
         let side = (self.grid * cell_px) as u32;
         let mut img = RgbImage::from_pixel(side, side, Rgb([0, 0, 0]));
+        for &(row, col) in &self.clutter {
+            // A checkerboard of 2-pixel squares: texture, not a shape.
+            for y in 0..cell_px {
+                for x in 0..cell_px {
+                    if (y / 2 + x / 2) % 2 == 0 {
+                        img.put_pixel((col * cell_px + x) as u32, (row * cell_px + y) as u32, Rgb(CLUTTER_RGB));
+                    }
+                }
+            }
+        }
         for o in &self.objects {
             for y in 0..cell_px {
                 for x in 0..cell_px {
@@ -198,7 +216,7 @@ impl Scene {
     }
 
     /// A text rendering: one line per grid row, two characters per cell (colour initial and
-    /// shape symbol, or `..` when empty).
+    /// shape symbol, `::` for clutter, `..` when empty).
     pub fn ascii(&self) -> String {
         let mut out = String::new();
         for row in 0..self.grid {
@@ -211,6 +229,7 @@ impl Scene {
                         out.push(o.color.name().chars().next().unwrap_or('?').to_ascii_uppercase());
                         out.push(o.shape.symbol());
                     }
+                    None if self.clutter.contains(&(row, col)) => out.push_str("::"),
                     None => out.push_str(".."),
                 }
             }
@@ -229,8 +248,12 @@ pub enum QuestionType {
     ShapeAt,
     /// Shape in the cell left of an object.
     LeftOf,
+    /// Shape in the cell right of an object.
+    RightOf,
     /// Shape in the cell above an object.
     Above,
+    /// Shape in the cell below an object.
+    Below,
     /// Number of shapes of a colour.
     Count,
     /// Whether an object of a colour and kind exists.
@@ -239,14 +262,47 @@ pub enum QuestionType {
 
 impl QuestionType {
     /// All question types.
-    pub const ALL: [QuestionType; 6] = [
+    pub const ALL: [QuestionType; 8] = [
         QuestionType::Color,
         QuestionType::ShapeAt,
         QuestionType::LeftOf,
+        QuestionType::RightOf,
         QuestionType::Above,
+        QuestionType::Below,
         QuestionType::Count,
         QuestionType::Exists,
     ];
+
+    /// The types whose answer is a neighbour of a named object.
+    pub const NEIGHBOURS: [QuestionType; 4] =
+        [QuestionType::LeftOf, QuestionType::RightOf, QuestionType::Above, QuestionType::Below];
+
+    /// The type named `name` (as [`QuestionType::name`] writes it).
+    pub fn by_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|q| q.name() == name)
+    }
+
+    /// For a neighbour question, the offset `(rows, cols)` of the cell it asks about.
+    pub fn offset(self) -> Option<(isize, isize)> {
+        match self {
+            QuestionType::LeftOf => Some((0, -1)),
+            QuestionType::RightOf => Some((0, 1)),
+            QuestionType::Above => Some((-1, 0)),
+            QuestionType::Below => Some((1, 0)),
+            _ => None,
+        }
+    }
+
+    /// The relation's words in the question ("left of", "above", …), for neighbour questions.
+    fn relation(self) -> &'static str {
+        match self {
+            QuestionType::LeftOf => "left of",
+            QuestionType::RightOf => "right of",
+            QuestionType::Above => "above",
+            QuestionType::Below => "below",
+            _ => "",
+        }
+    }
 
     /// Short name (used in tables and metrics).
     pub fn name(self) -> &'static str {
@@ -254,7 +310,9 @@ impl QuestionType {
             QuestionType::Color => "color",
             QuestionType::ShapeAt => "shape_at",
             QuestionType::LeftOf => "left_of",
+            QuestionType::RightOf => "right_of",
             QuestionType::Above => "above",
+            QuestionType::Below => "below",
             QuestionType::Count => "count",
             QuestionType::Exists => "exists",
         }
@@ -328,6 +386,10 @@ pub struct DataConfig {
     pub min_objects: usize,
     /// Most shapes per scene (at most `grid²` and 16, the number of colour × kind pairs).
     pub max_objects: usize,
+    /// Clutter cells per scene (grey texture, never a shape), taken from the empty cells.
+    pub distractors: usize,
+    /// The question types asked, in the order each image cycles through them.
+    pub types: Vec<QuestionType>,
     /// Images in the training split.
     pub train_images: usize,
     /// Images in the validation split.
@@ -347,6 +409,8 @@ impl Default for DataConfig {
             cell_px: 8,
             min_objects: 2,
             max_objects: 5,
+            distractors: 0,
+            types: QuestionType::ALL.to_vec(),
             train_images: 2000,
             val_images: 100,
             test_images: 200,
@@ -421,14 +485,22 @@ fn random_scene(config: &DataConfig, rng: &mut Rng) -> Scene {
         .map(|(&p, &(color, shape))| Object { row: p / config.grid, col: p % config.grid, color, shape })
         .collect();
     objects.sort();
-    Scene { grid: config.grid, objects }
+    let mut clutter: Vec<(usize, usize)> =
+        positions.iter().skip(count).take(config.distractors).map(|&p| (p / config.grid, p % config.grid)).collect();
+    clutter.sort();
+    Scene { grid: config.grid, objects, clutter }
 }
 
-fn neighbour_answer(scene: &Scene, row: Option<usize>, col: Option<usize>) -> String {
-    match (row, col) {
-        (Some(r), Some(c)) => scene.at(r, c).map_or("nothing", |o| o.shape.name()).to_string(),
-        _ => "nothing".to_string(),
-    }
+/// The cell `offset` away from `(row, col)`, if it is on the grid.
+fn neighbour(grid: usize, row: usize, col: usize, offset: (isize, isize)) -> Option<(usize, usize)> {
+    let r = row.checked_add_signed(offset.0)?;
+    let c = col.checked_add_signed(offset.1)?;
+    (r < grid && c < grid).then_some((r, c))
+}
+
+/// The shape in `cell`, or `nothing` (empty, clutter or off the grid).
+fn cell_answer(scene: &Scene, cell: Option<(usize, usize)>) -> String {
+    cell.and_then(|(r, c)| scene.at(r, c)).map_or("nothing", |o| o.shape.name()).to_string()
 }
 
 /// One question of type `qtype` about `scene`, or `None` when the scene cannot support it (no
@@ -456,30 +528,26 @@ fn question(scene: &Scene, qtype: QuestionType, rng: &mut Rng) -> Option<(String
             } else {
                 (rng.below(scene.grid), rng.below(scene.grid))
             };
-            let answer = neighbour_answer(scene, Some(row), Some(col));
+            let answer = cell_answer(scene, Some((row, col)));
             Some((format!("What is in the {} cell?", cell_name(scene.grid, row, col)), answer))
         }
-        QuestionType::LeftOf | QuestionType::Above => {
-            let left = qtype == QuestionType::LeftOf;
-            let neighbour = |o: &Object| {
-                if left { (Some(o.row), o.col.checked_sub(1)) } else { (o.row.checked_sub(1), Some(o.col)) }
-            };
-            // Half the time (when possible) an object whose neighbour cell is occupied.
+        QuestionType::LeftOf | QuestionType::RightOf | QuestionType::Above | QuestionType::Below => {
+            let offset = qtype.offset()?;
+            let next = |o: &Object| neighbour(scene.grid, o.row, o.col, offset);
+            // Half the time (when possible) an object whose neighbour cell holds a shape.
             let with_neighbour: Vec<Object> = scene
                 .objects
                 .iter()
                 .copied()
-                .filter(|o| matches!(neighbour(o), (Some(r), Some(c)) if scene.at(r, c).is_some()))
+                .filter(|o| next(o).is_some_and(|(r, c)| scene.at(r, c).is_some()))
                 .collect();
             let o = if !with_neighbour.is_empty() && rng.below(2) == 0 {
                 with_neighbour[rng.below(with_neighbour.len())]
             } else {
                 pick(rng)
             };
-            let (r, c) = neighbour(&o);
-            let answer = neighbour_answer(scene, r, c);
-            let relation = if left { "left of" } else { "above" };
-            Some((format!("What is {relation} the {} {}?", o.color.name(), o.shape.name()), answer))
+            let answer = cell_answer(scene, next(&o));
+            Some((format!("What is {} the {} {}?", qtype.relation(), o.color.name(), o.shape.name()), answer))
         }
         QuestionType::Count => {
             let c = Color::ALL[rng.below(Color::ALL.len())];
@@ -521,6 +589,17 @@ fn check(config: &DataConfig) -> Result<(), DataError> {
             config.min_objects, config.max_objects
         ));
     }
+    if config.max_objects + config.distractors > config.grid * config.grid {
+        return bad(format!(
+            "{} distractors and up to {} shapes do not fit a {g}x{g} grid",
+            config.distractors,
+            config.max_objects,
+            g = config.grid
+        ));
+    }
+    if config.types.is_empty() {
+        return bad("at least one question type must be asked".into());
+    }
     if config.train_images == 0 || config.test_images == 0 || config.questions_per_image == 0 {
         return bad("train_images, test_images and questions_per_image must be at least 1".into());
     }
@@ -553,11 +632,12 @@ pub fn generate(config: &DataConfig) -> Result<Splits, DataError> {
     let mut deal = |scenes: Vec<Scene>| {
         let mut examples = Vec::new();
         for (i, scene) in scenes.iter().enumerate() {
-            let offset = rng.below(QuestionType::ALL.len());
+            let types = &config.types;
+            let offset = rng.below(types.len());
             let mut asked = 0;
             let mut k = 0;
-            while asked < config.questions_per_image && k < config.questions_per_image + QuestionType::ALL.len() {
-                let qtype = QuestionType::ALL[(offset + k) % QuestionType::ALL.len()];
+            while asked < config.questions_per_image && k < config.questions_per_image + types.len() {
+                let qtype = types[(offset + k) % types.len()];
                 k += 1;
                 if let Some((question, answer)) = question(scene, qtype, &mut rng) {
                     examples.push(Example { scene: i, question, answer, qtype });
@@ -631,6 +711,20 @@ mod tests {
     }
 
     #[test]
+    fn distractors_and_question_types_follow_the_config() {
+        let cfg = DataConfig { distractors: 2, types: vec![QuestionType::Below, QuestionType::Count], ..small() };
+        let s = generate(&cfg).unwrap();
+        for scene in &s.train.scenes {
+            assert_eq!(scene.clutter.len(), 2);
+            assert!(scene.clutter.iter().all(|&(r, c)| scene.at(r, c).is_none()));
+        }
+        assert!(s.train.examples.iter().all(|e| cfg.types.contains(&e.qtype)));
+        assert!(s.train.examples.iter().any(|e| e.qtype == QuestionType::Below));
+        assert!(generate(&DataConfig { distractors: 5, ..small() }).is_err(), "5 shapes + 5 clutter > 9 cells");
+        assert!(generate(&DataConfig { types: vec![], ..small() }).is_err());
+    }
+
+    #[test]
     fn splits_share_no_image() {
         let s = generate(&small()).unwrap();
         let train: HashSet<_> = s.train.scenes.iter().map(|x| x.render(8).into_raw()).collect();
@@ -649,9 +743,13 @@ mod tests {
                 Object { row: 0, col: 1, color: Color::Blue, shape: ShapeKind::Circle },
                 Object { row: 1, col: 1, color: Color::Green, shape: ShapeKind::Cross },
             ],
+            clutter: vec![(2, 2)],
         };
-        assert_eq!(scene.ascii(), "R# Bo ..\n.. G+ ..\n.. .. ..\n");
-        assert_eq!(neighbour_answer(&scene, Some(0), Some(0)), "square");
+        assert_eq!(scene.ascii(), "R# Bo ..\n.. G+ ..\n.. .. ::\n");
+        assert_eq!(cell_answer(&scene, Some((0, 0))), "square");
+        assert_eq!(cell_answer(&scene, Some((2, 2))), "nothing", "clutter is not a shape");
+        assert_eq!(neighbour(3, 0, 0, (0, -1)), None);
+        assert_eq!(neighbour(3, 2, 1, (0, 1)), Some((2, 2)));
         assert_eq!(cell_name(3, 0, 0), "top left");
         assert_eq!(cell_name(3, 1, 1), "center");
         assert_eq!(cell_name(3, 2, 1), "bottom center");
@@ -666,6 +764,12 @@ mod tests {
             let (q, a) = question(&scene, QuestionType::Above, &mut rng).unwrap();
             let want = if q == "What is above the green cross?" { "circle" } else { "nothing" };
             assert_eq!(a, want, "{q}");
+            let (q, a) = question(&scene, QuestionType::RightOf, &mut rng).unwrap();
+            let want = if q == "What is right of the red square?" { "circle" } else { "nothing" };
+            assert_eq!(a, want, "{q}");
+            let (q, a) = question(&scene, QuestionType::Below, &mut rng).unwrap();
+            let want = if q == "What is below the blue circle?" { "cross" } else { "nothing" };
+            assert_eq!(a, want, "{q}");
             let (q, a) = question(&scene, QuestionType::Color, &mut rng).unwrap();
             let want = match q.as_str() {
                 "What color is the square?" => "red",
@@ -677,8 +781,10 @@ mod tests {
         // Rendering: the red square fills its cell's inside, the empty cells stay black.
         let img = scene.render(8);
         assert_eq!(img.get_pixel(4, 4).0, Color::Red.rgb());
-        assert_eq!(img.get_pixel(20, 20).0, [0, 0, 0]);
+        assert_eq!(img.get_pixel(20, 4).0, [0, 0, 0]);
         assert_eq!(img.get_pixel(12, 4).0, Color::Blue.rgb());
+        assert_eq!(img.get_pixel(16, 16).0, CLUTTER_RGB);
+        assert_eq!(img.get_pixel(18, 16).0, [0, 0, 0]);
     }
 
     #[test]

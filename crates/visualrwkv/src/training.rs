@@ -33,7 +33,7 @@ use visualrwkv_rwkv::{RwkvBackend, RwkvConfig};
 use visualrwkv_scan::{ImageLayout, Scan};
 use visualrwkv_tokenizer::Tokenizer;
 use visualrwkv_train::data::{DataConfig, QuestionType, Rng, Split, word_pieces};
-use visualrwkv_train::loss::{batch_loss, l2wrap};
+use visualrwkv_train::loss::{padded_batch_loss, padded_l2wrap};
 use visualrwkv_train::schedule::LrSchedule;
 use visualrwkv_vision::{Activation, GridPooling, ImageProcessor, TowerKind, VisionConfig, grid_pool};
 
@@ -76,6 +76,35 @@ pub enum TrainError {
         batch: usize,
         /// Devices.
         devices: usize,
+    },
+    /// Statistics over runs that do not line up.
+    #[error(transparent)]
+    Stats(#[from] visualrwkv_train::stats::StatsError),
+    /// An ablation combination with another number of seeds than the others.
+    #[error("ablation: {combination} has {found} seeds, {expected} expected")]
+    AblationSeeds {
+        /// `prompt × scan`.
+        combination: String,
+        /// Seeds of the first combination.
+        expected: usize,
+        /// Seeds of this one.
+        found: usize,
+    },
+    /// An ablation whose runs did not all finish (a job failed or panicked).
+    #[error("ablation: {finished} of {total} runs finished")]
+    AblationIncomplete {
+        /// Runs with a result.
+        finished: usize,
+        /// Runs planned.
+        total: usize,
+    },
+    /// A width that is not a whole number of heads.
+    #[error("the width ({width}) must be a multiple of the head size ({head_size})")]
+    HeadSize {
+        /// The model width.
+        width: usize,
+        /// The head size asked for.
+        head_size: usize,
     },
     /// A count that must be at least 1.
     #[error("{0} must be at least 1")]
@@ -673,12 +702,12 @@ where
                 };
                 samples.push(Sample { tokens: e.tokens.clone(), image });
             }
-            let logits = self.model.forward(&samples, scan)?;
+            let out = self.model.forward_padded(&samples, scan)?;
             let share = weight * part.len() as f64 / batch.len() as f64;
-            let mut loss = batch_loss(&logits, &all_labels[part.clone()])?.mul_scalar(share);
+            let mut loss = padded_batch_loss(out.logits.clone(), &all_labels[part.clone()])?.mul_scalar(share);
             local += loss.clone().into_scalar().elem::<f64>();
             if self.config.l2wrap {
-                loss = loss + l2wrap(&logits, weight * 1e-4 / (batch.len() * t_max) as f64)?;
+                loss = loss + padded_l2wrap(out.logits, &out.lengths, weight * 1e-4 / (batch.len() * t_max) as f64)?;
             }
             let mut grads = loss.backward();
             decayed_acc
@@ -892,6 +921,9 @@ fn project<B: RwkvBackend>(
 pub struct Accuracy {
     /// (correct, total) per question type name.
     pub per_type: BTreeMap<String, (usize, usize)>,
+    /// Per evaluated question, in the split's order: its type name and 1.0 (right) or 0.0
+    /// (wrong); what paired comparisons between models read (`visualrwkv_train::stats`).
+    pub items: Vec<(String, f64)>,
 }
 
 impl Accuracy {
@@ -944,9 +976,11 @@ pub fn evaluate<B: RwkvBackend>(
     for i in 0..n {
         let e = &data.examples[i];
         let got = answer(model, data, i, scan, tokenizer)?;
+        let right = got == e.answer;
         let entry = acc.per_type.entry(e.qtype.name().to_string()).or_default();
-        entry.0 += usize::from(got == e.answer);
+        entry.0 += usize::from(right);
         entry.1 += 1;
+        acc.items.push((e.qtype.name().to_string(), if right { 1.0 } else { 0.0 }));
     }
     Ok(acc)
 }

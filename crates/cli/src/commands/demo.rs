@@ -20,7 +20,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = PromptArg::Sandwich)]
     prompt: PromptArg,
     /// Image scan.
-    #[arg(long, value_enum, default_value_t = ScanArg::Bi)]
+    #[arg(long, value_enum, default_value_t = ScanArg::Multi)]
     scan: ScanArg,
     /// Test questions answered on screen (images saved as PNG).
     #[arg(long, default_value_t = 6)]
@@ -34,7 +34,7 @@ impl TrainJob for Args {
     type Output = ();
 
     fn devices(&self) -> Res<Vec<crate::device::DeviceSpec>> {
-        self.run.devices.list()
+        self.run.device_list(1)
     }
 
     fn run<B>(self, devices: Vec<B::Device>) -> Res<()>
@@ -42,7 +42,7 @@ impl TrainJob for Args {
         B: AutodiffBackend + RwkvBackend,
         B::InnerBackend: RwkvBackend,
     {
-        let settings = self.run.settings();
+        let settings = self.run.settings()?;
         let (prompt_name, strategy) = named_prompts(&[self.prompt]).remove(0);
         let (scan_name, scan) = named_scans(&[self.scan]).remove(0);
         let out = &self.out;
@@ -57,7 +57,7 @@ impl TrainJob for Args {
             d.questions_per_image,
             settings.layers,
             settings.width,
-            self.run.devices.list()?.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",")
+            self.run.device_list(1)?.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",")
         );
         let mut metrics = MetricsWriter::create(out)?;
         let mut bar = TrainBar::new();
