@@ -42,6 +42,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ablate::<Autodiff<NdArray>>(&settings, &prompts, &scans, 2, 1, &[Default::default()], &mut progress)?;
     let splits = generate(&settings.data)?;
     let summary = summarize(&ablation)?;
-    println!("{}", ablation_markdown(&summary, &majority_baseline(&splits.train, &splits.test)));
+    println!("{}", ablation_markdown(&summary, Some(&majority_baseline(&splits.train, &splits.test))));
     Ok(())
 }

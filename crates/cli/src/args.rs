@@ -65,6 +65,23 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
+    /// The settings of a benchmark answer (the official evaluate.py): greedy at `temperature` 0,
+    /// no penalties, stopping at the end of the turn.
+    pub fn evaluation(decoder: DecoderKind, temperature: f32, top_p: f32, max_tokens: usize, seed: u64) -> Self {
+        Self {
+            decoder,
+            temperature,
+            top_p,
+            top_k: 0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            penalty_decay: 0.996,
+            max_tokens,
+            stop: "0,261".into(),
+            seed,
+        }
+    }
+
     /// The generation options of these flags.
     pub fn options(&self) -> Res<GenerateOptions> {
         Ok(GenerateOptions {
@@ -309,7 +326,7 @@ pub struct RunArgs {
     /// Training stage: full (projector + RWKV, embeddings frozen) or projector.
     #[arg(long, value_enum, default_value_t = StageArg::Full)]
     pub stage: StageArg,
-    /// Training images, each with --questions questions [default: the preset's].
+    /// Training images, each with --questions-per-image questions [default: the preset's].
     #[arg(long)]
     pub train_images: Option<usize>,
     /// Test images [default: the preset's].
@@ -317,7 +334,7 @@ pub struct RunArgs {
     pub test_images: Option<usize>,
     /// Questions per image [default: the preset's].
     #[arg(long)]
-    pub questions: Option<usize>,
+    pub questions_per_image: Option<usize>,
     /// Grid cells per side [default: the preset's].
     #[arg(long)]
     pub grid: Option<usize>,
@@ -402,7 +419,7 @@ impl RunArgs {
         let d = &mut s.data;
         d.train_images = self.train_images.unwrap_or(d.train_images);
         d.test_images = self.test_images.unwrap_or(d.test_images);
-        d.questions_per_image = self.questions.unwrap_or(d.questions_per_image);
+        d.questions_per_image = self.questions_per_image.unwrap_or(d.questions_per_image);
         d.seed = self.seed;
         if let Some(g) = self.grid {
             d.grid = g;

@@ -193,7 +193,7 @@ fn ablate_reports_intervals_and_verdicts_and_jobs_do_not_change_results() {
         let o = bin()
             .args(["ablate", "--prompts", "first,last,sandwich", "--scans", "uni,bi", "--seeds", "2"])
             .args(["--jobs", jobs, "--steps", "2", "--batch", "4", "--train-images", "12", "--test-images", "4"])
-            .args(["--questions", "2", "--layers", "2", "--out"])
+            .args(["--questions-per-image", "2", "--layers", "2", "--out"])
             .arg(&out)
             .output()
             .unwrap();
@@ -239,7 +239,7 @@ fn demo_trains_reports_and_saves_on_one_and_two_devices() {
         let out = tmp(&format!("demo-{}", devices.replace(',', "-")));
         let o = bin()
             .args(["demo", "--steps", "4", "--batch", "4", "--train-images", "12", "--test-images", "4"])
-            .args(["--questions", "2", "--examples", "1", "--devices", devices, "--out"])
+            .args(["--questions-per-image", "2", "--examples", "1", "--devices", devices, "--out"])
             .arg(&out)
             .output()
             .unwrap();

@@ -369,3 +369,85 @@ fn bad_input_is_an_error_naming_the_file_line_and_field() {
         "2 labels but 1 answers of category `random`",
     );
 }
+
+#[test]
+fn ablate_on_real_data_fine_tunes_every_combination_and_scores_it_as_score_does() {
+    let (data, ck) = setup();
+    let out = tmp("ablate-real");
+    let eval_dir = data.join("eval");
+    let run = |out: &Path| {
+        let mut cmd = bin();
+        cmd.args(["ablate", "--data"]).arg(data.join("llava.json")).arg("--image-folder").arg(data.join("images"));
+        cmd.arg("--questions").arg(eval_dir.join("pope_questions.jsonl"));
+        cmd.arg("--annotations").arg(eval_dir.join("pope")).args(["--metric", "pope", "--checkpoint"]).arg(ck);
+        cmd.args(["--prompts", "first,sandwich", "--scans", "uni,bi", "--seeds", "2", "--steps", "2", "--batch", "2"]);
+        cmd.args(["--ctx-len", "96", "--max-tokens", "3", "--replicas", "1", "--lr", "1e-2", "--out"]).arg(out);
+        cmd
+    };
+    let (stdout, _) = ok(&mut run(&out));
+    assert!(stdout.contains("| Table 3 | sandwich > first |") && stdout.contains("| Table 4 | bi > uni |"), "{stdout}");
+    let md = std::fs::read_to_string(out.join("ablation.md")).unwrap();
+    assert!(md.contains("scored with `pope`") && md.contains("(6 questions)"), "{md}");
+    assert!(!md.contains("majority baseline"), "no synthetic baseline on real data");
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(out.join("ablation.json")).unwrap()).unwrap();
+    let runs = json["ablation"]["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 8, "2 prompts × 2 scans × 2 seeds");
+    assert_eq!(json["ablation"]["kinds"], json!(vec!["example"; 6]), "POPE's category as the question type");
+    let mut overall = Vec::new();
+    for r in runs {
+        let name = format!("{}-{}-seed{}", r["prompt"].as_str().unwrap(), r["scan"].as_str().unwrap(), r["seed"]);
+        let dir = out.join("runs").join(&name);
+        assert_eq!(std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap().lines().count(), 2, "{name}");
+        assert!(!dir.join("model.safetensors").exists(), "{name}: the checkpoint is removed once scored");
+        let answers = lines(&dir.join("answers.jsonl"));
+        assert_eq!(answers.len(), 6, "{name}");
+        assert!(answers.iter().all(|a| a["model_id"] == json!(name)), "{name}");
+        let scores: Vec<f64> = r["scores"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        assert_eq!(scores.len(), 6);
+        assert!(scores.iter().all(|&x| x == 0.0 || x == 1.0), "{scores:?}");
+        let mean = scores.iter().sum::<f64>() / 6.0;
+        assert!((r["overall"].as_f64().unwrap() - mean).abs() < 1e-12);
+        // The run's score is what `score` gives its answer file.
+        let summary = dir.join("summary.json");
+        ok(bin()
+            .args(["score", "--metric", "pope", "--annotations"])
+            .arg(eval_dir.join("pope"))
+            .arg("--answers")
+            .arg(dir.join("answers.jsonl"))
+            .arg("--questions")
+            .arg(eval_dir.join("pope_questions.jsonl"))
+            .arg("--summary")
+            .arg(&summary));
+        let s: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        assert!((s["accuracy"].as_f64().unwrap() - mean).abs() < 1e-9, "{name}: {s} vs {mean}");
+        overall.push(mean);
+    }
+    let csv = std::fs::read_to_string(out.join("comparisons.csv")).unwrap();
+    assert!(csv.lines().any(|l| l.starts_with("prompt,sandwich,first,") && l.contains(",all,")), "{csv}");
+    assert!(out.join("ablation.svg").is_file());
+
+    // Without annotations, the questions carry their labels (as `score --input` items).
+    let labelled = out.join("labelled.jsonl");
+    let pope: Vec<Value> = lines(&eval_dir.join("pope/coco_pope_example.json"));
+    let text: String = pope.iter().map(|l| format!("{}\n", json!({"question_id": l["question_id"], "image": l["image"], "text": l["text"], "label": l["label"], "category": "example"}))).collect();
+    std::fs::write(&labelled, text).unwrap();
+    let inline = tmp("ablate-real-inline");
+    let mut cmd = bin();
+    cmd.args(["ablate", "--data"]).arg(data.join("llava.json")).arg("--image-folder").arg(data.join("images"));
+    cmd.arg("--questions").arg(&labelled).args(["--metric", "pope", "--checkpoint"]).arg(ck);
+    cmd.args(["--prompts", "first,sandwich", "--scans", "uni,bi", "--seeds", "2", "--steps", "2", "--batch", "2"]);
+    cmd.args(["--ctx-len", "96", "--max-tokens", "3", "--replicas", "1", "--lr", "1e-2", "--out"]).arg(&inline);
+    ok(&mut cmd);
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(inline.join("ablation.json")).unwrap()).unwrap();
+    let again: Vec<f64> =
+        json["ablation"]["runs"].as_array().unwrap().iter().map(|r| r["overall"].as_f64().unwrap()).collect();
+    assert_eq!(again, overall, "the same runs scored from inline labels");
+
+    // Bad input: a JSON list of questions needs annotations; --jobs is the synthetic task's.
+    let list = out.join("questions.json");
+    std::fs::write(&list, "[]").unwrap();
+    let mut cmd = bin();
+    cmd.args(["ablate", "--data"]).arg(data.join("llava.json")).arg("--questions").arg(&list);
+    cmd.args(["--metric", "pope", "--checkpoint"]).arg(ck).arg("--out").arg(out.join("bad"));
+    fails(&mut cmd, "without --annotations the questions must be JSON lines");
+}

@@ -430,69 +430,76 @@ pub fn read_items(path: &Path, metric: Metric) -> Result<Vec<ReadItem>, EvalErro
     let lines = crate::read_json_lines(path)?;
     let mut out = Vec::with_capacity(lines.len());
     for (line, map) in lines {
-        let field = |name: &str, why: String| EvalError::Field { path: path.into(), line, field: name.into(), why };
-        let string = |name: &str| -> Result<Option<String>, EvalError> {
-            match map.get(name) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(Value::Number(n)) if name != "prediction" => Ok(Some(n.to_string())),
-                Some(other) => Err(field(name, format!("expected a string, found {other}"))),
-            }
-        };
-        let strings = |name: &str| -> Result<Option<Vec<String>>, EvalError> {
-            match map.get(name) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::Array(v)) => v
-                    .iter()
-                    .enumerate()
-                    .map(|(k, a)| match a {
-                        Value::String(s) => Ok(s.clone()),
-                        other => Err(field(&format!("{name}[{k}]"), format!("expected a string, found {other}"))),
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-                    .map(Some),
-                Some(other) => Err(field(name, format!("expected a list of strings, found {other}"))),
-            }
-        };
-        let prediction = string("prediction")?.ok_or_else(|| field("prediction", "missing".into()))?;
-        let mut item = Item { prediction, ..Item::default() };
-        match metric {
-            Metric::Vqa | Metric::Gqa => {
-                let answers = strings("answers")?.ok_or_else(|| field("answers", "missing".into()))?;
-                if answers.is_empty() {
-                    return Err(field("answers", "empty".into()));
-                }
-                item.answers = answers;
-            }
-            Metric::Pope | Metric::ScienceQa | Metric::Mme => {
-                item.label = Some(string("label")?.ok_or_else(|| field("label", "missing".into()))?);
-            }
-        }
-        if let Some(c) = string("category")? {
-            item.groups.push(("category".into(), c));
-        }
-        if metric == Metric::ScienceQa {
-            item.choices = strings("choices")?;
-            item.match_option_text = item.choices.is_some();
-            let label = item.label.as_deref().unwrap_or_default();
-            if scienceqa_label(label, item.choices.as_deref()).is_none() {
-                return Err(field("label", format!("{label:?} is not an option letter (A–E) or one of `choices`")));
-            }
-        }
-        if metric == Metric::Mme {
-            item.image = match string("image")? {
-                Some(i) => Some(i),
-                None => map.get("question_id").map(crate::id_text),
-            };
-            if item.category().is_none() {
-                return Err(field("category", "missing (the MME task)".into()));
-            }
-            let label = item.label.as_deref().unwrap_or_default().to_lowercase();
-            if label != "yes" && label != "no" {
-                return Err(field("label", format!("expected yes or no, found {label:?}")));
-            }
-        }
+        let item = item_from_object(&map, metric, path, line)?;
         out.push((map, item));
     }
     Ok(out)
+}
+
+/// The item of one generic input object (see [`read_items`] for the fields); `path` and `line`
+/// name it in errors.
+pub fn item_from_object(map: &Map<String, Value>, metric: Metric, path: &Path, line: usize) -> Result<Item, EvalError> {
+    let field = |name: &str, why: String| EvalError::Field { path: path.into(), line, field: name.into(), why };
+    let string = |name: &str| -> Result<Option<String>, EvalError> {
+        match map.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Number(n)) if name != "prediction" => Ok(Some(n.to_string())),
+            Some(other) => Err(field(name, format!("expected a string, found {other}"))),
+        }
+    };
+    let strings = |name: &str| -> Result<Option<Vec<String>>, EvalError> {
+        match map.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(v)) => v
+                .iter()
+                .enumerate()
+                .map(|(k, a)| match a {
+                    Value::String(s) => Ok(s.clone()),
+                    other => Err(field(&format!("{name}[{k}]"), format!("expected a string, found {other}"))),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(other) => Err(field(name, format!("expected a list of strings, found {other}"))),
+        }
+    };
+    let prediction = string("prediction")?.ok_or_else(|| field("prediction", "missing".into()))?;
+    let mut item = Item { prediction, ..Item::default() };
+    match metric {
+        Metric::Vqa | Metric::Gqa => {
+            let answers = strings("answers")?.ok_or_else(|| field("answers", "missing".into()))?;
+            if answers.is_empty() {
+                return Err(field("answers", "empty".into()));
+            }
+            item.answers = answers;
+        }
+        Metric::Pope | Metric::ScienceQa | Metric::Mme => {
+            item.label = Some(string("label")?.ok_or_else(|| field("label", "missing".into()))?);
+        }
+    }
+    if let Some(c) = string("category")? {
+        item.groups.push(("category".into(), c));
+    }
+    if metric == Metric::ScienceQa {
+        item.choices = strings("choices")?;
+        item.match_option_text = item.choices.is_some();
+        let label = item.label.as_deref().unwrap_or_default();
+        if scienceqa_label(label, item.choices.as_deref()).is_none() {
+            return Err(field("label", format!("{label:?} is not an option letter (A–E) or one of `choices`")));
+        }
+    }
+    if metric == Metric::Mme {
+        item.image = match string("image")? {
+            Some(i) => Some(i),
+            None => map.get("question_id").map(crate::id_text),
+        };
+        if item.category().is_none() {
+            return Err(field("category", "missing (the MME task)".into()));
+        }
+        let label = item.label.as_deref().unwrap_or_default().to_lowercase();
+        if label != "yes" && label != "no" {
+            return Err(field("label", format!("expected yes or no, found {label:?}")));
+        }
+    }
+    Ok(item)
 }

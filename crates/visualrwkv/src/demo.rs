@@ -339,15 +339,6 @@ pub struct Ablation {
     pub kinds: Vec<String>,
 }
 
-/// Mean and standard deviation (population) of `v`.
-pub fn mean_std(v: &[f64]) -> (f64, f64) {
-    if v.is_empty() {
-        return (0.0, 0.0);
-    }
-    let m = v.iter().sum::<f64>() / v.len() as f64;
-    (m, (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt())
-}
-
 /// What [`ablate`] reports while it works.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AblationEvent {
@@ -450,9 +441,7 @@ where
                 }
                 Err(_) => failed.store(true, std::sync::atomic::Ordering::SeqCst),
             }
-            if let Ok(mut r) = results.lock() {
-                r[i] = Some(outcome);
-            }
+            results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(outcome);
         }
     };
     std::thread::scope(|scope| {
@@ -461,7 +450,8 @@ where
         }
         worker();
     });
-    let results = results.into_inner().map_err(|_| TrainError::AblationIncomplete { finished: 0, total })?;
+    // A poisoned lock still holds every result written before the panic.
+    let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
     let mut runs = Vec::with_capacity(total);
     let mut kinds = Vec::new();
     for r in results.into_iter().flatten() {
@@ -600,8 +590,17 @@ fn columns(table: &[Vec<f64>], kinds: &[String], kind: &str) -> Vec<Vec<f64>> {
     table.iter().map(|row| row.iter().zip(kinds).filter(|(_, k)| *k == kind).map(|(x, _)| *x).collect()).collect()
 }
 
+/// The question types among `kinds`: the synthetic task's in [`QuestionType::ALL`] order, then any
+/// other (a benchmark's categories) in order of first appearance.
 fn type_names(kinds: &[String]) -> Vec<String> {
-    QuestionType::ALL.iter().map(|q| q.name().to_string()).filter(|n| kinds.contains(n)).collect()
+    let mut out: Vec<String> =
+        QuestionType::ALL.iter().map(|q| q.name().to_string()).filter(|n| kinds.contains(n)).collect();
+    for k in kinds {
+        if !out.contains(k) {
+            out.push(k.clone());
+        }
+    }
+    out
 }
 
 fn intervals(table: &[Vec<f64>], kinds: &[String]) -> Result<(Interval, Vec<(String, Interval)>), TrainError> {
@@ -699,9 +698,9 @@ fn claim_text(c: &Comparison) -> String {
 }
 
 /// The markdown report of an ablation: accuracy with 95 % intervals per combination and question
-/// type next to the majority baseline, the paper's claims with the paired differences, their
+/// type (next to the majority baseline of the synthetic task, when given), the paper's claims with the paired differences, their
 /// intervals and verdicts, then every other pair.
-pub fn ablation_markdown(summary: &AblationSummary, baseline: &Baseline) -> String {
+pub fn ablation_markdown(summary: &AblationSummary, baseline: Option<&Baseline>) -> String {
     let types: Vec<String> =
         summary.combos.first().map_or(Vec::new(), |c| c.per_type.iter().map(|x| x.0.clone()).collect());
     let mut t = format!(
@@ -721,12 +720,15 @@ pub fn ablation_markdown(summary: &AblationSummary, baseline: &Baseline) -> Stri
         }
         t.push('\n');
     }
-    t.push_str(&format!("| majority baseline | | {:.1} |", 100.0 * baseline.overall));
-    for q in &types {
-        let b = QuestionType::by_name(q).and_then(|q| baseline.per_type.get(&q)).map_or(0.0, |x| x.1);
-        t.push_str(&format!(" {:.0} |", 100.0 * b));
+    if let Some(baseline) = baseline {
+        t.push_str(&format!("| majority baseline | | {:.1} |", 100.0 * baseline.overall));
+        for q in &types {
+            let b = QuestionType::by_name(q).and_then(|q| baseline.per_type.get(&q)).map_or(0.0, |x| x.1);
+            t.push_str(&format!(" {:.0} |", 100.0 * b));
+        }
+        t.push('\n');
     }
-    t.push_str("\n\n");
+    t.push('\n');
     let row = |c: &Comparison| {
         let mut line = format!(
             "| {} | {} | {} | **{}** |",
@@ -869,8 +871,10 @@ mod tests {
         assert_ne!(get("multi", "bi").verdict, Verdict::Contradicted);
         let t3 = s.orderings.iter().find(|o| o.name.starts_with("Table 3")).unwrap();
         assert_eq!(t3.verdict, Verdict::Inconclusive, "sandwich > first holds, first > last is not shown");
-        let md =
-            ablation_markdown(&s, &visualrwkv_train::data::Baseline { per_type: Default::default(), overall: 0.5 });
+        let md = ablation_markdown(
+            &s,
+            Some(&visualrwkv_train::data::Baseline { per_type: Default::default(), overall: 0.5 }),
+        );
         assert!(md.contains("| Table 3 | sandwich > first |") && md.contains("**reproduced**"), "{md}");
         // Reversed: first far above sandwich contradicts Table 3.
         let mut rev = Vec::new();

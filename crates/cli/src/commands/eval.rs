@@ -2,14 +2,14 @@
 //! `evaluate.py` does — resumable, split into chunks across processes, images and image states
 //! cached across questions.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use visualrwkv::answering::{Answerer, Picture};
 use visualrwkv::{Engine, VlmError};
 use visualrwkv_eval::answers::{AnswerFile, answer_id, answered, round3};
-use visualrwkv_eval::{Answer, AnswerMetadata, ImageRef, QuestionFormat, chunk_range, read_questions};
+use visualrwkv_eval::{Answer, AnswerMetadata, ImageRef, Question, QuestionFormat, chunk_range, read_questions};
 use visualrwkv_rwkv::RwkvBackend;
 use visualrwkv_vision::VisionError;
 
@@ -139,18 +139,7 @@ impl Job for Args {
             return Ok(());
         }
         let LoadedModel { model, scan, strategy, tokenizer } = self.model.load::<B>(&dev)?;
-        let sampling = SamplingArgs {
-            decoder: self.decoder,
-            temperature: self.temperature,
-            top_p: self.top_p,
-            top_k: 0,
-            presence_penalty: 0.0,
-            frequency_penalty: 0.0,
-            penalty_decay: 0.996,
-            max_tokens: self.max_tokens,
-            stop: "0,261".into(),
-            seed: self.seed,
-        };
+        let sampling = SamplingArgs::evaluation(self.decoder, self.temperature, self.top_p, self.max_tokens, self.seed);
         let options = sampling.options()?;
         let decoder = sampling.decoder_for(&model.rwkv, spec)?;
         let engine = Engine::from(decoder.as_ref());
@@ -165,62 +154,20 @@ impl Job for Args {
         let t0 = Instant::now();
         let (mut written, mut skipped) = (0usize, 0usize);
         for q in pending {
-            let at = |e: &dyn std::fmt::Display| {
-                format!("{}:{}: question_id {}: {e}", self.questions.display(), q.line, q.question_id)
-            };
-            let processor = answerer.processor().clone();
-            let result = match &q.image {
-                Some(ImageRef::File(file)) => {
-                    let path = self.image_folder.join(file);
-                    if !path.is_file() {
-                        if matches!(self.on_missing_image, OnMissing::Skip) {
-                            skipped += 1;
-                            bar.inc(1);
-                            continue;
-                        }
-                        return Err(at(&format!(
-                            "image {} not found (--image-folder {}; --on-missing-image skip leaves it out)",
-                            path.display(),
-                            self.image_folder.display()
-                        ))
-                        .into());
-                    }
-                    let mut load = || processor.open(&path).map(Picture::Image).map_err(VlmError::from);
-                    answerer.answer(&q.text, Some((&path.display().to_string(), &mut load)))
+            match answer_question(
+                &mut answerer,
+                q,
+                &self.questions,
+                &self.image_folder,
+                self.on_missing_image,
+                &model_id,
+            )? {
+                Some(answer) => {
+                    out.write(&answer)?;
+                    written += 1;
                 }
-                Some(inline @ ImageRef::Inline(b64)) => {
-                    let key = format!("inline:{}", answer_id(&[b64]));
-                    let origin = format!("{} row {}", self.questions.display(), q.line);
-                    let mut load = || -> Result<Picture, VlmError> {
-                        let bytes = inline.inline_bytes().unwrap_or(Ok(Vec::new())).map_err(|e| {
-                            VlmError::Vision(VisionError::Image {
-                                origin: origin.clone(),
-                                why: format!("the base64 image does not decode: {e}"),
-                            })
-                        })?;
-                        Ok(Picture::Image(processor.decode(&bytes, &origin)?))
-                    };
-                    answerer.answer(&q.text, Some((&key, &mut load)))
-                }
-                None => answerer.answer(&q.text, None),
-            };
-            let a = result.map_err(|e| at(&e))?;
-            let id = q.id_text();
-            let answer = Answer {
-                question_id: q.question_id.clone(),
-                answer_id: answer_id(&[&model_id, &id, &a.prompt, &a.text]),
-                prompt: a.prompt,
-                text: a.text,
-                model_id: model_id.clone(),
-                metadata: AnswerMetadata {
-                    image_file: q.image.as_ref().and_then(|i| i.file()).map(str::to_string),
-                    category: q.category.clone(),
-                },
-                avg_logit: round3(a.avg_logit),
-                avg_prob: round3(a.avg_prob),
-            };
-            out.write(&answer)?;
-            written += 1;
+                None => skipped += 1,
+            }
             bar.inc(1);
         }
         out.sync()?;
@@ -237,4 +184,68 @@ impl Job for Args {
         println!("wrote {} ({written} answers)", out.path().display());
         Ok(())
     }
+}
+
+/// Answers question `q` of the file `questions` (image paths relative to `image_folder`) as the
+/// official `evaluate.py` records it, under `model_id`. `None`: its image file is missing and
+/// `on_missing` says skip. Errors name the file, the line and the question id.
+pub fn answer_question<B: RwkvBackend>(
+    answerer: &mut Answerer<'_, B>,
+    q: &Question,
+    questions: &Path,
+    image_folder: &Path,
+    on_missing: OnMissing,
+    model_id: &str,
+) -> Res<Option<Answer>> {
+    let at =
+        |e: &dyn std::fmt::Display| format!("{}:{}: question_id {}: {e}", questions.display(), q.line, q.question_id);
+    let processor = answerer.processor().clone();
+    let result = match &q.image {
+        Some(ImageRef::File(file)) => {
+            let path = image_folder.join(file);
+            if !path.is_file() {
+                if matches!(on_missing, OnMissing::Skip) {
+                    return Ok(None);
+                }
+                return Err(at(&format!(
+                    "image {} not found (--image-folder {}; --on-missing-image skip leaves it out)",
+                    path.display(),
+                    image_folder.display()
+                ))
+                .into());
+            }
+            let mut load = || processor.open(&path).map(Picture::Image).map_err(VlmError::from);
+            answerer.answer(&q.text, Some((&path.display().to_string(), &mut load)))
+        }
+        Some(inline @ ImageRef::Inline(b64)) => {
+            let key = format!("inline:{}", answer_id(&[b64]));
+            let origin = format!("{} row {}", questions.display(), q.line);
+            let mut load = || -> Result<Picture, VlmError> {
+                let bytes = inline.inline_bytes().unwrap_or(Ok(Vec::new())).map_err(|e| {
+                    VlmError::Vision(VisionError::Image {
+                        origin: origin.clone(),
+                        why: format!("the base64 image does not decode: {e}"),
+                    })
+                })?;
+                Ok(Picture::Image(processor.decode(&bytes, &origin)?))
+            };
+            answerer.answer(&q.text, Some((&key, &mut load)))
+        }
+        None => answerer.answer(&q.text, None),
+    };
+    let a = result.map_err(|e| at(&e))?;
+    let id = q.id_text();
+    Ok(Some(Answer {
+        question_id: q.question_id.clone(),
+        answer_id: answer_id(&[model_id, &id, &a.prompt, &a.text]),
+        prompt: a.prompt,
+        text: a.text,
+        model_id: model_id.to_string(),
+        metadata: AnswerMetadata {
+            image_file: q.image.as_ref().and_then(|i| i.file()).map(str::to_string),
+            category: q.category.clone(),
+        },
+        avg_logit: round3(a.avg_logit),
+        avg_prob: round3(a.avg_prob),
+    }))
 }

@@ -13,8 +13,9 @@ use visualrwkv::VisualRwkv;
 use visualrwkv::finetune::{FinetuneConfig, FinetuneEvent, finetune};
 use visualrwkv::training::{Stage, StepStats, TrainConfig};
 use visualrwkv::vlm::VisionOptions;
-use visualrwkv_data::{DatasetOptions, prepare, read_llava};
+use visualrwkv_data::{DatasetOptions, Tokenized, prepare, read_llava};
 use visualrwkv_projector::{ProjectorConfig, ProjectorKind};
+use visualrwkv_prompt::PromptStrategy;
 use visualrwkv_rwkv::RwkvBackend;
 use visualrwkv_tokenizer::Tokenizer;
 use visualrwkv_vision::{GridPooling, ImageProcessor};
@@ -167,14 +168,51 @@ impl Args {
 }
 
 /// Rows one image occupies in this model: the pooled grid and the non-grid rows (CLS).
-fn image_rows<B: RwkvBackend>(model: &VisualRwkv<B>) -> Res<usize> {
+pub fn image_rows<B: RwkvBackend>(model: &VisualRwkv<B>) -> Res<usize> {
     let c = &model.vision.config;
     let side = c.image_size / c.patch_size;
     Ok(model.options.pooling.rows((side, side), c.kind == visualrwkv_vision::TowerKind::Clip)?)
 }
 
+/// Peak and final learning rates of a stage: the flags given, else the paper's 1.6B values
+/// (stage 1: 1e-3 → 1e-5; stage 2: 6e-5 → 1.5e-5).
+pub fn stage_rates(stage: Stage, lr: Option<f64>, lr_final: Option<f64>) -> (f64, f64) {
+    match stage {
+        Stage::Projector => (lr.unwrap_or(1e-3), lr_final.unwrap_or(1e-5)),
+        Stage::Full => (lr.unwrap_or(6e-5), lr_final.unwrap_or(1.5e-5)),
+    }
+}
+
+/// Reads and tokenises the LLaVA data of `data` for `strategy` with images of `rows` rows, cut to
+/// `ctx_len` rows, prints the dataset report, and checks that a model of `vocab_size` ids holds
+/// the World ids the data is tokenised with.
+pub fn prepare_samples(
+    data: &DataArgs,
+    strategy: Box<dyn PromptStrategy>,
+    rows: usize,
+    ctx_len: usize,
+    vocab_size: usize,
+) -> Res<Vec<Tokenized>> {
+    let records = read_llava(&data.data)?;
+    let options = DatasetOptions {
+        ctx_len,
+        on_missing_image: data.on_missing_image.into(),
+        ..DatasetOptions::new(&data.image_folder, strategy, rows)
+    };
+    let prepared = prepare(&records, Tokenizer::world(), &options)?;
+    print_report(&prepared.report);
+    if vocab_size < Tokenizer::world().vocab_size() {
+        return Err(format!(
+            "the RWKV model's vocabulary has {vocab_size} ids; the LLaVA data is tokenised with the World vocabulary ({} ids)",
+            Tokenizer::world().vocab_size() + 1
+        )
+        .into());
+    }
+    Ok(prepared.samples)
+}
+
 /// A bar over the run's steps: loss, samples/s, ETA.
-fn bar_event(bar: &mut ProgressBar, history: &mut Vec<StepStats>, e: &FinetuneEvent) {
+pub fn bar_event(bar: &mut ProgressBar, history: &mut Vec<StepStats>, e: &FinetuneEvent) {
     match e {
         FinetuneEvent::Started { start_step, total_steps, samples } => {
             *bar = ProgressBar::new(*total_steps as u64);
@@ -200,7 +238,7 @@ fn bar_event(bar: &mut ProgressBar, history: &mut Vec<StepStats>, e: &FinetuneEv
 }
 
 /// Reads the loss history of a run from its metrics.jsonl (all steps, also before a resume).
-fn read_history(path: &Path) -> Vec<StepStats> {
+pub fn read_history(path: &Path) -> Vec<StepStats> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -234,32 +272,14 @@ impl TrainJob for Args {
         let device = devices.first().ok_or("no device")?.clone();
         let model = self.load::<B>(&device)?;
         let rows = image_rows(&model)?;
-        let records = read_llava(&self.data.data)?;
-        let options = DatasetOptions {
-            ctx_len: self.ctx_len,
-            on_missing_image: self.data.on_missing_image.into(),
-            ..DatasetOptions::new(&self.data.image_folder, strategy, rows)
-        };
-        let prepared = prepare(&records, Tokenizer::world(), &options)?;
-        print_report(&prepared.report);
-        if model.rwkv.config().vocab_size < Tokenizer::world().vocab_size() {
-            return Err(format!(
-                "the RWKV model's vocabulary has {} ids; the LLaVA data is tokenised with the World vocabulary ({} ids)",
-                model.rwkv.config().vocab_size,
-                Tokenizer::world().vocab_size() + 1
-            )
-            .into());
-        }
+        let samples = prepare_samples(&self.data, strategy, rows, self.ctx_len, model.rwkv.config().vocab_size)?;
         let per_step = self.batch * self.grad_accum;
         let steps = match (self.steps, self.epochs) {
             (Some(s), _) => s,
-            (None, Some(e)) => ((e * prepared.samples.len() as f64) / per_step.max(1) as f64).ceil() as usize,
+            (None, Some(e)) => ((e * samples.len() as f64) / per_step.max(1) as f64).ceil() as usize,
             (None, None) => return Err("give --steps or --epochs".into()),
         };
-        let (lr_init, lr_final) = match stage {
-            Stage::Projector => (self.lr.unwrap_or(1e-3), self.lr_final.unwrap_or(1e-5)),
-            Stage::Full => (self.lr.unwrap_or(6e-5), self.lr_final.unwrap_or(1.5e-5)),
-        };
+        let (lr_init, lr_final) = stage_rates(stage, self.lr, self.lr_final);
         let config = FinetuneConfig {
             train: TrainConfig {
                 stage,
@@ -292,7 +312,7 @@ impl TrainJob for Args {
         let mut on_event = |e: &FinetuneEvent| bar_event(&mut bar, &mut history, e);
         let trainer = finetune::<B>(
             model,
-            Arc::new(prepared.samples),
+            Arc::new(samples),
             &config,
             loader,
             scan.as_ref(),
