@@ -423,7 +423,7 @@ fn ablate_on_real_data_fine_tunes_every_combination_and_scores_it_as_score_does(
         overall.push(mean);
     }
     let csv = std::fs::read_to_string(out.join("comparisons.csv")).unwrap();
-    assert!(csv.lines().any(|l| l.starts_with("prompt,sandwich,first,") && l.contains(",all,")), "{csv}");
+    assert!(csv.lines().any(|l| l.starts_with("Prompt,sandwich,first,") && l.contains(",all,")), "{csv}");
     assert!(out.join("ablation.svg").is_file());
 
     // Without annotations, the questions carry their labels (as `score --input` items).
