@@ -307,6 +307,15 @@ pub enum TaskArg {
     Capacity,
 }
 
+/// `--init`: how the language model trained from scratch starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum InitArg {
+    /// The official trainer's initialisation.
+    Trainer,
+    /// Every parameter random in the trainer's ranges.
+    Random,
+}
+
 /// Settings shared by `demo` and `ablate`: data, model, optimisation and devices. Flags left
 /// out take the `--task` preset's value.
 #[derive(Args, Clone, Debug)]
@@ -370,6 +379,11 @@ pub struct RunArgs {
     /// (byte-level World ids).
     #[arg(long, value_enum, default_value_t = VocabArg::Words)]
     pub vocab: VocabArg,
+    /// The language model's first weights: random (every parameter random in the trainer's
+    /// ranges) or trainer (the official trainer's from-scratch initialisation: blocks start as
+    /// the identity, docs/model.md §1.6).
+    #[arg(long, value_enum, default_value_t = InitArg::Random)]
+    pub init: InitArg,
     /// CPU replicas trained data-parallel when training on the CPU without --devices (burn-ndarray
     /// runs one replica on about one core; the update is the same for any count) [default: one
     /// per core, at most 4, divided among `ablate --jobs`].
@@ -462,6 +476,10 @@ impl RunArgs {
         s.vocab = match self.vocab {
             VocabArg::Words => Vocab::Words,
             VocabArg::Bytes => Vocab::Bytes,
+        };
+        s.init = match self.init {
+            InitArg::Trainer => visualrwkv::training::LmInit::Trainer,
+            InitArg::Random => visualrwkv::training::LmInit::Random,
         };
         Ok(s)
     }

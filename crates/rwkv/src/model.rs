@@ -7,7 +7,7 @@
 
 use crate::dense::{RwkvBackend, linear};
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Int, Tensor, backend::Backend};
 
 use crate::layers::{Block, BlockConfig, BlockOutput, ChannelMixConfig, TimeMixConfig};
@@ -57,6 +57,67 @@ impl RwkvConfig {
         model
     }
 
+    /// A model initialised as the official trainer initialises one trained from scratch
+    /// (docs/model.md §1.6), drawn in parameter order from the backend's seed:
+    ///
+    /// - token-shift mixes graded by depth and channel (`1 − (i/C)^{1 − l/L}`, …), decays from
+    ///   −6 (fast) to −1 (slow) across channels, the bonus graded by channel; the first matrix of
+    ///   both LoRAs at zero and the second in ±0.01, so they start inactive;
+    /// - `emb` in ±1e-4 (`ln0` normalises the rows);
+    /// - the outputs of both mixes (`att.output`, `ffn.value`, `ffn.receptance`) at zero, so every
+    ///   block starts as the identity of the residual stream;
+    /// - the other projections orthogonal with gain `√(out/in)` when they widen (`att.key` and
+    ///   `att.gate` at a tenth of it), `head` orthogonal at half of it.
+    pub fn init_from_scratch<B: Backend>(&self, device: &B::Device) -> Rwkv<B> {
+        let (c, a, f, v) = (self.n_embd, self.dim_att(), self.dim_ffn, self.vocab_size);
+        let zeros2 = |shape: [usize; 2]| Param::from_tensor(Tensor::<B, 2>::zeros(shape, device));
+        let vector = |values: Vec<f64>| Param::from_tensor(Tensor::<B, 1>::from_floats(values.as_slice(), device));
+        let mut model = self.init_lazy(device);
+        // Lazily drawn parameters are replaced before they are read: nothing is drawn twice.
+        model.emb.weight = Initializer::Uniform { min: -1e-4, max: 1e-4 }.init([v, c], device);
+        model.head.weight = orthogonal(c, v, 0.5, device);
+        let layers = self.n_layer.max(1) as f64;
+        for (l, block) in model.blocks.iter_mut().enumerate() {
+            let r0 = if self.n_layer > 1 { l as f64 / (layers - 1.0) } else { 0.0 };
+            let r1 = 1.0 - l as f64 / layers;
+            let mix = |power: f64, shift: f64| -> Vec<f64> {
+                (0..c).map(|i| 1.0 - ((i as f64 / c as f64).powf(power) + shift)).collect()
+            };
+            let across = |n: usize| n as f64 / (a.max(2) - 1) as f64;
+            let att = &mut block.att;
+            att.ddlerp.maa_x = vector(mix(r1, 0.0));
+            let maa = [mix(r1, 0.0), mix(r1, 0.0), mix(r1, 0.3 * r0), mix(0.5 * r1, 0.0), mix(0.5 * r1, 0.0)];
+            att.ddlerp.maa = Param::from_tensor(Tensor::from_data(
+                burn::tensor::TensorData::new(maa.concat(), [5, c]).convert::<B::FloatElem>(),
+                device,
+            ));
+            let [_, d_mix, _] = att.ddlerp.w2.dims();
+            att.ddlerp.w1 = zeros2([c, 5 * d_mix]);
+            att.ddlerp.w2 = Initializer::Uniform { min: -0.01, max: 0.01 }.init([5, d_mix, c], device);
+            let d_decay = att.decay.w1.dims()[1];
+            att.decay.base = vector((0..a).map(|n| -6.0 + 5.0 * across(n).powf(0.7 + 1.3 * r0)).collect());
+            att.decay.w1 = zeros2([c, d_decay]);
+            att.decay.w2 = Initializer::Uniform { min: -0.01, max: 0.01 }.init([d_decay, a], device);
+            let bonus: Vec<f64> = (0..a).map(|n| r0 * (1.0 - across(n)) + 0.1 * (((n + 1) % 3) as f64 - 1.0)).collect();
+            att.bonus = Param::from_tensor(Tensor::from_data(
+                burn::tensor::TensorData::new(bonus, [self.n_head, self.head_size]).convert::<B::FloatElem>(),
+                device,
+            ));
+            att.receptance.weight = orthogonal(c, a, 1.0, device);
+            att.key.weight = orthogonal(c, a, 0.1, device);
+            att.value.weight = orthogonal(c, a, 1.0, device);
+            att.gate.weight = orthogonal(c, a, 0.1, device);
+            att.output.weight = zeros2([a, c]);
+            block.ffn.maa_k = vector(mix(r1, 0.0));
+            block.ffn.maa_r = vector(mix(r1, 0.0));
+            block.ffn.key.weight = orthogonal(c, f, 1.0, device);
+            block.ffn.receptance.weight = zeros2([c, c]);
+            block.ffn.value.weight = zeros2([f, c]);
+        }
+        materialize(&model);
+        model
+    }
+
     /// A model whose parameters are drawn only when first read: the skeleton that
     /// [`crate::weights`] loads a checkpoint into without drawing anything.
     pub(crate) fn init_lazy<B: Backend>(&self, device: &B::Device) -> Rwkv<B> {
@@ -69,6 +130,13 @@ impl RwkvConfig {
             head: LinearConfig::new(self.n_embd, self.vocab_size).with_bias(false).init(device),
         }
     }
+}
+
+/// An orthogonal `[d_in, d_out]` projection weight with gain `scale · √(d_out / d_in)` when it
+/// widens (`scale` otherwise), as the official trainer draws it (on PyTorch's `[out, in]`).
+fn orthogonal<B: Backend>(d_in: usize, d_out: usize, scale: f64, device: &B::Device) -> Param<Tensor<B, 2>> {
+    let widen = if d_out > d_in { (d_out as f64 / d_in as f64).sqrt() } else { 1.0 };
+    Initializer::Orthogonal { gain: scale * widen }.init([d_in, d_out], device)
 }
 
 /// Reads every float parameter of `module` once, in module order, so that lazily initialised

@@ -21,7 +21,8 @@ use visualrwkv_train::data::{Baseline, DataConfig, QuestionType, Splits, generat
 use visualrwkv_train::stats::{Claim, Interval, RESAMPLES, Verdict, bootstrap, paired, verdict};
 
 use crate::training::{
-    Accuracy, ModelConfig, StepStats, TaskData, TrainConfig, TrainError, Trainer, Vocab, answer, evaluate, for_eval,
+    Accuracy, LmInit, ModelConfig, StepStats, TaskData, TrainConfig, TrainError, Trainer, Vocab, answer, evaluate,
+    for_eval,
 };
 
 /// Settings of one training run on the synthetic task.
@@ -39,6 +40,8 @@ pub struct RunSettings {
     pub position_std: f64,
     /// How text becomes ids.
     pub vocab: Vocab,
+    /// How the language model's first weights are drawn.
+    pub init: LmInit,
     /// Optimisation.
     pub train: TrainConfig,
     /// Seed of the model's initialisation.
@@ -99,6 +102,9 @@ impl RunSettings {
             head_size: if task == Task::Capacity { 8 } else { 16 },
             position_std: 0.02,
             vocab: Vocab::default(),
+            // The measured defaults (docs/training.md); `LmInit::Trainer` is not yet measured on
+            // this task.
+            init: LmInit::Random,
             // Batches of 64: at 16 the positional questions stay at their prior for thousands of
             // steps (docs/training.md).
             train: TrainConfig { steps: 2000, batch_size: 64, ..TrainConfig::default() },
@@ -118,6 +124,7 @@ impl RunSettings {
         config.rwkv.head_size = self.head_size;
         config.rwkv.n_head = self.width / self.head_size;
         config.position_std = self.position_std;
+        config.init = self.init;
         Ok(config)
     }
 }

@@ -185,6 +185,20 @@ pub struct ModelConfig {
     /// Standard deviation of the tower's (frozen) position embeddings at initialisation; CLIP
     /// uses 0.02, which leaves the cell positions at a few percent of the patch contents.
     pub position_std: f64,
+    /// How the language model's first weights are drawn.
+    pub init: LmInit,
+}
+
+/// How the language model of a model trained from scratch draws its first weights.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum LmInit {
+    /// Every parameter random in the trainer's ranges ([`visualrwkv_rwkv::RwkvConfig::init`]):
+    /// every gradient is non-zero from the first step (what tests comparing gradients want).
+    #[default]
+    Random,
+    /// The official trainer's initialisation ([`visualrwkv_rwkv::RwkvConfig::init_from_scratch`]):
+    /// every block starts as the identity, the LoRAs inactive.
+    Trainer,
 }
 
 /// How the text of the synthetic task becomes ids in a model trained from scratch.
@@ -263,13 +277,17 @@ impl ModelConfig {
             options: VisionOptions { layer: -1, pooling: GridPooling::All },
             // The demo's scale; 0.6 trains worse on every question type in the same budget.
             position_std: 0.02,
+            init: LmInit::Random,
         }
     }
 
     /// A randomly initialised model (seed the backend first for a reproducible one), every
     /// parameter materialised (clones of it are equal).
     pub fn init<B: RwkvBackend>(&self, device: &B::Device) -> Result<VisualRwkv<B>, VlmError> {
-        let rwkv = self.rwkv.init::<B>(device);
+        let rwkv = match self.init {
+            LmInit::Trainer => self.rwkv.init_from_scratch::<B>(device),
+            LmInit::Random => self.rwkv.init::<B>(device),
+        };
         let mut vision = self.vision.init::<B>(device);
         let scale = self.position_std / 0.02;
         vision.position_embedding = vision.position_embedding.map(|p| p.mul_scalar(scale));

@@ -5,7 +5,9 @@ use burn::backend::{Autodiff, NdArray};
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use visualrwkv::training::{ModelConfig, Stage, TaskData, TrainConfig, Trainer, evaluate, for_eval, task_tokenizer};
+use visualrwkv::training::{
+    LmInit, ModelConfig, Stage, TaskData, TrainConfig, Trainer, evaluate, for_eval, task_tokenizer,
+};
 use visualrwkv::vlm::VisualRwkv;
 use visualrwkv_prompt::Sandwich;
 use visualrwkv_scan::BiDirectional;
@@ -34,6 +36,30 @@ fn config(stage: Stage) -> TrainConfig {
 #[test]
 fn a_short_run_lowers_the_loss_on_a_fixed_batch() {
     let (model, train, _) = setup(1);
+    let mut t = Trainer::new(model, config(Stage::Full)).unwrap();
+    let batch = [0, 1, 2, 3];
+    let first = t.step_on(&train, &batch, &BiDirectional).unwrap().loss;
+    let mut last = first;
+    for _ in 0..25 {
+        last = t.step_on(&train, &batch, &BiDirectional).unwrap().loss;
+    }
+    assert!(last < 0.5 * first, "loss {first} -> {last}");
+}
+
+#[test]
+fn the_trainer_initialisation_starts_at_the_identity_and_learns() {
+    let data =
+        DataConfig { train_images: 12, val_images: 2, test_images: 4, questions_per_image: 3, ..DataConfig::default() };
+    let splits = generate(&data).unwrap();
+    <NdArray as Backend>::seed(&Default::default(), 4);
+    let tok = Tokenizer::world_bytes();
+    let mut cfg = ModelConfig::tiny(&data, 32, 2, tok);
+    cfg.init = LmInit::Trainer;
+    let model: VisualRwkv<A> = cfg.init(&Default::default()).unwrap();
+    let out = model.rwkv.blocks[1].att.output.weight.val().inner().into_data().into_vec::<f32>().unwrap();
+    assert!(out.iter().all(|&x| x == 0.0), "blocks start as the identity");
+    let inner = for_eval(&model);
+    let train = TaskData::prepare(&splits.train, data.cell_px, &inner, &Sandwich, tok).unwrap().lift::<A>();
     let mut t = Trainer::new(model, config(Stage::Full)).unwrap();
     let batch = [0, 1, 2, 3];
     let first = t.step_on(&train, &batch, &BiDirectional).unwrap().loss;
