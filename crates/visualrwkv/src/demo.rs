@@ -74,6 +74,9 @@ pub enum Task {
     Capacity,
 }
 
+/// Peak learning rate of the presets (cosine decay to 1/30 of it after the warmup).
+pub const DEMO_LR: f64 = 2e-3;
+
 impl RunSettings {
     /// The settings of a task preset (the demo's defaults are [`Task::Spatial`]).
     pub fn preset(task: Task) -> Self {
@@ -102,12 +105,19 @@ impl RunSettings {
             head_size: if task == Task::Capacity { 8 } else { 16 },
             position_std: 0.02,
             vocab: Vocab::default(),
-            // The measured defaults (docs/training.md); `LmInit::Trainer` is not yet measured on
-            // this task.
+            // `LmInit::Trainer` stays at the answer prior here: its tiny embeddings are frozen
+            // (docs/training.md).
             init: LmInit::Random,
             // Batches of 64: at 16 the positional questions stay at their prior for thousands of
-            // steps (docs/training.md).
-            train: TrainConfig { steps: 2000, batch_size: 64, ..TrainConfig::default() },
+            // steps. Peak rate 2e-3: 3e-3 leaves some seeds short of a type at 2 000 steps
+            // (docs/training.md).
+            train: TrainConfig {
+                steps: 2000,
+                batch_size: 64,
+                lr_init: DEMO_LR,
+                lr_final: DEMO_LR / 30.0,
+                ..TrainConfig::default()
+            },
             model_seed: 0,
             eval_limit: None,
         }

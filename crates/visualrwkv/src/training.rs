@@ -197,7 +197,10 @@ pub enum LmInit {
     #[default]
     Random,
     /// The official trainer's initialisation ([`visualrwkv_rwkv::RwkvConfig::init_from_scratch`]):
-    /// every block starts as the identity, the LoRAs inactive.
+    /// every block starts as the identity, the LoRAs inactive. Made for pretraining, where the
+    /// embeddings train: with them frozen (both stages here) its ±1e-4 embeddings leave `ln0`
+    /// about 30× weaker than the image rows, and on the synthetic task the model stays at the
+    /// answer prior (docs/training.md).
     Trainer,
 }
 
