@@ -6,9 +6,18 @@ use burn::backend::{Autodiff, NdArray};
 use burn::module::Param;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
+use std::sync::{Mutex, MutexGuard};
 use visualrwkv_rwkv::RwkvConfig;
 
 type B = NdArray;
+
+/// The backend's seed is one process-wide RNG and the test harness runs tests on parallel
+/// threads: every test that draws a model holds this lock, so a seed is followed by its own draws.
+static RNG: Mutex<()> = Mutex::new(());
+
+fn rng() -> MutexGuard<'static, ()> {
+    RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn vals<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
@@ -28,6 +37,7 @@ fn close(a: f32, b: f64, what: &str) {
 
 #[test]
 fn mixes_decays_and_bonus_follow_the_trainer_formulas() {
+    let _rng = rng();
     let cfg = config();
     let model = cfg.init_from_scratch::<B>(&Default::default());
     let (c, a) = (32usize, 32usize);
@@ -62,6 +72,7 @@ fn mixes_decays_and_bonus_follow_the_trainer_formulas() {
 
 #[test]
 fn every_block_starts_as_the_identity_and_projections_are_orthogonal() {
+    let _rng = rng();
     let dev = Default::default();
     <B as Backend>::seed(&dev, 3);
     let model = config().init_from_scratch::<B>(&dev);
@@ -95,6 +106,7 @@ fn every_block_starts_as_the_identity_and_projections_are_orthogonal() {
 #[test]
 fn the_same_seed_draws_the_same_model_and_it_learns() {
     type A = Autodiff<NdArray>;
+    let _rng = rng();
     let dev = Default::default();
     let draw = || {
         <A as Backend>::seed(&dev, 7);
