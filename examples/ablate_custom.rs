@@ -9,7 +9,7 @@
 //! implementing `visualrwkv_scan::Scan` or `visualrwkv_prompt::PromptStrategy` works.
 
 use burn::backend::{Autodiff, NdArray};
-use visualrwkv::demo::{AblationEvent, RunSettings, ablate, ablation_markdown, summarize};
+use visualrwkv::demo::{AblationEvent, AblationOptions, RunSettings, RunStore, ablate, ablation_markdown, summarize};
 use visualrwkv_examples::{Hint, Snake};
 use visualrwkv_prompt::{PromptStrategy, Sandwich};
 use visualrwkv_scan::{BiDirectional, Scan};
@@ -36,10 +36,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             eprintln!("[{index}/{total}] prompt {prompt}, scan {scan}");
         }
     };
-    // Two seeds per combination, one run at a time; the report pairs every two variants by seed
-    // and test question and gives each difference a 95 % bootstrap interval.
+    // Two seeds per combination, one run at a time, each finished run kept in ablation-custom/
+    // (rerun with `resume: true` to continue an interrupted ablation); the report pairs every two
+    // variants by seed and test question and gives each difference a 95 % bootstrap interval.
+    let store = RunStore { dir: "ablation-custom".into(), resume: false };
+    let options = AblationOptions { seeds: 2, jobs: 1, store: Some(store) };
     let ablation =
-        ablate::<Autodiff<NdArray>>(&settings, &prompts, &scans, 2, 1, &[Default::default()], &mut progress)?;
+        ablate::<Autodiff<NdArray>>(&settings, &prompts, &scans, &options, &[Default::default()], &mut progress)?;
     let splits = generate(&settings.data)?;
     let summary = summarize(&ablation)?;
     println!("{}", ablation_markdown(&summary, Some(&majority_baseline(&splits.train, &splits.test))));

@@ -456,6 +456,9 @@ impl RunArgs {
                 })
                 .collect::<Result<_, _>>()?;
         }
+        if let Some(lr) = self.lr {
+            s.train = s.train.clone().with_peak_lr(lr);
+        }
         let t = &mut s.train;
         t.stage = match self.stage {
             StageArg::Full => Stage::Full,
@@ -463,10 +466,6 @@ impl RunArgs {
         };
         t.steps = self.steps.unwrap_or(t.steps);
         t.batch_size = self.batch.unwrap_or(t.batch_size);
-        if let Some(lr) = self.lr {
-            t.lr_init = lr;
-            t.lr_final = lr / 30.0;
-        }
         t.warmup = t.warmup.min(t.steps / 10);
         t.seed = self.seed;
         s.width = self.width.unwrap_or(s.width);

@@ -227,6 +227,41 @@ fn ablate_reports_intervals_and_verdicts_and_jobs_do_not_change_results() {
         accuracies.push(runs);
     }
     assert_eq!(accuracies[0], accuracies[1], "--jobs 2 changed the runs");
+
+    // An interrupted ablation resumes: with 3 runs' files gone, --resume trains those 3 and reads
+    // the other 9 back, and the reports are the same.
+    let out = tmp("ablate-1");
+    let runs = out.join("runs");
+    assert_eq!(std::fs::read_dir(&runs).unwrap().count(), 12, "one file per finished run");
+    for name in ["first-uni-seed0.json", "last-bi-seed1.json", "sandwich-uni-seed1.json"] {
+        std::fs::remove_file(runs.join(name)).unwrap();
+    }
+    let csv_before = std::fs::read_to_string(out.join("ablation.csv")).unwrap();
+    let resume = |extra: &[&str]| {
+        bin()
+            .args(["ablate", "--prompts", "first,last,sandwich", "--scans", "uni,bi", "--seeds", "2", "--resume"])
+            .args(["--steps", "2", "--batch", "4", "--train-images", "12", "--test-images", "4"])
+            .args(["--questions-per-image", "2", "--layers", "2"])
+            .args(extra)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let o = resume(&[]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("already done").count(), 9, "{stderr}");
+    assert_eq!(stderr.matches("s of training").count(), 3, "{stderr}");
+    let without_timing = |csv: &str| -> Vec<String> {
+        csv.lines().map(|l| l.split(',').enumerate().filter(|(i, _)| *i != 4).map(|(_, f)| f).collect()).collect()
+    };
+    let csv_after = std::fs::read_to_string(out.join("ablation.csv")).unwrap();
+    assert_eq!(without_timing(&csv_after), without_timing(&csv_before));
+    // Runs stored under other settings are not mixed into a changed experiment.
+    let o = resume(&["--lr", "1e-3"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("other settings"), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 /// The main job at a tiny budget: `demo` trains, evaluates, answers and saves, on one CPU device

@@ -424,6 +424,11 @@ fn ablate_on_real_data_fine_tunes_every_combination_and_scores_it_as_score_does(
     }
     let csv = std::fs::read_to_string(out.join("comparisons.csv")).unwrap();
     assert!(csv.lines().any(|l| l.starts_with("Prompt,sandwich,first,") && l.contains(",all,")), "{csv}");
+    // Rerun with --resume: every run is read back from runs/, none fine-tuned again.
+    let (_, stderr) = ok(run(&out).arg("--resume"));
+    assert_eq!(stderr.matches("already done").count(), 8, "{stderr}");
+    let again: Value = serde_json::from_str(&std::fs::read_to_string(out.join("ablation.json")).unwrap()).unwrap();
+    assert_eq!(again["ablation"]["runs"], json["ablation"]["runs"]);
     assert!(out.join("ablation.svg").is_file());
 
     // Without annotations, the questions carry their labels (as `score --input` items).

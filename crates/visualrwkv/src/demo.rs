@@ -22,7 +22,7 @@ use visualrwkv_train::stats::{Claim, Interval, RESAMPLES, Verdict, bootstrap, pa
 
 use crate::training::{
     Accuracy, LmInit, ModelConfig, StepStats, TaskData, TrainConfig, TrainError, Trainer, Vocab, answer, evaluate,
-    for_eval,
+    for_eval, io_error,
 };
 
 /// Settings of one training run on the synthetic task.
@@ -111,13 +111,7 @@ impl RunSettings {
             // Batches of 64: at 16 the positional questions stay at their prior for thousands of
             // steps. Peak rate 2e-3: 3e-3 leaves some seeds short of a type at 2 000 steps
             // (docs/training.md).
-            train: TrainConfig {
-                steps: 2000,
-                batch_size: 64,
-                lr_init: DEMO_LR,
-                lr_final: DEMO_LR / 30.0,
-                ..TrainConfig::default()
-            },
+            train: TrainConfig { steps: 2000, batch_size: 64, ..TrainConfig::default() }.with_peak_lr(DEMO_LR),
             model_seed: 0,
             eval_limit: None,
         }
@@ -196,7 +190,7 @@ pub struct MetricsWriter {
 impl MetricsWriter {
     /// Creates (truncates) the two files in `dir`.
     pub fn create(dir: &Path) -> Result<Self, TrainError> {
-        let io = |p: &Path, e: std::io::Error| TrainError::Io { path: p.to_path_buf(), message: e.to_string() };
+        let io = io_error;
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         let j = dir.join("metrics.jsonl");
         let c = dir.join("metrics.csv");
@@ -208,7 +202,7 @@ impl MetricsWriter {
 
     /// Appends a step.
     pub fn write(&mut self, s: &StepStats, tokens_per_s: f64) -> Result<(), TrainError> {
-        let io = |e: std::io::Error| TrainError::Io { path: self.dir.clone(), message: e.to_string() };
+        let io = |e: std::io::Error| io_error(&self.dir, e);
         let line = serde_json::json!({
             "step": s.step, "loss": s.loss, "lr": s.lr, "grad_norm": s.grad_norm, "rows": s.rows,
             "tokens_per_s": tokens_per_s,
@@ -317,10 +311,7 @@ where
             result.splits.test.scenes.get(e.image).ok_or_else(|| TrainError::MissingImage(e.image.to_string()))?;
         if let Some(dir) = dir {
             let path = dir.join(format!("example-{i}.png"));
-            scene
-                .render(cell_px)
-                .save(&path)
-                .map_err(|e| TrainError::Io { path: path.clone(), message: e.to_string() })?;
+            scene.render(cell_px).save(&path).map_err(|e| io_error(&path, e))?;
         }
         out.push((e.question.clone(), e.answer.clone(), got, scene.ascii()));
     }
@@ -328,7 +319,7 @@ where
 }
 
 /// One ablation run's held-out accuracy.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AblationRun {
     /// Prompt strategy name.
     pub prompt: String,
@@ -354,6 +345,78 @@ pub struct Ablation {
     pub runs: Vec<AblationRun>,
     /// The question type name of each test question (the same questions for every run).
     pub kinds: Vec<String>,
+}
+
+/// Where an ablation keeps each finished run, so that an interrupted ablation resumes where it
+/// stopped: run `PROMPT × SCAN` with seed offset `k` is written to `dir/PROMPT-SCAN-seedK.json`
+/// (atomically) as soon as it finishes, with the settings it was trained under. With `resume`, a
+/// run whose file is there is read back instead of trained again; a file written under other
+/// settings is an error (a changed experiment belongs in a new folder), so a resumed ablation
+/// equals an uninterrupted one.
+#[derive(Clone, Debug)]
+pub struct RunStore {
+    /// The folder of run files (created when missing).
+    pub dir: PathBuf,
+    /// Reuse the runs already in `dir` (otherwise they are trained again and overwritten).
+    pub resume: bool,
+}
+
+/// A run file's content.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredRun {
+    /// What the run's result depends on.
+    settings: String,
+    run: AblationRun,
+    /// The question type of each test question.
+    kinds: Vec<String>,
+}
+
+impl RunStore {
+    /// The file of run `prompt × scan` with seed offset `seed`. Characters outside
+    /// `[A-Za-z0-9_.]` in the names become `_` (the file records the names too, checked on reading).
+    pub fn path(&self, prompt: &str, scan: &str, seed: u64) -> PathBuf {
+        let clean = |n: &str| -> String {
+            n.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '.' { c } else { '_' }).collect()
+        };
+        self.dir.join(format!("{}-{}-seed{seed}.json", clean(prompt), clean(scan)))
+    }
+
+    /// When resuming and the run's file exists: the stored run and its test questions' types.
+    /// `settings` describes everything the run's result depends on (for the synthetic task, the
+    /// run's [`RunSettings`] as `{:?}` prints them); a file stored under other settings is an error.
+    pub fn load(
+        &self,
+        settings: &str,
+        prompt: &str,
+        scan: &str,
+        seed: u64,
+    ) -> Result<Option<(AblationRun, Vec<String>)>, TrainError> {
+        let key = (prompt, scan, seed);
+        let path = self.path(prompt, scan, seed);
+        if !self.resume || !path.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| io_error(&path, e))?;
+        let stored: StoredRun = serde_json::from_str(&text).map_err(|e| io_error(&path, e))?;
+        let same_run = (stored.run.prompt.as_str(), stored.run.scan.as_str(), stored.run.seed) == key;
+        if !same_run || stored.settings != settings {
+            let message = format!(
+                "run {prompt} × {scan}, seed {seed} was trained under other settings than this ablation's; resume into a new folder"
+            );
+            return Err(io_error(&path, message));
+        }
+        Ok(Some((stored.run, stored.kinds)))
+    }
+
+    /// Writes a finished run trained under `settings` (as [`RunStore::load`] takes them) with its
+    /// test questions' types.
+    pub fn save(&self, settings: &str, run: &AblationRun, kinds: &[String]) -> Result<(), TrainError> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| io_error(&self.dir, e))?;
+        let path = self.path(&run.prompt, &run.scan, run.seed);
+        let stored = StoredRun { settings: settings.to_string(), run: run.clone(), kinds: kinds.to_vec() };
+        let json = serde_json::to_string(&stored).map_err(|e| io_error(&path, e))?;
+        visualrwkv_checkpoint::write_atomic(&path, json.as_bytes()).map_err(|e| io_error(&path, e))
+    }
 }
 
 /// What [`ablate`] reports while it works.
@@ -382,20 +445,41 @@ pub enum AblationEvent {
         overall: f64,
         /// Its training seconds.
         seconds: f64,
+        /// Read back from the [`RunStore`] instead of trained.
+        reused: bool,
     },
+}
+
+/// How an ablation is run: seeds per combination, runs at a time, and where finished runs are
+/// kept.
+#[derive(Clone, Debug)]
+pub struct AblationOptions {
+    /// Seeds per combination (run `k` of every combination uses seed offset `k`).
+    pub seeds: usize,
+    /// Runs trained at the same time (each on all of the devices; on the CPU they share the
+    /// cores). The result does not depend on it.
+    pub jobs: usize,
+    /// Where each finished run is saved (and, when resuming, read back from).
+    pub store: Option<RunStore>,
+}
+
+impl Default for AblationOptions {
+    /// 5 seeds, one run at a time, nothing kept.
+    fn default() -> Self {
+        Self { seeds: 5, jobs: 1, store: None }
+    }
 }
 
 /// Trains every `prompt × scan` combination for each seed with the same settings and budget on
 /// `devices` (the dataset is the same for all runs; seed offset `k` shifts the model's
-/// initialisation and the batch order by `k`), `jobs` runs at a time (each on all of
-/// `devices`; on the CPU, jobs share the cores). Named strategies can be user-defined types (see
-/// `examples/ablate_custom.rs`). The result does not depend on `jobs`.
+/// initialisation and the batch order by `k`), `options.jobs` runs at a time. Named strategies
+/// can be user-defined types (see `examples/ablate_custom.rs`). With a store, each finished run
+/// is saved at once and, when resuming, runs already saved are read back (see [`RunStore`]).
 pub fn ablate<B>(
     settings: &RunSettings,
     prompts: &[(String, Box<dyn PromptStrategy>)],
     scans: &[(String, Box<dyn Scan>)],
-    seeds: usize,
-    jobs: usize,
+    options: &AblationOptions,
     devices: &[B::Device],
     on_event: &mut (dyn FnMut(&AblationEvent) + Send),
 ) -> Result<Ablation, TrainError>
@@ -403,6 +487,8 @@ where
     B: AutodiffBackend + RwkvBackend,
     B::InnerBackend: RwkvBackend,
 {
+    let AblationOptions { seeds, jobs, ref store } = *options;
+    let store = store.as_ref();
     if seeds == 0 {
         return Err(TrainError::AtLeastOne("the number of seeds"));
     }
@@ -436,26 +522,42 @@ where
             s.model_seed = settings.model_seed + seed;
             s.train.seed = settings.train.seed + seed;
             emit(&AblationEvent::Run { index: i + 1, total, prompt: pn.clone(), scan: sn.clone(), seed });
-            let mut forward = |e: &RunEvent| emit(&AblationEvent::Train(e.clone()));
-            let outcome = run::<B>(&s, prompt.as_ref(), scan.as_ref(), devices, &mut forward, None).map(|r| {
-                let present: Vec<QuestionType> =
-                    QuestionType::ALL.into_iter().filter(|q| r.accuracy.per_type.contains_key(q.name())).collect();
-                let run = AblationRun {
-                    prompt: pn.clone(),
-                    scan: sn.clone(),
-                    seed,
-                    overall: r.accuracy.overall(),
-                    per_type: present.iter().map(|q| (q.name().to_string(), r.accuracy.of(*q))).collect(),
-                    scores: r.accuracy.items.iter().map(|x| x.1).collect(),
-                    train_seconds: r.train_seconds,
-                };
-                let kinds = r.accuracy.items.iter().map(|x| x.0.clone()).collect();
-                (run, kinds)
+            let fingerprint = format!("{s:?}");
+            let stored = match store {
+                Some(st) => st.load(&fingerprint, pn, sn, seed),
+                None => Ok(None),
+            };
+            let reused = matches!(stored, Ok(Some(_)));
+            let outcome = stored.and_then(|found| match found {
+                Some(found) => Ok(found),
+                None => {
+                    let mut forward = |e: &RunEvent| emit(&AblationEvent::Train(e.clone()));
+                    let r = run::<B>(&s, prompt.as_ref(), scan.as_ref(), devices, &mut forward, None)?;
+                    let present: Vec<QuestionType> =
+                        QuestionType::ALL.into_iter().filter(|q| r.accuracy.per_type.contains_key(q.name())).collect();
+                    let run = AblationRun {
+                        prompt: pn.clone(),
+                        scan: sn.clone(),
+                        seed,
+                        overall: r.accuracy.overall(),
+                        per_type: present.iter().map(|q| (q.name().to_string(), r.accuracy.of(*q))).collect(),
+                        scores: r.accuracy.items.iter().map(|x| x.1).collect(),
+                        train_seconds: r.train_seconds,
+                    };
+                    let kinds: Vec<String> = r.accuracy.items.iter().map(|x| x.0.clone()).collect();
+                    if let Some(st) = store {
+                        st.save(&fingerprint, &run, &kinds)?;
+                    }
+                    Ok((run, kinds))
+                }
             });
             match &outcome {
-                Ok((run, _)) => {
-                    emit(&AblationEvent::Finished { index: i + 1, overall: run.overall, seconds: run.train_seconds })
-                }
+                Ok((run, _)) => emit(&AblationEvent::Finished {
+                    index: i + 1,
+                    overall: run.overall,
+                    seconds: run.train_seconds,
+                    reused,
+                }),
                 Err(_) => failed.store(true, std::sync::atomic::Ordering::SeqCst),
             }
             results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(outcome);
@@ -911,5 +1013,36 @@ mod tests {
             summarize(&Ablation { runs: short, kinds }),
             Err(TrainError::AblationSeeds { expected: 3, found: 2, .. })
         ));
+    }
+
+    #[test]
+    fn a_run_store_reads_back_what_it_saved_and_refuses_other_settings() {
+        let dir = std::env::temp_dir().join(format!("visualrwkv-run-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let kinds: Vec<String> = vec!["color".into(), "count".into()];
+        let run = runs("my prompt", "snake/2", 0.5, 1, &kinds).remove(0);
+        let store = RunStore { dir: dir.clone(), resume: true };
+        assert_eq!(store.path("my prompt", "snake/2", 0), dir.join("my_prompt-snake_2-seed0.json"));
+        assert_eq!(store.load("settings A", "my prompt", "snake/2", 0).unwrap(), None, "nothing stored yet");
+        store.save("settings A", &run, &kinds).unwrap();
+        assert_eq!(store.load("settings A", "my prompt", "snake/2", 0).unwrap(), Some((run.clone(), kinds.clone())));
+        // Other settings, or another name that maps to the same file, are errors naming the file.
+        for (settings, prompt) in [("settings B", "my prompt"), ("settings A", "my_prompt")] {
+            match store.load(settings, prompt, "snake/2", 0) {
+                Err(TrainError::Io { path, message }) => {
+                    assert_eq!(path, store.path(prompt, "snake/2", 0));
+                    assert!(message.contains("other settings"), "{message}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Without `resume` nothing is read back; a damaged file is an error, not a panic.
+        assert_eq!(
+            RunStore { resume: false, ..store.clone() }.load("settings B", "my prompt", "snake/2", 0).unwrap(),
+            None
+        );
+        std::fs::write(store.path("my prompt", "snake/2", 0), "{\"settings\": 1").unwrap();
+        assert!(matches!(store.load("settings A", "my prompt", "snake/2", 0), Err(TrainError::Io { .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

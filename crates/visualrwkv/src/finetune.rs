@@ -27,7 +27,9 @@ use visualrwkv_rwkv::RwkvBackend;
 use visualrwkv_scan::{ImageLayout, Scan};
 use visualrwkv_vision::{TowerKind, VisionTower, grid_pool};
 
-use crate::training::{ImageFeatures, Replica, StepStats, TRAINER_DIR, TrainConfig, TrainError, TrainExample, Trainer};
+use crate::training::{
+    ImageFeatures, Replica, StepStats, TRAINER_DIR, TrainConfig, TrainError, TrainExample, Trainer, io_error as io,
+};
 use crate::vlm::{VisionOptions, VisualRwkv, VlmError};
 
 /// Settings of a fine-tuning run.
@@ -83,10 +85,6 @@ pub enum FinetuneEvent {
         /// The checkpoint directory.
         dir: PathBuf,
     },
-}
-
-fn io(path: &Path, e: impl std::fmt::Display) -> TrainError {
-    TrainError::Io { path: path.to_path_buf(), message: e.to_string() }
 }
 
 /// Encodes the images of loaded samples with the frozen tower: features `[1, n, D]` per sample

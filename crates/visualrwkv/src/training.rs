@@ -158,7 +158,8 @@ pub enum TrainError {
     Collective(String),
 }
 
-fn io_error(path: &Path, e: impl std::fmt::Display) -> TrainError {
+/// A [`TrainError::Io`] for `path`.
+pub(crate) fn io_error(path: &Path, e: impl std::fmt::Display) -> TrainError {
     TrainError::Io { path: path.to_path_buf(), message: e.to_string() }
 }
 
@@ -491,6 +492,15 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// How far the rate decays by the last step: `lr_final = lr_init / FINAL_LR_DIVISOR` in
+    /// [`TrainConfig::with_peak_lr`] (the default's 3e-3 → 1e-4).
+    pub const FINAL_LR_DIVISOR: f64 = 30.0;
+
+    /// These settings with peak rate `lr` and final rate `lr / FINAL_LR_DIVISOR`.
+    pub fn with_peak_lr(self, lr: f64) -> Self {
+        Self { lr_init: lr, lr_final: lr / Self::FINAL_LR_DIVISOR, ..self }
+    }
+
     /// The learning-rate schedule.
     pub fn schedule(&self) -> LrSchedule {
         LrSchedule { lr_init: self.lr_init, lr_final: self.lr_final, warmup: self.warmup, total: self.steps }

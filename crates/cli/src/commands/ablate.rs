@@ -12,7 +12,8 @@ use burn::tensor::backend::AutodiffBackend;
 use indicatif::ProgressBar;
 use visualrwkv::answering::Answerer;
 use visualrwkv::demo::{
-    Ablation, AblationEvent, AblationRun, AblationSummary, ablation_markdown, comparisons_csv, runs_csv, summarize,
+    Ablation, AblationEvent, AblationOptions, AblationRun, AblationSummary, RunStore, ablation_markdown,
+    comparisons_csv, runs_csv, summarize,
 };
 use visualrwkv::finetune::{FinetuneConfig, FinetuneEvent, finetune};
 use visualrwkv::training::{Stage, TrainConfig};
@@ -55,9 +56,14 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     jobs: usize,
     /// Output folder (ablation.md, ablation.csv, comparisons.csv, ablation.json, ablation.svg;
-    /// with --data also runs/PROMPT-SCAN-seedK/ with each run's metrics and answers).
+    /// runs/PROMPT-SCAN-seedK.json with each run's result as soon as it finishes; with --data also
+    /// runs/PROMPT-SCAN-seedK/ with each run's metrics and answers).
     #[arg(long, default_value = "ablation")]
     out: PathBuf,
+    /// Reuse the runs already finished in --out/runs/ (an interrupted ablation continues where it
+    /// stopped; runs stored under other settings are an error).
+    #[arg(long)]
+    resume: bool,
     #[command(flatten)]
     real: Box<RealDataArgs>,
 }
@@ -166,12 +172,15 @@ impl TrainJob for Args {
             }
             AblationEvent::Train(e) if jobs == 1 => bar.event(e),
             AblationEvent::Train(_) => {}
-            AblationEvent::Finished { index, overall, seconds } => {
+            AblationEvent::Finished { index, overall, seconds, reused: false } => {
                 eprintln!("[{index}] done: {:.1}% in {seconds:.0} s of training", 100.0 * overall)
             }
+            AblationEvent::Finished { index, overall, reused: true, .. } => {
+                eprintln!("[{index}] already done: {:.1}% (read back from runs/)", 100.0 * overall)
+            }
         };
-        let ablation =
-            visualrwkv::demo::ablate::<B>(&settings, &prompts, &scans, self.seeds, self.jobs, &devices, &mut on_event)?;
+        let options = AblationOptions { seeds: self.seeds, jobs: self.jobs, store: Some(self.store()) };
+        let ablation = visualrwkv::demo::ablate::<B>(&settings, &prompts, &scans, &options, &devices, &mut on_event)?;
         let splits = generate(&settings.data)?;
         let baseline = majority_baseline(&splits.train, &splits.test);
         let summary = summarize(&ablation)?;
@@ -264,6 +273,11 @@ impl References {
 }
 
 impl Args {
+    /// Where each finished run is kept (`--out/runs/`), reused with `--resume`.
+    fn store(&self) -> RunStore {
+        RunStore { dir: self.out.join("runs"), resume: self.resume }
+    }
+
     /// The real-data ablation: for each prompt × scan × seed, fine-tune from the checkpoint on the
     /// data laid out with that prompt, answer the questions with the same prompt and scan, score
     /// them; then the same statistics as the synthetic task, with the benchmark's categories as
@@ -319,6 +333,7 @@ impl Args {
         let loader = data_args.loader(processor, 2 * per_step.max(data_args.workers()));
         let sampling = SamplingArgs::evaluation(r.decoder, 0.0, 1.0, r.max_tokens, 0);
         std::fs::create_dir_all(&self.out)?;
+        let store = self.store();
         let total = self.prompts.len() * self.scans.len() * self.seeds;
         let (mut runs, mut kinds, mut steps_run, mut samples_n) = (Vec::with_capacity(total), Vec::new(), 0, 0);
         for prompt in &self.prompts {
@@ -362,6 +377,29 @@ impl Args {
                         save_every: 0,
                         stop_after: None,
                     };
+                    // Everything this run's scores depend on besides its prompt, scan and seed.
+                    let fingerprint = format!(
+                        "{config:?}; data {}; images {}; checkpoint {}; questions {}; question images {}; annotations {:?}; metric {}; ctx_len {}; max_tokens {}",
+                        data.display(),
+                        r.image_folder.display(),
+                        checkpoint.display(),
+                        questions.display(),
+                        question_images.display(),
+                        r.annotations,
+                        metric.name(),
+                        r.ctx_len,
+                        r.max_tokens,
+                    );
+                    if let Some((run, stored_kinds)) = store.load(&fingerprint, &pn, &sn, k)? {
+                        eprintln!(
+                            "[{}] already done: {:.1}% (read back from runs/)",
+                            runs.len() + 1,
+                            100.0 * run.overall
+                        );
+                        kinds = stored_kinds;
+                        runs.push(run);
+                        continue;
+                    }
                     let scan = scan_arg.scan();
                     let (mut bar, mut history) = (ProgressBar::hidden(), Vec::new());
                     let mut on_event = |e: &FinetuneEvent| bar_event(&mut bar, &mut history, e);
@@ -415,6 +453,7 @@ impl Args {
                         metric_name = metric.name()
                     );
                     kinds = scored.into_iter().map(|x| x.0).collect();
+                    store.save(&fingerprint, &run, &kinds)?;
                     runs.push(run);
                 }
             }
