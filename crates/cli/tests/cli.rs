@@ -253,6 +253,9 @@ fn ablate_reports_intervals_and_verdicts_and_jobs_do_not_change_results() {
     assert!(o.status.success(), "{stderr}");
     assert_eq!(stderr.matches("already done").count(), 9, "{stderr}");
     assert_eq!(stderr.matches("s of training").count(), 3, "{stderr}");
+    // Seed by seed: every combination's seed 0 comes before any seed 1.
+    assert!(stderr.contains("[2/12] prompt first, scan bi, seed 0"), "{stderr}");
+    assert!(stderr.contains("[7/12] prompt first, scan uni, seed 1"), "{stderr}");
     let without_timing = |csv: &str| -> Vec<String> {
         csv.lines().map(|l| l.split(',').enumerate().filter(|(i, _)| *i != 4).map(|(_, f)| f).collect()).collect()
     };

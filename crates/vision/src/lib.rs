@@ -31,5 +31,5 @@ pub use checkpoint::load;
 pub use config::{Activation, TowerKind, VisionConfig};
 pub use error::VisionError;
 pub use pooling::{GridPooling, PooledFeatures, grid_pool};
-pub use preprocess::{AlphaMode, ImageProcessor, Resize, decode_jpeg};
+pub use preprocess::{AlphaMode, ImageProcessor, Resize, decode_jpeg, save_image};
 pub use tower::{VisionOutput, VisionTower};

@@ -239,6 +239,18 @@ impl ImageProcessor {
     }
 }
 
+/// Writes `image` to `path` atomically in the format its extension names (`png`, `jpg`, …):
+/// encoded in memory, written to a temporary file beside `path`, then renamed into place, so a
+/// killed writer leaves the previous file or the new one, never a part.
+pub fn save_image(image: &RgbImage, path: &Path) -> Result<(), VisionError> {
+    let origin = path.display().to_string();
+    let failed = |why: String| VisionError::Image { origin: origin.clone(), why };
+    let format = image::ImageFormat::from_path(path).map_err(|e| failed(e.to_string()))?;
+    let mut bytes = Vec::new();
+    image.write_to(&mut Cursor::new(&mut bytes), format).map_err(|e| failed(e.to_string()))?;
+    Ok(visualrwkv_checkpoint::write_atomic(path, &bytes)?)
+}
+
 /// Decodes a JPEG exactly as Pillow does: libjpeg-turbo's default decompression (accurate integer
 /// IDCT, fancy upsampling), through the `mozjpeg` crate's libjpeg-turbo build. YCbCr and RGB
 /// files come out as RGB, greyscale as luma. `Ok(None)` for colour spaces Pillow converts with

@@ -8,7 +8,6 @@
 //! Images `grid · cell_px` pixels square (one tower patch per grid cell); see
 //! [`crate::training`] for the model's tensors.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -21,8 +20,8 @@ use visualrwkv_train::data::{Baseline, DataConfig, QuestionType, Splits, generat
 use visualrwkv_train::stats::{Claim, Interval, RESAMPLES, Verdict, bootstrap, paired, verdict};
 
 use crate::training::{
-    Accuracy, LmInit, ModelConfig, StepStats, TaskData, TrainConfig, TrainError, Trainer, Vocab, answer, evaluate,
-    for_eval, io_error,
+    Accuracy, LmInit, ModelConfig, StepStats, TaskData, TrainConfig, TrainError, Trainer, Vocab, answer, append_line,
+    evaluate, for_eval, io_error,
 };
 
 /// Settings of one training run on the synthetic task.
@@ -180,35 +179,35 @@ where
     pub tokenizer: Tokenizer,
 }
 
-/// Writes one line of metrics per step as JSON (`metrics.jsonl`) and CSV (`metrics.csv`).
+/// Writes one line of metrics per step as JSON (`metrics.jsonl`) and CSV (`metrics.csv`), each
+/// line in one write: a run killed at any moment leaves whole lines.
 pub struct MetricsWriter {
-    jsonl: std::fs::File,
-    csv: std::fs::File,
-    dir: PathBuf,
+    jsonl: (std::fs::File, PathBuf),
+    csv: (std::fs::File, PathBuf),
 }
 
 impl MetricsWriter {
     /// Creates (truncates) the two files in `dir`.
     pub fn create(dir: &Path) -> Result<Self, TrainError> {
-        let io = io_error;
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-        let j = dir.join("metrics.jsonl");
-        let c = dir.join("metrics.csv");
-        let jsonl = std::fs::File::create(&j).map_err(|e| io(&j, e))?;
-        let mut csv = std::fs::File::create(&c).map_err(|e| io(&c, e))?;
-        writeln!(csv, "step,loss,lr,grad_norm,rows,tokens_per_s").map_err(|e| io(&c, e))?;
-        Ok(Self { jsonl, csv, dir: dir.to_path_buf() })
+        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        let open = |name: &str| {
+            let path = dir.join(name);
+            std::fs::File::create(&path).map(|f| (f, path.clone())).map_err(|e| io_error(&path, e))
+        };
+        let (jsonl, mut csv) = (open("metrics.jsonl")?, open("metrics.csv")?);
+        append_line(&mut csv.0, &csv.1, "step,loss,lr,grad_norm,rows,tokens_per_s")?;
+        Ok(Self { jsonl, csv })
     }
 
     /// Appends a step.
     pub fn write(&mut self, s: &StepStats, tokens_per_s: f64) -> Result<(), TrainError> {
-        let io = |e: std::io::Error| io_error(&self.dir, e);
         let line = serde_json::json!({
             "step": s.step, "loss": s.loss, "lr": s.lr, "grad_norm": s.grad_norm, "rows": s.rows,
             "tokens_per_s": tokens_per_s,
         });
-        writeln!(self.jsonl, "{line}").map_err(io)?;
-        writeln!(self.csv, "{},{},{},{},{},{:.1}", s.step, s.loss, s.lr, s.grad_norm, s.rows, tokens_per_s).map_err(io)
+        append_line(&mut self.jsonl.0, &self.jsonl.1, &line.to_string())?;
+        let row = format!("{},{},{},{},{},{:.1}", s.step, s.loss, s.lr, s.grad_norm, s.rows, tokens_per_s);
+        append_line(&mut self.csv.0, &self.csv.1, &row)
     }
 }
 
@@ -311,7 +310,7 @@ where
             result.splits.test.scenes.get(e.image).ok_or_else(|| TrainError::MissingImage(e.image.to_string()))?;
         if let Some(dir) = dir {
             let path = dir.join(format!("example-{i}.png"));
-            scene.render(cell_px).save(&path).map_err(|e| io_error(&path, e))?;
+            visualrwkv_vision::save_image(&scene.render(cell_px), &path).map_err(|e| io_error(&path, e))?;
         }
         out.push((e.question.clone(), e.answer.clone(), got, scene.ascii()));
     }
@@ -454,7 +453,9 @@ pub enum AblationEvent {
 /// kept.
 #[derive(Clone, Debug)]
 pub struct AblationOptions {
-    /// Seeds per combination (run `k` of every combination uses seed offset `k`).
+    /// Seeds per combination (run `k` of every combination uses seed offset `k`). Runs go seed
+    /// by seed (every combination's seed 0, then seed 1, …), so an interrupted ablation kept in a
+    /// store can be summarised over the seeds it finished.
     pub seeds: usize,
     /// Runs trained at the same time (each on all of the devices; on the CPU they share the
     /// cores). The result does not depend on it.
@@ -495,8 +496,11 @@ where
     if jobs == 0 {
         return Err(TrainError::AtLeastOne("the number of jobs"));
     }
-    let work: Vec<(usize, usize, u64)> = (0..prompts.len())
-        .flat_map(|p| (0..scans.len()).flat_map(move |s| (0..seeds as u64).map(move |k| (p, s, k))))
+    // Seed by seed, so that an interrupted ablation holds whole seeds of every combination (a
+    // smaller `seeds` then summarises it); results are stored by prompt, then scan, then seed.
+    let n_scans = scans.len();
+    let work: Vec<(usize, usize, u64)> = (0..seeds as u64)
+        .flat_map(|k| (0..prompts.len()).flat_map(move |p| (0..n_scans).map(move |s| (p, s, k))))
         .collect();
     let total = work.len();
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -560,7 +564,8 @@ where
                 }),
                 Err(_) => failed.store(true, std::sync::atomic::Ordering::SeqCst),
             }
-            results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(outcome);
+            let slot = (p * n_scans + sc) * seeds + seed as usize;
+            results.lock().unwrap_or_else(|e| e.into_inner())[slot] = Some(outcome);
         }
     };
     std::thread::scope(|scope| {

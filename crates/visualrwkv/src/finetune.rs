@@ -13,7 +13,6 @@
 //! Loader pixels `[3, H, W]` → a micro-batch's images `[b, 3, H, W]` → tower features
 //! `[b, n_tokens, D]` → pooled `[1, n, D]` per image → projected rows `[n, C]` in the sequence.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,7 +27,8 @@ use visualrwkv_scan::{ImageLayout, Scan};
 use visualrwkv_vision::{TowerKind, VisionTower, grid_pool};
 
 use crate::training::{
-    ImageFeatures, Replica, StepStats, TRAINER_DIR, TrainConfig, TrainError, TrainExample, Trainer, io_error as io,
+    ImageFeatures, Replica, StepStats, TRAINER_DIR, TrainConfig, TrainError, TrainExample, Trainer, append_line,
+    io_error as io,
 };
 use crate::vlm::{VisionOptions, VisualRwkv, VlmError};
 
@@ -247,7 +247,7 @@ impl Run<'_, '_> {
         }
         let append = |path: &Path, line: String| -> Result<(), TrainError> {
             let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| io(path, e))?;
-            writeln!(f, "{line}").map_err(|e| io(path, e))
+            append_line(&mut f, path, &line)
         };
         if start >= stop_at {
             trainer.replica = None;

@@ -158,6 +158,13 @@ pub enum TrainError {
     Collective(String),
 }
 
+/// Appends `line` and a newline to `file` (at `path`) in one write, so that a writer killed
+/// at any moment leaves whole lines behind (a torn last line at worst, never an interleaving).
+pub(crate) fn append_line(file: &mut std::fs::File, path: &Path, line: &str) -> Result<(), TrainError> {
+    use std::io::Write;
+    file.write_all(format!("{line}\n").as_bytes()).map_err(|e| io_error(path, e))
+}
+
 /// A [`TrainError::Io`] for `path`.
 pub(crate) fn io_error(path: &Path, e: impl std::fmt::Display) -> TrainError {
     TrainError::Io { path: path.to_path_buf(), message: e.to_string() }

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use visualrwkv_checkpoint::write_atomic;
 use visualrwkv_efficiency::{ModelKind, Point, Sizes, VisionSizes, measure};
 use visualrwkv_rwkv::RwkvBackend;
 
@@ -158,11 +159,12 @@ fn all_points(a: &Args, contexts: &[usize], sizes: Sizes) -> Res<()> {
             points.push(p);
         }
     }
-    std::fs::write(
+    write_atomic(
         out.join("efficiency.json"),
         serde_json::to_string_pretty(
             &serde_json::json!({"sizes": sizes, "device": a.device.device.to_string(), "vision": a.vision.name(), "points": points}),
-        )?,
+        )?
+        .as_bytes(),
     )?;
     let mut csv = String::from(
         "model,context,prefill_s,decode_ms,peak_rss_mib,cache_mib,prefill_reps,decode_steps,device_peak_mib,device\n",
@@ -182,9 +184,9 @@ fn all_points(a: &Args, contexts: &[usize], sizes: Sizes) -> Res<()> {
             p.device
         ));
     }
-    std::fs::write(out.join("efficiency.csv"), csv.to_lowercase())?;
+    write_atomic(out.join("efficiency.csv"), csv.to_lowercase().as_bytes())?;
     let table = table(&points);
-    std::fs::write(out.join("efficiency.md"), &table)?;
+    write_atomic(out.join("efficiency.md"), table.as_bytes())?;
     crate::plots::efficiency(&points, &out.join("efficiency.svg"))?;
     println!("{table}");
     eprintln!("wrote {}/efficiency.{{json,csv,md,svg}}", out.display());

@@ -55,7 +55,7 @@ pub fn run(a: Args) -> Res<()> {
     let line = serde_json::to_string(&point)?;
     println!("{line}");
     if let Some(path) = out {
-        std::fs::write(&path, format!("{line}\n")).map_err(|e| format!("{}: {e}", path.display()))?;
+        visualrwkv_checkpoint::write_atomic(&path, format!("{line}\n").as_bytes())?;
     }
     Ok(())
 }

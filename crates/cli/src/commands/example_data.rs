@@ -76,7 +76,7 @@ pub fn write(out: &Path, images: usize, width: usize, layers: usize, seed: u64) 
         let (w, h) = (48 + (i as u32 % 3) * 16, 40 + (i as u32 % 2) * 24);
         let (img, color, shape) = scene(i, seed, w, h);
         let file = if i.is_multiple_of(2) { format!("{i:03}.jpg") } else { format!("{i:03}.png") };
-        img.save(image_dir.join(&file)).map_err(|e| format!("{}: {e}", image_dir.join(&file).display()))?;
+        visualrwkv_vision::save_image(&img, &image_dir.join(&file))?;
         samples.push(serde_json::json!({
             "id": format!("caption-{i}"),
             "image": file,
