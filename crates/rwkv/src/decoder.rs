@@ -247,6 +247,10 @@ impl HostState {
 }
 
 /// The fused CPU decoder of an RWKV-6 model (see the module docs).
+///
+/// `Send + Sync`: [`Decoder::prefill`] and [`Decoder::step`] take `&self` and a caller-owned
+/// [`HostState`] (each step's thread team is the caller's own), so one decoder serves several
+/// generations from several threads at once, each giving exactly what it gives alone.
 #[derive(Clone, Debug)]
 pub struct Decoder {
     config: RwkvConfig,

@@ -103,6 +103,11 @@ impl Default for VisionOptions {
 }
 
 /// The VisualRWKV model: RWKV-6, a vision tower and a projector.
+///
+/// On the CPU backend (and any backend whose tensors are `Sync`) it is `Send + Sync`: encoding,
+/// prefill and generation take `&self` and keep every per-request value (state, sampler,
+/// caches) in the caller's hands, so one loaded model serves generations from several threads at
+/// once, each giving exactly what it gives alone (`tests/concurrency.rs`).
 #[derive(Module, Debug)]
 pub struct VisualRwkv<B: RwkvBackend> {
     /// The language model.

@@ -1,0 +1,143 @@
+//! Thread-safe decoding: one loaded model (and one fused decoder built from it) serves several
+//! independent generations from several threads at once, and each thread gets exactly what the
+//! same request gives when it runs alone.
+
+use burn::backend::NdArray;
+use image::{DynamicImage, Rgb, RgbImage};
+use visualrwkv::{Engine, GenerateOptions, Sample, VisionOptions, VisualRwkv};
+use visualrwkv_projector::{ProjectorConfig, ProjectorKind};
+use visualrwkv_prompt::{Conversation, Role, Turn, build};
+use visualrwkv_rwkv::{Decoder, RwkvConfig, SamplingOptions, WeightDtype};
+use visualrwkv_scan::{BiDirectional, MultiDirectional, Scan, UniDirectional};
+use visualrwkv_tokenizer::Tokenizer;
+use visualrwkv_vision::{ImageProcessor, TowerKind, VisionConfig};
+
+type B = NdArray;
+
+/// What the shared objects must be for a server to hand them to its worker threads.
+fn shareable<T: Send + Sync>() {}
+
+#[test]
+fn the_model_decoder_and_tokenizer_can_be_shared_between_threads() {
+    shareable::<VisualRwkv<B>>();
+    shareable::<Decoder>();
+    shareable::<Tokenizer>();
+}
+
+fn model() -> VisualRwkv<B> {
+    let dev = Default::default();
+    <B as burn::tensor::backend::Backend>::seed(&dev, 11);
+    let rwkv = RwkvConfig {
+        n_layer: 3,
+        n_embd: 32,
+        n_head: 4,
+        head_size: 8,
+        dim_ffn: 112,
+        vocab_size: 65536,
+        d_mix: 4,
+        d_decay: 8,
+    }
+    .init::<B>(&dev);
+    let vision = VisionConfig::new(TowerKind::Clip, 32, 8, 24, 48, 1, 2).init::<B>(&dev);
+    let projector = ProjectorConfig::new(ProjectorKind::Linear, 24, 32).init::<B>(&dev);
+    VisualRwkv::new(rwkv, vision, projector, VisionOptions::default()).unwrap()
+}
+
+/// One request: a question, an image (or none), a prompt layout, a scan and a sampling seed.
+struct Request {
+    question: &'static str,
+    image: Option<u8>,
+    layout: &'static str,
+    scan: Box<dyn Scan + Send + Sync>,
+    seed: u64,
+}
+
+fn requests() -> Vec<Request> {
+    vec![
+        Request {
+            question: "What colour is it?",
+            image: Some(3),
+            layout: "sandwich",
+            scan: Box::new(BiDirectional),
+            seed: 1,
+        },
+        Request {
+            question: "How many shapes?",
+            image: Some(7),
+            layout: "first",
+            scan: Box::new(MultiDirectional),
+            seed: 2,
+        },
+        Request {
+            question: "Describe the picture.",
+            image: Some(9),
+            layout: "last",
+            scan: Box::new(UniDirectional),
+            seed: 3,
+        },
+        Request { question: "Say something.", image: None, layout: "sandwich", scan: Box::new(BiDirectional), seed: 4 },
+        Request {
+            question: "Is there a circle?",
+            image: Some(3),
+            layout: "sandwich",
+            scan: Box::new(BiDirectional),
+            seed: 5,
+        },
+    ]
+}
+
+fn picture(seed: u8) -> DynamicImage {
+    DynamicImage::ImageRgb8(RgbImage::from_fn(40, 36, |x, y| {
+        Rgb([(x as u8).wrapping_mul(seed), (y as u8).wrapping_mul(7), seed.wrapping_add((x + y) as u8)])
+    }))
+}
+
+/// Runs `r` on `m`: prompt, image encoding, and a sampled generation (temperature 1, top-p 0.9,
+/// the request's seed) of 12 tokens. Returns the tokens and the chosen tokens' logits.
+fn answer(m: &VisualRwkv<B>, engine: Engine, r: &Request) -> (Vec<u32>, Vec<f32>) {
+    let text = if r.image.is_some() { format!("<image>\n{}", r.question) } else { r.question.to_string() };
+    let conv = Conversation { turns: vec![Turn { role: Role::User, text }] };
+    let layout = visualrwkv_prompt::by_name(r.layout).unwrap();
+    let prompt = build(&conv, layout.as_ref(), Tokenizer::world(), r.image.is_some(), true).unwrap();
+    let rows = r.image.map(|seed| {
+        let p = ImageProcessor::for_tower(&m.vision.config);
+        m.encode_images(p.batch(&[picture(seed)], &Default::default()).unwrap()).unwrap().remove(0)
+    });
+    let options = GenerateOptions {
+        sampling: SamplingOptions { temperature: 1.0, top_p: 0.9, seed: r.seed, ..Default::default() },
+        max_tokens: 12,
+        stop_tokens: vec![],
+        ..Default::default()
+    };
+    let g =
+        m.generate(&Sample::new(&prompt, rows), r.scan.as_ref(), Tokenizer::world(), &options, engine, |_| {}).unwrap();
+    (g.tokens, g.scores.iter().map(|s| s.logit).collect())
+}
+
+/// Each request alone, then all of them at once from their own threads (twice over, so that
+/// eight generations share the model and the decoder): the same tokens and logits, bit for bit,
+/// through the model's tensor ops and through the fused decoder stepping with a team of threads.
+#[test]
+fn concurrent_generations_equal_each_one_alone() {
+    let m = model();
+    let mut decoder = Decoder::new(&m.rwkv, WeightDtype::F32).unwrap();
+    decoder.set_threads(Some(2));
+    let requests = requests();
+    for engine in [Engine::Model, Engine::Fused(&decoder)] {
+        let alone: Vec<_> = requests.iter().map(|r| answer(&m, engine, r)).collect();
+        assert!(alone.iter().all(|(tokens, _)| tokens.len() == 12));
+        assert_ne!(alone[0].0, alone[4].0, "different seeds sample different answers");
+        let together: Vec<Vec<_>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..2)
+                .flat_map(|_| requests.iter().map(|r| scope.spawn(|| answer(&m, engine, r))))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .collect();
+            let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+            results.chunks(requests.len()).map(|c| c.to_vec()).collect()
+        });
+        for round in &together {
+            assert_eq!(round, &alone, "{engine:?}");
+        }
+    }
+}
