@@ -115,7 +115,7 @@ fn answer(m: &VisualRwkv<B>, engine: Engine, r: &Request) -> (Vec<u32>, Vec<f32>
 }
 
 /// Each request alone, then all of them at once from their own threads (twice over, so that
-/// eight generations share the model and the decoder): the same tokens and logits, bit for bit,
+/// ten generations share the model and the decoder): the same tokens and logits, bit for bit,
 /// through the model's tensor ops and through the fused decoder stepping with a team of threads.
 #[test]
 fn concurrent_generations_equal_each_one_alone() {
