@@ -1,0 +1,315 @@
+//! Hostile inputs: every loader, given arbitrary bytes or a fixture with bytes flipped, truncated
+//! or inserted, returns an error or a value — never a panic — and allocates no more than its
+//! documented bound (`docs/reliability.md`), counted by an allocator that tracks the calling
+//! thread's live bytes.
+//!
+//! Loaders: checkpoint tensors (safetensors and `.pth`) and the RWKV, vision-tower, projector
+//! and VisualRWKV loaders on them; image decoding and preprocessing; the LLaVA-format reader with
+//! prompt building in every layout; the question-file and answer-file readers of `eval`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+
+use burn::backend::NdArray;
+use proptest::prelude::*;
+use visualrwkv::{VisionOptions, VisualRwkv};
+use visualrwkv_checkpoint::TensorMap;
+use visualrwkv_eval::QuestionFormat;
+use visualrwkv_tokenizer::Tokenizer;
+use visualrwkv_vision::ImageProcessor;
+
+type B = NdArray;
+
+/// Counts the live heap bytes of each thread and their peak.
+struct Counting;
+
+thread_local! {
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+fn track(delta: isize) {
+    let _ = LIVE.try_with(|live| {
+        let now = live.get() + delta;
+        live.set(now);
+        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
+    });
+}
+
+// SAFETY: forwards to the system allocator; the bookkeeping touches only const-initialised
+// thread-locals, which never allocate.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            track(layout.size() as isize);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        track(-(layout.size() as isize));
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            track(new_size as isize - layout.size() as isize);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Runs `f` and returns the most heap bytes it held at once on this thread beyond what was live
+/// before it.
+fn peak_bytes(f: impl FnOnce()) -> usize {
+    let base = LIVE.with(Cell::get);
+    PEAK.with(|p| p.set(base));
+    f();
+    (PEAK.with(Cell::get) - base).max(0) as usize
+}
+
+const MIB: usize = 1 << 20;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name)
+}
+
+fn read(name: &str) -> Vec<u8> {
+    std::fs::read(fixture(name)).unwrap()
+}
+
+/// A scratch file path of this process and thread (tests run on parallel threads).
+fn scratch(name: &str) -> PathBuf {
+    let thread = format!("{:?}", std::thread::current().id()).replace(|c: char| !c.is_ascii_alphanumeric(), "");
+    let dir = std::env::temp_dir().join(format!("visualrwkv-hostile-{}-{thread}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// How a seed file is damaged.
+#[derive(Clone, Debug)]
+enum Damage {
+    /// Overwrite bytes at these (relative) positions.
+    Flip(Vec<(f64, u8)>),
+    /// Overwrite bytes among the first KiB (headers, magic numbers, pickle opcodes).
+    FlipHead(Vec<(usize, u8)>),
+    /// Keep this fraction of the file.
+    Truncate(f64),
+    /// Insert bytes at a (relative) position.
+    Insert(f64, Vec<u8>),
+    /// Replace the whole file.
+    Replace(Vec<u8>),
+}
+
+fn damage() -> impl Strategy<Value = Damage> {
+    prop_oneof![
+        3 => prop::collection::vec((0.0..1.0f64, any::<u8>()), 1..16).prop_map(Damage::Flip),
+        3 => prop::collection::vec((0usize..1024, any::<u8>()), 1..8).prop_map(Damage::FlipHead),
+        2 => (0.0..1.0f64).prop_map(Damage::Truncate),
+        2 => (0.0..1.0f64, prop::collection::vec(any::<u8>(), 1..64)).prop_map(|(at, b)| Damage::Insert(at, b)),
+        1 => prop::collection::vec(any::<u8>(), 0..512).prop_map(Damage::Replace),
+    ]
+}
+
+fn apply(seed: &[u8], d: &Damage) -> Vec<u8> {
+    let at = |f: f64, len: usize| ((f * len as f64) as usize).min(len.saturating_sub(1));
+    match d {
+        Damage::Flip(edits) => {
+            let mut b = seed.to_vec();
+            for &(f, v) in edits {
+                if !b.is_empty() {
+                    let i = at(f, b.len());
+                    b[i] = v;
+                }
+            }
+            b
+        }
+        Damage::FlipHead(edits) => {
+            let mut b = seed.to_vec();
+            for &(i, v) in edits {
+                if i < b.len() {
+                    b[i] = v;
+                }
+            }
+            b
+        }
+        Damage::Truncate(f) => seed[..(f * seed.len() as f64) as usize].to_vec(),
+        Damage::Insert(f, bytes) => {
+            let i = at(*f, seed.len() + 1);
+            [&seed[..i], bytes.as_slice(), &seed[i..]].concat()
+        }
+        Damage::Replace(b) => b.clone(),
+    }
+}
+
+/// A safetensors file holding a whole VisualRWKV checkpoint (`rwkv.*`, `vit.vision_model.*`,
+/// `proj.*`) built from the fixtures, as bytes.
+fn visualrwkv_checkpoint() -> Vec<u8> {
+    let rwkv = TensorMap::read(fixture("rwkv6_tiny_a_weights.safetensors")).unwrap();
+    let vit = TensorMap::read(fixture("clip_tiny_weights.safetensors")).unwrap();
+    let vit_dim = vit.shape("vision_model.post_layernorm.weight").unwrap()[0];
+    let c = rwkv.shape("emb.weight").unwrap()[1];
+    let mut all = TensorMap { origin: "checkpoint".into(), tensors: Default::default() };
+    for (k, v) in rwkv.tensors {
+        all.tensors.insert(format!("rwkv.{k}"), v);
+    }
+    for (k, v) in vit.tensors {
+        all.tensors.insert(format!("vit.{k}"), v);
+    }
+    all.tensors.insert("proj.weight".into(), (vec![c, vit_dim], vec![0.01; c * vit_dim]));
+    let path = scratch("visualrwkv.safetensors");
+    visualrwkv_checkpoint::write_safetensors(&all, &path).unwrap();
+    std::fs::read(path).unwrap()
+}
+
+/// Every checkpoint loader on `bytes` saved as `name`; the peak heap bytes of the worst.
+fn load_checkpoints(bytes: &[u8], name: &str) -> usize {
+    let path = scratch(name);
+    std::fs::write(&path, bytes).unwrap();
+    let dev = Default::default();
+    let mut worst = 0;
+    worst = worst.max(peak_bytes(|| drop(TensorMap::read(&path))));
+    worst = worst.max(peak_bytes(|| drop(visualrwkv_rwkv::load::<B>(&path, &dev))));
+    worst = worst.max(peak_bytes(|| drop(visualrwkv_vision::load::<B>(&path, None, &dev))));
+    worst = worst.max(peak_bytes(|| drop(visualrwkv_projector::load::<B>(&path, "proj.", None, &dev))));
+    worst = worst.max(peak_bytes(|| {
+        drop(VisualRwkv::<B>::load_checkpoint(&path, None, VisionOptions::default(), &dev));
+    }));
+    worst
+}
+
+/// The checkpoint loaders' bound: the tensors as f32 (twice a half-precision file) and the module
+/// built from them: 4× the file plus 1 MiB (measured on the fixtures: 2.0× for f32 safetensors,
+/// 4.0× for the bf16 `.pth`, 2.7× for a whole VisualRWKV checkpoint).
+fn checkpoint_bound(file: usize) -> usize {
+    4 * file + MIB
+}
+
+/// Decoding with a 512-pixel side limit, then preprocessing to CLIP's 32 px input.
+fn decode_image(bytes: &[u8]) -> usize {
+    let mut p = ImageProcessor::clip(32);
+    p.max_side = 512;
+    peak_bytes(|| {
+        if let Ok(image) = p.decode(bytes, "bytes") {
+            drop(p.preprocess(&image));
+        }
+    })
+}
+
+/// The image bound: a 512 × 512 image at 16 bytes per pixel (RGBA f32, the largest decoded
+/// format) three times over (decoded, converted, resized), plus the compressed bytes and 1 MiB.
+fn image_bound(file: usize) -> usize {
+    3 * 512 * 512 * 16 + 2 * file + MIB
+}
+
+/// The LLaVA reader and every prompt layout's tokenisation of each record.
+fn read_llava(bytes: &[u8]) -> usize {
+    let text = String::from_utf8_lossy(bytes);
+    let tokenizer = Tokenizer::world();
+    peak_bytes(|| {
+        if let Ok(records) = visualrwkv_data::parse_llava(&text, Path::new("llava.json")) {
+            for record in &records {
+                for layout in ["first", "last", "sandwich"] {
+                    let strategy = visualrwkv_prompt::by_name(layout).unwrap();
+                    drop(visualrwkv_data::tokenize(record, strategy.as_ref(), tokenizer));
+                }
+            }
+        }
+    })
+}
+
+/// The question readers in every format and the answer-file reader.
+fn read_questions(bytes: &[u8]) -> usize {
+    let mut worst = 0;
+    for (name, format) in [
+        ("q.jsonl", QuestionFormat::JsonLines),
+        ("q.json", QuestionFormat::Json),
+        ("q.tsv", QuestionFormat::Mmbench),
+        ("q.tsv", QuestionFormat::MmbenchCn),
+    ] {
+        let path = scratch(name);
+        std::fs::write(&path, bytes).unwrap();
+        worst = worst.max(peak_bytes(|| drop(visualrwkv_eval::read_questions(&path, format))));
+        worst = worst.max(peak_bytes(|| drop(visualrwkv_eval::annotations::read_answer_rows(&path))));
+    }
+    worst
+}
+
+/// Text readers: the parsed values hold the text a few times over (strings, JSON values,
+/// tokens as 8-byte ids): 32× the file plus 1 MiB.
+fn text_bound(file: usize) -> usize {
+    32 * file + MIB
+}
+
+#[test]
+fn the_intact_fixtures_load_within_their_bounds() {
+    for (name, bytes) in [
+        ("rwkv.safetensors", read("rwkv6_tiny_a_weights.safetensors")),
+        ("rwkv.pth", read("rwkv6_tiny_a_weights_bf16.pth")),
+        ("clip.safetensors", read("clip_tiny_weights.safetensors")),
+        ("visualrwkv.safetensors", visualrwkv_checkpoint()),
+    ] {
+        let peak = load_checkpoints(&bytes, name);
+        assert!(peak <= checkpoint_bound(bytes.len()), "{name}: {peak} bytes for a {}-byte file", bytes.len());
+        assert!(peak > bytes.len() / 2, "{name}: the count sees the loads ({peak} bytes)");
+    }
+    let jpeg = read("jpeg/baseline_420_q75_500x333.jpg");
+    let peak = decode_image(&jpeg);
+    assert!(peak > 500 * 333 * 3 && peak <= image_bound(jpeg.len()), "{peak}");
+    let llava = read("llava/llava_dev.json");
+    assert!(read_llava(&llava) <= text_bound(llava.len()));
+    let questions = read("eval/pope/questions.jsonl");
+    assert!(read_questions(&questions) <= text_bound(questions.len()));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn damaged_checkpoints_are_errors_within_the_bound(
+        which in 0usize..4, d in damage(),
+    ) {
+        let (name, seed) = match which {
+            0 => ("rwkv.safetensors", read("rwkv6_tiny_a_weights.safetensors")),
+            1 => ("rwkv.pth", read("rwkv6_tiny_a_weights_bf16.pth")),
+            2 => ("clip.safetensors", read("clip_tiny_weights.safetensors")),
+            _ => ("visualrwkv.safetensors", visualrwkv_checkpoint()),
+        };
+        let bytes = apply(&seed, &d);
+        let peak = load_checkpoints(&bytes, name);
+        prop_assert!(peak <= checkpoint_bound(bytes.len().max(seed.len())), "{name}: {peak} bytes");
+    }
+
+    #[test]
+    fn damaged_images_are_errors_within_the_bound(which in 0usize..5, d in damage()) {
+        let seed = read(match which {
+            0 => "jpeg/baseline_420_q75_500x333.jpg",
+            1 => "jpeg/progressive_420_q85_321x480.jpg",
+            2 => "jpeg/gray_q80_80x64.jpg",
+            3 => "preprocess/noise_rgba.png",
+            _ => "preprocess/gradient_rgb.png",
+        });
+        let bytes = apply(&seed, &d);
+        let peak = decode_image(&bytes);
+        prop_assert!(peak <= image_bound(bytes.len()), "{peak} bytes");
+    }
+
+    #[test]
+    fn damaged_text_files_are_errors_within_the_bound(which in 0usize..4, d in damage()) {
+        let seed = read(match which {
+            0 => "llava/llava_dev.json",
+            1 => "eval/pope/questions.jsonl",
+            2 => "eval/gqa/testdev_balanced_questions.json",
+            _ => "eval/items/vqa.jsonl",
+        });
+        let bytes = apply(&seed, &d);
+        let peak = read_llava(&bytes).max(read_questions(&bytes));
+        prop_assert!(peak <= text_bound(bytes.len().max(seed.len())), "{peak} bytes");
+    }
+}
