@@ -1,80 +1,27 @@
 //! Hostile inputs: every loader, given arbitrary bytes or a fixture with bytes flipped, truncated
 //! or inserted, returns an error or a value — never a panic — and allocates no more than its
 //! documented bound (`docs/reliability.md`), counted by an allocator that tracks the calling
-//! thread's live bytes.
+//! thread's live bytes. The loaders are driven by `fuzz/src/lib.rs`, the same code the fuzz
+//! targets run (`scripts/fuzz.sh`).
 //!
 //! Loaders: checkpoint tensors (safetensors and `.pth`) and the RWKV, vision-tower, projector
 //! and VisualRWKV loaders on them; image decoding and preprocessing; the LLaVA-format reader with
 //! prompt building in every layout; the question-file and answer-file readers of `eval`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
-use burn::backend::NdArray;
 use proptest::prelude::*;
-use visualrwkv::{VisionOptions, VisualRwkv};
 use visualrwkv_checkpoint::TensorMap;
-use visualrwkv_eval::QuestionFormat;
-use visualrwkv_tokenizer::Tokenizer;
-use visualrwkv_vision::ImageProcessor;
 
-type B = NdArray;
+#[path = "../../../fuzz/src/lib.rs"]
+mod loaders;
 
-/// Counts the live heap bytes of each thread and their peak.
-struct Counting;
-
-thread_local! {
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-    static PEAK: Cell<isize> = const { Cell::new(0) };
-}
-
-fn track(delta: isize) {
-    let _ = LIVE.try_with(|live| {
-        let now = live.get() + delta;
-        live.set(now);
-        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
-    });
-}
-
-// SAFETY: forwards to the system allocator; the bookkeeping touches only const-initialised
-// thread-locals, which never allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            track(layout.size() as isize);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        track(-(layout.size() as isize));
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            track(new_size as isize - layout.size() as isize);
-        }
-        p
-    }
-}
+use loaders::{
+    checkpoint_bound, decode_image, image_bound, load_checkpoints, read_llava, read_questions, scratch, text_bound,
+};
 
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// Runs `f` and returns the most heap bytes it held at once on this thread beyond what was live
-/// before it.
-fn peak_bytes(f: impl FnOnce()) -> usize {
-    let base = LIVE.with(Cell::get);
-    PEAK.with(|p| p.set(base));
-    f();
-    (PEAK.with(Cell::get) - base).max(0) as usize
-}
-
-const MIB: usize = 1 << 20;
+static ALLOCATOR: loaders::Counting = loaders::Counting;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(name)
@@ -82,14 +29,6 @@ fn fixture(name: &str) -> PathBuf {
 
 fn read(name: &str) -> Vec<u8> {
     std::fs::read(fixture(name)).unwrap()
-}
-
-/// A scratch file path of this process and thread (tests run on parallel threads).
-fn scratch(name: &str) -> PathBuf {
-    let thread = format!("{:?}", std::thread::current().id()).replace(|c: char| !c.is_ascii_alphanumeric(), "");
-    let dir = std::env::temp_dir().join(format!("visualrwkv-hostile-{}-{thread}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
 }
 
 /// How a seed file is damaged.
@@ -166,85 +105,6 @@ fn visualrwkv_checkpoint() -> Vec<u8> {
     let path = scratch("visualrwkv.safetensors");
     visualrwkv_checkpoint::write_safetensors(&all, &path).unwrap();
     std::fs::read(path).unwrap()
-}
-
-/// Every checkpoint loader on `bytes` saved as `name`; the peak heap bytes of the worst.
-fn load_checkpoints(bytes: &[u8], name: &str) -> usize {
-    let path = scratch(name);
-    std::fs::write(&path, bytes).unwrap();
-    let dev = Default::default();
-    let mut worst = 0;
-    worst = worst.max(peak_bytes(|| drop(TensorMap::read(&path))));
-    worst = worst.max(peak_bytes(|| drop(visualrwkv_rwkv::load::<B>(&path, &dev))));
-    worst = worst.max(peak_bytes(|| drop(visualrwkv_vision::load::<B>(&path, None, &dev))));
-    worst = worst.max(peak_bytes(|| drop(visualrwkv_projector::load::<B>(&path, "proj.", None, &dev))));
-    worst = worst.max(peak_bytes(|| {
-        drop(VisualRwkv::<B>::load_checkpoint(&path, None, VisionOptions::default(), &dev));
-    }));
-    worst
-}
-
-/// The checkpoint loaders' bound: the tensors as f32 (twice a half-precision file) and the module
-/// built from them: 4× the file plus 1 MiB (measured on the fixtures: 2.0× for f32 safetensors,
-/// 4.0× for the bf16 `.pth`, 2.7× for a whole VisualRWKV checkpoint).
-fn checkpoint_bound(file: usize) -> usize {
-    4 * file + MIB
-}
-
-/// Decoding with a 512-pixel side limit, then preprocessing to CLIP's 32 px input.
-fn decode_image(bytes: &[u8]) -> usize {
-    let mut p = ImageProcessor::clip(32);
-    p.max_side = 512;
-    peak_bytes(|| {
-        if let Ok(image) = p.decode(bytes, "bytes") {
-            drop(p.preprocess(&image));
-        }
-    })
-}
-
-/// The image bound: a 512 × 512 image at 16 bytes per pixel (RGBA f32, the largest decoded
-/// format) three times over (decoded, converted, resized), plus the compressed bytes and 1 MiB.
-fn image_bound(file: usize) -> usize {
-    3 * 512 * 512 * 16 + 2 * file + MIB
-}
-
-/// The LLaVA reader and every prompt layout's tokenisation of each record.
-fn read_llava(bytes: &[u8]) -> usize {
-    let text = String::from_utf8_lossy(bytes);
-    let tokenizer = Tokenizer::world();
-    peak_bytes(|| {
-        if let Ok(records) = visualrwkv_data::parse_llava(&text, Path::new("llava.json")) {
-            for record in &records {
-                for layout in ["first", "last", "sandwich"] {
-                    let strategy = visualrwkv_prompt::by_name(layout).unwrap();
-                    drop(visualrwkv_data::tokenize(record, strategy.as_ref(), tokenizer));
-                }
-            }
-        }
-    })
-}
-
-/// The question readers in every format and the answer-file reader.
-fn read_questions(bytes: &[u8]) -> usize {
-    let mut worst = 0;
-    for (name, format) in [
-        ("q.jsonl", QuestionFormat::JsonLines),
-        ("q.json", QuestionFormat::Json),
-        ("q.tsv", QuestionFormat::Mmbench),
-        ("q.tsv", QuestionFormat::MmbenchCn),
-    ] {
-        let path = scratch(name);
-        std::fs::write(&path, bytes).unwrap();
-        worst = worst.max(peak_bytes(|| drop(visualrwkv_eval::read_questions(&path, format))));
-        worst = worst.max(peak_bytes(|| drop(visualrwkv_eval::annotations::read_answer_rows(&path))));
-    }
-    worst
-}
-
-/// Text readers: the parsed values hold the text a few times over (strings, JSON values,
-/// tokens as 8-byte ids): 32× the file plus 1 MiB.
-fn text_bound(file: usize) -> usize {
-    32 * file + MIB
 }
 
 #[test]
