@@ -3,15 +3,9 @@
 //! panic, and at most `checkpoint_bound` heap bytes.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use visualrwkv_fuzz::{Counting, checkpoint_bound, load_checkpoints};
+use visualrwkv_fuzz::{checkpoint_bound, load_checkpoints, loader_target};
 
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-fuzz_target!(|data: &[u8]| {
-    for name in ["fuzz.safetensors", "fuzz.pth"] {
-        let peak = load_checkpoints(data, name);
-        assert!(peak <= checkpoint_bound(data.len()), "{name}: {peak} heap bytes for {} input bytes", data.len());
-    }
-});
+loader_target!(
+    |data: &[u8]| load_checkpoints(data, "fuzz.safetensors").max(load_checkpoints(data, "fuzz.pth")),
+    checkpoint_bound
+);

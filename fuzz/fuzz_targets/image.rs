@@ -3,13 +3,4 @@
 //! panic, and at most `image_bound` heap bytes.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use visualrwkv_fuzz::{Counting, decode_image, image_bound};
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-fuzz_target!(|data: &[u8]| {
-    let peak = decode_image(data);
-    assert!(peak <= image_bound(data.len()), "{peak} heap bytes for {} input bytes", data.len());
-});
+visualrwkv_fuzz::loader_target!(visualrwkv_fuzz::decode_image, visualrwkv_fuzz::image_bound);

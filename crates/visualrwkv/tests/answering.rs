@@ -3,42 +3,23 @@
 //! chosen tokens' logits and probabilities.
 
 use burn::backend::NdArray;
-use image::{DynamicImage, Rgb, RgbImage};
+use image::DynamicImage;
 use visualrwkv::Engine;
 use visualrwkv::answering::{Answerer, Picture};
-use visualrwkv::{GenerateOptions, Sample, VisionOptions, VisualRwkv, VlmError};
-use visualrwkv_projector::{ProjectorConfig, ProjectorKind};
+use visualrwkv::{GenerateOptions, Sample, VisualRwkv, VlmError};
 use visualrwkv_prompt::{Conversation, build};
-use visualrwkv_rwkv::RwkvConfig;
 use visualrwkv_scan::{BiDirectional, Scan};
 use visualrwkv_tokenizer::Tokenizer;
-use visualrwkv_vision::{ImageProcessor, TowerKind, VisionConfig};
+use visualrwkv_vision::ImageProcessor;
 
 type B = NdArray;
 
-fn model() -> VisualRwkv<B> {
-    let dev = Default::default();
-    <B as burn::tensor::backend::Backend>::seed(&dev, 3);
-    let rwkv = RwkvConfig {
-        n_layer: 2,
-        n_embd: 16,
-        n_head: 2,
-        head_size: 8,
-        dim_ffn: 32,
-        vocab_size: 65536,
-        d_mix: 4,
-        d_decay: 4,
-    }
-    .init::<B>(&dev);
-    let vision = VisionConfig::new(TowerKind::Clip, 32, 8, 24, 48, 1, 2).init::<B>(&dev);
-    let projector = ProjectorConfig::new(ProjectorKind::Linear, 24, 16).init::<B>(&dev);
-    VisualRwkv::new(rwkv, vision, projector, VisionOptions::default()).unwrap()
-}
+mod common;
+use common::picture;
 
-fn picture(seed: u8) -> DynamicImage {
-    DynamicImage::ImageRgb8(RgbImage::from_fn(40, 36, |x, y| {
-        Rgb([(x as u8).wrapping_mul(seed), (y as u8).wrapping_mul(7), seed.wrapping_add((x + y) as u8)])
-    }))
+fn model() -> VisualRwkv<B> {
+    <B as burn::tensor::backend::Backend>::seed(&Default::default(), 3);
+    common::tiny_vlm(2, 16)
 }
 
 fn options() -> GenerateOptions {

@@ -3,14 +3,12 @@
 //! same request gives when it runs alone.
 
 use burn::backend::NdArray;
-use image::{DynamicImage, Rgb, RgbImage};
-use visualrwkv::{Engine, GenerateOptions, Sample, VisionOptions, VisualRwkv};
-use visualrwkv_projector::{ProjectorConfig, ProjectorKind};
+use visualrwkv::{Engine, GenerateOptions, Sample, VisualRwkv};
 use visualrwkv_prompt::{Conversation, Role, Turn, build};
-use visualrwkv_rwkv::{Decoder, RwkvConfig, SamplingOptions, WeightDtype};
+use visualrwkv_rwkv::{Decoder, SamplingOptions, WeightDtype};
 use visualrwkv_scan::{BiDirectional, MultiDirectional, Scan, UniDirectional};
 use visualrwkv_tokenizer::Tokenizer;
-use visualrwkv_vision::{ImageProcessor, TowerKind, VisionConfig};
+use visualrwkv_vision::ImageProcessor;
 
 type B = NdArray;
 
@@ -24,23 +22,12 @@ fn the_model_decoder_and_tokenizer_can_be_shared_between_threads() {
     shareable::<Tokenizer>();
 }
 
+mod common;
+use common::picture;
+
 fn model() -> VisualRwkv<B> {
-    let dev = Default::default();
-    <B as burn::tensor::backend::Backend>::seed(&dev, 11);
-    let rwkv = RwkvConfig {
-        n_layer: 3,
-        n_embd: 32,
-        n_head: 4,
-        head_size: 8,
-        dim_ffn: 112,
-        vocab_size: 65536,
-        d_mix: 4,
-        d_decay: 8,
-    }
-    .init::<B>(&dev);
-    let vision = VisionConfig::new(TowerKind::Clip, 32, 8, 24, 48, 1, 2).init::<B>(&dev);
-    let projector = ProjectorConfig::new(ProjectorKind::Linear, 24, 32).init::<B>(&dev);
-    VisualRwkv::new(rwkv, vision, projector, VisionOptions::default()).unwrap()
+    <B as burn::tensor::backend::Backend>::seed(&Default::default(), 11);
+    common::tiny_vlm(3, 32)
 }
 
 /// One request: a question, an image (or none), a prompt layout, a scan and a sampling seed.
@@ -84,12 +71,6 @@ fn requests() -> Vec<Request> {
             seed: 5,
         },
     ]
-}
-
-fn picture(seed: u8) -> DynamicImage {
-    DynamicImage::ImageRgb8(RgbImage::from_fn(40, 36, |x, y| {
-        Rgb([(x as u8).wrapping_mul(seed), (y as u8).wrapping_mul(7), seed.wrapping_add((x + y) as u8)])
-    }))
 }
 
 /// Runs `r` on `m`: prompt, image encoding, and a sampled generation (temperature 1, top-p 0.9,

@@ -2,7 +2,7 @@
 //! or inserted, returns an error or a value — never a panic — and allocates no more than its
 //! documented bound (`docs/reliability.md`), counted by an allocator that tracks the calling
 //! thread's live bytes. The loaders are driven by `fuzz/src/lib.rs`, the same code the fuzz
-//! targets run (`scripts/fuzz.sh`).
+//! targets run (`fuzz/src/loaders.rs`, `scripts/fuzz.sh`).
 //!
 //! Loaders: checkpoint tensors (safetensors and `.pth`) and the RWKV, vision-tower, projector
 //! and VisualRWKV loaders on them; image decoding and preprocessing; the LLaVA-format reader with
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use proptest::prelude::*;
 use visualrwkv_checkpoint::TensorMap;
 
-#[path = "../../../fuzz/src/lib.rs"]
+#[path = "../../../fuzz/src/loaders.rs"]
 mod loaders;
 
 use loaders::{
@@ -128,48 +128,56 @@ fn the_intact_fixtures_load_within_their_bounds() {
     assert!(read_questions(&questions) <= text_bound(questions.len()));
 }
 
+/// `driver` on `seed` damaged by `d`: it returns (a panic fails the case) within `bound` of the
+/// damaged file's size.
+fn damaged(
+    seed: &[u8],
+    d: &Damage,
+    driver: impl Fn(&[u8]) -> usize,
+    bound: fn(usize) -> usize,
+) -> Result<(), TestCaseError> {
+    let bytes = apply(seed, d);
+    let peak = driver(&bytes);
+    prop_assert!(peak <= bound(bytes.len()), "{peak} heap bytes for a {}-byte input", bytes.len());
+    Ok(())
+}
+
+const IMAGES: [&str; 5] = [
+    "jpeg/baseline_420_q75_500x333.jpg",
+    "jpeg/progressive_420_q85_321x480.jpg",
+    "jpeg/gray_q80_80x64.jpg",
+    "preprocess/noise_rgba.png",
+    "preprocess/gradient_rgb.png",
+];
+
+const TEXTS: [&str; 4] = [
+    "llava/llava_dev.json",
+    "eval/pope/questions.jsonl",
+    "eval/gqa/testdev_balanced_questions.json",
+    "eval/items/vqa.jsonl",
+];
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn damaged_checkpoints_are_errors_within_the_bound(
-        which in 0usize..4, d in damage(),
-    ) {
+    fn damaged_checkpoints_are_errors_within_the_bound(which in 0usize..4, d in damage()) {
         let (name, seed) = match which {
             0 => ("rwkv.safetensors", read("rwkv6_tiny_a_weights.safetensors")),
             1 => ("rwkv.pth", read("rwkv6_tiny_a_weights_bf16.pth")),
             2 => ("clip.safetensors", read("clip_tiny_weights.safetensors")),
             _ => ("visualrwkv.safetensors", visualrwkv_checkpoint()),
         };
-        let bytes = apply(&seed, &d);
-        let peak = load_checkpoints(&bytes, name);
-        prop_assert!(peak <= checkpoint_bound(bytes.len().max(seed.len())), "{name}: {peak} bytes");
+        damaged(&seed, &d, |bytes| load_checkpoints(bytes, name), checkpoint_bound)?;
     }
 
     #[test]
-    fn damaged_images_are_errors_within_the_bound(which in 0usize..5, d in damage()) {
-        let seed = read(match which {
-            0 => "jpeg/baseline_420_q75_500x333.jpg",
-            1 => "jpeg/progressive_420_q85_321x480.jpg",
-            2 => "jpeg/gray_q80_80x64.jpg",
-            3 => "preprocess/noise_rgba.png",
-            _ => "preprocess/gradient_rgb.png",
-        });
-        let bytes = apply(&seed, &d);
-        let peak = decode_image(&bytes);
-        prop_assert!(peak <= image_bound(bytes.len()), "{peak} bytes");
+    fn damaged_images_are_errors_within_the_bound(name in prop::sample::select(IMAGES.to_vec()), d in damage()) {
+        damaged(&read(name), &d, decode_image, image_bound)?;
     }
 
     #[test]
-    fn damaged_text_files_are_errors_within_the_bound(which in 0usize..4, d in damage()) {
-        let seed = read(match which {
-            0 => "llava/llava_dev.json",
-            1 => "eval/pope/questions.jsonl",
-            2 => "eval/gqa/testdev_balanced_questions.json",
-            _ => "eval/items/vqa.jsonl",
-        });
-        let bytes = apply(&seed, &d);
-        let peak = read_llava(&bytes).max(read_questions(&bytes));
-        prop_assert!(peak <= text_bound(bytes.len().max(seed.len())), "{peak} bytes");
+    fn damaged_text_files_are_errors_within_the_bound(name in prop::sample::select(TEXTS.to_vec()), d in damage()) {
+        damaged(&read(name), &d, |bytes| read_llava(bytes).max(read_questions(bytes)), text_bound)?;
     }
 }

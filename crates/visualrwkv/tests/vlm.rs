@@ -8,29 +8,16 @@ use visualrwkv::Engine;
 use visualrwkv::{GenerateOptions, ImageRows, Sample, VisionOptions, VisualRwkv, VlmError};
 use visualrwkv_projector::{ProjectorConfig, ProjectorKind};
 use visualrwkv_prompt::{Conversation, IMAGE_TOKEN, build};
-use visualrwkv_rwkv::{RwkvConfig, SamplingOptions};
+use visualrwkv_rwkv::SamplingOptions;
 use visualrwkv_scan::{BiDirectional, ImageLayout, Scan, UniDirectional};
 use visualrwkv_tokenizer::Tokenizer;
-use visualrwkv_vision::{TowerKind, VisionConfig};
 
 type B = NdArray;
 
+mod common;
+
 fn model(layers: usize) -> VisualRwkv<B> {
-    let dev = Default::default();
-    let rwkv = RwkvConfig {
-        n_layer: layers,
-        n_embd: 16,
-        n_head: 2,
-        head_size: 8,
-        dim_ffn: 32,
-        vocab_size: 65536,
-        d_mix: 4,
-        d_decay: 4,
-    }
-    .init::<B>(&dev);
-    let vision = VisionConfig::new(TowerKind::Clip, 32, 8, 24, 48, 1, 2).init::<B>(&dev);
-    let projector = ProjectorConfig::new(ProjectorKind::Linear, 24, 16).init::<B>(&dev);
-    VisualRwkv::new(rwkv, vision, projector, VisionOptions::default()).unwrap()
+    common::tiny_vlm(layers, 16)
 }
 
 fn image(m: &VisualRwkv<B>, seed: u64) -> ImageRows<B> {
