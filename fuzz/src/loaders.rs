@@ -117,7 +117,7 @@ pub fn load_checkpoints(bytes: &[u8], name: &str) -> usize {
         &|| drop(visualrwkv_projector::load::<B>(&path, "proj.", None, &dev)),
         &|| drop(VisualRwkv::<B>::load_checkpoint(&path, None, VisionOptions::default(), &dev)),
     ];
-    runs.iter().map(|run| peak_bytes(run)).max().unwrap_or(0)
+    runs.iter().map(peak_bytes).max().unwrap_or(0)
 }
 
 /// Decoding (sides up to [`IMAGE_MAX_SIDE`]) then preprocessing to CLIP's input at 32 px.

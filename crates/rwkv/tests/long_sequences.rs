@@ -107,7 +107,7 @@ fn burn_run(
     m: &Rwkv<B>,
     tokens: &[u32],
     start: &HostState,
-    chunks: &[std::ops::Range<usize>],
+    chunks: impl IntoIterator<Item = std::ops::Range<usize>>,
 ) -> (Vec<f32>, HostState) {
     let dev = Default::default();
     let mut s = start.to_state::<B>(&config(), &dev).unwrap();
@@ -162,10 +162,9 @@ fn a_100k_token_sequence_stays_finite_and_chunking_changes_nothing() {
         }
         if dtype == WeightDtype::F32 {
             // The burn model: one pass, chunks, and the fused decoder's result.
-            let (b_logits, b_state) = burn_run(&m, &tokens, &start, &[0..T]);
+            let (b_logits, b_state) = burn_run(&m, &tokens, &start, std::iter::once(0..T));
             all_finite("burn one pass", &b_logits, &b_state);
-            let cut: Vec<_> = chunks().collect();
-            let (c_logits, c_state) = burn_run(&m, &tokens, &start, &cut);
+            let (c_logits, c_state) = burn_run(&m, &tokens, &start, chunks());
             close("burn chunks", (&c_logits, &c_state), (&b_logits, &b_state));
             close("fused vs burn", (&logits, &one), (&b_logits, &b_state));
         }
