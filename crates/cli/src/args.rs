@@ -103,7 +103,15 @@ impl SamplingArgs {
     /// The fused decoder of `--decoder`, built from `model` when it runs on the CPU (`None`: the
     /// model's tensor ops generate; see [`visualrwkv::Engine`]).
     pub fn decoder_for<B: RwkvBackend>(&self, model: &Rwkv<B>, device: &DeviceSpec) -> Res<Option<Decoder>> {
-        let dtype = match (self.decoder, device.is_cpu()) {
+        self.decoder.build(model, device)
+    }
+}
+
+impl DecoderKind {
+    /// The fused decoder this kind names, built from `model` when it runs on the CPU (`None`:
+    /// the model's tensor ops run); an error for a fused kind on another device.
+    pub fn build<B: RwkvBackend>(self, model: &Rwkv<B>, device: &DeviceSpec) -> Res<Option<Decoder>> {
+        let dtype = match (self, device.is_cpu()) {
             (DecoderKind::Auto, true) | (DecoderKind::F32, true) => WeightDtype::F32,
             (DecoderKind::Bf16, true) => WeightDtype::Bf16,
             (DecoderKind::F16, true) => WeightDtype::F16,

@@ -246,6 +246,48 @@ impl HostState {
     }
 }
 
+/// The order in which one layer reads the rows of a sequence: `read[q]` is the row it reads
+/// `q`-th (VisualRWKV's scans permute the image span per layer, docs/model.md §4). The layer
+/// writes each result back to the row it came from, so the next layer sees the sequence in its
+/// own order; the layer's state ends after the last row it read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowOrder {
+    /// Row read at each position.
+    read: Vec<usize>,
+    /// Position at which each row is read (the inverse of `read`).
+    back: Vec<usize>,
+}
+
+impl RowOrder {
+    /// The order `read` (a permutation of `0..read.len()`); errors on anything else.
+    pub fn new(read: Vec<usize>) -> Result<Self, RwkvError> {
+        let len = read.len();
+        let mut back = vec![usize::MAX; len];
+        for (q, &r) in read.iter().enumerate() {
+            if r >= len || back[r] != usize::MAX {
+                return Err(RwkvError::RowOrder { len, position: q, row: r });
+            }
+            back[r] = q;
+        }
+        Ok(Self { read, back })
+    }
+
+    /// Rows of the sequence it orders.
+    pub fn len(&self) -> usize {
+        self.read.len()
+    }
+
+    /// Whether it orders no rows.
+    pub fn is_empty(&self) -> bool {
+        self.read.is_empty()
+    }
+
+    /// The row read at each position.
+    pub fn read(&self) -> &[usize] {
+        &self.read
+    }
+}
+
 /// The fused CPU decoder of an RWKV-6 model (see the module docs).
 ///
 /// `Send + Sync`: [`Decoder::prefill`] and [`Decoder::step`] take `&self` and a caller-owned
@@ -396,8 +438,9 @@ impl Decoder {
         self.step_embedding(&self.embed(&[token])?, state)
     }
 
-    /// The embedding rows `[T, C]` of `tokens`; errors on an id outside the vocabulary.
-    fn embed(&self, tokens: &[TokenId]) -> Result<Vec<f32>, RwkvError> {
+    /// The embedding rows `[T, C]` of `tokens` (from the decoder's stored embedding, converted
+    /// to f32); errors on an id outside the vocabulary.
+    pub fn embed(&self, tokens: &[TokenId]) -> Result<Vec<f32>, RwkvError> {
         let (vocab, c) = (self.config.vocab_size, self.config.n_embd);
         if let Some(&id) = tokens.iter().find(|&&t| t as usize >= vocab) {
             return Err(RwkvError::TokenOutOfVocabulary { id: id.into(), vocab });

@@ -58,6 +58,16 @@ pub enum RwkvError {
         /// The state's batch size.
         batch: usize,
     },
+    /// A layer's row order that is not a permutation of the sequence's rows.
+    #[error("row order over {len} rows reads row {row} at position {position}: not a permutation of 0..{len}")]
+    RowOrder {
+        /// Rows of the sequence.
+        len: usize,
+        /// The position whose row is out of range or repeated.
+        position: usize,
+        /// That row.
+        row: usize,
+    },
     /// Sampling options out of range.
     #[error(transparent)]
     Sampling(#[from] crate::sampling::SamplingError),

@@ -34,7 +34,7 @@ pub mod weights;
 
 pub use checkpoint::{TensorMap, load, load_safetensors};
 pub use config::RwkvConfig;
-pub use decoder::{Decoder, HostState, TokenId, WeightDtype};
+pub use decoder::{Decoder, HostLayerState, HostState, RowOrder, TokenId, WeightDtype};
 pub use dense::RwkvBackend;
 pub use error::{ConfigError, KeyProblem, RwkvError};
 pub use layers::LN_X_EPS;

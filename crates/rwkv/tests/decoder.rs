@@ -216,3 +216,48 @@ fn decoder_rejects_bad_inputs() {
     assert!(matches!(dec.prefill(&[1], &mut other), Err(RwkvError::Shape { .. })));
     assert!(dec.run(&[1, 2], &mut s).is_ok());
 }
+
+/// Row orders: the same order at every layer is the sequence read in that order; identity
+/// orders change nothing; anything but a permutation of the rows is refused.
+#[test]
+fn row_orders_permute_what_every_layer_reads() {
+    use visualrwkv_rwkv::RowOrder;
+    let cfg = config(3, 2, 8, 64);
+    let m = model(&cfg, 11);
+    let dec = Decoder::new(&m, WeightDtype::F32).unwrap();
+    let c = cfg.n_embd;
+    let x = dec.embed(&[5, 9, 1, 33, 7, 2]).unwrap();
+    let order = vec![0, 4, 2, 5, 1, 3];
+    let read: Vec<f32> = order.iter().flat_map(|&r| x[r * c..(r + 1) * c].to_vec()).collect();
+    let (mut want_state, mut got_state) = (dec.zero_state(), dec.zero_state());
+    let orders = vec![Some(RowOrder::new(order.clone()).unwrap()); 3];
+    let got = dec.prefill_embeddings_ordered(&x, &mut got_state, &orders).unwrap();
+    // The states end after the last row read; the logits are the last row's of the sequence.
+    dec.prefill_embeddings(&read, &mut want_state).unwrap();
+    assert_eq!(want_state.layers.len(), got_state.layers.len());
+    for (a, b) in want_state.layers.iter().zip(&got_state.layers) {
+        assert!(max_diff(&a.wkv, &b.wkv) <= 1e-5 && max_diff(&a.att_shift, &b.att_shift) <= 1e-5);
+    }
+    // Every row's logits come back in sequence order.
+    let all_read = dec.logits_ordered(&read, &mut dec.zero_state(), &[]).unwrap();
+    let all = dec.logits_ordered(&x, &mut dec.zero_state(), &orders).unwrap();
+    let v = cfg.vocab_size;
+    for (q, &r) in order.iter().enumerate() {
+        assert!(max_diff(&all_read[q * v..(q + 1) * v], &all[r * v..(r + 1) * v]) <= 1e-5, "row {r}");
+    }
+    assert!(max_diff(&all[5 * v..], &got) <= 1e-5, "the last row's logits");
+    // Identity orders (or none listed) are the plain prefill.
+    let identity = vec![Some(RowOrder::new((0..6).collect()).unwrap()), None];
+    let plain = dec.prefill_embeddings(&x, &mut dec.zero_state()).unwrap();
+    assert_eq!(plain, dec.prefill_embeddings_ordered(&x, &mut dec.zero_state(), &identity).unwrap());
+    // Refused: repeats, rows out of range, a length other than T, more orders than layers.
+    assert!(matches!(RowOrder::new(vec![0, 1, 1]), Err(RwkvError::RowOrder { position: 2, row: 1, .. })));
+    assert!(matches!(RowOrder::new(vec![3, 0, 1]), Err(RwkvError::RowOrder { position: 0, row: 3, .. })));
+    let short = vec![Some(RowOrder::new(vec![1, 0]).unwrap())];
+    assert!(matches!(dec.prefill_embeddings_ordered(&x, &mut dec.zero_state(), &short), Err(RwkvError::Shape { .. })));
+    let many = vec![None; 4];
+    assert!(matches!(
+        dec.prefill_embeddings_ordered(&x, &mut dec.zero_state(), &many),
+        Err(RwkvError::LayerOutOfRange { .. })
+    ));
+}

@@ -25,12 +25,12 @@
 use burn::tensor::Tensor;
 use image::DynamicImage;
 use visualrwkv_prompt::{Conversation, IMAGE_TAG, IMAGE_TOKEN, PromptStrategy, Role, Turn};
-use visualrwkv_rwkv::{RwkvBackend, State};
+use visualrwkv_rwkv::RwkvBackend;
 use visualrwkv_scan::Scan;
 use visualrwkv_tokenizer::Tokenizer;
 use visualrwkv_vision::ImageProcessor;
 
-use crate::generate::{Engine, GenerateOptions, decode};
+use crate::generate::{Engine, GenerateOptions, PromptState, decode_prompt_state};
 use crate::vlm::{ImageRows, Sample, VisualRwkv, VlmError};
 
 /// The picture a question's image loader returns.
@@ -114,7 +114,7 @@ pub struct Answerer<'a, B: RwkvBackend> {
     engine: Engine<'a>,
     processor: ImageProcessor,
     images: Recent<String, ImageRows<B>>,
-    states: Recent<(String, Vec<i64>), State<B>>,
+    states: Recent<(String, Vec<i64>), PromptState<B>>,
     /// What the caches saved so far.
     pub stats: CacheStats,
 }
@@ -201,7 +201,7 @@ impl<'a, B: RwkvBackend> Answerer<'a, B> {
             let suffix = &prompt.tokens[at + 1..];
             if suffix.is_empty() {
                 // Nothing after the image (no inference prompt ends so): the image's own logits.
-                self.model.prefill(&Sample { tokens: prefix, image: Some(rows) }, self.scan)?
+                self.model.prefill_on(&Sample { tokens: prefix, image: Some(rows) }, self.scan, self.engine)?
             } else {
                 let state = match self.states.get(&state_key) {
                     Some(hit) => {
@@ -210,19 +210,20 @@ impl<'a, B: RwkvBackend> Answerer<'a, B> {
                         hit
                     }
                     None => {
-                        let state =
-                            self.model.prefill_state(&Sample { tokens: prefix, image: Some(rows) }, self.scan)?;
+                        let sample = Sample { tokens: prefix, image: Some(rows) };
+                        let (_, state) = self.model.prefill_on(&sample, self.scan, self.engine)?;
                         self.states.put(state_key, state.clone());
                         state
                     }
                 };
-                self.model.extend(&state, suffix)?
+                self.model.extend_on(&state, suffix, self.engine)?
             }
         } else {
             debug_assert!(!prompt.tokens.contains(&IMAGE_TOKEN));
-            self.model.prefill(&Sample { tokens: prompt.tokens.clone(), image: None }, self.scan)?
+            self.model.prefill_on(&Sample { tokens: prompt.tokens.clone(), image: None }, self.scan, self.engine)?
         };
-        let generation = decode(&self.model.rwkv, self.tokenizer, logits, state, &self.options, self.engine, |_| {})?;
+        let generation =
+            decode_prompt_state(&self.model.rwkv, self.tokenizer, logits, state, &self.options, self.engine, |_| {})?;
         let n = generation.scores.len().max(1) as f64;
         let avg_logit = generation.scores.iter().map(|s| f64::from(s.logit)).sum::<f64>() / n;
         let avg_prob = (generation.scores.iter().map(|s| f64::from(s.prob).ln()).sum::<f64>() / n).exp();

@@ -29,6 +29,34 @@ pub enum Engine<'a> {
     Fused(&'a Decoder),
 }
 
+/// A prompt's state where its engine keeps it: burn tensors for [`Engine::Model`], host buffers
+/// for [`Engine::Fused`] (either converts to the other).
+#[derive(Clone, Debug)]
+pub enum PromptState<B: RwkvBackend> {
+    /// On the model's backend.
+    Model(State<B>),
+    /// On the host, as the fused decoder runs it.
+    Host(HostState),
+}
+
+impl<B: RwkvBackend> PromptState<B> {
+    /// As a burn state of `model` (converted from the host when needed).
+    pub fn to_state(&self, model: &Rwkv<B>) -> Result<State<B>, RwkvError> {
+        match self {
+            PromptState::Model(s) => Ok(s.clone()),
+            PromptState::Host(h) => h.to_state(&model.config(), &model.emb.weight.device()),
+        }
+    }
+
+    /// As a host state (copied from the backend when needed).
+    pub fn to_host(&self) -> Result<HostState, RwkvError> {
+        match self {
+            PromptState::Model(s) => HostState::from_state(s, 0),
+            PromptState::Host(h) => Ok(h.clone()),
+        }
+    }
+}
+
 impl<'a> From<Option<&'a Decoder>> for Engine<'a> {
     fn from(decoder: Option<&'a Decoder>) -> Self {
         decoder.map_or(Engine::Model, Engine::Fused)
@@ -162,6 +190,26 @@ pub fn decode<B: RwkvBackend>(
         Ok(last_logits(out.logits))
     })?;
     Ok(Generation { tokens: s.tokens, text: s.text, state, stopped_by: s.stopped_by, scores: s.scores })
+}
+
+/// [`decode`] from a state of either kind: a host state decodes on the fused decoder without
+/// a round trip through the backend (and on the model after conversion when `engine` is
+/// [`Engine::Model`]).
+pub fn decode_prompt_state<B: RwkvBackend>(
+    model: &Rwkv<B>,
+    tokenizer: &Tokenizer,
+    logits: Vec<f32>,
+    state: PromptState<B>,
+    options: &GenerateOptions,
+    engine: Engine<'_>,
+    on_text: impl FnMut(&str),
+) -> Result<Generation<B>, RwkvError> {
+    match (state, engine) {
+        (PromptState::Host(host), Engine::Fused(decoder)) => {
+            decode_host(model, decoder, tokenizer, logits, host, options, on_text)
+        }
+        (state, engine) => decode(model, tokenizer, logits, state.to_state(model)?, options, engine, on_text),
+    }
 }
 
 /// [`decode`] on the fused decoder from a host state.

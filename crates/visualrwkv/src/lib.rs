@@ -19,5 +19,7 @@ pub mod parallel;
 pub mod training;
 pub mod vlm;
 
-pub use generate::{Engine, GenerateOptions, Generation, TokenScore, decode, generate};
+pub use generate::{
+    Engine, GenerateOptions, Generation, PromptState, TokenScore, decode, decode_prompt_state, generate,
+};
 pub use vlm::{ImageRows, PaddedLogits, Sample, VisionOptions, VisualRwkv, VlmError};

@@ -17,12 +17,12 @@ use burn::tensor::{Int, Tensor, TensorData};
 use visualrwkv_checkpoint::{CheckpointError, KeyProblem, TensorMap};
 use visualrwkv_projector::{Project, Projector, ProjectorConfig, ProjectorError};
 use visualrwkv_prompt::{IMAGE_TOKEN, Prompt};
-use visualrwkv_rwkv::{Rwkv, RwkvBackend, RwkvError, State};
+use visualrwkv_rwkv::{Decoder, HostState, RowOrder, Rwkv, RwkvBackend, RwkvError, State, TokenId};
 use visualrwkv_scan::{ImageLayout, Scan, ScanError, checked_permutation, inverse};
 use visualrwkv_tokenizer::Tokenizer;
 use visualrwkv_vision::{GridPooling, TowerKind, VisionConfig, VisionError, VisionTower, grid_pool};
 
-use crate::generate::{Engine, GenerateOptions, Generation, decode, ids_tensor, last_logits};
+use crate::generate::{Engine, GenerateOptions, Generation, PromptState, decode_prompt_state, ids_tensor, last_logits};
 
 /// The file name of the tower's Hugging Face config saved beside a checkpoint.
 pub const VISION_CONFIG_FILE: &str = "vision_config.json";
@@ -79,6 +79,14 @@ pub enum VlmError {
     /// More than one image placeholder.
     #[error("{0} image placeholders: VisualRWKV takes one image")]
     Placeholders(usize),
+    /// A fused decoder built for another model than the one it is used with.
+    #[error("the fused decoder was built for {decoder}, but the model is {model}")]
+    DecoderMismatch {
+        /// The decoder's configuration.
+        decoder: String,
+        /// The model's configuration.
+        model: String,
+    },
     /// An input with nothing in it.
     #[error("{0} is empty")]
     Empty(&'static str),
@@ -150,6 +158,16 @@ pub struct PaddedLogits<B: Backend> {
 
 /// Flattened row indices applying a layer's permutations, and the ones undoing them.
 type RowGather = (Vec<i64>, Vec<i64>);
+
+/// A sample's runs ([`VisualRwkv::parts`]).
+struct Parts<'s, B: Backend> {
+    /// Tokens before the image (all of them without an image).
+    prefix: &'s [i64],
+    /// The image.
+    image: Option<&'s ImageRows<B>>,
+    /// Tokens after the image.
+    suffix: &'s [i64],
+}
 
 /// The assembled input of one sample.
 struct Assembled<B: Backend> {
@@ -300,9 +318,33 @@ impl<B: RwkvBackend> VisualRwkv<B> {
             .collect())
     }
 
-    fn assemble(&self, sample: &Sample<B>) -> Result<Assembled<B>, VlmError> {
+    /// The sample's text and image runs, checked: the tokens before the image, the image and
+    /// the tokens after it (all tokens in `prefix` when there is no image).
+    fn parts<'s>(&self, sample: &'s Sample<B>) -> Result<Parts<'s, B>, VlmError> {
         let places: Vec<usize> =
             sample.tokens.iter().enumerate().filter(|(_, t)| **t == IMAGE_TOKEN).map(|(i, _)| i).collect();
+        let c = self.rwkv.config().n_embd;
+        let parts = match (places.as_slice(), &sample.image) {
+            ([], None) => Parts { prefix: &sample.tokens, image: None, suffix: &[] },
+            ([at], Some(img)) => {
+                let [n, w] = img.rows.dims();
+                if w != c || n != img.layout.len() {
+                    return Err(VlmError::ImageRows { expected: [img.layout.len(), c], found: [n, w] });
+                }
+                Parts { prefix: &sample.tokens[..*at], image: Some(img), suffix: &sample.tokens[at + 1..] }
+            }
+            ([], Some(_)) => return Err(VlmError::ImageWithoutPlaceholder),
+            ([_], None) => return Err(VlmError::PlaceholderWithoutImage),
+            (many, _) => return Err(VlmError::Placeholders(many.len())),
+        };
+        if parts.prefix.is_empty() && parts.image.is_none() {
+            return Err(VlmError::Empty("the sample"));
+        }
+        Ok(parts)
+    }
+
+    fn assemble(&self, sample: &Sample<B>) -> Result<Assembled<B>, VlmError> {
+        let parts = self.parts(sample)?;
         let device = self.rwkv.emb.weight.device();
         let c = self.rwkv.config().n_embd;
         let embed = |ids: &[i64]| -> Result<Option<Tensor<B, 2>>, VlmError> {
@@ -312,32 +354,33 @@ impl<B: RwkvBackend> VisualRwkv<B> {
             let t = Tensor::<B, 2, Int>::from_data(TensorData::new(ids.to_vec(), [1, ids.len()]), &device);
             Ok(Some(self.rwkv.embed(t)?.reshape([ids.len(), c])))
         };
-        let (parts, span) = match (places.as_slice(), &sample.image) {
-            ([], None) => (vec![embed(&sample.tokens)?], None),
-            ([at], Some(img)) => {
-                let [n, w] = img.rows.dims();
-                if w != c || n != img.layout.len() {
-                    return Err(VlmError::ImageRows { expected: [img.layout.len(), c], found: [n, w] });
-                }
-                let parts =
-                    vec![embed(&sample.tokens[..*at])?, Some(img.rows.clone()), embed(&sample.tokens[at + 1..])?];
-                (parts, Some((*at, img.layout)))
-            }
-            ([], Some(_)) => {
-                return Err(VlmError::ImageWithoutPlaceholder);
-            }
-            ([_], None) => {
-                return Err(VlmError::PlaceholderWithoutImage);
-            }
-            (many, _) => {
-                return Err(VlmError::Placeholders(many.len()));
-            }
+        let rows: Vec<Tensor<B, 2>> =
+            [embed(parts.prefix)?, parts.image.map(|img| img.rows.clone()), embed(parts.suffix)?]
+                .into_iter()
+                .flatten()
+                .collect();
+        let span = parts.image.map(|img| (parts.prefix.len(), img.layout));
+        Ok(Assembled { rows: Tensor::cat(rows, 0), span })
+    }
+
+    /// The order in which block `layer` reads the `t` rows of a sequence whose image span is
+    /// `span` (`order[q]` = row read at position `q`); `None` when no row moves.
+    fn row_order(
+        &self,
+        span: Option<(usize, ImageLayout)>,
+        t: usize,
+        layer: usize,
+        scan: &dyn Scan,
+    ) -> Result<Option<Vec<usize>>, VlmError> {
+        let Some((start, layout)) = span else { return Ok(None) };
+        let Some(perm) = checked_permutation(scan, layer, self.rwkv.blocks.len(), &layout)? else {
+            return Ok(None);
         };
-        let parts: Vec<Tensor<B, 2>> = parts.into_iter().flatten().collect();
-        if parts.is_empty() {
-            return Err(VlmError::Empty("the sample"));
+        let mut order: Vec<usize> = (0..t).collect();
+        for (q, p) in perm.into_iter().enumerate() {
+            order[start + q] = start + p;
         }
-        Ok(Assembled { rows: Tensor::cat(parts, 0), span })
+        Ok(Some(order))
     }
 
     /// Row indices (over the flattened `[B·T]` batch) that apply each sample's scan permutation
@@ -349,25 +392,15 @@ impl<B: RwkvBackend> VisualRwkv<B> {
         layer: usize,
         scan: &dyn Scan,
     ) -> Result<Option<RowGather>, VlmError> {
-        let n_layers = self.rwkv.blocks.len();
         let (mut fwd, mut back, mut moved) =
             (Vec::with_capacity(spans.len() * t), Vec::with_capacity(spans.len() * t), false);
         for (b, span) in spans.iter().enumerate() {
-            let base = (b * t) as i64;
-            let mut f: Vec<i64> = (0..t as i64).collect();
-            let mut g = f.clone();
-            if let Some((start, layout)) = span
-                && let Some(perm) = checked_permutation(scan, layer, n_layers, layout)?
-            {
-                moved = true;
-                let inv = inverse(&perm);
-                for q in 0..perm.len() {
-                    f[start + q] = (start + perm[q]) as i64;
-                    g[start + q] = (start + inv[q]) as i64;
-                }
-            }
-            fwd.extend(f.into_iter().map(|i| i + base));
-            back.extend(g.into_iter().map(|i| i + base));
+            let base = b * t;
+            let order = self.row_order(*span, t, layer, scan)?;
+            moved |= order.is_some();
+            let order = order.unwrap_or_else(|| (0..t).collect());
+            back.extend(inverse(&order).into_iter().map(|i| (i + base) as i64));
+            fwd.extend(order.into_iter().map(|i| (i + base) as i64));
         }
         Ok(moved.then_some((fwd, back)))
     }
@@ -476,8 +509,8 @@ impl<B: RwkvBackend> VisualRwkv<B> {
         engine: Engine<'_>,
         on_text: impl FnMut(&str),
     ) -> Result<Generation<B>, VlmError> {
-        let (logits, state) = self.prefill(sample, scan)?;
-        Ok(decode(&self.rwkv, tokenizer, logits, state, options, engine, on_text)?)
+        let (logits, state) = self.prefill_on(sample, scan, engine)?;
+        Ok(decode_prompt_state(&self.rwkv, tokenizer, logits, state, options, engine, on_text)?)
     }
 
     /// The logits of the next token after `sample` followed by `generated`, recomputed from
@@ -511,6 +544,130 @@ impl<B: RwkvBackend> VisualRwkv<B> {
         let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.to_vec(), [1, tokens.len()]), &device);
         let out = self.rwkv.forward_last(ids, Some(state))?;
         Ok((last_logits(out.logits), out.state))
+    }
+
+    /// The fused decoder's input for `sample`: the assembled rows `[T, C]` on the host (text
+    /// through the decoder's own embedding, image rows as given) and each block's row order.
+    /// Errors when `decoder` was built for another shape of model.
+    fn fused_input(
+        &self,
+        decoder: &Decoder,
+        sample: &Sample<B>,
+        scan: &dyn Scan,
+    ) -> Result<(Vec<f32>, Vec<Option<RowOrder>>), VlmError> {
+        if decoder.config() != &self.rwkv.config() {
+            return Err(VlmError::DecoderMismatch {
+                decoder: format!("{:?}", decoder.config()),
+                model: format!("{:?}", self.rwkv.config()),
+            });
+        }
+        let parts = self.parts(sample)?;
+        let ids = |ids: &[i64]| -> Result<Vec<TokenId>, VlmError> {
+            let vocab = decoder.config().vocab_size;
+            ids.iter()
+                .map(|&id| TokenId::try_from(id).map_err(|_| RwkvError::TokenOutOfVocabulary { id, vocab }.into()))
+                .collect()
+        };
+        let mut x = decoder.embed(&ids(parts.prefix)?)?;
+        if let Some(img) = parts.image {
+            x.extend(img.rows.clone().into_data().convert::<f32>().into_vec::<f32>().map_err(|e| {
+                VlmError::Rwkv(RwkvError::Shape {
+                    what: format!("image rows ({e:?})"),
+                    expected: vec![],
+                    found: vec![],
+                })
+            })?);
+        }
+        x.extend(decoder.embed(&ids(parts.suffix)?)?);
+        let t = x.len() / decoder.config().n_embd;
+        let span = parts.image.map(|img| (parts.prefix.len(), img.layout));
+        let orders = (0..self.rwkv.blocks.len())
+            .map(|l| self.row_order(span, t, l, scan)?.map(RowOrder::new).transpose().map_err(VlmError::from))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((x, orders))
+    }
+
+    /// [`VisualRwkv::prefill`] on the fused CPU decoder built from this model's language model
+    /// ([`Decoder::new`]): the assembled rows in its sequence mode (each projection one GEMM over
+    /// all rows), every block reading the image span in the scan's order. Returns the last row's
+    /// logits and the host state to decode from. Equal to [`VisualRwkv::prefill`] to 1e-4 with f32
+    /// matrices (`tests/fused_prefill.rs`).
+    pub fn prefill_fused(
+        &self,
+        decoder: &Decoder,
+        sample: &Sample<B>,
+        scan: &dyn Scan,
+    ) -> Result<(Vec<f32>, HostState), VlmError> {
+        let (x, orders) = self.fused_input(decoder, sample, scan)?;
+        let mut state = decoder.zero_state();
+        let logits = decoder.prefill_embeddings_ordered(&x, &mut state, &orders)?;
+        Ok((logits, state))
+    }
+
+    /// Every row's logits `[T, V]` of `sample` on the fused CPU decoder (as
+    /// [`VisualRwkv::forward`] gives them for one sample).
+    pub fn logits_fused(
+        &self,
+        decoder: &Decoder,
+        sample: &Sample<B>,
+        scan: &dyn Scan,
+    ) -> Result<Tensor<B, 2>, VlmError> {
+        let (x, orders) = self.fused_input(decoder, sample, scan)?;
+        let t = x.len() / decoder.config().n_embd;
+        let logits = decoder.logits_ordered(&x, &mut decoder.zero_state(), &orders)?;
+        let v = logits.len() / t;
+        Ok(Tensor::from_data(TensorData::new(logits, [t, v]), &self.rwkv.emb.weight.device()))
+    }
+
+    /// [`VisualRwkv::prefill`] on `engine`: the burn model's, or the fused decoder's
+    /// ([`VisualRwkv::prefill_fused`]); the state stays where the engine keeps it.
+    pub fn prefill_on(
+        &self,
+        sample: &Sample<B>,
+        scan: &dyn Scan,
+        engine: Engine<'_>,
+    ) -> Result<(Vec<f32>, PromptState<B>), VlmError> {
+        Ok(match engine {
+            Engine::Model => {
+                let (logits, state) = self.prefill(sample, scan)?;
+                (logits, PromptState::Model(state))
+            }
+            Engine::Fused(decoder) => {
+                let (logits, state) = self.prefill_fused(decoder, sample, scan)?;
+                (logits, PromptState::Host(state))
+            }
+        })
+    }
+
+    /// [`VisualRwkv::extend`] on `engine` from a state of either kind.
+    pub fn extend_on(
+        &self,
+        state: &PromptState<B>,
+        tokens: &[i64],
+        engine: Engine<'_>,
+    ) -> Result<(Vec<f32>, PromptState<B>), VlmError> {
+        match engine {
+            Engine::Model => {
+                let (logits, state) = self.extend(&state.to_state(&self.rwkv)?, tokens)?;
+                Ok((logits, PromptState::Model(state)))
+            }
+            Engine::Fused(decoder) => {
+                if tokens.is_empty() {
+                    return Err(VlmError::Empty("the run of tokens to extend by"));
+                }
+                if tokens.contains(&IMAGE_TOKEN) {
+                    return Err(VlmError::PlaceholderInText("extend"));
+                }
+                let vocab = decoder.config().vocab_size;
+                let ids = tokens
+                    .iter()
+                    .map(|&id| TokenId::try_from(id).map_err(|_| RwkvError::TokenOutOfVocabulary { id, vocab }))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut host = state.to_host()?;
+                let logits = decoder.prefill(&ids, &mut host)?;
+                Ok((logits, PromptState::Host(host)))
+            }
+        }
     }
 
     /// Logits after one generated token from a cached state (a single-step pass).

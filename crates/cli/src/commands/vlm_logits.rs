@@ -7,7 +7,7 @@ use visualrwkv_rwkv::{RwkvBackend, TensorMap};
 
 use super::vlm::VlmArgs;
 use crate::Res;
-use crate::args::values;
+use crate::args::{DecoderKind, values};
 use crate::device::{DeviceArgs, DeviceSpec, Job};
 
 /// Flags of `vlm-logits`.
@@ -18,6 +18,10 @@ pub struct Args {
     /// Output safetensors file.
     #[arg(long)]
     out: PathBuf,
+    /// What runs the sequence: auto (the fused decoder with f32 matrices on the CPU, burn
+    /// elsewhere), f32 / bf16 / f16 = the fused CPU decoder, burn = the model's tensor ops.
+    #[arg(long, value_enum, default_value_t = DecoderKind::Auto)]
+    decoder: DecoderKind,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -29,10 +33,13 @@ impl Job for Args {
         &self.device
     }
 
-    fn run<B: RwkvBackend>(self, dev: B::Device, _: &DeviceSpec) -> Res<()> {
+    fn run<B: RwkvBackend>(self, dev: B::Device, spec: &DeviceSpec) -> Res<()> {
         let input = self.vlm.load::<B>(&dev)?;
         let sample = input.sample;
-        let logits = input.model.forward(std::slice::from_ref(&sample), input.scan.as_ref())?.remove(0);
+        let logits = match self.decoder.build(&input.model.rwkv, spec)? {
+            Some(decoder) => input.model.logits_fused(&decoder, &sample, input.scan.as_ref())?,
+            None => input.model.forward(std::slice::from_ref(&sample), input.scan.as_ref())?.remove(0),
+        };
         let [t, v] = logits.dims();
         let mut map = TensorMap { origin: self.out.display().to_string(), tensors: HashMap::new() };
         map.tensors.insert("logits".into(), (vec![t, v], values(logits)?));

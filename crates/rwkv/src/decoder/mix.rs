@@ -12,7 +12,7 @@
 use visualrwkv_wkv::cpu::exp_f32;
 use visualrwkv_wkv::reference::Inputs;
 
-use super::{Decoder, Layer, Matrix, Norm, norm_in_place};
+use super::{Decoder, Layer, Matrix, Norm, RowOrder, norm_in_place};
 use crate::layers::LN_X_EPS;
 use crate::{RwkvConfig, RwkvError};
 
@@ -281,24 +281,64 @@ fn channel_mix<E: Exec>(e: &mut E, cfg: &RwkvConfig, l: &Layer, x: &mut [f32], s
     e.pool().give([xf, dx, xk, xr, k, r, val]);
 }
 
+/// Which rows' logits a pass computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Head {
+    /// The last row's only (`[V]`): what a generator needs.
+    Last,
+    /// Every row's (`[T, V]`).
+    All,
+}
+
+/// `y[q] = x[order[q]]` for the `c`-wide rows of `x`.
+fn gather_rows<E: Exec>(e: &mut E, x: &[f32], order: &[usize], c: usize) -> Vec<f32> {
+    let mut y = e.pool().take(x.len());
+    e.rows(&mut y, c, |q, row| row.copy_from_slice(&x[order[q] * c..(order[q] + 1) * c]));
+    y
+}
+
 /// The whole model over embedding rows `x` `[T, C]` (before `ln0`; T ≥ 1) from `states` (one per
-/// layer, checked by the caller): the logits `[V]` after the last row.
+/// layer, checked by the caller): the logits `[V]` after the last row, or `[T, V]` of every row.
+/// Layer `l` reads the rows in `orders[l]`'s order when there is one (checked to be `T` long by
+/// the caller) and writes them back in place: its state ends after the last row it read.
 pub(super) fn forward<E: Exec>(
     e: &mut E,
     dec: &Decoder,
     x: &[f32],
     states: &mut [E::State],
+    orders: &[Option<RowOrder>],
+    head: Head,
 ) -> Result<Vec<f32>, RwkvError> {
     let cfg = &dec.config;
     let c = cfg.n_embd;
     let t = x.len() / c;
     let mut h = norm_rows(e, x, c, &dec.ln0);
-    for (layer, s) in dec.layers.iter().zip(states) {
+    for (l, (layer, s)) in dec.layers.iter().zip(states).enumerate() {
+        let order = orders.get(l).and_then(Option::as_ref);
+        if let Some(o) = order {
+            let read = gather_rows(e, &h, &o.read, c);
+            e.pool().give([std::mem::replace(&mut h, read)]);
+        }
         time_mix(e, cfg, layer, &mut h, s)?;
         channel_mix(e, cfg, layer, &mut h, s);
+        if let Some(o) = order {
+            let back = gather_rows(e, &h, &o.back, c);
+            e.pool().give([std::mem::replace(&mut h, back)]);
+        }
     }
-    let last = dec.ln_out.apply(&h[(t - 1) * c..]);
-    let [logits] = e.products(1, [(&dec.head, &last)]);
+    let logits = match head {
+        Head::Last => {
+            let last = dec.ln_out.apply(&h[(t - 1) * c..]);
+            let [logits] = e.products(1, [(&dec.head, &last)]);
+            logits
+        }
+        Head::All => {
+            let normed = norm_rows(e, &h, c, &dec.ln_out);
+            let [logits] = e.products(t, [(&dec.head, &normed)]);
+            e.pool().give([normed]);
+            logits
+        }
+    };
     e.pool().give([h]);
     Ok(logits)
 }

@@ -15,8 +15,8 @@
 use rayon::prelude::*;
 use visualrwkv_wkv::reference::{Dims, Inputs};
 
-use super::mix::{self, Exec, Pool, Shift};
-use super::{Decoder, HostLayerState, HostState, Matrix, TokenId};
+use super::mix::{self, Exec, Head, Pool, Shift};
+use super::{Decoder, HostLayerState, HostState, Matrix, RowOrder, TokenId};
 use crate::{RwkvConfig, RwkvError};
 
 /// Many rows on GEMMs and rayon's pool, as an [`Exec`].
@@ -90,6 +90,43 @@ impl Decoder {
     /// with token embeddings) from `state` in sequence mode; updates `state` and returns the
     /// logits `[V]` after the last row.
     pub fn prefill_embeddings(&self, x: &[f32], state: &mut HostState) -> Result<Vec<f32>, RwkvError> {
+        self.prefill_embeddings_ordered(x, state, &[])
+    }
+
+    /// [`Decoder::prefill_embeddings`] with layer `l` reading the rows in `orders[l]`'s order
+    /// (identity where `orders` has `None` or no entry): a VisualRWKV prompt whose image span
+    /// each layer scans in its own order. Returns the logits of the sequence's last row (every
+    /// layer writes its rows back in place, as the burn model does); the state ends after the
+    /// last row each layer read.
+    pub fn prefill_embeddings_ordered(
+        &self,
+        x: &[f32],
+        state: &mut HostState,
+        orders: &[Option<RowOrder>],
+    ) -> Result<Vec<f32>, RwkvError> {
+        self.sequence(x, state, orders, Head::Last)
+    }
+
+    /// Every row's logits `[T, V]` (row-major) of the embedding rows `x` `[T, C]` run from
+    /// `state` in sequence mode with the row `orders` of
+    /// [`Decoder::prefill_embeddings_ordered`]; updates `state`.
+    pub fn logits_ordered(
+        &self,
+        x: &[f32],
+        state: &mut HostState,
+        orders: &[Option<RowOrder>],
+    ) -> Result<Vec<f32>, RwkvError> {
+        self.sequence(x, state, orders, Head::All)
+    }
+
+    /// The checks and the pass behind the sequence-mode entry points.
+    fn sequence(
+        &self,
+        x: &[f32],
+        state: &mut HostState,
+        orders: &[Option<RowOrder>],
+        head: Head,
+    ) -> Result<Vec<f32>, RwkvError> {
         let c = self.config.n_embd;
         if x.is_empty() || !x.len().is_multiple_of(c) {
             return Err(RwkvError::Shape {
@@ -98,7 +135,20 @@ impl Decoder {
                 found: vec![x.len()],
             });
         }
+        let t = x.len() / c;
+        if orders.len() > self.config.n_layer {
+            return Err(RwkvError::LayerOutOfRange { layer: orders.len() - 1, layers: self.config.n_layer });
+        }
+        if let Some((l, o)) =
+            orders.iter().enumerate().find_map(|(l, o)| o.as_ref().filter(|o| o.len() != t).map(|o| (l, o)))
+        {
+            return Err(RwkvError::Shape {
+                what: format!("row order of layer {l}"),
+                expected: vec![t],
+                found: vec![o.len()],
+            });
+        }
         state.check(&self.config)?;
-        mix::forward(&mut Gemm::default(), self, x, &mut state.layers)
+        mix::forward(&mut Gemm::default(), self, x, &mut state.layers, orders, head)
     }
 }

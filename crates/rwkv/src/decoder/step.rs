@@ -293,7 +293,7 @@ impl Decoder {
         let program = |tid: usize| {
             let mut team =
                 Team { tid, n, barrier: &barrier, slots: &slots, failed: &failed, round: 0, pool: Pool::default() };
-            mix::forward(&mut team, self, x, &mut layers.clone())
+            mix::forward(&mut team, self, x, &mut layers.clone(), &[], mix::Head::Last)
         };
         if n == 1 {
             return program(0);
