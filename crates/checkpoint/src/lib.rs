@@ -92,6 +92,56 @@ pub fn format_problems(p: &[KeyProblem]) -> String {
         .collect()
 }
 
+/// `[rows, cols]` row-major → `[cols, rows]` (with `rows = v.len() / cols`): copied in 32×32
+/// tiles so that reads and writes both stay in cache, blocks of output rows spread over rayon's
+/// pool. A naive strided copy runs at a fraction of memory speed on the large matrices a
+/// checkpoint holds; this is what loading them costs instead.
+pub fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    const TILE: usize = 32;
+    let rows = v.len().checked_div(cols).map_or(rows, |fit| rows.min(fit));
+    let mut t = vec![0f32; rows * cols];
+    if rows == 0 || cols == 0 {
+        return t;
+    }
+    // Block `b` holds output rows (input columns) `b·TILE ..`, each `rows` long.
+    t.par_chunks_mut(TILE * rows).enumerate().for_each(|(b, block)| {
+        let (c0, nc) = (b * TILE, block.len() / rows);
+        for r0 in (0..rows).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for (j, &x) in v[r * cols + c0..r * cols + c0 + nc].iter().enumerate() {
+                    block[j * rows + r] = x;
+                }
+            }
+        }
+    });
+    t
+}
+
+/// A tensor's values as f32 on the host (row-major). burn-ndarray 0.21 reads back a tensor whose
+/// buffer is shared — every parameter's, as `Param::val` hands out another handle to it — one
+/// element at a time through dynamic indexing (about 12 M elements/s here, seconds per large
+/// matrix); the product by one is a new buffer, computed as one pass over contiguous memory and
+/// handed over without a copy. Backends that copy anyway pay one extra elementwise pass.
+pub fn host_values<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
+    // `convert` makes the data f32, so reading it as f32 cannot fail.
+    tensor.mul_scalar(1.0).into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default()
+}
+
+/// The values of one safetensors tensor as f32.
+fn to_f32(data: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::BF16 => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::F64 => data
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+            .collect(),
+        _ => return None,
+    })
+}
+
 /// Tensors of a checkpoint, converted to f32: `key -> (shape, values)`.
 #[derive(Clone, Debug, Default)]
 pub struct TensorMap {
@@ -195,26 +245,19 @@ impl TensorMap {
     ) -> Result<Self, CheckpointError> {
         let st = SafeTensors::deserialize(bytes)
             .map_err(|e| CheckpointError::Format { path: origin.to_string(), why: e.to_string() })?;
-        let mut tensors = HashMap::new();
-        for (key, view) in st.tensors() {
-            if skip(&key) {
-                continue;
-            }
-            let data = view.data();
-            let values: Vec<f32> = match view.dtype() {
-                Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-                Dtype::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-                Dtype::BF16 => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-                Dtype::F64 => data
-                    .chunks_exact(8)
-                    .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
-                    .collect(),
-                other => {
-                    return Err(CheckpointError::Dtype { path: origin.to_string(), key, dtype: format!("{other:?}") });
+        // Tensors are converted in parallel (each one a sequential pass over its bytes: the
+        // page faults of the mapped file and of the new buffers dominate, so cores help).
+        use rayon::prelude::*;
+        let views: Vec<_> = st.tensors().into_iter().filter(|(key, _)| !skip(key)).collect();
+        let tensors = views
+            .into_par_iter()
+            .map(|(key, view)| match to_f32(view.data(), view.dtype()) {
+                Some(values) => Ok((key, (view.shape().to_vec(), values))),
+                None => {
+                    Err(CheckpointError::Dtype { path: origin.to_string(), key, dtype: format!("{:?}", view.dtype()) })
                 }
-            };
-            tensors.insert(key, (view.shape().to_vec(), values));
-        }
+            })
+            .collect::<Result<HashMap<_, _>, _>>()?;
         Ok(Self { origin: origin.to_string(), tensors })
     }
 
@@ -225,6 +268,18 @@ impl TensorMap {
             .tensors
             .iter()
             .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
+            .collect();
+        Self { origin: self.origin.clone(), tensors }
+    }
+
+    /// Moves the tensors whose key starts with `prefix` out of this map, with the prefix removed
+    /// ([`TensorMap::strip_prefix`] without copying their values).
+    pub fn take_prefix(&mut self, prefix: &str) -> Self {
+        let keys: Vec<String> = self.tensors.keys().filter(|k| k.starts_with(prefix)).cloned().collect();
+        let tensors = keys
+            .into_iter()
+            .filter_map(|k| self.tensors.remove_entry(&k))
+            .map(|(k, v)| (k[prefix.len()..].to_string(), v))
             .collect();
         Self { origin: self.origin.clone(), tensors }
     }
@@ -301,8 +356,7 @@ impl TensorMap {
     /// Inserts a tensor read back from the device (converted to f32).
     pub fn insert<B: Backend, const D: usize>(&mut self, key: impl Into<String>, tensor: Tensor<B, D>) {
         let shape = tensor.dims().to_vec();
-        let values = tensor.into_data().convert::<f32>().into_vec::<f32>().expect("converted to f32");
-        self.tensors.insert(key.into(), (shape, values));
+        self.tensors.insert(key.into(), (shape, host_values(tensor)));
     }
 }
 
@@ -397,5 +451,49 @@ mod atomic_tests {
         let bytes = std::fs::read(&same).unwrap();
         assert!(bytes.len() == 1000 && bytes.iter().all(|&b| b == bytes[0]));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+
+    /// The tiled transpose equals the plain definition on shapes around and across the tile
+    /// size (and on empty ones).
+    #[test]
+    fn tiled_transpose_is_the_transpose() {
+        for (rows, cols) in [(0, 5), (5, 0), (1, 1), (1, 70), (70, 1), (31, 33), (32, 32), (65, 97), (128, 40)] {
+            let v: Vec<f32> = (0..rows * cols).map(|i| i as f32 * 0.5 - 7.0).collect();
+            let t = transpose(&v, rows, cols);
+            assert_eq!(t.len(), rows * cols);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(t[c * rows + r], v[r * cols + c], "{rows}×{cols} at ({r}, {c})");
+                }
+            }
+        }
+    }
+
+    /// `take_prefix` moves exactly the prefixed tensors, renamed; `host_values` reads a shared
+    /// parameter's values in order.
+    #[test]
+    fn take_prefix_moves_and_host_values_reads() {
+        let mut map = TensorMap::default();
+        for k in ["a.x", "a.y", "b.x"] {
+            map.tensors.insert(k.into(), (vec![1], vec![k.len() as f32]));
+        }
+        let a = map.take_prefix("a.");
+        let mut keys: Vec<_> = a.tensors.keys().cloned().collect();
+        keys.sort();
+        assert_eq!(keys, ["x", "y"]);
+        assert_eq!(map.tensors.keys().collect::<Vec<_>>(), ["b.x"]);
+        let t = Tensor::<NdArray, 2>::from_data(
+            TensorData::new(vec![1f32, 2., 3., 4., 5., 6.], [2, 3]),
+            &Default::default(),
+        );
+        let shared = t.clone();
+        assert_eq!(host_values(t), [1., 2., 3., 4., 5., 6.]);
+        assert_eq!(host_values(shared.transpose()), [1., 4., 2., 5., 3., 6.]);
     }
 }

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
-use crate::{CheckpointError, KeyProblem, TensorMap};
+use crate::{CheckpointError, KeyProblem, TensorMap, transpose};
 
 /// How an official tensor relates to the module parameter(s) it fills.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,17 +62,6 @@ impl WeightKey {
 pub fn expected_keys(keys: &[WeightKey]) -> Vec<(String, Vec<usize>)> {
     let mut seen = std::collections::HashSet::new();
     keys.iter().filter(|k| seen.insert(k.official.clone())).map(|k| (k.official.clone(), k.shape.clone())).collect()
-}
-
-/// `[rows, cols]` row-major → `[cols, rows]`.
-fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0f32; v.len()];
-    for (r, row) in v.chunks_exact(cols.max(1)).enumerate() {
-        for (c, &x) in row.iter().enumerate() {
-            t[c * rows + r] = x;
-        }
-    }
-    t
 }
 
 /// `(rows, rest)` of a shape read as a matrix.
@@ -223,9 +212,7 @@ impl<B: Backend> ModuleVisitor<B> for Collector {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         let t = param.val();
         let shape = t.dims().to_vec();
-        // `convert` makes the data f32, so reading it as f32 cannot fail.
-        let values = t.into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default();
-        self.params.insert(self.path.get(), (shape, values));
+        self.params.insert(self.path.get(), (shape, crate::host_values(t)));
     }
 }
 

@@ -234,7 +234,7 @@ pub fn load<B: Backend>(
     vision_dim: Option<usize>,
     device: &B::Device,
 ) -> Result<Projector<B>, ProjectorError> {
-    let map = TensorMap::read(path)?.strip_prefix(prefix);
+    let map = TensorMap::read(path)?.take_prefix(prefix);
     ProjectorConfig::infer(&map, vision_dim)?.from_tensors(&map, device)
 }
 

@@ -100,6 +100,5 @@ pub fn official_tensors<B: RwkvBackend>(model: &Rwkv<B>) -> Result<TensorMap, Rw
 
 /// The values of a float tensor as f32 on the host.
 pub(crate) fn host_f32<B: Backend, const D: usize>(t: burn::tensor::Tensor<B, D>) -> Vec<f32> {
-    // `convert` makes the data f32, so reading it as f32 cannot fail.
-    t.into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default()
+    visualrwkv_checkpoint::host_values(t)
 }

@@ -31,7 +31,15 @@ pub fn read_tensors(path: impl AsRef<Path>) -> Result<TensorMap, VisionError> {
 /// The tower's tensors with the prefix removed: under `vit.vision_model.` if any key has it,
 /// else under `vision_model.`, else the whole map.
 pub fn vision_tensors(map: &TensorMap) -> TensorMap {
-    TOWER_PREFIXES.iter().find(|p| map.has_prefix(p)).map(|p| map.strip_prefix(p)).unwrap_or_else(|| map.clone())
+    into_vision_tensors(map.clone())
+}
+
+/// [`vision_tensors`] of a map this call may take apart (no values copied).
+pub fn into_vision_tensors(mut map: TensorMap) -> TensorMap {
+    match TOWER_PREFIXES.iter().find(|p| map.has_prefix(p)) {
+        Some(p) => map.take_prefix(p),
+        None => map,
+    }
 }
 
 impl VisionConfig {
@@ -68,7 +76,7 @@ pub fn load<B: Backend>(
     dev: &B::Device,
 ) -> Result<VisionTower<B>, VisionError> {
     let weights = weights.as_ref();
-    let map = vision_tensors(&read_tensors(weights)?);
+    let map = into_vision_tensors(read_tensors(weights)?);
     let sibling = weights.parent().map(|d| d.join("config.json")).filter(|p| p.is_file());
     let config = match config.map(Path::to_path_buf).or(sibling) {
         Some(path) => Some(VisionConfig::from_hf_json(path)?),

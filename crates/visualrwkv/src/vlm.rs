@@ -261,7 +261,7 @@ impl<B: RwkvBackend> VisualRwkv<B> {
         options: VisionOptions,
         device: &B::Device,
     ) -> Result<Self, VlmError> {
-        let map = visualrwkv_vision::checkpoint::read_tensors(path.as_ref())?;
+        let mut map = visualrwkv_vision::checkpoint::read_tensors(path.as_ref())?;
         let stray: Vec<KeyProblem> = {
             let mut keys: Vec<&String> =
                 map.tensors.keys().filter(|k| !["rwkv.", "vit.", "proj."].iter().any(|p| k.starts_with(p))).collect();
@@ -276,12 +276,12 @@ impl<B: RwkvBackend> VisualRwkv<B> {
             }
             .into());
         }
-        let rwkv = Rwkv::from_tensors(&map.strip_prefix("rwkv."), device)?;
+        let rwkv = Rwkv::from_tensors(&map.take_prefix("rwkv."), device)?;
         let beside = path.as_ref().with_file_name(VISION_CONFIG_FILE);
         let vision_config = vision_config.or_else(|| beside.is_file().then_some(beside.as_path()));
         let vcfg = vision_config.map(VisionConfig::from_hf_json).transpose()?;
-        let vision = VisionConfig::tower_from_tensors(&map.strip_prefix("vit.vision_model."), vcfg, device)?;
-        let proj_map = map.strip_prefix("proj.");
+        let vision = VisionConfig::tower_from_tensors(&map.take_prefix("vit.vision_model."), vcfg, device)?;
+        let proj_map = map.take_prefix("proj.");
         let projector =
             ProjectorConfig::infer(&proj_map, Some(vision.config.hidden_size))?.from_tensors(&proj_map, device)?;
         Self::new(rwkv, vision, projector, options)
@@ -299,8 +299,8 @@ impl<B: RwkvBackend> VisualRwkv<B> {
     ) -> Result<Self, VlmError> {
         let rwkv = visualrwkv_rwkv::load(rwkv, device)?;
         let vision = visualrwkv_vision::load(vision, vision_config, device)?;
-        let map = TensorMap::read(projector)?;
-        let map = if map.has_prefix("proj.") { map.strip_prefix("proj.") } else { map };
+        let mut map = TensorMap::read(projector)?;
+        let map = if map.has_prefix("proj.") { map.take_prefix("proj.") } else { map };
         let projector = ProjectorConfig::infer(&map, Some(vision.config.hidden_size))?.from_tensors(&map, device)?;
         Self::new(rwkv, vision, projector, options)
     }

@@ -54,13 +54,7 @@ const PARALLEL_MIN: usize = 1 << 15;
 impl Matrix {
     /// From burn's `Linear` layout `w` `[in, out]` (row-major), transposed and converted.
     pub(crate) fn from_in_out(w: &[f32], inp: usize, out: usize, dtype: WeightDtype) -> Self {
-        let mut t = vec![0f32; inp * out];
-        for i in 0..inp {
-            for (o, &x) in w[i * out..(i + 1) * out].iter().enumerate() {
-                t[o * inp + i] = x;
-            }
-        }
-        Self::from_out_in(t, inp, out, dtype)
+        Self::from_out_in(visualrwkv_checkpoint::transpose(w, inp, out), inp, out, dtype)
     }
 
     /// From an output-major `w` `[out, in]`.
