@@ -5,12 +5,12 @@ SDPA attention and its KV cache. Same contexts and the same table columns as
 `bench-efficiency`, one process per point (so that each point's peak RSS is its own).
 
     python scripts/bench-efficiency-hf.py [--contexts 1024,2048,4096,8192,16384,24576] \
-        [--out efficiency-hf] [--ours efficiency/points.csv]
+        [--out efficiency-hf] [--ours efficiency/efficiency.csv]
 
 Prefill = the whole context in one forward with `use_cache=True` (median of 3 up to 4K tokens,
 1 above, after a warm-up of 16 tokens); decode = median of `--decode-steps` single-token steps
 from that cache; peak RSS = the process's VmHWM; KV cache = 2 · layers · context · width · 4
-bytes. With `--ours` (the `points.csv` that bench-efficiency writes), prints the ratios against
+bytes. With `--ours` (the `efficiency.csv` that bench-efficiency writes), prints the ratios against
 our RWKV rows of the same contexts. Needs torch and transformers (scripts/bench-official.sh).
 """
 import argparse
@@ -94,7 +94,7 @@ def main():
     ap.add_argument("--vocab", type=int, default=65536)
     ap.add_argument("--decode-steps", type=int, default=8)
     ap.add_argument("--out", default="efficiency-hf")
-    ap.add_argument("--ours", help="points.csv of `visualrwkv bench-efficiency` (RWKV rows compared)")
+    ap.add_argument("--ours", help="efficiency.csv of `visualrwkv bench-efficiency` (RWKV rows compared)")
     ap.add_argument("--context", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.context is not None:

@@ -108,6 +108,12 @@ impl SamplingArgs {
 }
 
 impl DecoderKind {
+    /// Whether this kind runs the fused CPU path on `device` (then the vision tower runs fused
+    /// too, [`visualrwkv_vision::FusedTower`]).
+    pub fn is_fused(self, device: &DeviceSpec) -> bool {
+        device.is_cpu() && self != DecoderKind::Burn
+    }
+
     /// The fused decoder this kind names, built from `model` when it runs on the CPU (`None`:
     /// the model's tensor ops run); an error for a fused kind on another device.
     pub fn build<B: RwkvBackend>(self, model: &Rwkv<B>, device: &DeviceSpec) -> Res<Option<Decoder>> {

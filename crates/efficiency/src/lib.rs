@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use visualrwkv::{Sample, VisionOptions, VisualRwkv, VlmError};
 use visualrwkv_projector::{Projector, ProjectorConfig, ProjectorKind};
 use visualrwkv_prompt::IMAGE_TOKEN;
-use visualrwkv_rwkv::{Rwkv, RwkvBackend, RwkvConfig, RwkvError, State};
+use visualrwkv_rwkv::{Decoder, HostState, Rwkv, RwkvBackend, RwkvConfig, RwkvError, State, WeightDtype};
 use visualrwkv_scan::BiDirectional;
 use visualrwkv_transformer::{KvCache, Transformer, TransformerConfig, TransformerError};
 use visualrwkv_vision::{GridPooling, TowerKind, VisionConfig, VisionError, VisionTower, grid_pool};
@@ -76,6 +76,30 @@ pub enum ModelKind {
     Rwkv,
     /// The transformer baseline.
     Transformer,
+}
+
+/// What runs RWKV's points.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RwkvEngine {
+    /// The burn model's tensor ops (any backend).
+    #[default]
+    Burn,
+    /// The fused CPU decoder with f32 matrices: the prompt in its sequence mode (one GEMM per
+    /// projection over all rows), the steps with its single-token path — RWKV's fastest CPU
+    /// path. The burn model is dropped once the decoder is built (text-only points), so the peak
+    /// memory counts one copy of the weights.
+    Fused,
+}
+
+impl RwkvEngine {
+    /// `burn` or `fused`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RwkvEngine::Burn => "burn",
+            RwkvEngine::Fused => "fused",
+        }
+    }
 }
 
 /// Sizes shared by both models.
@@ -139,6 +163,9 @@ pub struct Point {
     pub prefill_reps: usize,
     /// Timed decode steps.
     pub decode_steps: usize,
+    /// What ran RWKV (`burn` for the transformer's points).
+    #[serde(default)]
+    pub engine: RwkvEngine,
 }
 
 impl Point {
@@ -217,6 +244,25 @@ impl<B: RwkvBackend> Subject<B> for LmRwkv<'_, B> {
     }
 }
 
+struct LmFused(Decoder, usize);
+
+impl<B: RwkvBackend> Subject<B> for LmFused {
+    type Cache = HostState;
+    fn prefill(&self, text: usize) -> Result<HostState, EfficiencyError> {
+        let ids: Vec<u32> = token_ids(text, self.1).into_iter().map(|t| t as u32).collect();
+        let mut state = self.0.zero_state();
+        self.0.prefill(&ids, &mut state)?;
+        Ok(state)
+    }
+    fn step(&self, token: u32, mut state: HostState) -> Result<HostState, EfficiencyError> {
+        self.0.step(token, &mut state)?;
+        Ok(state)
+    }
+    fn cache_bytes(&self, _: &HostState) -> usize {
+        rwkv_state_bytes(self.0.config())
+    }
+}
+
 struct LmTransformer<'a, B: RwkvBackend>(Transformer<B>, &'a B::Device, usize);
 
 impl<B: RwkvBackend> Subject<B> for LmTransformer<'_, B> {
@@ -252,6 +298,26 @@ impl<B: RwkvBackend> Subject<B> for VlmRwkv<B> {
     }
     fn cache_bytes(&self, _: &State<B>) -> usize {
         rwkv_state_bytes(&self.0.rwkv.config())
+    }
+}
+
+struct VlmFused<B: RwkvBackend>(VisualRwkv<B>, Decoder, Tensor<B, 4>, usize);
+
+impl<B: RwkvBackend> Subject<B> for VlmFused<B> {
+    type Cache = HostState;
+    fn prefill(&self, text: usize) -> Result<HostState, EfficiencyError> {
+        let image = self.0.encode_images(self.2.clone())?.remove(0);
+        let mut ids = vec![IMAGE_TOKEN];
+        ids.extend(token_ids(text, self.3));
+        let sample = Sample { tokens: ids, image: Some(image) };
+        Ok(self.0.prefill_fused(&self.1, &sample, &BiDirectional)?.1)
+    }
+    fn step(&self, token: u32, mut state: HostState) -> Result<HostState, EfficiencyError> {
+        self.1.step(token, &mut state)?;
+        Ok(state)
+    }
+    fn cache_bytes(&self, _: &HostState) -> usize {
+        rwkv_state_bytes(self.1.config())
     }
 }
 
@@ -324,14 +390,17 @@ fn time_subject<B: RwkvBackend, S: Subject<B>>(
 
 /// Measures one point in this process: `model` on a `context` of rows — text tokens only, or,
 /// with `vision`, the image's rows (through the tower and a linear projector, part of the timed
-/// prefill) followed by text tokens up to `context`. Errors on a zero context, zero decode steps,
-/// a context not longer than the image, or sizes no model can have.
+/// prefill) followed by text tokens up to `context`; RWKV runs on `engine` (the fused decoder
+/// needs the CPU backend's device, as it reads the weights to the host). Errors on a zero
+/// context, zero decode steps, a context not longer than the image, or sizes no model can have.
+#[allow(clippy::too_many_arguments)]
 pub fn measure<B: RwkvBackend>(
     model: ModelKind,
     context: usize,
     sizes: Sizes,
     vision: Option<&VisionSizes>,
     decode_steps: usize,
+    engine: RwkvEngine,
     device: &B::Device,
 ) -> Result<Point, EfficiencyError> {
     sizes.validate()?;
@@ -350,6 +419,10 @@ pub fn measure<B: RwkvBackend>(
         ProjectorConfig::new(ProjectorKind::Linear, v.config.hidden_size, sizes.width).init::<B>(device)
     };
     let (prefill, decode, cache_bytes) = match (model, vision) {
+        (ModelKind::Rwkv, None) if engine == RwkvEngine::Fused => {
+            let decoder = Decoder::new(&sizes.rwkv().init::<B>(device), WeightDtype::F32)?;
+            time_subject::<B, _>(&LmFused(decoder, vocab), text, reps, decode_steps, vocab)?
+        }
         (ModelKind::Rwkv, None) => {
             let lm = sizes.rwkv().init::<B>(device);
             time_subject(&LmRwkv(lm, device, vocab), text, reps, decode_steps, vocab)?
@@ -365,7 +438,12 @@ pub fn measure<B: RwkvBackend>(
                 projector(v),
                 VisionOptions::default(),
             )?;
-            time_subject(&VlmRwkv(vm, pixels(v), vocab), text, reps, decode_steps, vocab)?
+            if engine == RwkvEngine::Fused {
+                let decoder = Decoder::new(&vm.rwkv, WeightDtype::F32)?;
+                time_subject(&VlmFused(vm, decoder, pixels(v), vocab), text, reps, decode_steps, vocab)?
+            } else {
+                time_subject(&VlmRwkv(vm, pixels(v), vocab), text, reps, decode_steps, vocab)?
+            }
         }
         (ModelKind::Transformer, Some(v)) => {
             let s = VlmTransformer {
@@ -391,6 +469,7 @@ pub fn measure<B: RwkvBackend>(
         cache_mib: cache_bytes as f64 / (1024.0 * 1024.0),
         prefill_reps: reps,
         decode_steps,
+        engine: if model == ModelKind::Rwkv { engine } else { RwkvEngine::Burn },
     })
 }
 

@@ -1,5 +1,6 @@
-//! Forward time of a random vision tower on this CPU (burn-ndarray, f32), next to the f32
-//! matmul throughput measured in the same run.
+//! Forward time of a random vision tower on this CPU in f32 — the burn tower (burn-ndarray) and
+//! the fused CPU tower (`FusedTower`: GEMMs of the `gemm` crate) on the same weights and pixels —
+//! next to the f32 matmul throughput of both libraries measured in the same run.
 //!
 //! `cargo bench -p visualrwkv-vision` runs the CLIP-ViT-L/14-336 shape (24 layers, width 1024,
 //! 577 tokens). Environment: `VISION_BENCH_SHAPE` = `clip-l-336` (default) | `clip-b-224` |
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use burn::backend::NdArray;
 use burn::tensor::{Distribution, Tensor};
-use visualrwkv_vision::{Activation, TowerKind, VisionConfig};
+use visualrwkv_vision::{Activation, FusedTower, TowerKind, VisionConfig};
 
 type B = NdArray;
 
@@ -53,18 +54,61 @@ fn main() {
         let out = tower.forward(pixels.clone()).unwrap();
         let _ = out.last_hidden_state.unwrap().into_data();
     });
+    let fused = FusedTower::new(&tower);
+    let host = pixels.clone().into_data().into_vec::<f32>().unwrap();
+    let fused_forward = median(reps, || {
+        let _ = fused.features(&host, pixels.dims(), -1).unwrap();
+    });
     let a = Tensor::<B, 2>::random([1024, 1024], Distribution::Normal(0.0, 1.0), &dev);
     let b = Tensor::<B, 2>::random([1024, 1024], Distribution::Normal(0.0, 1.0), &dev);
     let mm = median(9, || {
         let _ = a.clone().matmul(b.clone()).into_data();
     });
     let ceiling = 2.0 * 1024f64.powi(3) / mm.as_secs_f64() / 1e9;
+    let gemm_ceiling = {
+        let (x, w) = (vec![0.5f32; 1024 * 1024], vec![0.25f32; 1024 * 1024]);
+        let mut y = vec![0f32; 1024 * 1024];
+        let t = median(9, || {
+            // SAFETY: three distinct 1024² buffers, row-major with the strides given.
+            unsafe {
+                gemm::gemm(
+                    1024,
+                    1024,
+                    1024,
+                    y.as_mut_ptr(),
+                    1,
+                    1024,
+                    false,
+                    x.as_ptr(),
+                    1,
+                    1024,
+                    w.as_ptr(),
+                    1,
+                    1024,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(0),
+                )
+            }
+        });
+        2.0 * 1024f64.powi(3) / t.as_secs_f64() / 1e9
+    };
     let gflops = flops(&cfg, tokens) / forward.as_secs_f64() / 1e9;
+    let fused_gflops = flops(&cfg, tokens) / fused_forward.as_secs_f64() / 1e9;
     println!(
         "vision tower {shape}: {} layers, width {}, {tokens} tokens, batch 1",
         cfg.num_hidden_layers, cfg.hidden_size
     );
-    println!("  forward (median of {reps}): {:.3} s  = {gflops:.1} GFLOP/s", forward.as_secs_f64());
+    println!("  burn tower forward (median of {reps}): {:.3} s  = {gflops:.1} GFLOP/s", forward.as_secs_f64());
     println!("  f32 matmul ceiling (burn-ndarray 1024², same run): {ceiling:.1} GFLOP/s");
-    println!("  forward throughput / ceiling: {:.0}%", 100.0 * gflops / ceiling);
+    println!("  burn tower throughput / its ceiling: {:.0}%", 100.0 * gflops / ceiling);
+    println!(
+        "  fused tower features (median of {reps}): {:.3} s  = {fused_gflops:.1} GFLOP/s",
+        fused_forward.as_secs_f64()
+    );
+    println!("  f32 GEMM ceiling (gemm crate 1024², same run): {gemm_ceiling:.1} GFLOP/s");
+    println!("  fused tower throughput / its ceiling: {:.0}%", 100.0 * fused_gflops / gemm_ceiling);
 }

@@ -11,6 +11,8 @@
 //! - [`VisionConfig`]: from a Hugging Face `config.json` or inferred from tensor shapes.
 //! - [`checkpoint`]: loading from HF safetensors with or without the `vision_model.` prefix, or
 //!   from a VisualRWKV checkpoint (`vit.vision_model.`), with strict key checks.
+//! - [`FusedTower`]: the same tower's features on the CPU with GEMMs over host buffers (AVX-512
+//!   where the CPU has it), the tower as its oracle.
 //! - [`pooling`]: VisualRWKV's grid pooling (−1, 0, 1, g ≥ 2) and a patches-only mode; the
 //!   result carries its grid height and width for the scans.
 //!
@@ -23,6 +25,7 @@
 pub mod checkpoint;
 mod config;
 mod error;
+pub mod fused;
 pub mod pooling;
 pub mod preprocess;
 pub mod tower;
@@ -30,6 +33,7 @@ pub mod tower;
 pub use checkpoint::load;
 pub use config::{Activation, TowerKind, VisionConfig};
 pub use error::VisionError;
+pub use fused::FusedTower;
 pub use pooling::{GridPooling, PooledFeatures, grid_pool};
 pub use preprocess::{AlphaMode, ImageProcessor, Resize, decode_jpeg, save_image};
 pub use tower::{VisionOutput, VisionTower};

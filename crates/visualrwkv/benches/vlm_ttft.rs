@@ -7,18 +7,19 @@
 //! is saved as one official-layout safetensors checkpoint (f32), then timed:
 //!
 //! * **load**: `VisualRwkv::load_checkpoint` (file → tower, projector and RWKV modules) and
-//!   building the fused decoder (`Decoder::new`, f32 matrices), from the page cache;
-//! * **first token**: JPEG decode + CLIP preprocessing, the tower and projector, the sandwich
-//!   prompt's prefill (the 577 image rows and the question, bi scan) on the fused decoder, and
-//!   the greedy choice of the first token — once right after loading (cold) and once more
-//!   (warm);
+//!   building the fused CPU code (`Decoder::new` with f32 matrices, `FusedTower::new`), from the
+//!   page cache;
+//! * **first token**: JPEG decode + CLIP preprocessing, the fused tower and the projector, the
+//!   sandwich prompt's prefill (the 577 image rows and the question, bi scan) on the fused
+//!   decoder, and the greedy choice of the first token — once right after loading (cold) and
+//!   once more (warm) — what `visualrwkv chat` runs on the CPU;
 //! * **decode**: 32 greedy steps of the fused decoder.
 //!
 //! "Whole process to the first token" = load + the cold first token (process start-up excluded).
 //! Environment: `VLM_TTFT_SHAPES` (default `0.4b,1.6b`), `VLM_TTFT_DIR` (where the checkpoints
 //! and the JPEG go; default a directory under the system temp dir, kept for reuse: a checkpoint
-//! already there with the right size is not rewritten), `VLM_TTFT_BURN=1` also times the prefill
-//! on the burn model, `VLM_TTFT_JSON=FILE` writes the results as JSON lines (for
+//! already there with the right size is not rewritten), `VLM_TTFT_BURN=1` also times the tower
+//! and the prefill on the burn model, `VLM_TTFT_JSON=FILE` writes the results as JSON lines (for
 //! `scripts/bench-vlm-official.py --ours FILE`).
 
 use std::path::{Path, PathBuf};
@@ -32,7 +33,7 @@ use visualrwkv_prompt::Conversation;
 use visualrwkv_rwkv::{Decoder, HostState, RwkvConfig, WeightDtype};
 use visualrwkv_scan::BiDirectional;
 use visualrwkv_tokenizer::Tokenizer;
-use visualrwkv_vision::{ImageProcessor, VisionConfig};
+use visualrwkv_vision::{FusedTower, ImageProcessor, VisionConfig};
 
 type B = NdArray;
 
@@ -87,7 +88,11 @@ fn secs(t: Instant) -> f64 {
 
 /// One question from the JPEG on disk to the first token: the times of preprocessing, tower and
 /// prefill, the sequence's rows, the first token and the state to decode from.
-fn first_token(model: &VisualRwkv<B>, decoder: &Decoder, jpeg: &Path) -> ([f64; 3], usize, u32, HostState) {
+fn first_token(
+    model: &VisualRwkv<B>,
+    (decoder, tower): (&Decoder, &FusedTower),
+    jpeg: &Path,
+) -> ([f64; 3], usize, u32, HostState) {
     let dev = Default::default();
     let t = Instant::now();
     let processor = ImageProcessor::for_tower(&model.vision.config);
@@ -95,7 +100,7 @@ fn first_token(model: &VisualRwkv<B>, decoder: &Decoder, jpeg: &Path) -> ([f64; 
     let pixels = processor.batch(&[picture], &dev).unwrap();
     let preprocess = secs(t);
     let t = Instant::now();
-    let rows = model.encode_images(pixels).unwrap().remove(0);
+    let rows = model.encode_images_fused(tower, pixels).unwrap().remove(0);
     let tower = secs(t);
     let t = Instant::now();
     let strategy = visualrwkv_prompt::by_name("sandwich").unwrap();
@@ -127,7 +132,7 @@ fn main() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(
-        "| shape | checkpoint | load | decoder | rows | preprocess | tower | prefill | first token (cold) | first token (warm) | whole process to first token | decode |"
+        "| shape | checkpoint | load | fused build | rows | preprocess | tower | prefill | first token (cold) | first token (warm) | whole process to first token | decode |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for shape in shapes.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -141,9 +146,10 @@ fn main() {
         let load = secs(t);
         let t = Instant::now();
         let decoder = Decoder::new(&model.rwkv, WeightDtype::F32).unwrap();
+        let tower = FusedTower::new(&model.vision);
         let build = secs(t);
-        let (cold, _, _, _) = first_token(&model, &decoder, &picture);
-        let (warm, rows, token, mut state) = first_token(&model, &decoder, &picture);
+        let (cold, _, _, _) = first_token(&model, (&decoder, &tower), &picture);
+        let (warm, rows, token, mut state) = first_token(&model, (&decoder, &tower), &picture);
         let (cold_total, warm_total): (f64, f64) = (cold.iter().sum(), warm.iter().sum());
         let mut next = token;
         let t = Instant::now();
@@ -161,7 +167,7 @@ fn main() {
             load + build + cold_total,
         );
         let mut line = format!(
-            "{{\"shape\":\"{shape}\",\"checkpoint_bytes\":{bytes},\"load_s\":{load},\"decoder_s\":{build},\"rows\":{rows},\"preprocess_s\":{},\"tower_s\":{},\"prefill_s\":{},\"first_token_cold_s\":{cold_total},\"first_token_warm_s\":{warm_total},\"process_to_first_token_s\":{},\"decode_tok_s\":{decode},\"first_token\":{token}",
+            "{{\"shape\":\"{shape}\",\"checkpoint_bytes\":{bytes},\"load_s\":{load},\"fused_build_s\":{build},\"rows\":{rows},\"preprocess_s\":{},\"tower_s\":{},\"prefill_s\":{},\"first_token_cold_s\":{cold_total},\"first_token_warm_s\":{warm_total},\"process_to_first_token_s\":{},\"decode_tok_s\":{decode},\"first_token\":{token}",
             warm[0],
             warm[1],
             warm[2],
@@ -179,12 +185,17 @@ fn main() {
                 true,
             )
             .unwrap();
+            let t = Instant::now();
             let sample = Sample::new(&prompt, Some(model.encode_images(pixels).unwrap().remove(0)));
+            let burn_tower = secs(t);
             let t = Instant::now();
             let _ = model.prefill(&sample, &BiDirectional).unwrap();
             let burn = secs(t);
-            eprintln!("  {shape}: prefill on the burn model {burn:.2} s (fused {:.2} s)", warm[2]);
-            line.push_str(&format!(",\"burn_prefill_s\":{burn}"));
+            eprintln!(
+                "  {shape}: on the burn model: tower {burn_tower:.2} s (fused {:.2} s), prefill {burn:.2} s (fused {:.2} s)",
+                warm[1], warm[2]
+            );
+            line.push_str(&format!(",\"burn_tower_s\":{burn_tower},\"burn_prefill_s\":{burn}"));
         }
         line.push('}');
         json.push(line);

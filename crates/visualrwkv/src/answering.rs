@@ -28,7 +28,7 @@ use visualrwkv_prompt::{Conversation, IMAGE_TAG, IMAGE_TOKEN, PromptStrategy, Ro
 use visualrwkv_rwkv::RwkvBackend;
 use visualrwkv_scan::Scan;
 use visualrwkv_tokenizer::Tokenizer;
-use visualrwkv_vision::ImageProcessor;
+use visualrwkv_vision::{FusedTower, ImageProcessor};
 
 use crate::generate::{Engine, GenerateOptions, PromptState, decode_prompt_state};
 use crate::vlm::{ImageRows, Sample, VisualRwkv, VlmError};
@@ -113,6 +113,7 @@ pub struct Answerer<'a, B: RwkvBackend> {
     options: GenerateOptions,
     engine: Engine<'a>,
     processor: ImageProcessor,
+    tower: Option<&'a FusedTower>,
     images: Recent<String, ImageRows<B>>,
     states: Recent<(String, Vec<i64>), PromptState<B>>,
     /// What the caches saved so far.
@@ -141,10 +142,18 @@ impl<'a, B: RwkvBackend> Answerer<'a, B> {
             options,
             engine,
             processor,
+            tower: None,
             images: Recent::new(capacity),
             states: Recent::new(capacity),
             stats: CacheStats::default(),
         }
+    }
+
+    /// Runs the vision tower on `tower`, the fused CPU tower built from the model's tower
+    /// ([`FusedTower::new`]), instead of the model's tensor ops.
+    pub fn with_fused_tower(mut self, tower: &'a FusedTower) -> Self {
+        self.tower = Some(tower);
+        self
     }
 
     /// The image preprocessing recipe (the tower's).
@@ -161,7 +170,11 @@ impl<'a, B: RwkvBackend> Answerer<'a, B> {
                 Tensor::zeros([1, 3, s, s], &device)
             }
         };
-        Ok(self.model.encode_images(pixels)?.remove(0))
+        let mut rows = match self.tower {
+            Some(tower) => self.model.encode_images_fused(tower, pixels)?,
+            None => self.model.encode_images(pixels)?,
+        };
+        Ok(rows.remove(0))
     }
 
     /// Answers the user turn `text`. When it holds `<image>`, `image` names the picture (its

@@ -20,7 +20,7 @@ use visualrwkv_prompt::{IMAGE_TOKEN, Prompt};
 use visualrwkv_rwkv::{Decoder, HostState, RowOrder, Rwkv, RwkvBackend, RwkvError, State, TokenId};
 use visualrwkv_scan::{ImageLayout, Scan, ScanError, checked_permutation, inverse};
 use visualrwkv_tokenizer::Tokenizer;
-use visualrwkv_vision::{GridPooling, TowerKind, VisionConfig, VisionError, VisionTower, grid_pool};
+use visualrwkv_vision::{FusedTower, GridPooling, TowerKind, VisionConfig, VisionError, VisionTower, grid_pool};
 
 use crate::generate::{Engine, GenerateOptions, Generation, PromptState, decode_prompt_state, ids_tensor, last_logits};
 
@@ -79,11 +79,13 @@ pub enum VlmError {
     /// More than one image placeholder.
     #[error("{0} image placeholders: VisualRWKV takes one image")]
     Placeholders(usize),
-    /// A fused decoder built for another model than the one it is used with.
-    #[error("the fused decoder was built for {decoder}, but the model is {model}")]
-    DecoderMismatch {
-        /// The decoder's configuration.
-        decoder: String,
+    /// A fused decoder or tower built for another model than the one it is used with.
+    #[error("the fused {part} was built for {built_for}, but the model's is {model}")]
+    FusedMismatch {
+        /// `decoder` or `tower`.
+        part: &'static str,
+        /// The configuration it was built for.
+        built_for: String,
         /// The model's configuration.
         model: String,
     },
@@ -308,6 +310,36 @@ impl<B: RwkvBackend> VisualRwkv<B> {
     /// Encodes pixels `[B, 3, H, W]` into projected image rows, one [`ImageRows`] per image.
     pub fn encode_images(&self, pixels: Tensor<B, 4>) -> Result<Vec<ImageRows<B>>, VlmError> {
         let (features, grid) = self.vision.features(pixels, self.options.layer)?;
+        self.image_rows(features, grid)
+    }
+
+    /// [`VisualRwkv::encode_images`] with the tower's features computed by `tower`, the fused
+    /// CPU tower built from this model's tower ([`FusedTower::new`]); pooling and projector as
+    /// usual. Equal to [`VisualRwkv::encode_images`] to 1e-4 (`tests/fused_prefill.rs`).
+    pub fn encode_images_fused(&self, tower: &FusedTower, pixels: Tensor<B, 4>) -> Result<Vec<ImageRows<B>>, VlmError> {
+        if tower.config() != &self.vision.config {
+            return Err(VlmError::FusedMismatch {
+                part: "tower",
+                built_for: format!("{:?}", tower.config()),
+                model: format!("{:?}", self.vision.config),
+            });
+        }
+        let dims = pixels.dims();
+        let device = pixels.device();
+        let host = pixels.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| VisionError::Shape {
+            what: format!("pixel_values ({e:?})"),
+            expected: "f32 values".into(),
+            found: dims.to_vec(),
+        })?;
+        let (features, grid) = tower.features(&host, dims, self.options.layer)?;
+        let d = self.vision.config.hidden_size;
+        let t = features.len() / (dims[0] * d);
+        let features = Tensor::from_data(TensorData::new(features, [dims[0], t, d]), &device);
+        self.image_rows(features, grid)
+    }
+
+    /// Pooled and projected rows of tower features `[B, T, D]` on a `grid`.
+    fn image_rows(&self, features: Tensor<B, 3>, grid: (usize, usize)) -> Result<Vec<ImageRows<B>>, VlmError> {
         let has_cls = self.vision.config.kind == TowerKind::Clip;
         let pooled = grid_pool(features, grid, has_cls, self.options.pooling)?;
         let layout = ImageLayout::new(pooled.grid_h, pooled.grid_w, pooled.extra);
@@ -556,8 +588,9 @@ impl<B: RwkvBackend> VisualRwkv<B> {
         scan: &dyn Scan,
     ) -> Result<(Vec<f32>, Vec<Option<RowOrder>>), VlmError> {
         if decoder.config() != &self.rwkv.config() {
-            return Err(VlmError::DecoderMismatch {
-                decoder: format!("{:?}", decoder.config()),
+            return Err(VlmError::FusedMismatch {
+                part: "decoder",
+                built_for: format!("{:?}", decoder.config()),
                 model: format!("{:?}", self.rwkv.config()),
             });
         }

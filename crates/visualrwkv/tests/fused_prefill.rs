@@ -153,12 +153,13 @@ fn extending_an_image_state_agrees_across_engines() {
     }
 }
 
-/// Answering with the fused engine (prefill, image-state cache and steps on the decoder) gives
-/// the model engine's answers.
+/// Answering with the fused engine (tower, prefill, image-state cache and steps on the fused
+/// CPU code) gives the model engine's answers.
 #[test]
 fn answers_agree_across_engines() {
     let m = seeded_model(5, 4, 32);
     let decoder = Decoder::new(&m.rwkv, WeightDtype::F32).unwrap();
+    let tower = visualrwkv_vision::FusedTower::new(&m.vision);
     let scan = visualrwkv_scan::by_name("bi").unwrap();
     let options = GenerateOptions {
         sampling: SamplingOptions { temperature: 0.0, ..Default::default() },
@@ -173,6 +174,9 @@ fn answers_agree_across_engines() {
             .map(|engine| {
                 let mut a =
                     Answerer::new(&m, scan.as_ref(), strategy.as_ref(), Tokenizer::world(), options.clone(), engine, 4);
+                if matches!(engine, Engine::Fused(_)) {
+                    a = a.with_fused_tower(&tower);
+                }
                 ["<image>\nwhat colour?", "<image>\nhow many?", "<image>\nwhat colour?"]
                     .iter()
                     .map(|q| {
@@ -190,6 +194,32 @@ fn answers_agree_across_engines() {
     }
 }
 
+/// The image rows through the fused tower equal the model's tower's, for every grid pooling the
+/// model may use; a fused tower of another model is refused.
+#[test]
+fn fused_tower_encodes_images_like_the_model() {
+    use visualrwkv_vision::{FusedTower, GridPooling};
+    let mut m = seeded_model(6, 2, 32);
+    let tower = FusedTower::new(&m.vision);
+    for pooling in [GridPooling::All, GridPooling::ClsOnly, GridPooling::Mean, GridPooling::Grid(2)] {
+        m.options.pooling = pooling;
+        <B as burn::tensor::backend::Backend>::seed(&Default::default(), 8);
+        let px = Tensor::<B, 4>::random([2, 3, 32, 32], Distribution::Normal(0.0, 1.0), &Default::default());
+        let want = m.encode_images(px.clone()).unwrap();
+        let got = m.encode_images_fused(&tower, px).unwrap();
+        assert_eq!(want.len(), got.len());
+        for (w, g) in want.into_iter().zip(got) {
+            assert_eq!(w.layout, g.layout);
+            let d = max_diff(&host(w.rows), &host(g.rows));
+            assert!(d <= TOL, "{pooling:?}: image rows differ by {d}");
+        }
+    }
+    let other = visualrwkv_vision::VisionConfig::new(visualrwkv_vision::TowerKind::Clip, 32, 8, 24, 48, 2, 2);
+    let other = FusedTower::new(&other.init::<B>(&Default::default()));
+    let px = Tensor::<B, 4>::zeros([1, 3, 32, 32], &Default::default());
+    assert!(matches!(m.encode_images_fused(&other, px), Err(VlmError::FusedMismatch { part: "tower", .. })));
+}
+
 /// A decoder built from another model, or a token id outside the vocabulary, is an error.
 #[test]
 fn fused_prefill_refuses_what_does_not_fit() {
@@ -198,7 +228,10 @@ fn fused_prefill_refuses_what_does_not_fit() {
     let decoder = Decoder::new(&other.rwkv, WeightDtype::F32).unwrap();
     let scan = visualrwkv_scan::by_name("bi").unwrap();
     let s = sample(&m, "sandwich", "why?", 4);
-    assert!(matches!(m.prefill_fused(&decoder, &s, scan.as_ref()), Err(VlmError::DecoderMismatch { .. })));
+    assert!(matches!(
+        m.prefill_fused(&decoder, &s, scan.as_ref()),
+        Err(VlmError::FusedMismatch { part: "decoder", .. })
+    ));
     let decoder = Decoder::new(&m.rwkv, WeightDtype::F32).unwrap();
     let bad = Sample { tokens: vec![1, -5, 2], image: None };
     assert!(matches!(

@@ -26,7 +26,7 @@ use visualrwkv_eval::{AnswerFile, Metric, QuestionFormat, read_questions};
 use visualrwkv_rwkv::RwkvBackend;
 use visualrwkv_tokenizer::Tokenizer;
 use visualrwkv_train::data::{generate, majority_baseline};
-use visualrwkv_vision::{GridPooling, ImageProcessor};
+use visualrwkv_vision::{FusedTower, GridPooling, ImageProcessor};
 
 use super::dataset::{DataArgs, OnMissing};
 use super::eval::answer_question;
@@ -429,6 +429,10 @@ impl Args {
                         Engine::from(decoder.as_ref()),
                         16,
                     );
+                    let tower = decoder.as_ref().map(|_| FusedTower::new(&model.vision));
+                    if let Some(tower) = &tower {
+                        answerer = answerer.with_fused_tower(tower);
+                    }
                     let answers_path = dir.join("answers.jsonl");
                     let mut file = AnswerFile::create(&answers_path)?;
                     for q in &asked {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use visualrwkv_checkpoint::write_atomic;
-use visualrwkv_efficiency::{ModelKind, Point, Sizes, VisionSizes, measure};
+use visualrwkv_efficiency::{ModelKind, Point, RwkvEngine, Sizes, VisionSizes, measure};
 use visualrwkv_rwkv::RwkvBackend;
 
 use crate::Res;
@@ -34,6 +34,11 @@ pub struct Args {
     /// tower and a linear projector, both part of the timed prefill.
     #[arg(long, value_enum, default_value_t = VisionArg::None)]
     vision: VisionArg,
+    /// What runs RWKV: auto (the fused CPU decoder on the CPU, the burn model elsewhere), burn
+    /// (the model's tensor ops) or fused (the fused decoder: prompt in sequence mode, then
+    /// single steps; CPU only).
+    #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
+    rwkv_engine: EngineArg,
     /// Timed decode steps per point (median reported).
     #[arg(long, default_value_t = 8)]
     decode_steps: usize,
@@ -46,6 +51,38 @@ pub struct Args {
     point: Option<String>,
     #[command(flatten)]
     device: DeviceArgs,
+}
+
+/// `--rwkv-engine`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum EngineArg {
+    /// Fused on the CPU, burn elsewhere.
+    Auto,
+    /// The burn model.
+    Burn,
+    /// The fused CPU decoder.
+    Fused,
+}
+
+impl EngineArg {
+    fn name(self) -> &'static str {
+        match self {
+            EngineArg::Auto => "auto",
+            EngineArg::Burn => "burn",
+            EngineArg::Fused => "fused",
+        }
+    }
+
+    /// The engine on `device`; fused on another device than the CPU is an error.
+    fn resolve(self, device: &DeviceSpec) -> Res<RwkvEngine> {
+        match (self, device.is_cpu()) {
+            (EngineArg::Auto | EngineArg::Fused, true) => Ok(RwkvEngine::Fused),
+            (EngineArg::Auto | EngineArg::Burn, _) => Ok(RwkvEngine::Burn),
+            (EngineArg::Fused, false) => {
+                Err(format!("--rwkv-engine fused is the CPU decoder; on --device {device} use burn").into())
+            }
+        }
+    }
 }
 
 /// Measures one point here (`--point`) or every point in child processes.
@@ -66,6 +103,7 @@ pub fn run(a: Args) -> Res<()> {
                 sizes,
                 vision: a.vision.sizes(),
                 decode_steps: a.decode_steps.max(1),
+                engine: a.rwkv_engine,
                 device: a.device.clone(),
             };
             let point = run_job(job)?;
@@ -82,6 +120,7 @@ struct PointJob {
     sizes: Sizes,
     vision: Option<VisionSizes>,
     decode_steps: usize,
+    engine: EngineArg,
     device: DeviceArgs,
 }
 
@@ -93,7 +132,9 @@ impl Job for PointJob {
     }
 
     fn run<B: RwkvBackend>(self, dev: B::Device, spec: &DeviceSpec) -> Res<Point> {
-        let mut p = measure::<B>(self.model, self.context, self.sizes, self.vision.as_ref(), self.decode_steps, &dev)?;
+        let engine = self.engine.resolve(spec)?;
+        let (model, context, vision) = (self.model, self.context, self.vision.as_ref());
+        let mut p = measure::<B>(model, context, self.sizes, vision, self.decode_steps, engine, &dev)?;
         p.device = spec.to_string();
         Ok(p)
     }
@@ -116,7 +157,7 @@ fn child_point(a: &Args, model: &str, context: usize, sizes: Sizes) -> Res<Point
         .args(["--width", &sizes.width.to_string(), "--layers", &sizes.layers.to_string()])
         .args(["--vocab", &sizes.vocab.to_string(), "--decode-steps", &a.decode_steps.to_string()])
         .args(["--device", &a.device.device.to_string(), "--dtype", &a.device.dtype.to_string()])
-        .args(["--vision", a.vision.name()])
+        .args(["--vision", a.vision.name(), "--rwkv-engine", a.rwkv_engine.name()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
@@ -137,7 +178,8 @@ fn all_points(a: &Args, contexts: &[usize], sizes: Sizes) -> Res<()> {
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let mut points = Vec::new();
     eprintln!(
-        "RWKV-6 vs transformer on {}{}, width {}, {} layers, vocabulary {} ({} vs {} parameters)",
+        "RWKV-6 ({}) vs transformer on {}{}, width {}, {} layers, vocabulary {} ({} vs {} parameters)",
+        a.rwkv_engine.resolve(&a.device.device)?.name(),
         a.device.device,
         a.vision.sizes().map_or(String::new(), |v| format!(" with a {} image ({} rows)", v.name, v.image_rows())),
         sizes.width,
@@ -167,11 +209,11 @@ fn all_points(a: &Args, contexts: &[usize], sizes: Sizes) -> Res<()> {
         .as_bytes(),
     )?;
     let mut csv = String::from(
-        "model,context,prefill_s,decode_ms,peak_rss_mib,cache_mib,prefill_reps,decode_steps,device_peak_mib,device\n",
+        "model,context,prefill_s,decode_ms,peak_rss_mib,cache_mib,prefill_reps,decode_steps,device_peak_mib,device,engine\n",
     );
     for p in &points {
         csv.push_str(&format!(
-            "{:?},{},{:.4},{:.4},{:.1},{:.2},{},{},{},{}\n",
+            "{:?},{},{:.4},{:.4},{:.1},{:.2},{},{},{},{},{:?}\n",
             p.model,
             p.context,
             p.prefill_s,
@@ -181,7 +223,8 @@ fn all_points(a: &Args, contexts: &[usize], sizes: Sizes) -> Res<()> {
             p.prefill_reps,
             p.decode_steps,
             p.device_peak_mib.map_or(String::new(), |m| format!("{m:.1}")),
-            p.device
+            p.device,
+            p.engine
         ));
     }
     write_atomic(out.join("efficiency.csv"), csv.to_lowercase().as_bytes())?;

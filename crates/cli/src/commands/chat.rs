@@ -27,7 +27,7 @@ impl Job for Args {
     }
 
     fn run<B: RwkvBackend>(self, dev: B::Device, spec: &DeviceSpec) -> Res<()> {
-        let input = self.vlm.load::<B>(&dev)?;
+        let input = self.vlm.load::<B>(&dev, self.sampling.decoder.is_fused(spec))?;
         let options = self.sampling.options()?;
         let decoder = self.sampling.decoder_for(&input.model.rwkv, spec)?;
         let engine = Engine::from(decoder.as_ref());

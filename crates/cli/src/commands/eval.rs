@@ -11,7 +11,7 @@ use visualrwkv::{Engine, VlmError};
 use visualrwkv_eval::answers::{AnswerFile, answer_id, answered, round3};
 use visualrwkv_eval::{Answer, AnswerMetadata, ImageRef, Question, QuestionFormat, chunk_range, read_questions};
 use visualrwkv_rwkv::RwkvBackend;
-use visualrwkv_vision::VisionError;
+use visualrwkv_vision::{FusedTower, VisionError};
 
 use super::dataset::OnMissing;
 use super::vlm::{LoadedModel, ModelArgs};
@@ -143,8 +143,12 @@ impl Job for Args {
         let options = sampling.options()?;
         let decoder = sampling.decoder_for(&model.rwkv, spec)?;
         let engine = Engine::from(decoder.as_ref());
+        let tower = decoder.as_ref().map(|_| FusedTower::new(&model.vision));
         let mut answerer =
             Answerer::new(&model, scan.as_ref(), strategy.as_ref(), tokenizer, options, engine, self.image_cache);
+        if let Some(tower) = &tower {
+            answerer = answerer.with_fused_tower(tower);
+        }
         let model_id = self.model_id.clone().unwrap_or_else(|| self.model.model_id());
         let bar = ProgressBar::new(pending.len() as u64);
         bar.set_style(

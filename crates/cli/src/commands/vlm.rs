@@ -8,7 +8,7 @@ use visualrwkv_prompt::PromptStrategy;
 use visualrwkv_rwkv::RwkvBackend;
 use visualrwkv_scan::Scan;
 use visualrwkv_tokenizer::Tokenizer;
-use visualrwkv_vision::{GridPooling, ImageProcessor};
+use visualrwkv_vision::{FusedTower, GridPooling, ImageProcessor};
 
 use crate::Res;
 use crate::args::{PromptArg, ScanArg, read_pixels};
@@ -121,8 +121,9 @@ pub struct VlmInput<B: RwkvBackend> {
 }
 
 impl VlmArgs {
-    /// Loads the model onto `dev`, builds the prompt and encodes the image.
-    pub fn load<B: RwkvBackend>(&self, dev: &B::Device) -> Res<VlmInput<B>> {
+    /// Loads the model onto `dev`, builds the prompt and encodes the image (through the fused
+    /// CPU tower when `fused_tower`, else the model's tower).
+    pub fn load<B: RwkvBackend>(&self, dev: &B::Device, fused_tower: bool) -> Res<VlmInput<B>> {
         let LoadedModel { model, scan, strategy, tokenizer } = self.model.load::<B>(dev)?;
         if self.question.trim().is_empty() {
             return Err("the question is empty".into());
@@ -138,7 +139,11 @@ impl VlmArgs {
         if pixels.dims()[0] != 1 {
             return Err(format!("one image per conversation, got a batch of {}", pixels.dims()[0]).into());
         }
-        let image = model.encode_images(pixels)?.remove(0);
+        let image = if fused_tower {
+            model.encode_images_fused(&FusedTower::new(&model.vision), pixels)?.remove(0)
+        } else {
+            model.encode_images(pixels)?.remove(0)
+        };
         let prompt = visualrwkv_prompt::build(
             &visualrwkv_prompt::Conversation::question(&self.question),
             strategy.as_ref(),

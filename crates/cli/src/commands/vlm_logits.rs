@@ -34,7 +34,7 @@ impl Job for Args {
     }
 
     fn run<B: RwkvBackend>(self, dev: B::Device, spec: &DeviceSpec) -> Res<()> {
-        let input = self.vlm.load::<B>(&dev)?;
+        let input = self.vlm.load::<B>(&dev, self.decoder.is_fused(spec))?;
         let sample = input.sample;
         let logits = match self.decoder.build(&input.model.rwkv, spec)? {
             Some(decoder) => input.model.logits_fused(&decoder, &sample, input.scan.as_ref())?,
