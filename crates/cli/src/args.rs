@@ -24,6 +24,8 @@ pub enum DecoderKind {
     Bf16,
     /// The fused CPU decoder with f16 matrices.
     F16,
+    /// The fused CPU decoder with int8 matrices (blocks of 32 with a scale each).
+    I8,
     /// The model's tensor ops on the chosen device.
     Burn,
 }
@@ -31,8 +33,8 @@ pub enum DecoderKind {
 /// Sampling flags shared by the generating commands.
 #[derive(Args, Clone, Debug)]
 pub struct SamplingArgs {
-    /// How single-token steps run: auto (f32 on the CPU, burn elsewhere), f32 / bf16 / f16 = the
-    /// fused CPU decoder with its matrices in that type, burn = the model's tensor ops.
+    /// How single-token steps run: auto (f32 on the CPU, burn elsewhere), f32 / bf16 / f16 / i8 =
+    /// the fused CPU decoder with its matrices in that type, burn = the model's tensor ops.
     #[arg(long, value_enum, default_value_t = DecoderKind::Auto)]
     pub decoder: DecoderKind,
     /// 0 = greedy.
@@ -121,6 +123,7 @@ impl DecoderKind {
             (DecoderKind::Auto, true) | (DecoderKind::F32, true) => WeightDtype::F32,
             (DecoderKind::Bf16, true) => WeightDtype::Bf16,
             (DecoderKind::F16, true) => WeightDtype::F16,
+            (DecoderKind::I8, true) => WeightDtype::I8,
             (DecoderKind::Auto | DecoderKind::Burn, _) => return Ok(None),
             (other, false) => {
                 return Err(format!(

@@ -65,23 +65,29 @@ pub enum WeightDtype {
     Bf16,
     /// IEEE half (round to nearest even): 2 bytes per weight.
     F16,
+    /// int8 in blocks of 32 along each row with one f32 scale per block (llama.cpp's Q8_0
+    /// layout with an f32 scale): 1.125 bytes per weight. Steps read it directly (widened in
+    /// registers); prompts convert each matrix to f32 once per product, as for half precision.
+    I8,
 }
 
 impl WeightDtype {
-    /// Bytes per stored weight.
+    /// Bytes per stored weight (int8: the weight's byte; its block's scale adds 1/8 byte).
     pub fn bytes(self) -> usize {
         match self {
             WeightDtype::F32 => 4,
             WeightDtype::Bf16 | WeightDtype::F16 => 2,
+            WeightDtype::I8 => 1,
         }
     }
 
-    /// The dtype named `f32`, `bf16` or `f16`.
+    /// The dtype named `f32`, `bf16`, `f16` or `i8`.
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "f32" => Some(WeightDtype::F32),
             "bf16" => Some(WeightDtype::Bf16),
             "f16" => Some(WeightDtype::F16),
+            "i8" => Some(WeightDtype::I8),
             _ => None,
         }
     }

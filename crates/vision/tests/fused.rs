@@ -91,6 +91,6 @@ fn fused_tower_refuses_bad_pixels() {
     let cfg = VisionConfig::new(TowerKind::Clip, 32, 8, 16, 40, 1, 2);
     let fused = FusedTower::new(&cfg.init::<B>(&Default::default()));
     assert!(matches!(fused.features(&[0.0; 10], [1, 3, 32, 32], -1), Err(VisionError::Shape { .. })));
-    assert!(matches!(fused.features(&vec![0.0; 3 * 4 * 4], [1, 3, 4, 4], -1), Err(VisionError::Shape { .. })));
+    assert!(matches!(fused.features(&[0.0; 3 * 4 * 4], [1, 3, 4, 4], -1), Err(VisionError::Shape { .. })));
     assert!(matches!(fused.features(&vec![0.0; 3 * 32 * 32], [1, 3, 32, 32], 5), Err(VisionError::Layer { .. })));
 }

@@ -1,5 +1,9 @@
-//! Weight matrices of the fused decoder: storage in f32 / bf16 / f16, the single-row product
-//! (AVX2 + FMA + F16C dot products) and the many-row product (a GEMM).
+//! Weight matrices of the fused decoder: storage in f32 / bf16 / f16 / int8, the single-row
+//! product (AVX2 + FMA + F16C dot products) and the many-row product (a GEMM).
+//!
+//! int8 is blocked as llama.cpp's Q8_0: each run of [`Q8_BLOCK`] weights along a row has its own
+//! scale `max|w| / 127` and the weights are rounded to the nearest multiple of it, so a weight's
+//! error is at most half a step of its own block (1/254 of the block's largest magnitude).
 //!
 //! # Shapes
 //!
@@ -16,6 +20,34 @@ enum Data {
         bits: Vec<u16>,
         bf16: bool,
     },
+    /// int8 in blocks of [`Q8_BLOCK`] along each row, one f32 scale per block
+    /// (`[out, ⌈in / Q8_BLOCK⌉]`).
+    Q8 {
+        q: Vec<i8>,
+        scales: Vec<f32>,
+    },
+}
+
+/// Weights per int8 block (one scale each).
+pub(crate) const Q8_BLOCK: usize = 32;
+
+/// One row `w` `[in]` quantised into `q` with one scale per block.
+fn quantize_row(w: &[f32], q: &mut [i8], scales: &mut [f32]) {
+    for ((w, q), scale) in w.chunks(Q8_BLOCK).zip(q.chunks_mut(Q8_BLOCK)).zip(scales) {
+        let max = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+        *scale = max / 127.0;
+        let inv = if max > 0.0 { 127.0 / max } else { 0.0 };
+        for (q, &v) in q.iter_mut().zip(w) {
+            *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
+        }
+    }
+}
+
+/// One quantised row back to f32.
+fn dequantize_row(q: &[i8], scales: &[f32], dst: &mut [f32]) {
+    for ((d, q), s) in dst.chunks_mut(Q8_BLOCK).zip(q.chunks(Q8_BLOCK)).zip(scales) {
+        d.iter_mut().zip(q).for_each(|(d, &q)| *d = f32::from(q) * s);
+    }
 }
 
 /// One half-precision value (bf16 when `BF16`, else f16) as f32.
@@ -67,6 +99,18 @@ impl Matrix {
             WeightDtype::F16 => {
                 Data::Half { bits: w.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect(), bf16: false }
             }
+            WeightDtype::I8 => {
+                use rayon::prelude::*;
+                let blocks = inp.div_ceil(Q8_BLOCK);
+                let (mut q, mut scales) = (vec![0i8; w.len()], vec![0f32; out * blocks]);
+                if inp > 0 {
+                    q.par_chunks_mut(inp)
+                        .zip(scales.par_chunks_mut(blocks))
+                        .zip(w.par_chunks(inp))
+                        .for_each(|((q, s), w)| quantize_row(w, q, s));
+                }
+                Data::Q8 { q, scales }
+            }
         };
         Self { out, inp, data }
     }
@@ -76,7 +120,13 @@ impl Matrix {
         match &self.data {
             Data::F32(v) => 4 * v.len(),
             Data::Half { bits, .. } => 2 * bits.len(),
+            Data::Q8 { q, scales } => q.len() + 4 * scales.len(),
         }
+    }
+
+    /// Scales per row of an int8 matrix.
+    fn blocks(&self) -> usize {
+        self.inp.div_ceil(Q8_BLOCK)
     }
 
     /// Row `o` converted to f32 into `dst` (`[in]`).
@@ -85,6 +135,10 @@ impl Matrix {
         match &self.data {
             Data::F32(v) => dst.copy_from_slice(&v[r]),
             Data::Half { bits, bf16 } => halves_to_f32(&bits[r], *bf16, dst),
+            Data::Q8 { q, scales } => {
+                let b = self.blocks();
+                dequantize_row(&q[r], &scales[o * b..(o + 1) * b], dst)
+            }
         }
     }
 
@@ -101,6 +155,10 @@ impl Matrix {
                         Data::F32(v) => simd::dot_f32(&v[r], x),
                         Data::Half { bits, bf16: true } => simd::dot_half::<true>(&bits[r], x),
                         Data::Half { bits, bf16: false } => simd::dot_half::<false>(&bits[r], x),
+                        Data::Q8 { q, scales } => {
+                            let b = self.blocks();
+                            simd::dot_q8(&q[r], &scales[o * b..(o + 1) * b], x)
+                        }
                     }
                 };
             }
@@ -137,6 +195,18 @@ impl Matrix {
         let (bits, bf16) = match &self.data {
             Data::F32(v) => return v,
             Data::Half { bits, bf16 } => (bits, *bf16),
+            Data::Q8 { q, scales } => {
+                scratch.resize(q.len(), 0.0);
+                let b = self.blocks();
+                if self.inp > 0 {
+                    scratch
+                        .par_chunks_mut(self.inp)
+                        .zip(q.par_chunks(self.inp))
+                        .zip(scales.par_chunks(b))
+                        .for_each(|((d, q), s)| dequantize_row(q, s, d));
+                }
+                return &scratch[..q.len()];
+            }
         };
         scratch.resize(bits.len(), 0.0);
         scratch.par_chunks_mut(1 << 14).zip(bits.par_chunks(1 << 14)).for_each(|(d, s)| halves_to_f32(s, bf16, d));
@@ -270,6 +340,40 @@ mod simd {
         let p = w.as_ptr();
         // SAFETY: as our contract; each load reads 8 u16 below w.len().
         unsafe { dot_with(w.len(), x, |i| load_half::<BF16>(p.add(i)), |i| super::half_to_f32::<BF16>(w[i])) }
+    }
+
+    /// The dot product of an int8 row `q` (scales per block of [`super::Q8_BLOCK`]) with `x`:
+    /// each block's 32 weights widened to f32 in registers, multiplied by `x`, summed, then
+    /// scaled once.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2 and FMA; `x.len() >= q.len()`, `scales.len() == ⌈q.len() / 32⌉`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q8(q: &[i8], scales: &[f32], x: &[f32]) -> f32 {
+        let n = q.len();
+        let full = n / 32;
+        let (qp, xp) = (q.as_ptr(), x.as_ptr());
+        let widen = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+        let mut acc = [_mm256_setzero_ps(); 4];
+        // SAFETY (block loop): block `b` reads q and x at [32b, 32b + 32) ⊂ [0, n).
+        unsafe {
+            for b in 0..full {
+                let i = b * 32;
+                let v = _mm256_loadu_si256(qp.add(i) as *const __m256i);
+                let (lo, hi) = (_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+                let mut t = _mm256_mul_ps(widen(lo), _mm256_loadu_ps(xp.add(i)));
+                t = _mm256_fmadd_ps(widen(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(xp.add(i + 8)), t);
+                t = _mm256_fmadd_ps(widen(hi), _mm256_loadu_ps(xp.add(i + 16)), t);
+                t = _mm256_fmadd_ps(widen(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(xp.add(i + 24)), t);
+                acc[b % 4] = _mm256_fmadd_ps(t, _mm256_set1_ps(scales[b]), acc[b % 4]);
+            }
+        }
+        let mut s = reduce(acc);
+        if full * 32 < n {
+            let tail: f32 = q[full * 32..].iter().zip(&x[full * 32..n]).map(|(&q, x)| f32::from(q) * x).sum();
+            s += tail * scales[full];
+        }
+        s
     }
 
     /// `dst[i] = f32(src[i])` for half-precision bit patterns (bf16 when `BF16`), 8 lanes at a
