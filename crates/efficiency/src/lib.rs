@@ -244,6 +244,9 @@ impl<B: RwkvBackend> Subject<B> for LmRwkv<'_, B> {
     }
 }
 
+/// Rows per sequence-mode call of the fused decoder in a long prefill.
+const FUSED_CHUNK: usize = 2048;
+
 struct LmFused(Decoder, usize);
 
 impl<B: RwkvBackend> Subject<B> for LmFused {
@@ -251,7 +254,11 @@ impl<B: RwkvBackend> Subject<B> for LmFused {
     fn prefill(&self, text: usize) -> Result<HostState, EfficiencyError> {
         let ids: Vec<u32> = token_ids(text, self.1).into_iter().map(|t| t as u32).collect();
         let mut state = self.0.zero_state();
-        self.0.prefill(&ids, &mut state)?;
+        // In chunks with the state carried (exact): the buffers stay a chunk's size at any
+        // context, as `generate` runs a prompt.
+        for chunk in ids.chunks(FUSED_CHUNK) {
+            self.0.prefill(chunk, &mut state)?;
+        }
         Ok(state)
     }
     fn step(&self, token: u32, mut state: HostState) -> Result<HostState, EfficiencyError> {
