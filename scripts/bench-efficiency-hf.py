@@ -7,8 +7,9 @@ SDPA attention and its KV cache. Same contexts and the same table columns as
     python scripts/bench-efficiency-hf.py [--contexts 1024,2048,4096,8192,16384,24576] \
         [--out efficiency-hf] [--ours efficiency/efficiency.csv]
 
-Prefill = the whole context in one forward with `use_cache=True` (median of 3 up to 4K tokens,
-1 above, after a warm-up of 16 tokens); decode = median of `--decode-steps` single-token steps
+Prefill = the whole context in one forward with `use_cache=True` and `logits_to_keep=1` (the
+last row's logits, as `generate` computes them; median of 3 up to 4K tokens, 1 above, after a
+warm-up of 16 tokens); decode = median of `--decode-steps` single-token steps
 from that cache; peak RSS = the process's VmHWM; KV cache = 2 · layers · context · width · 4
 bytes. With `--ours` (the `efficiency.csv` that bench-efficiency writes), prints the ratios against
 our RWKV rows of the same contexts. Needs torch and transformers (scripts/bench-official.sh).
@@ -52,12 +53,13 @@ def point(args):
     n = args.context
     ids = torch.randint(0, args.vocab, (1, n))
     with torch.inference_mode():
-        model(ids[:, :16], use_cache=True)  # warm-up
+        model(ids[:, :16], use_cache=True, logits_to_keep=1)  # warm-up
         reps = 3 if n <= 4096 else 1
         times = []
         for _ in range(reps):
             t = time.perf_counter()
-            out = model(ids, use_cache=True)
+            # The last row's logits only, as `generate` asks for them (and as ours computes).
+            out = model(ids, use_cache=True, logits_to_keep=1)
             times.append(time.perf_counter() - t)
         prefill = sorted(times)[len(times) // 2]
         cache = out.past_key_values
