@@ -209,6 +209,12 @@ impl<B: Backend> Sample<B> {
     }
 }
 
+/// Model token ids as the fused decoder's ids; a negative id is out of the vocabulary (the
+/// decoder checks the upper end).
+fn token_ids(ids: &[i64], vocab: usize) -> Result<Vec<TokenId>, RwkvError> {
+    ids.iter().map(|&id| TokenId::try_from(id).map_err(|_| RwkvError::TokenOutOfVocabulary { id, vocab })).collect()
+}
+
 impl<B: RwkvBackend> VisualRwkv<B> {
     /// Puts the parts together, checking that the projector maps the tower's width to RWKV's.
     pub fn new(
@@ -595,23 +601,12 @@ impl<B: RwkvBackend> VisualRwkv<B> {
             });
         }
         let parts = self.parts(sample)?;
-        let ids = |ids: &[i64]| -> Result<Vec<TokenId>, VlmError> {
-            let vocab = decoder.config().vocab_size;
-            ids.iter()
-                .map(|&id| TokenId::try_from(id).map_err(|_| RwkvError::TokenOutOfVocabulary { id, vocab }.into()))
-                .collect()
-        };
-        let mut x = decoder.embed(&ids(parts.prefix)?)?;
+        let vocab = decoder.config().vocab_size;
+        let mut x = decoder.embed(&token_ids(parts.prefix, vocab)?)?;
         if let Some(img) = parts.image {
-            x.extend(img.rows.clone().into_data().convert::<f32>().into_vec::<f32>().map_err(|e| {
-                VlmError::Rwkv(RwkvError::Shape {
-                    what: format!("image rows ({e:?})"),
-                    expected: vec![],
-                    found: vec![],
-                })
-            })?);
+            x.extend(visualrwkv_checkpoint::host_values(img.rows.clone()));
         }
-        x.extend(decoder.embed(&ids(parts.suffix)?)?);
+        x.extend(decoder.embed(&token_ids(parts.suffix, vocab)?)?);
         let t = x.len() / decoder.config().n_embd;
         let span = parts.image.map(|img| (parts.prefix.len(), img.layout));
         let orders = (0..self.rwkv.blocks.len())
@@ -691,11 +686,7 @@ impl<B: RwkvBackend> VisualRwkv<B> {
                 if tokens.contains(&IMAGE_TOKEN) {
                     return Err(VlmError::PlaceholderInText("extend"));
                 }
-                let vocab = decoder.config().vocab_size;
-                let ids = tokens
-                    .iter()
-                    .map(|&id| TokenId::try_from(id).map_err(|_| RwkvError::TokenOutOfVocabulary { id, vocab }))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let ids = token_ids(tokens, decoder.config().vocab_size)?;
                 let mut host = state.to_host()?;
                 let logits = decoder.prefill(&ids, &mut host)?;
                 Ok((logits, PromptState::Host(host)))
