@@ -1,5 +1,5 @@
 //! A fused decoder for the CPU: RWKV-6 written directly over host buffers, with the large
-//! matrices stored in f32, bf16 or f16 — a sequence mode for prompts ([`Decoder::prefill`]) and a
+//! matrices stored in f32, bf16, f16 or int8 — a sequence mode for prompts ([`Decoder::prefill`]) and a
 //! single-token step for generation ([`Decoder::step`]).
 //!
 //! Decoding one token multiplies a single row by every weight matrix, so its cost is reading the
@@ -8,8 +8,10 @@
 //! detected at run time; a portable loop otherwise), runs each step on a team of threads that
 //! split every product by rows (`step.rs`), and runs the small parts (layer norms, LoRAs, WKV
 //! step, group norm) in place without a tensor library in between. Storing the matrices in bf16
-//! or f16 halves the bytes each token reads; accumulation stays in f32. A prompt instead runs
-//! each projection as one GEMM over all its rows (`prefill.rs`).
+//! or f16 halves the bytes each token reads, int8 (blocks of 32 with a scale each) nearly
+//! quarters them; accumulation stays in f32. A prompt instead runs each projection as one GEMM
+//! over all its rows (`prefill.rs`), layer by layer in any row order a VisualRWKV scan asks for
+//! ([`RowOrder`]).
 //!
 //! It computes the same function as [`Rwkv::forward`] (tested against the burn model and the
 //! official fixtures); the state converts to and from [`State`], so a prompt can also be
