@@ -78,7 +78,7 @@ fn jpeg(path: &Path) {
     });
     let mut bytes = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90).encode_image(&img).unwrap();
-    std::fs::write(path, bytes).unwrap();
+    visualrwkv_checkpoint::write_atomic(path, &bytes).unwrap();
 }
 
 /// Seconds since `t`.
@@ -201,6 +201,6 @@ fn main() {
         json.push(line);
     }
     if let Ok(out) = std::env::var("VLM_TTFT_JSON") {
-        std::fs::write(out, json.join("\n") + "\n").unwrap();
+        visualrwkv_checkpoint::write_atomic(out, (json.join("\n") + "\n").as_bytes()).unwrap();
     }
 }
