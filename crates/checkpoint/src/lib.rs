@@ -11,13 +11,17 @@
 //! Tensors keep the shapes of the file (PyTorch conventions, e.g. `nn.Linear` weights
 //! `[out, in]`); [`table`] converts them to a module's layout from the model's key table.
 
+pub mod source;
 pub mod table;
+
+pub use source::TensorSource;
+use source::{convert_entries, pth_reader, pth_values, safetensors_entries};
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
 use thiserror::Error;
 
 /// Errors reading, checking or writing checkpoint tensors. Each names the file.
@@ -166,16 +170,9 @@ impl TensorMap {
     /// `embeddings.position_ids`).
     pub fn read_safetensors_skipping(
         path: impl AsRef<Path>,
-        skip: impl Fn(&str) -> bool,
+        skip: impl Fn(&str) -> bool + Sync,
     ) -> Result<Self, CheckpointError> {
-        let path = path.as_ref();
-        let origin = path.display().to_string();
-        let file = std::fs::File::open(path).map_err(|e| io(&origin, e))?;
-        // SAFETY: the map is only read while `file` is open; a concurrent writer could change the
-        // bytes under us, which yields wrong values or a parse error, not undefined behaviour in
-        // the parser (it bounds-checks every offset).
-        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io(&origin, e))?;
-        Self::from_safetensors_bytes_skipping(&mmap, &origin, skip)
+        TensorSource::open_safetensors(path)?.read_skipping(skip)
     }
 
     /// Reads every tensor of a PyTorch `.pth` checkpoint (a pickled state dict, as saved by
@@ -186,33 +183,15 @@ impl TensorMap {
 
     /// [`TensorMap::read_pth`] leaving out the keys for which `skip` is true.
     pub fn read_pth_skipping(path: impl AsRef<Path>, skip: impl Fn(&str) -> bool) -> Result<Self, CheckpointError> {
-        use burn::tensor::DType;
         let path = path.as_ref();
         let origin = path.display().to_string();
-        if !path.exists() {
-            return Err(io(&origin, "no such file"));
-        }
-        let reader = burn_store::pytorch::PytorchReader::new(path).map_err(|e| CheckpointError::Format {
-            path: origin.clone(),
-            why: format!("not a readable PyTorch checkpoint: {e}"),
-        })?;
         let mut tensors = HashMap::new();
-        for (key, snap) in reader.into_tensors() {
+        for (key, snap) in pth_reader(path)?.into_tensors() {
             if skip(&key) {
                 continue;
             }
-            let dtype = snap.dtype;
-            if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16 | DType::F64) {
-                return Err(CheckpointError::Dtype { path: origin, key, dtype: format!("{dtype:?}") });
-            }
-            let bad = |e: &dyn std::fmt::Debug| CheckpointError::Format {
-                path: origin.clone(),
-                why: format!("tensor `{key}`: {e:?}"),
-            };
-            let data = snap.to_data().map_err(|e| bad(&e))?;
-            let shape = data.shape.to_vec();
-            let values = data.convert::<f32>().into_vec::<f32>().map_err(|e| bad(&e))?;
-            tensors.insert(key, (shape, values));
+            let values = pth_values(&origin, &key, &snap)?;
+            tensors.insert(key, (snap.shape.to_vec(), values));
         }
         Ok(Self { origin, tensors })
     }
@@ -224,7 +203,7 @@ impl TensorMap {
     }
 
     /// [`TensorMap::read`] leaving out the keys for which `skip` is true.
-    pub fn read_skipping(path: impl AsRef<Path>, skip: impl Fn(&str) -> bool) -> Result<Self, CheckpointError> {
+    pub fn read_skipping(path: impl AsRef<Path>, skip: impl Fn(&str) -> bool + Sync) -> Result<Self, CheckpointError> {
         let path = path.as_ref();
         match path.extension().and_then(|e| e.to_str()) {
             Some("pth" | "pt" | "bin") => Self::read_pth_skipping(path, skip),
@@ -241,24 +220,10 @@ impl TensorMap {
     pub fn from_safetensors_bytes_skipping(
         bytes: &[u8],
         origin: &str,
-        skip: impl Fn(&str) -> bool,
+        skip: impl Fn(&str) -> bool + Sync,
     ) -> Result<Self, CheckpointError> {
-        let st = SafeTensors::deserialize(bytes)
-            .map_err(|e| CheckpointError::Format { path: origin.to_string(), why: e.to_string() })?;
-        // Tensors are converted in parallel (each one a sequential pass over its bytes: the
-        // page faults of the mapped file and of the new buffers dominate, so cores help).
-        use rayon::prelude::*;
-        let views: Vec<_> = st.tensors().into_iter().filter(|(key, _)| !skip(key)).collect();
-        let tensors = views
-            .into_par_iter()
-            .map(|(key, view)| match to_f32(view.data(), view.dtype()) {
-                Some(values) => Ok((key, (view.shape().to_vec(), values))),
-                None => {
-                    Err(CheckpointError::Dtype { path: origin.to_string(), key, dtype: format!("{:?}", view.dtype()) })
-                }
-            })
-            .collect::<Result<HashMap<_, _>, _>>()?;
-        Ok(Self { origin: origin.to_string(), tensors })
+        let entries = safetensors_entries(bytes, origin)?;
+        convert_entries(bytes, &entries, origin, skip)
     }
 
     /// The tensors whose key starts with `prefix`, with the prefix removed (e.g. `"rwkv."` for a

@@ -12,12 +12,13 @@
 //! Official tensors are row-major with their checkpoint shape; [`Layout`] says how a module
 //! parameter's values relate to them (burn's `Linear` holds `[in, out]`, `nn.Linear` `[out, in]`).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{Shape, Tensor, TensorData, backend::Backend};
 
-use crate::{CheckpointError, KeyProblem, TensorMap, transpose};
+use crate::{CheckpointError, KeyProblem, TensorMap, TensorSource, transpose};
 
 /// How an official tensor relates to the module parameter(s) it fills.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,31 +89,23 @@ fn parts(keys: &[WeightKey]) -> HashMap<&str, usize> {
     n
 }
 
-/// Replaces every parameter with its values from an official checkpoint.
-struct Loader<'a, B: Backend> {
-    map: &'a TensorMap,
-    /// Module path → the keys that fill it.
-    sources: HashMap<&'a str, Vec<&'a WeightKey>>,
-    parts: HashMap<&'a str, usize>,
-    device: B::Device,
-    path: Path,
-    problems: Vec<KeyProblem>,
-}
+/// The official tensors that fill one parameter, each with the number of parameters sharing it.
+#[derive(Clone, Debug)]
+struct Plan(Vec<(WeightKey, usize)>);
 
-impl<B: Backend> Loader<'_, B> {
-    /// The values of the parameter at `path`, of module shape `shape`, in module layout.
-    fn values(&self, path: &str, shape: &[usize]) -> Option<Vec<f32>> {
-        let sources = self.sources.get(path)?;
-        if let [k] = sources.as_slice()
+impl Plan {
+    /// The parameter's values (module shape `shape`, module layout) from the official tensors
+    /// `fetch` returns; `None` when one is missing or too small.
+    fn values<'v>(&self, shape: &[usize], fetch: impl Fn(&str) -> Option<Cow<'v, [f32]>>) -> Option<Vec<f32>> {
+        if let [(k, n)] = self.0.as_slice()
             && !matches!(k.layout, Layout::Row(_))
         {
-            let v = self.map.get(&k.official)?;
+            let v = fetch(&k.official)?;
             let (rows, cols) = as_matrix(&k.shape);
-            let n = self.parts.get(k.official.as_str()).copied().unwrap_or(1);
             let block = |j: usize| v.get(j * v.len() / n..(j + 1) * v.len() / n);
             return Some(match k.layout {
-                Layout::Same => v.to_vec(),
-                Layout::Transposed => transpose(v, rows, cols),
+                Layout::Same => v.into_owned(),
+                Layout::Transposed => transpose(&v, rows, cols),
                 Layout::Part(j) => block(j)?.to_vec(),
                 Layout::TransposedPart(j) => transpose(block(j)?, rows / n, cols),
                 Layout::Row(_) => return None,
@@ -120,12 +113,47 @@ impl<B: Backend> Loader<'_, B> {
         }
         let width: usize = shape.iter().skip(1).product();
         let mut out = vec![0f32; shape.iter().product()];
-        for k in sources {
+        for (k, _) in &self.0 {
             let Layout::Row(j) = k.layout else { return None };
-            out.get_mut(j * width..(j + 1) * width)?.copy_from_slice(self.map.get(&k.official)?.get(..width)?);
+            out.get_mut(j * width..(j + 1) * width)?.copy_from_slice(fetch(&k.official)?.get(..width)?);
         }
         Some(out)
     }
+
+    /// The number of values [`Plan::values`] would produce from tensors of lengths `len`, or
+    /// `None` when one is missing or too small — the check of a lazy load, without the values.
+    fn size(&self, shape: &[usize], len: impl Fn(&str) -> Option<usize>) -> Option<usize> {
+        if let [(k, n)] = self.0.as_slice()
+            && !matches!(k.layout, Layout::Row(_))
+        {
+            let v = len(&k.official)?;
+            return Some(match k.layout {
+                Layout::Part(_) | Layout::TransposedPart(_) => v / n,
+                _ => v,
+            });
+        }
+        let width: usize = shape.iter().skip(1).product();
+        for (k, _) in &self.0 {
+            let Layout::Row(j) = k.layout else { return None };
+            if j >= shape.first().copied().unwrap_or(0) || len(&k.official)? < width {
+                return None;
+            }
+        }
+        Some(shape.iter().product())
+    }
+}
+
+/// Replaces every parameter with its values from an official checkpoint: now (from `map`), or,
+/// with a `lazy` source, when the parameter is first read (the values checked against `map`'s
+/// shapes now, read from the source then).
+struct Loader<'a, B: Backend> {
+    map: &'a TensorMap,
+    /// Module path → the keys that fill it.
+    plans: HashMap<&'a str, Plan>,
+    lazy: Option<TensorSource>,
+    device: B::Device,
+    path: Path,
+    problems: Vec<KeyProblem>,
 }
 
 impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
@@ -140,13 +168,45 @@ impl<B: Backend> ModuleMapper<B> for Loader<'_, B> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let path = self.path.get();
         let shape = param.lazy_shape().dims::<D>().to_vec();
-        match self.values(&path, &shape) {
-            Some(v) if v.len() == shape.iter().product::<usize>() => {
+        let want = shape.iter().product::<usize>();
+        let Some(plan) = self.plans.get(path.as_str()) else {
+            self.problems.push(KeyProblem::Missing(path));
+            return param;
+        };
+        let map = self.map;
+        let found = match &self.lazy {
+            None => plan.values(&shape, |k| map.get(k).map(Cow::Borrowed)).map(Ok),
+            Some(source) => plan.size(&shape, |k| map.get(k).map(<[f32]>::len)).map(|n| Err((n, source.clone()))),
+        };
+        match found {
+            Some(Ok(v)) if v.len() == want => {
                 let tensor = Tensor::<B, D>::from_data(TensorData::new(v, shape), &self.device);
                 Param::initialized(param.id, tensor.require_grad())
             }
-            Some(v) => {
+            Some(Err((n, source))) if n == want => {
+                let plan = plan.clone();
+                let dims = shape.clone();
+                let init = move |device: &B::Device, require_grad: bool| {
+                    let values = plan
+                        .values(&dims, |k| source.values(k).ok().map(|(_, v)| Cow::Owned(v)))
+                        .filter(|v| v.len() == dims.iter().product::<usize>())
+                        .unwrap_or_else(|| {
+                            panic!(
+                                "{}: a lazily loaded parameter's tensor is gone or changed since it was checked",
+                                source.origin()
+                            )
+                        });
+                    let tensor = Tensor::<B, D>::from_data(TensorData::new(values, dims.clone()), device);
+                    if require_grad { tensor.require_grad() } else { tensor }
+                };
+                Param::uninitialized(param.id, init, self.device.clone(), true, Shape::from(shape))
+            }
+            Some(Ok(v)) => {
                 self.problems.push(KeyProblem::Shape { key: path, expected: shape, found: vec![v.len()] });
+                param
+            }
+            Some(Err((n, _))) => {
+                self.problems.push(KeyProblem::Shape { key: path, expected: shape, found: vec![n] });
                 param
             }
             None => {
@@ -168,18 +228,42 @@ pub fn load_into<B: Backend, M: Module<B>>(
     model: &str,
     device: &B::Device,
 ) -> Result<M, CheckpointError> {
-    let mut sources: HashMap<&str, Vec<&WeightKey>> = HashMap::new();
+    load(module, map, None, keys, model, device)
+}
+
+/// [`load_into`] with every parameter left unread until first used, then read from `source`
+/// (the file `map` was read from, under the same prefix): the checks are made now against
+/// `map`, which the caller may then take apart (hand its values to another engine) — the module
+/// holds no copy of the weights until something reads them.
+///
+/// A parameter read after its file was deleted or rewritten with other shapes panics with the
+/// file's name (it cannot return an error: burn initialises parameters inside infallible calls).
+pub fn load_lazily<B: Backend, M: Module<B>>(
+    module: M,
+    map: &TensorMap,
+    source: &TensorSource,
+    keys: &[WeightKey],
+    model: &str,
+    device: &B::Device,
+) -> Result<M, CheckpointError> {
+    load(module, map, Some(source.clone()), keys, model, device)
+}
+
+fn load<B: Backend, M: Module<B>>(
+    module: M,
+    map: &TensorMap,
+    lazy: Option<TensorSource>,
+    keys: &[WeightKey],
+    model: &str,
+    device: &B::Device,
+) -> Result<M, CheckpointError> {
+    let parts = parts(keys);
+    let mut plans: HashMap<&str, Plan> = HashMap::new();
     for k in keys {
-        sources.entry(k.param.as_str()).or_default().push(k);
+        let n = parts.get(k.official.as_str()).copied().unwrap_or(1);
+        plans.entry(k.param.as_str()).or_insert_with(|| Plan(Vec::new())).0.push((k.clone(), n));
     }
-    let mut loader = Loader {
-        map,
-        sources,
-        parts: parts(keys),
-        device: device.clone(),
-        path: Path::default(),
-        problems: Vec::new(),
-    };
+    let mut loader = Loader { map, plans, lazy, device: device.clone(), path: Path::default(), problems: Vec::new() };
     let module = module.map(&mut loader);
     if loader.problems.is_empty() {
         Ok(module)
@@ -190,6 +274,20 @@ pub fn load_into<B: Backend, M: Module<B>>(
             problems: loader.problems,
         })
     }
+}
+
+/// Whether any float parameter of `module` has been read (initialised) — false for a module
+/// fresh from [`load_lazily`] that nothing has used yet.
+pub fn any_initialized<B: Backend, M: Module<B>>(module: &M) -> bool {
+    struct Seen(bool);
+    impl<B: Backend> ModuleVisitor<B> for Seen {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            self.0 |= param.is_initialized();
+        }
+    }
+    let mut seen = Seen(false);
+    module.visit(&mut seen);
+    seen.0
 }
 
 /// Collects every float parameter's host values by module path.
