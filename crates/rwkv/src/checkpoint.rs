@@ -11,9 +11,9 @@ use std::path::Path;
 use burn::tensor::backend::Backend;
 
 use crate::model::Rwkv;
-use crate::weights::{load_official, official_tensors};
-use crate::{RwkvConfig, RwkvError};
-pub use visualrwkv_checkpoint::TensorMap;
+use crate::weights::{load_official, load_official_lazily, official_tensors};
+use crate::{Decoder, RwkvConfig, RwkvError, WeightDtype};
+pub use visualrwkv_checkpoint::{TensorMap, TensorSource};
 
 impl RwkvConfig {
     /// Infers the RWKV-6 configuration of checkpoint tensors and checks every key against it.
@@ -41,6 +41,13 @@ impl<B: Backend> Rwkv<B> {
     pub fn from_tensors(map: &TensorMap, device: &B::Device) -> Result<Self, RwkvError> {
         load_official(map, device)
     }
+
+    /// [`Rwkv::from_tensors`] with the parameters left unread until first used, then read from
+    /// `source`, the file `map` came from (under the same prefix); see
+    /// [`crate::weights::load_official_lazily`].
+    pub fn from_tensors_lazily(map: &TensorMap, source: &TensorSource, device: &B::Device) -> Result<Self, RwkvError> {
+        load_official_lazily(map, source, device)
+    }
 }
 
 /// Loads an official x060 checkpoint from a safetensors file.
@@ -51,6 +58,21 @@ pub fn load_safetensors<B: Backend>(path: impl AsRef<Path>, device: &B::Device) 
 /// Loads an official x060 checkpoint, `.pth` (PyTorch) or safetensors by extension.
 pub fn load<B: Backend>(path: impl AsRef<Path>, device: &B::Device) -> Result<Rwkv<B>, RwkvError> {
     Rwkv::from_tensors(&TensorMap::read(path)?, device)
+}
+
+/// Loads an official x060 checkpoint (`.pth` or safetensors) for the fused CPU decoder: the
+/// tensors are moved into a [`Decoder`] with its matrices in `dtype`
+/// ([`Decoder::from_tensors`]), and the model beside it reads its parameters from the file only
+/// if something uses them ([`Rwkv::from_tensors_lazily`]) — one copy of the weights, read once.
+pub fn load_fused<B: Backend>(
+    path: impl AsRef<Path>,
+    dtype: WeightDtype,
+    device: &B::Device,
+) -> Result<(Rwkv<B>, Decoder), RwkvError> {
+    let source = TensorSource::open(path)?;
+    let map = source.read_skipping(|_| false)?;
+    let model = Rwkv::from_tensors_lazily(&map, &source, device)?;
+    Ok((model, Decoder::from_tensors(map, dtype)?))
 }
 
 impl<B: crate::RwkvBackend> Rwkv<B> {

@@ -45,7 +45,7 @@ use crate::dense::RwkvBackend;
 use crate::layers::Block;
 use crate::state::{LayerState, State};
 use crate::weights::host_f32;
-use crate::{Rwkv, RwkvConfig, RwkvError};
+use crate::{Rwkv, RwkvConfig, RwkvError, TensorMap};
 
 mod matrix;
 mod mix;
@@ -381,7 +381,142 @@ fn load_layer<B: RwkvBackend>(b: &Block<B>, dtype: WeightDtype) -> Layer {
     }
 }
 
+/// Takes official tensors out of a checkpoint's map by key (the keys were checked beforehand, so
+/// a missing one is reported, not expected).
+struct Taker {
+    map: TensorMap,
+}
+
+impl Taker {
+    fn take(&mut self, key: &str) -> Result<Vec<f32>, RwkvError> {
+        self.map.tensors.remove(key).map(|(_, v)| v).ok_or_else(|| {
+            RwkvError::Checkpoint(visualrwkv_checkpoint::CheckpointError::Keys {
+                path: self.map.origin.clone(),
+                model: "the fused decoder".into(),
+                problems: vec![visualrwkv_checkpoint::KeyProblem::Missing(key.into())],
+            })
+        })
+    }
+
+    fn norm(&mut self, prefix: &str) -> Result<Norm, RwkvError> {
+        Ok(Norm { gamma: self.take(&format!("{prefix}.weight"))?, beta: self.take(&format!("{prefix}.bias"))? })
+    }
+}
+
+/// The official tensors of one block, taken out of the map.
+struct LayerTensors {
+    vectors: [Vec<f32>; 10],
+    norms: [Norm; 3],
+    /// `time_maa_w1` `[C, 5·D_MIX]`, `time_maa_w2` `[5, D_MIX, C]`, `time_decay_w1` `[C, D]`,
+    /// `time_decay_w2` `[D, C_att]` (LoRAs, `[in, out]`).
+    loras: [Vec<f32>; 4],
+    /// receptance, key, value, gate, output, ffn key, ffn receptance, ffn value (`[out, in]`).
+    linears: [Vec<f32>; 8],
+}
+
+impl LayerTensors {
+    fn take(t: &mut Taker, l: usize) -> Result<Self, RwkvError> {
+        let mut get = |k: &str| t.take(&format!("blocks.{l}.{k}"));
+        let vectors = [
+            get("att.time_maa_x")?,
+            get("att.time_maa_w")?,
+            get("att.time_maa_k")?,
+            get("att.time_maa_v")?,
+            get("att.time_maa_r")?,
+            get("att.time_maa_g")?,
+            get("att.time_decay")?,
+            get("att.time_faaaa")?,
+            get("ffn.time_maa_k")?,
+            get("ffn.time_maa_r")?,
+        ];
+        let loras =
+            [get("att.time_maa_w1")?, get("att.time_maa_w2")?, get("att.time_decay_w1")?, get("att.time_decay_w2")?];
+        let linears = [
+            get("att.receptance.weight")?,
+            get("att.key.weight")?,
+            get("att.value.weight")?,
+            get("att.gate.weight")?,
+            get("att.output.weight")?,
+            get("ffn.key.weight")?,
+            get("ffn.receptance.weight")?,
+            get("ffn.value.weight")?,
+        ];
+        let norms = [
+            t.norm(&format!("blocks.{l}.ln1"))?,
+            t.norm(&format!("blocks.{l}.ln2"))?,
+            t.norm(&format!("blocks.{l}.att.ln_x"))?,
+        ];
+        Ok(Self { vectors, norms, loras, linears })
+    }
+
+    /// The decoder's block: large matrices converted to `dtype` (f32 ones moved, not copied).
+    fn build(self, cfg: &RwkvConfig, dtype: WeightDtype) -> Layer {
+        let (c, a, f, m, d) = (cfg.n_embd, cfg.dim_att(), cfg.dim_ffn, cfg.d_mix, cfg.d_decay);
+        let [maa_x, mw, mk, mv, mr, mg, base, bonus, maa_k, maa_r] = self.vectors;
+        let [ln1, ln2, ln_x] = self.norms;
+        let [w1, w2, dw1, dw2] = self.loras;
+        let [r, k, v, g, o, fk, fr, fv] = self.linears;
+        let big = |w: Vec<f32>, inp: usize, out: usize| Matrix::from_out_in(w, inp, out, dtype);
+        let lora = |w: &[f32], inp: usize, out: usize| Matrix::from_in_out(w, inp, out, WeightDtype::F32);
+        Layer {
+            ln1,
+            ln2,
+            ddlerp: DdLerpWeights {
+                maa_x,
+                maa: [mw, mk, mv, mr, mg],
+                w1: lora(&w1, c, 5 * m),
+                w2: std::array::from_fn(|j| lora(&w2[j * m * c..(j + 1) * m * c], m, c)),
+            },
+            decay: DecayWeights { base, w1: lora(&dw1, c, d), w2: lora(&dw2, d, a) },
+            bonus,
+            receptance: big(r, c, a),
+            key: big(k, c, a),
+            value: big(v, c, a),
+            gate: big(g, c, a),
+            output: big(o, a, c),
+            ln_x,
+            ffn: ChannelMixWeights {
+                maa_k,
+                maa_r,
+                key: big(fk, c, f),
+                receptance: big(fr, c, c),
+                value: big(fv, f, c),
+            },
+        }
+    }
+}
+
 impl Decoder {
+    /// The decoder of official x060 checkpoint tensors (`map`, as [`TensorMap::read`] gives
+    /// them, prefix removed), taking the map apart: the configuration is inferred and every key
+    /// checked ([`RwkvConfig::from_checkpoint`]), then each tensor is moved into place —
+    /// `nn.Linear` weights are already output-major, so f32 ones are kept as they are and the
+    /// others converted once, layers in parallel. No burn model is built: with
+    /// [`crate::Rwkv::from_tensors_lazily`] beside it the process holds one copy of the weights.
+    pub fn from_tensors(map: TensorMap, dtype: WeightDtype) -> Result<Self, RwkvError> {
+        use rayon::prelude::*;
+        let config = RwkvConfig::from_checkpoint(&map)?;
+        let (v, c) = (config.vocab_size, config.n_embd);
+        let mut t = Taker { map };
+        let emb = t.take("emb.weight")?;
+        let ln0 = t.norm("blocks.0.ln0")?;
+        let ln_out = t.norm("ln_out")?;
+        let head = t.take("head.weight")?;
+        let layers = (0..config.n_layer).map(|l| LayerTensors::take(&mut t, l)).collect::<Result<Vec<_>, _>>()?;
+        let layers = layers.into_par_iter().map(|l| l.build(&config, dtype)).collect();
+        Ok(Self {
+            dtype,
+            // The embedding is used row by row: "output-major" with in = C, out = V.
+            emb: Matrix::from_out_in(emb, c, v, dtype),
+            ln0,
+            layers,
+            ln_out,
+            head: Matrix::from_out_in(head, c, v, dtype),
+            threads: None,
+            config,
+        })
+    }
+
     /// Copies the weights of `model` to the host, storing the embedding, the projections and the
     /// head in `dtype` (the LoRAs, norms and vectors stay f32).
     pub fn new<B: RwkvBackend>(model: &Rwkv<B>, dtype: WeightDtype) -> Result<Self, RwkvError> {

@@ -32,7 +32,7 @@ pub mod sampling;
 mod state;
 pub mod weights;
 
-pub use checkpoint::{TensorMap, load, load_safetensors};
+pub use checkpoint::{TensorMap, TensorSource, load, load_fused, load_safetensors};
 pub use config::RwkvConfig;
 pub use decoder::{Decoder, HostLayerState, HostState, RowOrder, TokenId, WeightDtype};
 pub use dense::RwkvBackend;

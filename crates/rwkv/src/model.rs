@@ -155,24 +155,31 @@ pub fn materialize<B: Backend, M: Module<B>>(module: &M) {
 impl<B: RwkvBackend> Rwkv<B> {
     /// The configuration, read off the parameter shapes.
     pub fn config(&self) -> RwkvConfig {
-        let [v, c] = self.emb.weight.dims();
+        // Shapes read without initialising a lazily loaded parameter.
+        let dims = |p: &Param<Tensor<B, 2>>| p.lazy_shape().dims::<2>();
+        let [v, c] = dims(&self.emb.weight);
         let b0 = &self.blocks[0].att;
-        let [h, n] = b0.bonus.dims();
+        let [h, n] = dims(&b0.bonus);
         RwkvConfig {
             n_layer: self.blocks.len(),
             n_embd: c,
             n_head: h,
             head_size: n,
-            dim_ffn: self.blocks[0].ffn.key.weight.dims()[1],
+            dim_ffn: dims(&self.blocks[0].ffn.key.weight)[1],
             vocab_size: v,
-            d_mix: b0.ddlerp.w2.dims()[1],
-            d_decay: b0.decay.w1.dims()[1],
+            d_mix: b0.ddlerp.w2.lazy_shape().dims::<3>()[1],
+            d_decay: dims(&b0.decay.w1)[1],
         }
+    }
+
+    /// The device the model's parameters are on (read without initialising a lazily loaded one).
+    pub fn device(&self) -> B::Device {
+        self.emb.weight.lazy_device()
     }
 
     /// The zero state for `batch` rows, on this model's device.
     pub fn zero_state(&self, batch: usize) -> State<B> {
-        State::zeros(&self.config(), batch, &self.emb.weight.device())
+        State::zeros(&self.config(), batch, &self.device())
     }
 
     /// Raw embedding rows `[B, T, C]` of `tokens` `[B, T]` (before `ln0`). Errors on ids outside

@@ -102,3 +102,16 @@ pub fn official_tensors<B: RwkvBackend>(model: &Rwkv<B>) -> Result<TensorMap, Rw
 pub(crate) fn host_f32<B: Backend, const D: usize>(t: burn::tensor::Tensor<B, D>) -> Vec<f32> {
     visualrwkv_checkpoint::host_values(t)
 }
+
+/// [`load_official`] with every parameter read from `source` (the file `map` came from, under the
+/// same prefix) only when first used ([`table::load_lazily`]): for a model whose weights a fused
+/// engine holds, so that the two do not both keep a copy.
+pub fn load_official_lazily<B: Backend>(
+    map: &TensorMap,
+    source: &visualrwkv_checkpoint::TensorSource,
+    device: &B::Device,
+) -> Result<Rwkv<B>, RwkvError> {
+    let cfg = RwkvConfig::from_checkpoint(map)?;
+    let keys = weight_keys(&cfg);
+    Ok(table::load_lazily(cfg.init_lazy::<B>(device), map, source, &keys, "the RWKV-6 module", device)?)
+}

@@ -45,3 +45,32 @@ fn non_checkpoints_are_errors() {
     std::fs::remove_file(&p).ok();
     assert!(matches!(TensorMap::read("/nonexistent/model.pth"), Err(CheckpointError::Io { .. })));
 }
+
+/// A `.pth` and a safetensors file read tensor by tensor (`TensorSource`) give what reading
+/// them whole gives, and a model loaded lazily from the `.pth` equals the eager one.
+#[test]
+fn tensor_sources_read_what_the_whole_file_holds() {
+    use visualrwkv_rwkv::{Rwkv, TensorSource};
+    for name in ["rwkv6_tiny_a_weights_bf16.pth", "rwkv6_tiny_a_weights.safetensors"] {
+        let whole = TensorMap::read(fixture(name)).unwrap();
+        let source = TensorSource::open(fixture(name)).unwrap();
+        let read = source.read_skipping(|_| false).unwrap();
+        assert_eq!(read.tensors, whole.tensors, "{name}");
+        let (shape, values) = source.values("blocks.1.att.key.weight").unwrap();
+        assert_eq!(&(shape, values), &whole.tensors["blocks.1.att.key.weight"], "{name}");
+        let blocks = source.with_prefix("blocks.").read_skipping(|k| !k.starts_with("1.")).unwrap();
+        assert_eq!(blocks.tensors["1.ln1.weight"], whole.tensors["blocks.1.ln1.weight"]);
+        assert!(blocks.tensors.keys().all(|k| k.starts_with("1.")), "{name}: {:?}", blocks.tensors.keys());
+        assert!(source.values("no.such.key").unwrap_err().to_string().contains("no.such.key"));
+        let dev = Default::default();
+        let lazy = Rwkv::<NdArray>::from_tensors_lazily(&whole, &source, &dev).unwrap();
+        let eager = Rwkv::<NdArray>::from_tensors(&whole, &dev).unwrap();
+        let ids = burn::tensor::Tensor::<NdArray, 2, burn::tensor::Int>::from_data(
+            burn::tensor::TensorData::new(vec![1i64, 2, 3], [1, 3]),
+            &dev,
+        );
+        let a = lazy.forward(ids.clone(), None).unwrap().logits.into_data().into_vec::<f32>().unwrap();
+        let b = eager.forward(ids, None).unwrap().logits.into_data().into_vec::<f32>().unwrap();
+        assert_eq!(a, b, "{name}");
+    }
+}
