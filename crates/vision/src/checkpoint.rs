@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
-use visualrwkv_checkpoint::{TensorMap, table};
+use visualrwkv_checkpoint::{TensorMap, TensorSource, table};
 
 use crate::VisionError;
 use crate::config::{TowerKind, VisionConfig};
@@ -51,6 +51,27 @@ impl VisionConfig {
         config: Option<VisionConfig>,
         dev: &B::Device,
     ) -> Result<VisionTower<B>, VisionError> {
+        let (cfg, model) = Self::checked(map, config)?;
+        Ok(table::load_into(cfg.init::<B>(dev), map, &cfg.weight_keys(), model, dev)?)
+    }
+
+    /// [`VisionConfig::tower_from_tensors`] with the parameters left unread until first used,
+    /// then read from `source`, the file `map` came from (under the same prefix): the checks are
+    /// made now, and the caller may take `map` apart afterwards (e.g. into a
+    /// [`crate::FusedTower::from_tensors`]) — see [`table::load_lazily`].
+    pub fn tower_from_tensors_lazily<B: Backend>(
+        map: &TensorMap,
+        config: Option<VisionConfig>,
+        source: &TensorSource,
+        dev: &B::Device,
+    ) -> Result<VisionTower<B>, VisionError> {
+        let (cfg, model) = Self::checked(map, config)?;
+        Ok(table::load_lazily(cfg.init::<B>(dev), map, source, &cfg.weight_keys(), model, dev)?)
+    }
+
+    /// The configuration of tower tensors (`config`, validated, or inferred from the shapes)
+    /// with every key checked against it, and the tower's name for messages.
+    pub(crate) fn checked(map: &TensorMap, config: Option<VisionConfig>) -> Result<(Self, &'static str), VisionError> {
         let cfg = match config {
             Some(c) => {
                 c.validate("configuration")?;
@@ -63,7 +84,7 @@ impl VisionConfig {
             TowerKind::Siglip => "a SigLIP vision tower",
         };
         map.check_keys(&cfg.expected_keys(), model)?;
-        Ok(table::load_into(cfg.init::<B>(dev), map, &cfg.weight_keys(), model, dev)?)
+        Ok((cfg, model))
     }
 }
 
@@ -77,12 +98,29 @@ pub fn load<B: Backend>(
 ) -> Result<VisionTower<B>, VisionError> {
     let weights = weights.as_ref();
     let map = into_vision_tensors(read_tensors(weights)?);
+    VisionConfig::tower_from_tensors(&map, config_beside(weights, config)?, dev)
+}
+
+/// The configuration [`load`] uses for the tower at `weights`: the `config` file if given, else
+/// a `config.json` beside the weights, else `None` (to be inferred from the shapes).
+pub fn config_beside(weights: &Path, config: Option<&Path>) -> Result<Option<VisionConfig>, VisionError> {
     let sibling = weights.parent().map(|d| d.join("config.json")).filter(|p| p.is_file());
-    let config = match config.map(Path::to_path_buf).or(sibling) {
-        Some(path) => Some(VisionConfig::from_hf_json(path)?),
-        None => None,
-    };
-    VisionConfig::tower_from_tensors(&map, config, dev)
+    config.map(Path::to_path_buf).or(sibling).map(VisionConfig::from_hf_json).transpose()
+}
+
+/// Every tensor of an opened checkpoint, integer buffers skipped ([`read_tensors`] of a
+/// [`TensorSource`]).
+pub fn read_source(source: &TensorSource) -> Result<TensorMap, VisionError> {
+    Ok(source.read_skipping(is_buffer)?)
+}
+
+/// The tower's tensors of an opened checkpoint and the prefix they were found under (`""` for
+/// bare keys): [`into_vision_tensors`] of [`read_source`], with the prefix a lazily loaded tower
+/// reads its parameters under.
+pub fn tower_tensors(source: &TensorSource) -> Result<(TensorMap, &'static str), VisionError> {
+    let map = read_source(source)?;
+    let prefix = TOWER_PREFIXES.iter().copied().find(|p| map.has_prefix(p)).unwrap_or("");
+    Ok((into_vision_tensors(map), prefix))
 }
 
 impl<B: Backend> VisionTower<B> {

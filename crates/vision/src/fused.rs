@@ -19,7 +19,7 @@
 
 use burn::tensor::backend::Backend;
 use rayon::prelude::*;
-use visualrwkv_checkpoint::host_values;
+use visualrwkv_checkpoint::{TensorMap, host_values};
 
 use crate::VisionError;
 use crate::config::{Activation, TowerKind, VisionConfig};
@@ -38,6 +38,12 @@ impl Dense {
     fn from_linear<B: Backend>(l: &burn::nn::Linear<B>) -> Self {
         let [inp, out] = l.weight.dims();
         Self { w: host_values(l.weight.val()), b: l.bias.as_ref().map(|b| host_values(b.val())), inp, out }
+    }
+
+    /// A map from PyTorch's `nn.Linear` layout `w` `[out, in]` (transposed once: the GEMM runs
+    /// fastest with `W` `[in, out]` row-major).
+    fn from_out_in(w: &[f32], b: Option<Vec<f32>>, inp: usize, out: usize) -> Self {
+        Self { w: visualrwkv_checkpoint::transpose(w, out, inp), b, inp, out }
     }
 
     /// Several maps of the same input side by side: `[in, Σ out]`.
@@ -72,6 +78,7 @@ impl Dense {
                 (x.as_ptr(), self.inp as isize, 1),
                 (self.w.as_ptr(), self.out as isize, 1),
                 1.0,
+                gemm::Parallelism::Rayon(0),
             );
         }
     }
@@ -98,6 +105,7 @@ unsafe fn gemm_f32(
     (lhs, lhs_rs, lhs_cs): (*const f32, isize, isize),
     (rhs, rhs_rs, rhs_cs): (*const f32, isize, isize),
     scale: f32,
+    parallelism: gemm::Parallelism,
 ) {
     // SAFETY: the caller's contract.
     unsafe {
@@ -120,8 +128,23 @@ unsafe fn gemm_f32(
             false,
             false,
             false,
-            gemm::Parallelism::Rayon(0),
+            parallelism,
         )
+    }
+}
+
+/// A pointer handed to the threads of a parallel loop that write disjoint parts of its buffer.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+
+// SAFETY: only used to write disjoint ranges of a buffer that outlives the loop (see its uses).
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
     }
 }
 
@@ -244,6 +267,56 @@ impl FusedTower {
         }
     }
 
+    /// The fused tower of a checkpoint's tower tensors (`map` with the prefix removed, as
+    /// [`crate::checkpoint::into_vision_tensors`] gives it), taking the map apart: the
+    /// configuration (`config`, else inferred) and every key are checked as
+    /// [`VisionConfig::tower_from_tensors`] does, then the tensors are moved in — linear and
+    /// patch weights are already `[out, in]` — with no burn tower built and nothing transposed.
+    /// Keys the features do not use (post-LN, a SigLIP head) are checked and dropped.
+    pub fn from_tensors(map: TensorMap, config: Option<VisionConfig>) -> Result<Self, VisionError> {
+        let (config, _) = VisionConfig::checked(&map, config)?;
+        let mut map = map;
+        let mut take = |key: &str| -> Result<Vec<f32>, VisionError> {
+            map.tensors.remove(key).map(|(_, v)| v).ok_or_else(|| {
+                visualrwkv_checkpoint::CheckpointError::Keys {
+                    path: map.origin.clone(),
+                    model: "the fused vision tower".into(),
+                    problems: vec![visualrwkv_checkpoint::KeyProblem::Missing(key.into())],
+                }
+                .into()
+            })
+        };
+        let (d, f, c, p) = (config.hidden_size, config.intermediate_size, config.num_channels, config.patch_size);
+        let eps = config.layer_norm_eps as f32;
+        let mut norm = |key: &str| -> Result<Norm, VisionError> {
+            Ok(Norm { gamma: take(&format!("{key}.weight"))?, beta: take(&format!("{key}.bias"))?, eps })
+        };
+        let clip = config.kind == TowerKind::Clip;
+        let pre = if clip { Some(norm("pre_layrnorm")?) } else { None };
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for l in 0..config.num_hidden_layers {
+            let o = format!("encoder.layers.{l}");
+            let mut dense = |key: &str, inp: usize, out: usize| -> Result<Dense, VisionError> {
+                let w = take(&format!("{o}.{key}.weight"))?;
+                Ok(Dense::from_out_in(&w, Some(take(&format!("{o}.{key}.bias"))?), inp, out))
+            };
+            let (q, k, v) =
+                (dense("self_attn.q_proj", d, d)?, dense("self_attn.k_proj", d, d)?, dense("self_attn.v_proj", d, d)?);
+            let (out, fc1, fc2) =
+                (dense("self_attn.out_proj", d, d)?, dense("mlp.fc1", d, f)?, dense("mlp.fc2", f, d)?);
+            let mut norm = |key: &str| -> Result<Norm, VisionError> {
+                Ok(Norm { gamma: take(&format!("{o}.{key}.weight"))?, beta: take(&format!("{o}.{key}.bias"))?, eps })
+            };
+            let (ln1, ln2) = (norm("layer_norm1")?, norm("layer_norm2")?);
+            layers.push(Layer { ln1, qkv: Dense::concat(&[q, k, v]), out, ln2, fc1, fc2 });
+        }
+        let patch_bias = if clip { None } else { Some(take("embeddings.patch_embedding.bias")?) };
+        let patch = Dense::from_out_in(&take("embeddings.patch_embedding.weight")?, patch_bias, c * p * p, d);
+        let class = if clip { Some(take("embeddings.class_embedding")?) } else { None };
+        let position = take("embeddings.position_embedding.weight")?;
+        Ok(Self { config, patch, class, position, pre, layers })
+    }
+
     /// The tower's configuration.
     pub fn config(&self) -> &VisionConfig {
         &self.config
@@ -342,45 +415,52 @@ impl FusedTower {
         l.ln1.apply(x, &mut h);
         let mut qkv = vec![0f32; t * 3 * d];
         l.qkv.apply(&h, t, &mut qkv);
-        let mut scores = vec![0f32; t * t];
         let scale = (hd as f32).powf(-0.5);
-        for head in 0..heads {
-            let (q, k, v) = (head * hd, d + head * hd, 2 * d + head * hd);
-            // SAFETY: q/k/v columns `[col, col + hd)` of the `t` rows of `qkv` (row stride 3D)
-            // and `scores` `[t, t]` are in bounds; `scores` is its own buffer.
-            unsafe {
-                gemm_f32(
-                    Product { m: t, n: t, k: hd },
-                    (scores.as_mut_ptr(), t),
-                    false,
-                    (qkv.as_ptr().add(q), 3 * d as isize, 1),
-                    (qkv.as_ptr().add(k), 1, 3 * d as isize),
-                    scale,
-                );
-            }
-            scores.par_chunks_mut(t).for_each(|row| {
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0.0;
-                for s in row.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
+        // Heads run side by side, each on one thread with single-threaded GEMMs: a head's
+        // products ([t, hd]·[hd, t], [t, t]·[t, hd]) are too small to split well.
+        let out = SendPtr(h.as_mut_ptr());
+        (0..heads).into_par_iter().for_each_init(
+            || vec![0f32; t * t],
+            |scores, head| {
+                let (q, k, v) = (head * hd, d + head * hd, 2 * d + head * hd);
+                // SAFETY: q/k/v columns `[col, col + hd)` of the `t` rows of `qkv` (row stride
+                // 3D) and `scores` `[t, t]` (this thread's own) are in bounds.
+                unsafe {
+                    gemm_f32(
+                        Product { m: t, n: t, k: hd },
+                        (scores.as_mut_ptr(), t),
+                        false,
+                        (qkv.as_ptr().add(q), 3 * d as isize, 1),
+                        (qkv.as_ptr().add(k), 1, 3 * d as isize),
+                        scale,
+                        gemm::Parallelism::None,
+                    );
                 }
-                let inv = 1.0 / sum;
-                row.iter_mut().for_each(|s| *s *= inv);
-            });
-            // SAFETY: `h`'s columns `[head·hd, +hd)` of its `t` rows (row stride D) are in
-            // bounds and `h` (the attention output, overwritten head by head) is not read here.
-            unsafe {
-                gemm_f32(
-                    Product { m: t, n: hd, k: t },
-                    (h.as_mut_ptr().add(head * hd), d),
-                    false,
-                    (scores.as_ptr(), t as isize, 1),
-                    (qkv.as_ptr().add(v), 3 * d as isize, 1),
-                    1.0,
-                );
-            }
-        }
+                for row in scores.chunks_mut(t) {
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let mut sum = 0.0;
+                    for s in row.iter_mut() {
+                        *s = (*s - max).exp();
+                        sum += *s;
+                    }
+                    let inv = 1.0 / sum;
+                    row.iter_mut().for_each(|s| *s *= inv);
+                }
+                // SAFETY: `h`'s columns `[head·hd, +hd)` of its `t` rows (row stride D) are in
+                // bounds; each head writes only its own columns, and `h` is not read meanwhile.
+                unsafe {
+                    gemm_f32(
+                        Product { m: t, n: hd, k: t },
+                        (out.get().add(head * hd), d),
+                        false,
+                        (scores.as_ptr(), t as isize, 1),
+                        (qkv.as_ptr().add(v), 3 * d as isize, 1),
+                        1.0,
+                        gemm::Parallelism::None,
+                    );
+                }
+            },
+        );
         let mut y = vec![0f32; t * d];
         l.out.apply(&h, t, &mut y);
         x.par_iter_mut().zip(&y).for_each(|(x, y)| *x += y);

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use burn::backend::NdArray;
 use burn::tensor::{Distribution, Tensor};
 use proptest::prelude::*;
-use visualrwkv_checkpoint::TensorMap;
-use visualrwkv_vision::{Activation, FusedTower, TowerKind, VisionConfig, VisionError, load};
+use visualrwkv_checkpoint::{TensorMap, TensorSource, table};
+use visualrwkv_vision::{Activation, FusedTower, TowerKind, VisionConfig, VisionError, checkpoint, load};
 
 type B = NdArray;
 
@@ -26,16 +26,49 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 fn check_golden(weights: &str, config: Option<&str>, golden: &str) {
     let config = config.map(fixture);
     let tower = load::<B>(fixture(weights), config.as_deref(), &Default::default()).unwrap();
-    let fused = FusedTower::new(&tower);
+    // Built from the burn tower, and straight from the checkpoint's tensors.
+    let vcfg = config.as_deref().map(|c| VisionConfig::from_hf_json(c).unwrap());
+    let map = checkpoint::into_vision_tensors(checkpoint::read_tensors(fixture(weights)).unwrap());
+    let direct = FusedTower::from_tensors(map, vcfg).unwrap();
+    assert_eq!(direct.config(), &tower.config);
     let golden = TensorMap::read_safetensors(fixture(golden)).unwrap();
     let (shape, pixels) = &golden.tensors["pixel_values"];
     let dims = [shape[0], shape[1], shape[2], shape[3]];
-    for i in 0..=tower.config.num_hidden_layers {
-        let (got, _) = fused.features(pixels, dims, i as i64).unwrap();
-        let want = golden.get(&format!("hidden_states.{i}")).unwrap();
-        let d = max_diff(&got, want);
-        assert!(d <= 1e-4, "{golden:?} hidden_states.{i}: {d}", golden = golden.origin);
+    for fused in [FusedTower::new(&tower), direct] {
+        for i in 0..=tower.config.num_hidden_layers {
+            let (got, _) = fused.features(pixels, dims, i as i64).unwrap();
+            let want = golden.get(&format!("hidden_states.{i}")).unwrap();
+            let d = max_diff(&got, want);
+            assert!(d <= 1e-4, "{golden:?} hidden_states.{i}: {d}", golden = golden.origin);
+        }
     }
+}
+
+#[test]
+fn a_lazily_loaded_tower_reads_nothing_until_used_then_equals_the_eager_one() {
+    let path = fixture("clip_tiny_weights.safetensors");
+    let source = TensorSource::open(&path).unwrap();
+    let map = checkpoint::into_vision_tensors(checkpoint::read_tensors(&path).unwrap());
+    let dev = Default::default();
+    let lazy =
+        VisionConfig::tower_from_tensors_lazily::<B>(&map, None, &source.with_prefix("vision_model."), &dev).unwrap();
+    assert!(!table::any_initialized(&lazy));
+    drop(map);
+    let eager = load::<B>(&path, None, &dev).unwrap();
+    let pixels = Tensor::<B, 4>::random([1, 3, 32, 32], Distribution::Normal(0.0, 1.0), &dev);
+    let (a, _) = lazy.features(pixels.clone(), -1).unwrap();
+    let (b, _) = eager.features(pixels, -1).unwrap();
+    assert!(table::any_initialized(&lazy));
+    assert_eq!(a.into_data().into_vec::<f32>().unwrap(), b.into_data().into_vec::<f32>().unwrap());
+}
+
+#[test]
+fn fused_tower_from_tensors_reports_a_missing_key() {
+    let mut map =
+        checkpoint::into_vision_tensors(checkpoint::read_tensors(fixture("clip_tiny_weights.safetensors")).unwrap());
+    map.tensors.remove("encoder.layers.1.mlp.fc2.bias");
+    let err = FusedTower::from_tensors(map, None).unwrap_err().to_string();
+    assert!(err.contains("encoder.layers.1.mlp.fc2.bias"), "{err}");
 }
 
 #[test]
