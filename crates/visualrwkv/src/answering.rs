@@ -162,7 +162,7 @@ impl<'a, B: RwkvBackend> Answerer<'a, B> {
     }
 
     fn encode(&self, picture: Picture) -> Result<ImageRows<B>, VlmError> {
-        let device = self.model.rwkv.emb.weight.device();
+        let device = self.model.rwkv.device();
         let pixels: Tensor<B, 4> = match picture {
             Picture::Image(img) => self.processor.batch(&[img], &device)?,
             Picture::Zeros => {

@@ -44,7 +44,7 @@ impl<B: RwkvBackend> PromptState<B> {
     pub fn to_state(&self, model: &Rwkv<B>) -> Result<State<B>, RwkvError> {
         match self {
             PromptState::Model(s) => Ok(s.clone()),
-            PromptState::Host(h) => h.to_state(&model.config(), &model.emb.weight.device()),
+            PromptState::Host(h) => h.to_state(&model.config(), &model.device()),
         }
     }
 
@@ -153,7 +153,7 @@ pub fn generate<B: RwkvBackend>(
         }
         return decode_host(model, decoder, tokenizer, logits, host, options, on_text);
     }
-    let device = model.emb.weight.device();
+    let device = model.device();
     let mut state: Option<State<B>> = None;
     let mut logits = Vec::new();
     for chunk in chunks {
@@ -183,7 +183,7 @@ pub fn decode<B: RwkvBackend>(
         let host = HostState::from_state(&state, 0)?;
         return decode_host(model, decoder, tokenizer, logits, host, options, on_text);
     }
-    let device = model.emb.weight.device();
+    let device = model.device();
     let s = sample_loop(tokenizer, logits, options, on_text, |id| {
         let out = model.forward(ids_tensor::<B>(&[id], &device), Some(&state))?;
         state = out.state;
@@ -223,7 +223,7 @@ fn decode_host<B: RwkvBackend>(
     on_text: impl FnMut(&str),
 ) -> Result<Generation<B>, RwkvError> {
     let s = sample_loop(tokenizer, logits, options, on_text, |id| decoder.step(id, &mut host))?;
-    let state = host.to_state::<B>(decoder.config(), &model.emb.weight.device())?;
+    let state = host.to_state::<B>(decoder.config(), &model.device())?;
     Ok(Generation { tokens: s.tokens, text: s.text, state, stopped_by: s.stopped_by, scores: s.scores })
 }
 

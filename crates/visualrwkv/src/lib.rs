@@ -22,4 +22,4 @@ pub mod vlm;
 pub use generate::{
     Engine, GenerateOptions, Generation, PromptState, TokenScore, decode, decode_prompt_state, generate,
 };
-pub use vlm::{ImageRows, PaddedLogits, Sample, VisionOptions, VisualRwkv, VlmError};
+pub use vlm::{FusedVisualRwkv, ImageRows, PaddedLogits, Sample, VisionOptions, VisualRwkv, VlmError};

@@ -389,7 +389,7 @@ impl<B: RwkvBackend> TaskData<B> {
         strategy: &dyn PromptStrategy,
         tokenizer: &Tokenizer,
     ) -> Result<Self, TrainError> {
-        let device = model.rwkv.emb.weight.device();
+        let device = model.rwkv.device();
         let has_cls = model.vision.config.kind == TowerKind::Clip;
         let processor = ImageProcessor::for_tower(&model.vision.config);
         let mut features = Vec::with_capacity(split.scenes.len());
@@ -757,7 +757,7 @@ where
             Some(r) => {
                 decayed = crate::parallel::sum_gradients::<B>(decayed, r)?;
                 plain = crate::parallel::sum_gradients::<B>(plain, r)?;
-                crate::parallel::sum_scalar::<B>(local, &self.model.rwkv.emb.weight.device(), r)?
+                crate::parallel::sum_scalar::<B>(local, &self.model.rwkv.device(), r)?
             }
             None => local,
         };
@@ -870,7 +870,7 @@ where
             serde_json::from_value(meta["config"].clone()).map_err(|e| io_error(&path, format!("config: {e}")))?;
         let step = meta["step"].as_u64().ok_or_else(|| io_error(&path, "missing step"))? as usize;
         let rng = meta["rng"].as_u64().ok_or_else(|| io_error(&path, "missing rng"))?;
-        let device = model.rwkv.emb.weight.device();
+        let device = model.rwkv.device();
         let weights = state.join(format!("model-{step}.safetensors"));
         let loaded = VisualRwkv::<B>::load_checkpoint(&weights, None, model.options, &device)?;
         if loaded.rwkv.config() != model.rwkv.config()

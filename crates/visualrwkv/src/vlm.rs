@@ -14,10 +14,10 @@ use std::path::Path;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use visualrwkv_checkpoint::{CheckpointError, KeyProblem, TensorMap};
+use visualrwkv_checkpoint::{CheckpointError, KeyProblem, TensorMap, TensorSource};
 use visualrwkv_projector::{Project, Projector, ProjectorConfig, ProjectorError};
 use visualrwkv_prompt::{IMAGE_TOKEN, Prompt};
-use visualrwkv_rwkv::{Decoder, HostState, RowOrder, Rwkv, RwkvBackend, RwkvError, State, TokenId};
+use visualrwkv_rwkv::{Decoder, HostState, RowOrder, Rwkv, RwkvBackend, RwkvError, State, TokenId, WeightDtype};
 use visualrwkv_scan::{ImageLayout, Scan, ScanError, checked_permutation, inverse};
 use visualrwkv_tokenizer::Tokenizer;
 use visualrwkv_vision::{FusedTower, GridPooling, TowerKind, VisionConfig, VisionError, VisionTower, grid_pool};
@@ -215,6 +215,60 @@ fn token_ids(ids: &[i64], vocab: usize) -> Result<Vec<TokenId>, RwkvError> {
     ids.iter().map(|&id| TokenId::try_from(id).map_err(|_| RwkvError::TokenOutOfVocabulary { id, vocab })).collect()
 }
 
+/// A VisualRWKV checkpoint's tensors split into its parts — `rwkv.*`, `vit.vision_model.*`,
+/// `proj.*`, each with the prefix removed; any other key is an error.
+fn checkpoint_parts(mut map: TensorMap) -> Result<(TensorMap, TensorMap, TensorMap), VlmError> {
+    let stray: Vec<KeyProblem> = {
+        let mut keys: Vec<&String> =
+            map.tensors.keys().filter(|k| !["rwkv.", "vit.", "proj."].iter().any(|p| k.starts_with(p))).collect();
+        keys.sort();
+        keys.into_iter().map(|k| KeyProblem::Unexpected(k.clone())).collect()
+    };
+    if !stray.is_empty() {
+        return Err(CheckpointError::Keys {
+            path: map.origin.clone(),
+            model: "a VisualRWKV checkpoint".into(),
+            problems: stray,
+        }
+        .into());
+    }
+    Ok((map.take_prefix("rwkv."), map.take_prefix("vit.vision_model."), map.take_prefix("proj.")))
+}
+
+/// The tower's configuration for a checkpoint at `path`: `given`, else [`VISION_CONFIG_FILE`]
+/// beside it when there is one, else `None` (inferred from the shapes).
+fn tower_config_beside(path: &Path, given: Option<&Path>) -> Result<Option<VisionConfig>, VlmError> {
+    let beside = path.with_file_name(VISION_CONFIG_FILE);
+    let file = given.or_else(|| beside.is_file().then_some(beside.as_path()));
+    Ok(file.map(VisionConfig::from_hf_json).transpose()?)
+}
+
+/// A projector file's tensors, keys under `proj.` or bare.
+fn projector_tensors(path: &Path) -> Result<TensorMap, VlmError> {
+    let mut map = TensorMap::read(path)?;
+    Ok(if map.has_prefix("proj.") { map.take_prefix("proj.") } else { map })
+}
+
+/// A VisualRWKV model loaded for the fused CPU engines ([`VisualRwkv::load_checkpoint_fused`]):
+/// the decoder and the tower hold the weights; the model beside them reads its RWKV and tower
+/// parameters from the checkpoint only if something uses them (its projector is loaded).
+#[derive(Debug)]
+pub struct FusedVisualRwkv<B: RwkvBackend> {
+    /// The model (RWKV and tower parameters loaded lazily).
+    pub model: VisualRwkv<B>,
+    /// The fused decoder of its RWKV.
+    pub decoder: Decoder,
+    /// The fused CPU tower of its vision tower.
+    pub tower: FusedTower,
+}
+
+impl<B: RwkvBackend> FusedVisualRwkv<B> {
+    /// The model, and the decoder with the tower.
+    pub fn into_parts(self) -> (VisualRwkv<B>, Option<(Decoder, FusedTower)>) {
+        (self.model, Some((self.decoder, self.tower)))
+    }
+}
+
 impl<B: RwkvBackend> VisualRwkv<B> {
     /// Puts the parts together, checking that the projector maps the tower's width to RWKV's.
     pub fn new(
@@ -269,30 +323,36 @@ impl<B: RwkvBackend> VisualRwkv<B> {
         options: VisionOptions,
         device: &B::Device,
     ) -> Result<Self, VlmError> {
-        let mut map = visualrwkv_vision::checkpoint::read_tensors(path.as_ref())?;
-        let stray: Vec<KeyProblem> = {
-            let mut keys: Vec<&String> =
-                map.tensors.keys().filter(|k| !["rwkv.", "vit.", "proj."].iter().any(|p| k.starts_with(p))).collect();
-            keys.sort();
-            keys.into_iter().map(|k| KeyProblem::Unexpected(k.clone())).collect()
-        };
-        if !stray.is_empty() {
-            return Err(CheckpointError::Keys {
-                path: map.origin.clone(),
-                model: "a VisualRWKV checkpoint".into(),
-                problems: stray,
-            }
-            .into());
-        }
-        let rwkv = Rwkv::from_tensors(&map.take_prefix("rwkv."), device)?;
-        let beside = path.as_ref().with_file_name(VISION_CONFIG_FILE);
-        let vision_config = vision_config.or_else(|| beside.is_file().then_some(beside.as_path()));
-        let vcfg = vision_config.map(VisionConfig::from_hf_json).transpose()?;
-        let vision = VisionConfig::tower_from_tensors(&map.take_prefix("vit.vision_model."), vcfg, device)?;
-        let proj_map = map.take_prefix("proj.");
-        let projector =
-            ProjectorConfig::infer(&proj_map, Some(vision.config.hidden_size))?.from_tensors(&proj_map, device)?;
-        Self::new(rwkv, vision, projector, options)
+        let path = path.as_ref();
+        let (rwkv, vit, proj) = checkpoint_parts(visualrwkv_vision::checkpoint::read_tensors(path)?)?;
+        let rwkv = Rwkv::from_tensors(&rwkv, device)?;
+        let vcfg = tower_config_beside(path, vision_config)?;
+        let vision = VisionConfig::tower_from_tensors(&vit, vcfg, device)?;
+        Self::with_projector(rwkv, vision, &proj, options, device)
+    }
+
+    /// Loads an official VisualRWKV checkpoint as [`VisualRwkv::load_checkpoint`] does, for the
+    /// fused CPU engines: the RWKV tensors go straight into a [`Decoder`] with its matrices in
+    /// `dtype` and the tower's into a [`FusedTower`] (moved, not copied: the checkpoint is read
+    /// once), while the model's RWKV and tower parameters stay unread until something uses them
+    /// and are then read from the file ([`visualrwkv_checkpoint::table::load_lazily`]). The
+    /// process holds one copy of the weights; the burn model still computes everything it did.
+    pub fn load_checkpoint_fused(
+        path: impl AsRef<Path>,
+        vision_config: Option<&Path>,
+        options: VisionOptions,
+        dtype: WeightDtype,
+        device: &B::Device,
+    ) -> Result<FusedVisualRwkv<B>, VlmError> {
+        let path = path.as_ref();
+        let source = TensorSource::open(path)?;
+        let (rwkv, vit, proj) = checkpoint_parts(visualrwkv_vision::checkpoint::read_source(&source)?)?;
+        let vcfg = tower_config_beside(path, vision_config)?;
+        let lazy_rwkv = Rwkv::from_tensors_lazily(&rwkv, &source.with_prefix("rwkv."), device)?;
+        let vit_source = source.with_prefix("vit.vision_model.");
+        let lazy_vision = VisionConfig::tower_from_tensors_lazily(&vit, vcfg, &vit_source, device)?;
+        let model = Self::with_projector(lazy_rwkv, lazy_vision, &proj, options, device)?;
+        model.fused_from(rwkv, vit, dtype)
     }
 
     /// Loads the parts from separate files: an RWKV-6 checkpoint, a vision tower (HF layout,
@@ -307,10 +367,52 @@ impl<B: RwkvBackend> VisualRwkv<B> {
     ) -> Result<Self, VlmError> {
         let rwkv = visualrwkv_rwkv::load(rwkv, device)?;
         let vision = visualrwkv_vision::load(vision, vision_config, device)?;
-        let mut map = TensorMap::read(projector)?;
-        let map = if map.has_prefix("proj.") { map.take_prefix("proj.") } else { map };
-        let projector = ProjectorConfig::infer(&map, Some(vision.config.hidden_size))?.from_tensors(&map, device)?;
+        Self::with_projector(rwkv, vision, &projector_tensors(projector.as_ref())?, options, device)
+    }
+
+    /// [`VisualRwkv::load_parts`] for the fused CPU engines, as
+    /// [`VisualRwkv::load_checkpoint_fused`] loads one checkpoint.
+    pub fn load_parts_fused(
+        rwkv: impl AsRef<Path>,
+        vision: impl AsRef<Path>,
+        vision_config: Option<&Path>,
+        projector: impl AsRef<Path>,
+        options: VisionOptions,
+        dtype: WeightDtype,
+        device: &B::Device,
+    ) -> Result<FusedVisualRwkv<B>, VlmError> {
+        let rwkv_source = TensorSource::open(rwkv.as_ref())?;
+        let rwkv_map = rwkv_source.read_skipping(|_| false)?;
+        let lazy_rwkv = Rwkv::from_tensors_lazily(&rwkv_map, &rwkv_source, device)?;
+        let vision_source = TensorSource::open(vision.as_ref())?;
+        let (vit, prefix) = visualrwkv_vision::checkpoint::tower_tensors(&vision_source)?;
+        let vcfg = visualrwkv_vision::checkpoint::config_beside(vision.as_ref(), vision_config)?;
+        let lazy_vision =
+            VisionConfig::tower_from_tensors_lazily(&vit, vcfg, &vision_source.with_prefix(prefix), device)?;
+        let proj = projector_tensors(projector.as_ref())?;
+        let model = Self::with_projector(lazy_rwkv, lazy_vision, &proj, options, device)?;
+        model.fused_from(rwkv_map, vit, dtype)
+    }
+
+    /// The model with a projector read from `proj` (keys without prefix).
+    fn with_projector(
+        rwkv: Rwkv<B>,
+        vision: VisionTower<B>,
+        proj: &TensorMap,
+        options: VisionOptions,
+        device: &B::Device,
+    ) -> Result<Self, VlmError> {
+        let projector = ProjectorConfig::infer(proj, Some(vision.config.hidden_size))?.from_tensors(proj, device)?;
         Self::new(rwkv, vision, projector, options)
+    }
+
+    /// This (lazily loaded) model with the fused decoder and tower built from its tensors, both
+    /// at once.
+    fn fused_from(self, rwkv: TensorMap, vit: TensorMap, dtype: WeightDtype) -> Result<FusedVisualRwkv<B>, VlmError> {
+        let config = self.vision.config.clone();
+        let (decoder, tower) =
+            rayon::join(|| Decoder::from_tensors(rwkv, dtype), || FusedTower::from_tensors(vit, Some(config)));
+        Ok(FusedVisualRwkv { model: self, decoder: decoder?, tower: tower? })
     }
 
     /// Encodes pixels `[B, 3, H, W]` into projected image rows, one [`ImageRows`] per image.
@@ -383,7 +485,7 @@ impl<B: RwkvBackend> VisualRwkv<B> {
 
     fn assemble(&self, sample: &Sample<B>) -> Result<Assembled<B>, VlmError> {
         let parts = self.parts(sample)?;
-        let device = self.rwkv.emb.weight.device();
+        let device = self.rwkv.device();
         let c = self.rwkv.config().n_embd;
         let embed = |ids: &[i64]| -> Result<Option<Tensor<B, 2>>, VlmError> {
             if ids.is_empty() {
@@ -496,7 +598,7 @@ impl<B: RwkvBackend> VisualRwkv<B> {
         let assembled = samples.iter().map(|s| self.assemble(s)).collect::<Result<Vec<_>, _>>()?;
         let t = assembled.iter().map(|a| a.rows.dims()[0]).max().unwrap_or(0);
         let c = self.rwkv.config().n_embd;
-        let device = self.rwkv.emb.weight.device();
+        let device = self.rwkv.device();
         let lengths: Vec<usize> = assembled.iter().map(|a| a.rows.dims()[0]).collect();
         let spans: Vec<_> = assembled.iter().map(|a| a.span).collect();
         let padded: Vec<Tensor<B, 3>> = assembled
@@ -578,7 +680,7 @@ impl<B: RwkvBackend> VisualRwkv<B> {
         if tokens.contains(&IMAGE_TOKEN) {
             return Err(VlmError::PlaceholderInText("extend"));
         }
-        let device = self.rwkv.emb.weight.device();
+        let device = self.rwkv.device();
         let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.to_vec(), [1, tokens.len()]), &device);
         let out = self.rwkv.forward_last(ids, Some(state))?;
         Ok((last_logits(out.logits), out.state))
@@ -644,7 +746,7 @@ impl<B: RwkvBackend> VisualRwkv<B> {
         let t = x.len() / decoder.config().n_embd;
         let logits = decoder.logits_ordered(&x, &mut decoder.zero_state(), &orders)?;
         let v = logits.len() / t;
-        Ok(Tensor::from_data(TensorData::new(logits, [t, v]), &self.rwkv.emb.weight.device()))
+        Ok(Tensor::from_data(TensorData::new(logits, [t, v]), &self.rwkv.device()))
     }
 
     /// [`VisualRwkv::prefill`] on `engine`: the burn model's, or the fused decoder's
@@ -696,7 +798,7 @@ impl<B: RwkvBackend> VisualRwkv<B> {
 
     /// Logits after one generated token from a cached state (a single-step pass).
     pub fn step(&self, token: u32, state: &State<B>) -> Result<(Vec<f32>, State<B>), VlmError> {
-        let device = self.rwkv.emb.weight.device();
+        let device = self.rwkv.device();
         let out = self.rwkv.forward(ids_tensor::<B>(&[token], &device), Some(state))?;
         Ok((last_logits(out.logits), out.state))
     }
