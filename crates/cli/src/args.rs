@@ -110,16 +110,10 @@ impl SamplingArgs {
 }
 
 impl DecoderKind {
-    /// Whether this kind runs the fused CPU path on `device` (then the vision tower runs fused
-    /// too, [`visualrwkv_vision::FusedTower`]).
-    pub fn is_fused(self, device: &DeviceSpec) -> bool {
-        device.is_cpu() && self != DecoderKind::Burn
-    }
-
-    /// The fused decoder this kind names, built from `model` when it runs on the CPU (`None`:
-    /// the model's tensor ops run); an error for a fused kind on another device.
-    pub fn build<B: RwkvBackend>(self, model: &Rwkv<B>, device: &DeviceSpec) -> Res<Option<Decoder>> {
-        let dtype = match (self, device.is_cpu()) {
+    /// The matrix type of the fused decoder this kind names on `device` (`None`: the model's
+    /// tensor ops run); an error for a fused kind on another device than the CPU.
+    pub fn dtype(self, device: &DeviceSpec) -> Res<Option<WeightDtype>> {
+        Ok(Some(match (self, device.is_cpu()) {
             (DecoderKind::Auto, true) | (DecoderKind::F32, true) => WeightDtype::F32,
             (DecoderKind::Bf16, true) => WeightDtype::Bf16,
             (DecoderKind::F16, true) => WeightDtype::F16,
@@ -132,8 +126,16 @@ impl DecoderKind {
                 )
                 .into());
             }
-        };
-        Ok(Some(Decoder::new(model, dtype)?))
+        }))
+    }
+
+    /// The fused decoder this kind names, built from `model` when it runs on the CPU (`None`:
+    /// the model's tensor ops run); an error for a fused kind on another device.
+    pub fn build<B: RwkvBackend>(self, model: &Rwkv<B>, device: &DeviceSpec) -> Res<Option<Decoder>> {
+        Ok(match self.dtype(device)? {
+            Some(dtype) => Some(Decoder::new(model, dtype)?),
+            None => None,
+        })
     }
 }
 

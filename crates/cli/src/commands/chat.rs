@@ -27,10 +27,9 @@ impl Job for Args {
     }
 
     fn run<B: RwkvBackend>(self, dev: B::Device, spec: &DeviceSpec) -> Res<()> {
-        let input = self.vlm.load::<B>(&dev, self.sampling.decoder.is_fused(spec))?;
+        let input = self.vlm.load::<B>(&dev, self.sampling.decoder.dtype(spec)?)?;
         let options = self.sampling.options()?;
-        let decoder = self.sampling.decoder_for(&input.model.rwkv, spec)?;
-        let engine = Engine::from(decoder.as_ref());
+        let engine = Engine::from(input.decoder.as_ref());
         input.model.generate(&input.sample, input.scan.as_ref(), input.tokenizer, &options, engine, print_stream())?;
         println!();
         Ok(())

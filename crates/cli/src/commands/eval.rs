@@ -11,7 +11,7 @@ use visualrwkv::{Engine, VlmError};
 use visualrwkv_eval::answers::{AnswerFile, answer_id, answered, round3};
 use visualrwkv_eval::{Answer, AnswerMetadata, ImageRef, Question, QuestionFormat, chunk_range, read_questions};
 use visualrwkv_rwkv::RwkvBackend;
-use visualrwkv_vision::{FusedTower, VisionError};
+use visualrwkv_vision::VisionError;
 
 use super::dataset::OnMissing;
 use super::vlm::{LoadedModel, ModelArgs};
@@ -138,15 +138,14 @@ impl Job for Args {
         if pending.is_empty() {
             return Ok(());
         }
-        let LoadedModel { model, scan, strategy, tokenizer } = self.model.load::<B>(&dev)?;
+        let LoadedModel { model, fused, scan, strategy, tokenizer } =
+            self.model.load::<B>(&dev, self.decoder.dtype(spec)?)?;
         let sampling = SamplingArgs::evaluation(self.decoder, self.temperature, self.top_p, self.max_tokens, self.seed);
         let options = sampling.options()?;
-        let decoder = sampling.decoder_for(&model.rwkv, spec)?;
-        let engine = Engine::from(decoder.as_ref());
-        let tower = decoder.as_ref().map(|_| FusedTower::new(&model.vision));
+        let engine = Engine::from(fused.as_ref().map(|(decoder, _)| decoder));
         let mut answerer =
             Answerer::new(&model, scan.as_ref(), strategy.as_ref(), tokenizer, options, engine, self.image_cache);
-        if let Some(tower) = &tower {
+        if let Some((_, tower)) = &fused {
             answerer = answerer.with_fused_tower(tower);
         }
         let model_id = self.model_id.clone().unwrap_or_else(|| self.model.model_id());

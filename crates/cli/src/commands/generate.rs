@@ -33,9 +33,14 @@ impl Job for Args {
     }
 
     fn run<B: RwkvBackend>(self, dev: B::Device, spec: &DeviceSpec) -> Res<()> {
-        let model = visualrwkv_rwkv::load::<B>(&self.model, &dev)?;
+        let (model, decoder) = match self.sampling.decoder.dtype(spec)? {
+            Some(dtype) => {
+                let (model, decoder) = visualrwkv_rwkv::load_fused::<B>(&self.model, dtype, &dev)?;
+                (model, Some(decoder))
+            }
+            None => (visualrwkv_rwkv::load::<B>(&self.model, &dev)?, None),
+        };
         let options = self.sampling.options()?;
-        let decoder = self.sampling.decoder_for(&model, spec)?;
         generate(&model, Tokenizer::world(), &self.prompt, &options, Engine::from(decoder.as_ref()), print_stream())?;
         println!();
         Ok(())

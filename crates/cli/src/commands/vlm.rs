@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use burn::tensor::Tensor;
 use visualrwkv::{Sample, VisionOptions, VisualRwkv};
 use visualrwkv_prompt::PromptStrategy;
-use visualrwkv_rwkv::RwkvBackend;
+use visualrwkv_rwkv::{Decoder, RwkvBackend, WeightDtype};
 use visualrwkv_scan::Scan;
 use visualrwkv_tokenizer::Tokenizer;
 use visualrwkv_vision::{FusedTower, GridPooling, ImageProcessor};
@@ -54,8 +54,10 @@ pub struct ModelArgs {
 
 /// A loaded model with its scan, prompt layout and tokenizer.
 pub struct LoadedModel<B: RwkvBackend> {
-    /// The model.
+    /// The model (its RWKV and tower read lazily when loaded for the fused engines).
     pub model: VisualRwkv<B>,
+    /// The fused decoder and tower holding the weights, when loaded for them.
+    pub fused: Option<(Decoder, FusedTower)>,
     /// The scan.
     pub scan: Box<dyn Scan>,
     /// The prompt layout.
@@ -65,18 +67,29 @@ pub struct LoadedModel<B: RwkvBackend> {
 }
 
 impl ModelArgs {
-    /// Loads the model onto `dev` with the scan, layout and tokenizer the flags name.
-    pub fn load<B: RwkvBackend>(&self, dev: &B::Device) -> Res<LoadedModel<B>> {
+    /// Loads the model onto `dev` with the scan, layout and tokenizer the flags name; with
+    /// `fused` (the matrix type of `--decoder` on the CPU), for the fused decoder and tower
+    /// ([`VisualRwkv::load_checkpoint_fused`]: one copy of the weights, read once).
+    pub fn load<B: RwkvBackend>(&self, dev: &B::Device, fused: Option<WeightDtype>) -> Res<LoadedModel<B>> {
         let (scan, strategy) = (self.scan.scan(), self.prompt.strategy());
         let options = VisionOptions { layer: self.layer, pooling: GridPooling::from_grid_size(self.grid)? };
         let vcfg = self.vision_config.as_deref();
-        let model = match (&self.checkpoint, &self.rwkv, &self.vision, &self.proj) {
-            (Some(c), ..) => VisualRwkv::<B>::load_checkpoint(c, vcfg, options, dev)?,
-            (None, Some(r), Some(v), Some(p)) => VisualRwkv::<B>::load_parts(r, v, vcfg, p, options, dev)?,
+        let loaded = match (&self.checkpoint, &self.rwkv, &self.vision, &self.proj, fused) {
+            (Some(c), .., None) => (VisualRwkv::<B>::load_checkpoint(c, vcfg, options, dev)?, None),
+            (Some(c), .., Some(dtype)) => {
+                VisualRwkv::<B>::load_checkpoint_fused(c, vcfg, options, dtype, dev)?.into_parts()
+            }
+            (None, Some(r), Some(v), Some(p), None) => {
+                (VisualRwkv::<B>::load_parts(r, v, vcfg, p, options, dev)?, None)
+            }
+            (None, Some(r), Some(v), Some(p), Some(dtype)) => {
+                VisualRwkv::<B>::load_parts_fused(r, v, vcfg, p, options, dtype, dev)?.into_parts()
+            }
             _ => return Err("give --checkpoint, or --rwkv, --vision and --proj".into()),
         };
+        let (model, fused) = loaded;
         let tokenizer = crate::args::pick_tokenizer(&self.tokenizer, model.rwkv.config().vocab_size)?;
-        Ok(LoadedModel { model, scan, strategy, tokenizer })
+        Ok(LoadedModel { model, fused, scan, strategy, tokenizer })
     }
 
     /// The model's name as the official `evaluate.py` gives it: the checkpoint's folder name
@@ -112,6 +125,8 @@ pub struct VlmArgs {
 pub struct VlmInput<B: RwkvBackend> {
     /// The model.
     pub model: VisualRwkv<B>,
+    /// The fused decoder (and the image went through the fused tower), when loaded for them.
+    pub decoder: Option<Decoder>,
     /// The prompt with the encoded image.
     pub sample: Sample<B>,
     /// The scan.
@@ -121,10 +136,11 @@ pub struct VlmInput<B: RwkvBackend> {
 }
 
 impl VlmArgs {
-    /// Loads the model onto `dev`, builds the prompt and encodes the image (through the fused
-    /// CPU tower when `fused_tower`, else the model's tower).
-    pub fn load<B: RwkvBackend>(&self, dev: &B::Device, fused_tower: bool) -> Res<VlmInput<B>> {
-        let LoadedModel { model, scan, strategy, tokenizer } = self.model.load::<B>(dev)?;
+    /// Loads the model onto `dev`, builds the prompt and encodes the image; with `fused` (the
+    /// matrix type of `--decoder` on the CPU) the model is loaded for the fused decoder and
+    /// tower ([`ModelArgs::load`]) and the image runs through the fused tower.
+    pub fn load<B: RwkvBackend>(&self, dev: &B::Device, fused: Option<WeightDtype>) -> Res<VlmInput<B>> {
+        let LoadedModel { model, fused, scan, strategy, tokenizer } = self.model.load::<B>(dev, fused)?;
         if self.question.trim().is_empty() {
             return Err("the question is empty".into());
         }
@@ -139,10 +155,9 @@ impl VlmArgs {
         if pixels.dims()[0] != 1 {
             return Err(format!("one image per conversation, got a batch of {}", pixels.dims()[0]).into());
         }
-        let image = if fused_tower {
-            model.encode_images_fused(&FusedTower::new(&model.vision), pixels)?.remove(0)
-        } else {
-            model.encode_images(pixels)?.remove(0)
+        let (image, decoder) = match fused {
+            Some((decoder, tower)) => (model.encode_images_fused(&tower, pixels)?.remove(0), Some(decoder)),
+            None => (model.encode_images(pixels)?.remove(0), None),
         };
         let prompt = visualrwkv_prompt::build(
             &visualrwkv_prompt::Conversation::question(&self.question),
@@ -160,6 +175,6 @@ impl VlmArgs {
             )
             .into());
         }
-        Ok(VlmInput { model, sample, scan, tokenizer })
+        Ok(VlmInput { model, decoder, sample, scan, tokenizer })
     }
 }

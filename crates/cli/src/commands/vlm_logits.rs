@@ -34,10 +34,10 @@ impl Job for Args {
     }
 
     fn run<B: RwkvBackend>(self, dev: B::Device, spec: &DeviceSpec) -> Res<()> {
-        let input = self.vlm.load::<B>(&dev, self.decoder.is_fused(spec))?;
+        let input = self.vlm.load::<B>(&dev, self.decoder.dtype(spec)?)?;
         let sample = input.sample;
-        let logits = match self.decoder.build(&input.model.rwkv, spec)? {
-            Some(decoder) => input.model.logits_fused(&decoder, &sample, input.scan.as_ref())?,
+        let logits = match &input.decoder {
+            Some(decoder) => input.model.logits_fused(decoder, &sample, input.scan.as_ref())?,
             None => input.model.forward(std::slice::from_ref(&sample), input.scan.as_ref())?.remove(0),
         };
         let [t, v] = logits.dims();

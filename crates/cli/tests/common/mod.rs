@@ -38,8 +38,21 @@ pub fn fixture(name: &str) -> String {
     format!("{}/../../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A scratch path unique to this test process.
+/// A scratch path unique to this test process. The first call removes the scratch folders of
+/// test processes that have ended (tests cannot clean up after the last one of a process, so
+/// each run clears what earlier runs left; on systems without `/proc` nothing is removed).
 pub fn tmp(name: &str) -> PathBuf {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| {
+        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix("visualrwkv-cli-").and_then(|p| p.parse::<u32>().ok()) else { continue };
+            if Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    });
     let dir = std::env::temp_dir().join(format!("visualrwkv-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
