@@ -11,6 +11,7 @@
 //! Tensors keep the shapes of the file (PyTorch conventions, e.g. `nn.Linear` weights
 //! `[out, in]`); [`table`] converts them to a module's layout from the model's key table.
 
+pub mod quant;
 pub mod source;
 pub mod table;
 
@@ -337,26 +338,77 @@ pub fn write_safetensors_with_ints(
     ints: &[(String, Vec<usize>, Vec<i64>)],
     path: impl AsRef<Path>,
 ) -> Result<(), CheckpointError> {
-    let path = path.as_ref();
+    let mut tensors = f32_tensors(map, |_, _| true);
+    for (k, s, v) in ints {
+        tensors.push((k.clone(), Dtype::I64, s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect()));
+    }
+    write_tensors(path.as_ref(), &tensors, None)
+}
+
+/// Writes a [`TensorMap`] as safetensors with the matrices for which `quantize` (given the key
+/// and shape) names a format stored block-quantised ([`quant`]: codes under the key, f32
+/// scales under the key + [`source::SCALES_SUFFIX`], the format and `[out, in]` in the header's
+/// metadata), every other tensor as F32. [`TensorMap::read`] and [`TensorSource`] read such a
+/// file back as f32 (each quantised weight its dequantised value).
+pub fn write_safetensors_quantized(
+    map: &TensorMap,
+    quantize: impl Fn(&str, &[usize]) -> Option<quant::Quant>,
+    path: impl AsRef<Path>,
+) -> Result<(), CheckpointError> {
+    let choice = |k: &str, s: &[usize]| match s {
+        [_, _] => quantize(k, s),
+        _ => None,
+    };
+    let mut tensors = f32_tensors(map, |k, s| choice(k, s).is_none());
+    let mut metadata = HashMap::new();
     let mut keys: Vec<&String> = map.tensors.keys().collect();
     keys.sort();
-    let mut bytes: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = keys
-        .into_iter()
+    for k in keys {
+        let (shape, values) = &map.tensors[k];
+        let Some(q) = choice(k, shape) else { continue };
+        let (out, inp) = (shape[0], shape[1]);
+        let (codes, scales) = q.quantize(values, inp, out);
+        let dtype = if q == quant::Quant::Q8 { Dtype::I8 } else { Dtype::U8 };
+        tensors.push((k.clone(), dtype, vec![out, q.row_bytes(inp)], codes));
+        let scale_bytes = scales.iter().flat_map(|x| x.to_le_bytes()).collect();
+        tensors.push((
+            format!("{k}{}", source::SCALES_SUFFIX),
+            Dtype::F32,
+            vec![out, inp.div_ceil(quant::BLOCK)],
+            scale_bytes,
+        ));
+        metadata.insert(source::quantized_marker(k), format!("{} {out} {inp}", q.name()));
+    }
+    write_tensors(path.as_ref(), &tensors, Some(metadata))
+}
+
+/// The tensors of `map` for which `keep` (key, shape) is true as little-endian F32 bytes,
+/// sorted by key.
+fn f32_tensors(map: &TensorMap, keep: impl Fn(&str, &[usize]) -> bool) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
+    let mut keys: Vec<&String> = map.tensors.keys().filter(|k| keep(k, &map.tensors[*k].0)).collect();
+    keys.sort();
+    keys.into_iter()
         .map(|k| {
             let (s, v) = &map.tensors[k];
             (k.clone(), Dtype::F32, s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect())
         })
-        .collect();
-    for (k, s, v) in ints {
-        bytes.push((k.clone(), Dtype::I64, s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect()));
-    }
-    let mut views = Vec::with_capacity(bytes.len());
-    for (k, dtype, s, b) in &bytes {
+        .collect()
+}
+
+/// Writes `(key, dtype, shape, bytes)` tensors and the header `metadata` as a safetensors file,
+/// atomically.
+fn write_tensors(
+    path: &Path,
+    tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<(), CheckpointError> {
+    let mut views = Vec::with_capacity(tensors.len());
+    for (k, dtype, s, b) in tensors {
         let view = safetensors::tensor::TensorView::new(*dtype, s.clone(), b)
             .map_err(|e| CheckpointError::Format { path: path.display().to_string(), why: format!("`{k}`: {e}") })?;
         views.push((k.clone(), view));
     }
-    let file = safetensors::serialize(views, None).map_err(|e| io(&path.display().to_string(), e))?;
+    let file = safetensors::serialize(views, metadata).map_err(|e| io(&path.display().to_string(), e))?;
     write_atomic(path, &file)
 }
 
@@ -460,5 +512,55 @@ mod tests {
         let shared = t.clone();
         assert_eq!(host_values(t), [1., 2., 3., 4., 5., 6.]);
         assert_eq!(host_values(shared.transpose()), [1., 4., 2., 5., 3., 6.]);
+    }
+
+    /// Quantised safetensors: the chosen matrices are stored as codes + scales and read back
+    /// (whole file, by key, lazily) as their dequantised values, the rest unchanged; a file whose
+    /// scales are missing or of the wrong size is an error naming the tensor.
+    #[test]
+    fn quantised_safetensors_read_back_dequantised() {
+        use quant::Quant;
+        let mut map = TensorMap::default();
+        let w: Vec<f32> = (0..3 * 45).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01).collect();
+        map.tensors.insert("m4".into(), (vec![3, 45], w.clone()));
+        map.tensors.insert("m8".into(), (vec![3, 45], w.clone()));
+        map.tensors.insert("keep".into(), (vec![3, 45], w.clone()));
+        map.tensors.insert("bias".into(), (vec![45], w[..45].to_vec()));
+        let dir = std::env::temp_dir().join(format!("vrwkv-quantised-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("q.safetensors");
+        let choose = |k: &str, _: &[usize]| match k {
+            "m4" | "bias" => Some(Quant::Q4),
+            "m8" => Some(Quant::Q8),
+            _ => None,
+        };
+        write_safetensors_quantized(&map, choose, &path).unwrap();
+        let back = TensorMap::read(&path).unwrap();
+        for (key, quant) in [("m4", Some(Quant::Q4)), ("m8", Some(Quant::Q8)), ("keep", None), ("bias", None)] {
+            let (shape, values) = &back.tensors[key];
+            assert_eq!(shape, &map.tensors[key].0, "{key}");
+            let want = match quant {
+                Some(q) => {
+                    let (codes, scales) = q.quantize(&w, 45, 3);
+                    q.dequantize(&codes, &scales, 45, 3).unwrap()
+                }
+                // Rank-1 tensors are never quantised.
+                None => map.tensors[key].1.clone(),
+            };
+            assert_eq!(values, &want, "{key}");
+            assert_eq!(&TensorSource::open(&path).unwrap().values(key).unwrap().1, values, "{key}");
+        }
+        assert_ne!(back.tensors["m4"].1, w);
+        assert_eq!(back.tensors.len(), 4, "scales are not tensors of their own");
+
+        // A file that marks a tensor quantised without its scales.
+        let mut broken = std::collections::HashMap::new();
+        broken.insert(source::quantized_marker("m"), "q4 3 45".to_string());
+        let codes = vec![0u8; 3 * 32];
+        let view = safetensors::tensor::TensorView::new(Dtype::U8, vec![3, 32], &codes).unwrap();
+        let bytes = safetensors::serialize([("m", view)], Some(broken)).unwrap();
+        let err = TensorMap::from_safetensors_bytes(&bytes, "broken").unwrap_err().to_string();
+        assert!(err.contains("`m`") && err.contains("scales"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -9,36 +9,95 @@ use std::sync::Arc;
 
 use safetensors::{Dtype, SafeTensors};
 
+use crate::quant::{BLOCK, Quant};
 use crate::{CheckpointError, TensorMap, io, to_f32};
 
 /// Where one safetensors tensor lies in its file.
 #[derive(Clone, Debug)]
 pub(crate) struct Entry {
     dtype: Dtype,
+    /// The tensor's shape (a quantised matrix's `[out, in]`, not its codes').
     shape: Vec<usize>,
-    /// Byte range in the file.
+    /// Byte range in the file (a quantised matrix's codes).
     range: Range<usize>,
+    /// For a quantised matrix: its format and the byte range of its f32 scales.
+    quant: Option<(Quant, Range<usize>)>,
 }
 
-/// The tensors listed in safetensors `bytes` (header parsed and every range bounds-checked).
+/// The safetensors metadata key that marks `key` as a quantised matrix; its value is
+/// `"<format> <out> <in>"` (e.g. `"q4 65536 1024"`, see [`crate::quant`]), the codes are stored
+/// under `key` and the scales under `key` + [`SCALES_SUFFIX`].
+pub fn quantized_marker(key: &str) -> String {
+    format!("quantized:{key}")
+}
+
+/// The suffix of a quantised matrix's scales tensor (`[out, ⌈in / 32⌉]`, F32).
+pub const SCALES_SUFFIX: &str = ".scales";
+
+/// The tensors listed in safetensors `bytes` (header parsed and every range bounds-checked), a
+/// quantised matrix as one entry with its `[out, in]` shape and its scales.
 pub(crate) fn safetensors_entries(bytes: &[u8], origin: &str) -> Result<Vec<(String, Entry)>, CheckpointError> {
-    let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| CheckpointError::Format { path: origin.to_string(), why: e.to_string() })?;
+    let bad = |why: String| CheckpointError::Format { path: origin.to_string(), why };
+    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
     let base = bytes.as_ptr() as usize;
-    Ok(st
+    let mut entries: HashMap<String, Entry> = st
         .tensors()
         .into_iter()
         .map(|(key, view)| {
             let start = view.data().as_ptr() as usize - base;
-            let entry =
-                Entry { dtype: view.dtype(), shape: view.shape().to_vec(), range: start..start + view.data().len() };
-            (key, entry)
+            let (dtype, shape, range) = (view.dtype(), view.shape().to_vec(), start..start + view.data().len());
+            (key, Entry { dtype, shape, range, quant: None })
         })
-        .collect())
+        .collect();
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+    for (marker, value) in header.metadata().iter().flatten() {
+        let Some(key) = marker.strip_prefix("quantized:") else { continue };
+        let why = |what: &str| bad(format!("quantised tensor `{key}` ({value}): {what}"));
+        let fields: Vec<&str> = value.split_whitespace().collect();
+        let (quant, out, inp) = match fields.as_slice() {
+            [q, o, i] => (
+                Quant::parse(q).ok_or_else(|| why("unknown format"))?,
+                o.parse::<usize>().map_err(|_| why("bad row count"))?,
+                i.parse::<usize>().map_err(|_| why("bad column count"))?,
+            ),
+            _ => return Err(why("metadata is not `<format> <out> <in>`")),
+        };
+        let scales = entries.remove(&format!("{key}{SCALES_SUFFIX}")).ok_or_else(|| why("no scales tensor"))?;
+        let codes = entries.get_mut(key).ok_or_else(|| why("no codes tensor"))?;
+        let blocks = inp.div_ceil(BLOCK);
+        if scales.dtype != Dtype::F32 || scales.range.len() != 4 * out * blocks {
+            return Err(why(&format!(
+                "scales must be F32 [{out}, {blocks}], found {:?} {:?}",
+                scales.dtype, scales.shape
+            )));
+        }
+        if codes.range.len() != out * quant.row_bytes(inp) || !matches!(codes.dtype, Dtype::U8 | Dtype::I8) {
+            return Err(why(&format!(
+                "codes must be {} bytes of U8/I8, found {:?} {:?}",
+                out * quant.row_bytes(inp),
+                codes.dtype,
+                codes.shape
+            )));
+        }
+        codes.shape = vec![out, inp];
+        codes.quant = Some((quant, scales.range));
+    }
+    Ok(entries.into_iter().collect())
 }
 
-/// The f32 values of one entry of `bytes`.
+/// The f32 values of one entry of `bytes` (a quantised matrix dequantised).
 fn entry_values(bytes: &[u8], key: &str, e: &Entry, origin: &str) -> Result<Vec<f32>, CheckpointError> {
+    if let Some((quant, scales)) = &e.quant {
+        let scales = to_f32(&bytes[scales.clone()], Dtype::F32).unwrap_or_default();
+        let values = match e.shape[..] {
+            [out, inp] => quant.dequantize(&bytes[e.range.clone()], &scales, inp, out),
+            _ => None,
+        };
+        return values.ok_or_else(|| CheckpointError::Format {
+            path: origin.to_string(),
+            why: format!("quantised tensor `{key}`: codes or scales do not fit {:?}", e.shape),
+        });
+    }
     to_f32(&bytes[e.range.clone()], e.dtype).ok_or_else(|| CheckpointError::Dtype {
         path: origin.to_string(),
         key: key.to_string(),

@@ -26,6 +26,8 @@ pub enum DecoderKind {
     F16,
     /// The fused CPU decoder with int8 matrices (blocks of 32 with a scale each).
     I8,
+    /// The fused CPU decoder with 4-bit matrices (blocks of 32 with a scale each).
+    Q4,
     /// The model's tensor ops on the chosen device.
     Burn,
 }
@@ -33,7 +35,7 @@ pub enum DecoderKind {
 /// Sampling flags shared by the generating commands.
 #[derive(Args, Clone, Debug)]
 pub struct SamplingArgs {
-    /// How single-token steps run: auto (f32 on the CPU, burn elsewhere), f32 / bf16 / f16 / i8 =
+    /// How single-token steps run: auto (f32 on the CPU, burn elsewhere), f32 / bf16 / f16 / i8 / q4 =
     /// the fused CPU decoder with its matrices in that type, burn = the model's tensor ops.
     #[arg(long, value_enum, default_value_t = DecoderKind::Auto)]
     pub decoder: DecoderKind,
@@ -118,6 +120,7 @@ impl DecoderKind {
             (DecoderKind::Bf16, true) => WeightDtype::Bf16,
             (DecoderKind::F16, true) => WeightDtype::F16,
             (DecoderKind::I8, true) => WeightDtype::I8,
+            (DecoderKind::Q4, true) => WeightDtype::Q4,
             (DecoderKind::Auto | DecoderKind::Burn, _) => return Ok(None),
             (other, false) => {
                 return Err(format!(

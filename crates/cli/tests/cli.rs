@@ -108,6 +108,36 @@ fn convert_pth_then_logits() {
     assert_eq!(read(&out)["logits"].0, vec![3, 256]);
 }
 
+/// `convert --quantize` writes a smaller file that every command reads; the fused decoder of the
+/// same type generates the same text from it as from the f32 checkpoint (the same codes).
+#[test]
+fn convert_quantize_then_generate() {
+    let model = fixture("rwkv6_tiny_a_weights.safetensors");
+    let generate = |path: &str, decoder: &str| {
+        let o = bin()
+            .args(["generate", "--model", path, "--prompt", "~", "--temperature", "0", "--max-tokens", "6"])
+            .args(["--decoder", decoder])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{path} {decoder}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let full = std::fs::metadata(&model).unwrap().len() as f64;
+    for (q, most) in [("i8", 0.5), ("q4", 0.4)] {
+        let conv = tmp(&format!("quantised-{q}.safetensors"));
+        let st = bin().args(["convert", "--from", &model, "--quantize", q, "--to"]).arg(&conv).status().unwrap();
+        assert!(st.success());
+        let len = std::fs::metadata(&conv).unwrap().len() as f64;
+        assert!(len < most * full, "{q}: {len} bytes against {full}");
+        let conv = conv.to_string_lossy().into_owned();
+        assert_eq!(generate(&conv, q), generate(&model, q), "{q}");
+        // The tensor ops read the dequantised weights.
+        assert!(!generate(&conv, "burn").is_empty());
+    }
+    let o = bin().args(["convert", "--from", &model, "--quantize", "q3", "--to", "/tmp/x"]).output().unwrap();
+    assert!(!o.status.success());
+}
+
 #[test]
 fn info_prints_the_inferred_config() {
     let o = bin().args(["info", "--model", &fixture("rwkv6_tiny_a_weights.safetensors")]).output().unwrap();

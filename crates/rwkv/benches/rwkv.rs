@@ -88,7 +88,7 @@ fn run_one(size: &str) {
     let mut decode_rows = Vec::new();
     let host = HostState::from_state(&state, 0).expect("state row 0");
     let prompt: Vec<u32> = (0..prefill).map(|i| ((i * 7919) % 65536) as u32).collect();
-    for dtype in [WeightDtype::F32, WeightDtype::Bf16, WeightDtype::F16, WeightDtype::I8] {
+    for dtype in [WeightDtype::F32, WeightDtype::Bf16, WeightDtype::F16, WeightDtype::I8, WeightDtype::Q4] {
         let dec = Decoder::new(&model, dtype).expect("decoder");
         // Sequence mode: a short warm-up, then the timed prompt (best of 2).
         dec.prefill(&prompt[..8], &mut dec.zero_state()).expect("warm-up prefill");

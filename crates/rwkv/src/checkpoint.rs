@@ -92,3 +92,40 @@ impl<B: crate::RwkvBackend> Rwkv<B> {
 pub fn write_safetensors(map: &TensorMap, path: impl AsRef<Path>) -> Result<(), RwkvError> {
     Ok(visualrwkv_checkpoint::write_safetensors(map, path)?)
 }
+
+/// Whether the fused decoder stores the official tensor `key` in its [`WeightDtype`]: the
+/// embedding, the head and the time- and channel-mix projections (the LoRA matrices, decays
+/// and norms stay f32).
+pub fn is_decoder_matrix(key: &str) -> bool {
+    if matches!(key, "emb.weight" | "head.weight") {
+        return true;
+    }
+    let name = key.strip_prefix("blocks.").and_then(|rest| rest.split_once('.')).map(|(_, name)| name);
+    matches!(
+        name,
+        Some(
+            "att.receptance.weight"
+                | "att.key.weight"
+                | "att.value.weight"
+                | "att.gate.weight"
+                | "att.output.weight"
+                | "ffn.key.weight"
+                | "ffn.receptance.weight"
+                | "ffn.value.weight"
+        )
+    )
+}
+
+/// Writes an official checkpoint's tensors as safetensors with the decoder's matrices
+/// ([`is_decoder_matrix`]) block-quantised as `dtype` stores them (int8 or 4-bit, see
+/// [`visualrwkv_checkpoint::quant`]; other types write F32). Read back ([`crate::load`],
+/// [`load_fused`]), each quantised weight is its dequantised value, and a decoder of the same
+/// type built from them holds exactly the codes and scales written.
+pub fn write_safetensors_quantized(
+    map: &TensorMap,
+    dtype: WeightDtype,
+    path: impl AsRef<Path>,
+) -> Result<(), RwkvError> {
+    let quant = dtype.quant();
+    Ok(visualrwkv_checkpoint::write_safetensors_quantized(map, |k, _| quant.filter(|_| is_decoder_matrix(k)), path)?)
+}

@@ -71,25 +71,41 @@ pub enum WeightDtype {
     /// layout with an f32 scale): 1.125 bytes per weight. Steps read it directly (widened in
     /// registers); prompts convert each matrix to f32 once per product, as for half precision.
     I8,
+    /// 4-bit codes in blocks of 32 along each row with one f32 scale per block (llama.cpp's Q4_0
+    /// layout with an f32 scale): 0.625 bytes per weight, read as int8 is.
+    Q4,
 }
 
 impl WeightDtype {
-    /// Bytes per stored weight (int8: the weight's byte; its block's scale adds 1/8 byte).
-    pub fn bytes(self) -> usize {
+    /// Bits per stored weight, without the blocks' scales (int8 and 4-bit add 32 bits per
+    /// block of 32 weights: one more bit per weight).
+    pub fn bits(self) -> usize {
         match self {
-            WeightDtype::F32 => 4,
-            WeightDtype::Bf16 | WeightDtype::F16 => 2,
-            WeightDtype::I8 => 1,
+            WeightDtype::F32 => 32,
+            WeightDtype::Bf16 | WeightDtype::F16 => 16,
+            WeightDtype::I8 => 8,
+            WeightDtype::Q4 => 4,
         }
     }
 
-    /// The dtype named `f32`, `bf16`, `f16` or `i8`.
+    /// The block format of a quantised type (`None` for f32 and half precision).
+    pub fn quant(self) -> Option<visualrwkv_checkpoint::quant::Quant> {
+        use visualrwkv_checkpoint::quant::Quant;
+        match self {
+            WeightDtype::I8 => Some(Quant::Q8),
+            WeightDtype::Q4 => Some(Quant::Q4),
+            WeightDtype::F32 | WeightDtype::Bf16 | WeightDtype::F16 => None,
+        }
+    }
+
+    /// The dtype named `f32`, `bf16`, `f16`, `i8` or `q4`.
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "f32" => Some(WeightDtype::F32),
             "bf16" => Some(WeightDtype::Bf16),
             "f16" => Some(WeightDtype::F16),
             "i8" => Some(WeightDtype::I8),
+            "q4" => Some(WeightDtype::Q4),
             _ => None,
         }
     }
@@ -568,7 +584,7 @@ impl Decoder {
                 .sum::<usize>()
                 + d.maa.iter().chain([&d.maa_x, &l.decay.base, &l.bonus]).map(vec).sum::<usize>()
         };
-        self.head.bytes() + self.layers.iter().map(layer).sum::<usize>() + self.config.n_embd * self.dtype.bytes()
+        self.head.bytes() + self.layers.iter().map(layer).sum::<usize>() + self.config.n_embd * self.dtype.bits() / 8
     }
 
     /// The zero state.

@@ -7,7 +7,8 @@ use burn::backend::NdArray;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use visualrwkv_checkpoint::table::any_initialized;
-use visualrwkv_rwkv::{Decoder, Rwkv, RwkvConfig, TensorMap, TensorSource, WeightDtype};
+use visualrwkv_rwkv::checkpoint::write_safetensors_quantized;
+use visualrwkv_rwkv::{Decoder, Rwkv, RwkvConfig, TensorMap, TensorSource, WeightDtype, load_fused};
 
 type B = NdArray;
 
@@ -33,7 +34,7 @@ fn saved(model: &Rwkv<B>, name: &str) -> std::path::PathBuf {
 fn decoder_from_tensors_equals_decoder_of_the_burn_model() {
     let model = model(7);
     let tokens = [3u32, 96, 0, 41, 41, 7, 12];
-    for dtype in [WeightDtype::F32, WeightDtype::Bf16, WeightDtype::F16, WeightDtype::I8] {
+    for dtype in [WeightDtype::F32, WeightDtype::Bf16, WeightDtype::F16, WeightDtype::I8, WeightDtype::Q4] {
         let direct = Decoder::from_tensors(model.to_tensor_map().unwrap(), dtype).unwrap();
         let via_burn = Decoder::new(&model, dtype).unwrap();
         assert_eq!(direct.config(), via_burn.config());
@@ -88,4 +89,45 @@ fn a_lazily_loaded_model_checks_its_keys_at_load() {
     let err = Rwkv::<B>::from_tensors_lazily(&map, &source, &Default::default()).unwrap_err().to_string();
     assert!(err.contains("blocks.1.ffn.value.weight"), "{err}");
     std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+}
+
+/// A checkpoint saved with the decoder's matrices quantised (`convert --quantize`) is a fraction
+/// of the f32 file and loads into the decoder the f32 checkpoint gives in that type (same codes;
+/// scales to an ulp); the burn model loaded beside it runs the dequantised weights, so the two
+/// engines agree.
+#[test]
+fn quantised_checkpoints_load_into_the_same_decoder() {
+    let original = model(5);
+    let f32_path = saved(&original, "quantised");
+    let f32_len = std::fs::metadata(&f32_path).unwrap().len() as f64;
+    let tokens = [4u32, 90, 17, 17, 0, 63];
+    let dev = Default::default();
+    for (dtype, most) in [(WeightDtype::I8, 0.45), (WeightDtype::Q4, 0.35)] {
+        let path = f32_path.with_file_name(format!("rwkv-{dtype:?}.safetensors"));
+        write_safetensors_quantized(&original.to_tensor_map().unwrap(), dtype, &path).unwrap();
+        let len = std::fs::metadata(&path).unwrap().len() as f64;
+        assert!(len < most * f32_len, "{dtype:?}: {len} bytes against {f32_len} in f32");
+        let (lazy, dec) = load_fused::<B>(&path, dtype, &dev).unwrap();
+        let want = Decoder::new(&original, dtype).unwrap();
+        let (mut a, mut b) = (dec.zero_state(), want.zero_state());
+        let (got, expected) = (dec.prefill(&tokens, &mut a).unwrap(), want.prefill(&tokens, &mut b).unwrap());
+        assert!(max_diff(&got, &expected) < 1e-5, "{dtype:?}: {}", max_diff(&got, &expected));
+        // The burn model holds the dequantised weights: its logits are the quantised decoder's.
+        let ids =
+            Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.map(i64::from).to_vec(), [1, tokens.len()]), &dev);
+        let burn = lazy.forward(ids, None).unwrap().logits;
+        let last: Vec<f32> =
+            burn.slice([0..1, tokens.len() - 1..tokens.len(), 0..97]).into_data().convert::<f32>().into_vec().unwrap();
+        assert!(max_diff(&last, &got) < 1e-4, "{dtype:?}: burn vs fused {}", max_diff(&last, &got));
+        // Not the f32 weights: the f32 model's logits differ by the quantisation error.
+        let f32_dec = Decoder::new(&original, WeightDtype::F32).unwrap();
+        let exact = f32_dec.prefill(&tokens, &mut f32_dec.zero_state()).unwrap();
+        assert!(max_diff(&exact, &got) > 1e-6, "{dtype:?}: quantisation left no trace");
+    }
+    std::fs::remove_dir_all(f32_path.parent().unwrap()).unwrap();
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }

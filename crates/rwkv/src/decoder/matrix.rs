@@ -1,14 +1,17 @@
-//! Weight matrices of the fused decoder: storage in f32 / bf16 / f16 / int8, the single-row
-//! product (AVX2 + FMA + F16C dot products) and the many-row product (a GEMM).
+//! Weight matrices of the fused decoder: storage in f32 / bf16 / f16 / int8 / 4-bit, the
+//! single-row product (AVX2 + FMA + F16C dot products) and the many-row product (a GEMM).
 //!
-//! int8 is blocked as llama.cpp's Q8_0: each run of [`Q8_BLOCK`] weights along a row has its own
-//! scale `max|w| / 127` and the weights are rounded to the nearest multiple of it, so a weight's
-//! error is at most half a step of its own block (1/254 of the block's largest magnitude).
+//! int8 and 4-bit weights use the block formats of [`visualrwkv_checkpoint::quant`] (llama.cpp's
+//! Q8_0 and Q4_0 with f32 scales, blocks of 32 along each row).
 //!
 //! # Shapes
 //!
 //! A matrix is `[out, in]` (output-major). [`Matrix::matvec`]: `x` `[in]` → `y` `[out]`;
 //! [`Matrix::matmul`]: `x` `[T, in]` → `y` `[T, out]` (row-major).
+
+use visualrwkv_checkpoint::quant::{
+    BLOCK, Quant, dequantize_row_q4, dequantize_row_q8, quantize_row_q4, quantize_row_q8, quantize_rows,
+};
 
 use super::WeightDtype;
 
@@ -20,34 +23,18 @@ enum Data {
         bits: Vec<u16>,
         bf16: bool,
     },
-    /// int8 in blocks of [`Q8_BLOCK`] along each row, one f32 scale per block
-    /// (`[out, ⌈in / Q8_BLOCK⌉]`).
+    /// int8 in blocks of [`BLOCK`] along each row, one f32 scale per block
+    /// (`[out, ⌈in / BLOCK⌉]`).
     Q8 {
         q: Vec<i8>,
         scales: Vec<f32>,
     },
-}
-
-/// Weights per int8 block (one scale each).
-pub(crate) const Q8_BLOCK: usize = 32;
-
-/// One row `w` `[in]` quantised into `q` with one scale per block.
-fn quantize_row(w: &[f32], q: &mut [i8], scales: &mut [f32]) {
-    for ((w, q), scale) in w.chunks(Q8_BLOCK).zip(q.chunks_mut(Q8_BLOCK)).zip(scales) {
-        let max = w.iter().fold(0f32, |m, v| m.max(v.abs()));
-        *scale = max / 127.0;
-        let inv = if max > 0.0 { 127.0 / max } else { 0.0 };
-        for (q, &v) in q.iter_mut().zip(w) {
-            *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
-        }
-    }
-}
-
-/// One quantised row back to f32.
-fn dequantize_row(q: &[i8], scales: &[f32], dst: &mut [f32]) {
-    for ((d, q), s) in dst.chunks_mut(Q8_BLOCK).zip(q.chunks(Q8_BLOCK)).zip(scales) {
-        d.iter_mut().zip(q).for_each(|(d, &q)| *d = f32::from(q) * s);
-    }
+    /// 4-bit codes, [`BLOCK`]` / 2` bytes per block (`[out, ⌈in / BLOCK⌉, 16]`), one f32 scale
+    /// per block.
+    Q4 {
+        q: Vec<u8>,
+        scales: Vec<f32>,
+    },
 }
 
 /// One half-precision value (bf16 when `BF16`, else f16) as f32.
@@ -100,16 +87,12 @@ impl Matrix {
                 Data::Half { bits: w.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect(), bf16: false }
             }
             WeightDtype::I8 => {
-                use rayon::prelude::*;
-                let blocks = inp.div_ceil(Q8_BLOCK);
-                let (mut q, mut scales) = (vec![0i8; w.len()], vec![0f32; out * blocks]);
-                if inp > 0 {
-                    q.par_chunks_mut(inp)
-                        .zip(scales.par_chunks_mut(blocks))
-                        .zip(w.par_chunks(inp))
-                        .for_each(|((q, s), w)| quantize_row(w, q, s));
-                }
+                let (q, scales) = quantize_rows(&w, inp, out, inp, quantize_row_q8);
                 Data::Q8 { q, scales }
+            }
+            WeightDtype::Q4 => {
+                let (q, scales) = quantize_rows(&w, inp, out, Quant::Q4.row_bytes(inp), quantize_row_q4);
+                Data::Q4 { q, scales }
             }
         };
         Self { out, inp, data }
@@ -121,12 +104,18 @@ impl Matrix {
             Data::F32(v) => 4 * v.len(),
             Data::Half { bits, .. } => 2 * bits.len(),
             Data::Q8 { q, scales } => q.len() + 4 * scales.len(),
+            Data::Q4 { q, scales } => q.len() + 4 * scales.len(),
         }
     }
 
-    /// Scales per row of an int8 matrix.
+    /// Scales per row of a quantised matrix.
     fn blocks(&self) -> usize {
-        self.inp.div_ceil(Q8_BLOCK)
+        self.inp.div_ceil(BLOCK)
+    }
+
+    /// Bytes of codes per row of a 4-bit matrix.
+    fn q4_row_bytes(&self) -> usize {
+        Quant::Q4.row_bytes(self.inp)
     }
 
     /// Row `o` converted to f32 into `dst` (`[in]`).
@@ -137,7 +126,11 @@ impl Matrix {
             Data::Half { bits, bf16 } => halves_to_f32(&bits[r], *bf16, dst),
             Data::Q8 { q, scales } => {
                 let b = self.blocks();
-                dequantize_row(&q[r], &scales[o * b..(o + 1) * b], dst)
+                dequantize_row_q8(&q[r], &scales[o * b..(o + 1) * b], dst)
+            }
+            Data::Q4 { q, scales } => {
+                let (b, rb) = (self.blocks(), self.q4_row_bytes());
+                dequantize_row_q4(&q[o * rb..(o + 1) * rb], &scales[o * b..(o + 1) * b], dst)
             }
         }
     }
@@ -158,6 +151,10 @@ impl Matrix {
                         Data::Q8 { q, scales } => {
                             let b = self.blocks();
                             simd::dot_q8(&q[r], &scales[o * b..(o + 1) * b], x)
+                        }
+                        Data::Q4 { q, scales } => {
+                            let (b, rb) = (self.blocks(), self.q4_row_bytes());
+                            simd::dot_q4(&q[o * rb..(o + 1) * rb], &scales[o * b..(o + 1) * b], &x[..n])
                         }
                     }
                 };
@@ -195,22 +192,37 @@ impl Matrix {
         let (bits, bf16) = match &self.data {
             Data::F32(v) => return v,
             Data::Half { bits, bf16 } => (bits, *bf16),
-            Data::Q8 { q, scales } => {
-                scratch.resize(q.len(), 0.0);
-                let b = self.blocks();
-                if self.inp > 0 {
-                    scratch
-                        .par_chunks_mut(self.inp)
-                        .zip(q.par_chunks(self.inp))
-                        .zip(scales.par_chunks(b))
-                        .for_each(|((d, q), s)| dequantize_row(q, s, d));
-                }
-                return &scratch[..q.len()];
+            Data::Q8 { q, scales } => return self.dequantize(q, self.inp, scales, scratch, dequantize_row_q8),
+            Data::Q4 { q, scales } => {
+                return self.dequantize(q, self.q4_row_bytes(), scales, scratch, dequantize_row_q4);
             }
         };
         scratch.resize(bits.len(), 0.0);
         scratch.par_chunks_mut(1 << 14).zip(bits.par_chunks(1 << 14)).for_each(|(d, s)| halves_to_f32(s, bf16, d));
         &scratch[..bits.len()]
+    }
+
+    /// A quantised matrix (`row_bytes` codes and [`Matrix::blocks`] scales per row) as f32 in
+    /// `scratch`, rows converted in parallel by `row`.
+    fn dequantize<'a, Q: Sync>(
+        &self,
+        q: &[Q],
+        row_bytes: usize,
+        scales: &[f32],
+        scratch: &'a mut Vec<f32>,
+        row: impl Fn(&[Q], &[f32], &mut [f32]) + Sync,
+    ) -> &'a [f32] {
+        use rayon::prelude::*;
+        let n = self.out * self.inp;
+        scratch.resize(n, 0.0);
+        if self.inp > 0 {
+            scratch[..n]
+                .par_chunks_mut(self.inp)
+                .zip(q.par_chunks(row_bytes))
+                .zip(scales.par_chunks(self.blocks()))
+                .for_each(|((d, q), s)| row(q, s, d));
+        }
+        &scratch[..n]
     }
 
     /// `Y = X·Wᵀ` for `t` rows: `x` `[t, in]`, `y` `[t, out]` (row-major), through a cache-blocked
@@ -342,7 +354,7 @@ mod simd {
         unsafe { dot_with(w.len(), x, |i| load_half::<BF16>(p.add(i)), |i| super::half_to_f32::<BF16>(w[i])) }
     }
 
-    /// The dot product of an int8 row `q` (scales per block of [`super::Q8_BLOCK`]) with `x`:
+    /// The dot product of an int8 row `q` (scales per block of [`super::BLOCK`]) with `x`:
     /// each block's 32 weights widened to f32 in registers, multiplied by `x`, summed, then
     /// scaled once.
     ///
@@ -371,6 +383,47 @@ mod simd {
         let mut s = reduce(acc);
         if full * 32 < n {
             let tail: f32 = q[full * 32..].iter().zip(&x[full * 32..n]).map(|(&q, x)| f32::from(q) * x).sum();
+            s += tail * scales[full];
+        }
+        s
+    }
+
+    /// The dot product of a 4-bit row `q` (16 bytes per block of 32, padded; scales per block)
+    /// with `x` `[in]`: each block's codes split into nibbles, shifted to `-8..=7`, widened to
+    /// f32 in registers, multiplied by `x`, summed, then scaled once.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2 and FMA; `q.len() == 16·⌈x.len() / 32⌉`, `scales.len() == q.len() / 16`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_q4(q: &[u8], scales: &[f32], x: &[f32]) -> f32 {
+        let n = x.len();
+        let full = n / 32;
+        let (qp, xp) = (q.as_ptr(), x.as_ptr());
+        let widen = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+        let (low, eight) = (_mm_set1_epi8(0x0F), _mm_set1_epi8(8));
+        let mut acc = [_mm256_setzero_ps(); 4];
+        // SAFETY (block loop): block `b` reads q at [16b, 16b + 16) and x at [32b, 32b + 32),
+        // both in bounds for b < full.
+        unsafe {
+            for b in 0..full {
+                let (i, v) = (b * 32, _mm_loadu_si128(qp.add(b * 16) as *const __m128i));
+                let lo = _mm_sub_epi8(_mm_and_si128(v, low), eight);
+                let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), low), eight);
+                let mut t = _mm256_mul_ps(widen(lo), _mm256_loadu_ps(xp.add(i)));
+                t = _mm256_fmadd_ps(widen(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(xp.add(i + 8)), t);
+                t = _mm256_fmadd_ps(widen(hi), _mm256_loadu_ps(xp.add(i + 16)), t);
+                t = _mm256_fmadd_ps(widen(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(xp.add(i + 24)), t);
+                acc[b % 4] = _mm256_fmadd_ps(t, _mm256_set1_ps(scales[b]), acc[b % 4]);
+            }
+        }
+        let mut s = reduce(acc);
+        if full * 32 < n {
+            let block = &q[full * 16..full * 16 + 16];
+            let tail: f32 = x[full * 32..]
+                .iter()
+                .enumerate()
+                .map(|(j, x)| visualrwkv_checkpoint::quant::q4_steps(block, j) * x)
+                .sum();
             s += tail * scales[full];
         }
         s
