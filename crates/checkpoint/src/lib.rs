@@ -340,9 +340,9 @@ pub fn write_safetensors_with_ints(
 ) -> Result<(), CheckpointError> {
     let mut tensors = f32_tensors(map, |_, _| true);
     for (k, s, v) in ints {
-        tensors.push((k.clone(), Dtype::I64, s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect()));
+        tensors.push(Raw::owned(k.clone(), Dtype::I64, s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect()));
     }
-    write_tensors(path.as_ref(), &tensors, None)
+    write_tensors(path.as_ref(), tensors, None)
 }
 
 /// Writes a [`TensorMap`] as safetensors with the matrices for which `quantize` (given the key
@@ -369,54 +369,107 @@ pub fn write_safetensors_quantized(
         let (out, inp) = (shape[0], shape[1]);
         let (codes, scales) = q.quantize(values, inp, out);
         let dtype = if q == quant::Quant::Q8 { Dtype::I8 } else { Dtype::U8 };
-        tensors.push((k.clone(), dtype, vec![out, q.row_bytes(inp)], codes));
+        tensors.push(Raw::owned(k.clone(), dtype, vec![out, q.row_bytes(inp)], codes));
         let scale_bytes = scales.iter().flat_map(|x| x.to_le_bytes()).collect();
-        tensors.push((
-            format!("{k}{}", source::SCALES_SUFFIX),
-            Dtype::F32,
-            vec![out, inp.div_ceil(quant::BLOCK)],
-            scale_bytes,
-        ));
+        let scale_shape = vec![out, inp.div_ceil(quant::BLOCK)];
+        tensors.push(Raw::owned(format!("{k}{}", source::SCALES_SUFFIX), Dtype::F32, scale_shape, scale_bytes));
         metadata.insert(source::quantized_marker(k), format!("{} {out} {inp}", q.name()));
     }
-    write_tensors(path.as_ref(), &tensors, Some(metadata))
+    write_tensors(path.as_ref(), tensors, Some(metadata))
 }
 
-/// The tensors of `map` for which `keep` (key, shape) is true as little-endian F32 bytes,
-/// sorted by key.
-fn f32_tensors(map: &TensorMap, keep: impl Fn(&str, &[usize]) -> bool) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
+/// One tensor to write: its key, type, shape and little-endian bytes (borrowed from the map's
+/// values where they already are little-endian f32).
+struct Raw<'a> {
+    key: String,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: std::borrow::Cow<'a, [u8]>,
+}
+
+impl Raw<'_> {
+    fn owned(key: String, dtype: Dtype, shape: Vec<usize>, bytes: Vec<u8>) -> Self {
+        Self { key, dtype, shape, bytes: std::borrow::Cow::Owned(bytes) }
+    }
+}
+
+impl safetensors::View for &Raw<'_> {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// The f32 `values` as little-endian bytes: borrowed on little-endian targets (no copy of a
+/// model's weights while it is written), converted elsewhere.
+fn f32_bytes(values: &[f32]) -> std::borrow::Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        // SAFETY: any initialised f32 is 4 initialised bytes; u8 has alignment 1; the slice
+        // borrows `values` for its lifetime.
+        std::borrow::Cow::Borrowed(unsafe {
+            std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), 4 * values.len())
+        })
+    } else {
+        std::borrow::Cow::Owned(values.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+}
+
+/// The tensors of `map` for which `keep` (key, shape) is true, as F32, sorted by key.
+fn f32_tensors(map: &TensorMap, keep: impl Fn(&str, &[usize]) -> bool) -> Vec<Raw<'_>> {
     let mut keys: Vec<&String> = map.tensors.keys().filter(|k| keep(k, &map.tensors[*k].0)).collect();
     keys.sort();
     keys.into_iter()
         .map(|k| {
             let (s, v) = &map.tensors[k];
-            (k.clone(), Dtype::F32, s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            Raw { key: k.clone(), dtype: Dtype::F32, shape: s.clone(), bytes: f32_bytes(v) }
         })
         .collect()
 }
 
-/// Writes `(key, dtype, shape, bytes)` tensors and the header `metadata` as a safetensors file,
-/// atomically.
+/// Writes `tensors` and the header `metadata` as a safetensors file, atomically, streaming each
+/// tensor's bytes to the file (a model is never held twice in memory for writing).
 fn write_tensors(
     path: &Path,
-    tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)],
+    tensors: Vec<Raw<'_>>,
     metadata: Option<HashMap<String, String>>,
 ) -> Result<(), CheckpointError> {
-    let mut views = Vec::with_capacity(tensors.len());
-    for (k, dtype, s, b) in tensors {
-        let view = safetensors::tensor::TensorView::new(*dtype, s.clone(), b)
-            .map_err(|e| CheckpointError::Format { path: path.display().to_string(), why: format!("`{k}`: {e}") })?;
-        views.push((k.clone(), view));
+    let origin = path.display().to_string();
+    for t in &tensors {
+        let expected = t.shape.iter().product::<usize>() * t.dtype.bitsize() / 8;
+        if t.bytes.len() != expected {
+            return Err(CheckpointError::Format {
+                path: origin,
+                why: format!("`{}`: {} bytes for shape {:?} of {:?}", t.key, t.bytes.len(), t.shape, t.dtype),
+            });
+        }
     }
-    let file = safetensors::serialize(views, metadata).map_err(|e| io(&path.display().to_string(), e))?;
-    write_atomic(path, &file)
+    write_atomic_with(path, |tmp| {
+        safetensors::serialize_to_file(tensors.iter().map(|t| (t.key.as_str(), t)), metadata, tmp)
+            .map_err(std::io::Error::other)
+    })
 }
 
 /// Writes `bytes` to `path` atomically: into a temporary file beside it (same directory, so the
 /// rename cannot cross file systems), flushed to disk, then renamed over `path`. A process
 /// killed at any moment leaves either the previous file or the complete new one, never a part.
 pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<(), CheckpointError> {
-    use std::io::Write;
+    write_atomic_with(path.as_ref(), |tmp| std::fs::write(tmp, bytes))
+}
+
+/// [`write_atomic`] for a file written by `write` into the temporary path it is given (then
+/// flushed to disk and renamed over `path`; removed if anything fails).
+pub fn write_atomic_with(
+    path: impl AsRef<Path>,
+    write: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> Result<(), CheckpointError> {
     let path = path.as_ref();
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into());
     // Unique per process and per call, so concurrent writers (threads of one process included)
@@ -426,10 +479,8 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<(), Checkpoi
     let tmp = path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()));
     let origin = path.display().to_string();
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
+        write(&tmp)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
     if let Err(e) = result {

@@ -12,12 +12,17 @@
 //! throughput, and its single steps from the same prefilled state against the bound `bytes read
 //! per token ÷ memory bandwidth`. Bandwidth (a multi-threaded sum over 1 GiB) and GEMM
 //! throughput are measured in the same process before and after the timed runs; the best is used.
+//!
+//! `RWKV_BENCH_AGREEMENT=N` (default 0: off) adds a table of what each weight type costs against
+//! f32 on the same random model over an N-step run (16 prompt tokens, then the f32 decoder's
+//! greedy continuation): the largest logit error, the top-1 agreement and the mean KL
+//! ([`visualrwkv_rwkv::agreement`]).
 
 use std::time::Instant;
 
 use burn::backend::NdArray;
 use burn::tensor::{Int, Tensor, TensorData};
-use visualrwkv_rwkv::{Decoder, HostState, RwkvConfig, WeightDtype};
+use visualrwkv_rwkv::{Decoder, HostState, RwkvConfig, WeightDtype, agreement};
 
 type B = NdArray;
 
@@ -143,6 +148,21 @@ fn run_one(size: &str) {
             t / bound
         );
     }
+    let steps: usize = env("RWKV_BENCH_AGREEMENT", "0").parse().expect("RWKV_BENCH_AGREEMENT");
+    if steps > 16 {
+        let reference = Decoder::new(&model, WeightDtype::F32).expect("decoder");
+        for dtype in [WeightDtype::Bf16, WeightDtype::F16, WeightDtype::I8, WeightDtype::Q4] {
+            let other = Decoder::new(&model, dtype).expect("decoder");
+            let a = agreement(&reference, &other, &prompt[..16], steps - 16).expect("agreement");
+            println!(
+                "A| {size} | {dtype:?} | {} | {:.4} | {:.1} % | {:.2e} |",
+                a.steps,
+                a.max_logit_error,
+                100.0 * a.top1,
+                a.mean_kl
+            );
+        }
+    }
 }
 
 /// Multiply-adds of the dense projections per prompt row (the head runs on the last row only).
@@ -246,11 +266,14 @@ fn main() {
     let exe = std::env::current_exe().expect("bench executable");
     let mut fused = Vec::new();
     let mut prefills = Vec::new();
+    let mut agreements = Vec::new();
     for size in env("RWKV_BENCH_SIZES", "0.1b,0.4b").split(',') {
         let out = std::process::Command::new(&exe).env("RWKV_BENCH_ONE", size.trim()).output().expect("run one size");
         let text = String::from_utf8_lossy(&out.stdout);
         for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("D") {
+            if let Some(rest) = line.strip_prefix("A") {
+                agreements.push(rest.to_string());
+            } else if let Some(rest) = line.strip_prefix("D") {
                 fused.push(rest.to_string());
             } else if let Some(rest) = line.strip_prefix("P") {
                 prefills.push(rest.to_string());
@@ -281,5 +304,13 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for line in fused {
         println!("{line}");
+    }
+    if !agreements.is_empty() {
+        println!("\nWhat each weight type costs against f32 on the same model (RWKV_BENCH_AGREEMENT steps)\n");
+        println!("| model | weights | steps | max logit error | top-1 agreement | mean KL (nats) |");
+        println!("|---|---|---|---|---|---|");
+        for line in agreements {
+            println!("{line}");
+        }
     }
 }

@@ -47,11 +47,13 @@ use crate::state::{LayerState, State};
 use crate::weights::host_f32;
 use crate::{Rwkv, RwkvConfig, RwkvError, TensorMap};
 
+mod agreement;
 mod matrix;
 mod mix;
 mod prefill;
 mod step;
 
+pub use agreement::{Agreement, agreement};
 use matrix::Matrix;
 use mix::{ChannelMixWeights, DdLerpWeights, DecayWeights, LN_EPS};
 

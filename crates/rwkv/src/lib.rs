@@ -34,7 +34,7 @@ pub mod weights;
 
 pub use checkpoint::{TensorMap, TensorSource, load, load_fused, load_safetensors};
 pub use config::RwkvConfig;
-pub use decoder::{Decoder, HostLayerState, HostState, RowOrder, TokenId, WeightDtype};
+pub use decoder::{Agreement, Decoder, HostLayerState, HostState, RowOrder, TokenId, WeightDtype, agreement};
 pub use dense::RwkvBackend;
 pub use error::{ConfigError, KeyProblem, RwkvError};
 pub use layers::LN_X_EPS;

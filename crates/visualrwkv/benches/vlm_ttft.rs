@@ -19,7 +19,8 @@
 //! Environment: `VLM_TTFT_SHAPES` (default `0.4b,1.6b`), `VLM_TTFT_DIR` (where the checkpoints
 //! and the JPEG go; default a directory under the system temp dir, kept for reuse: a checkpoint
 //! already there with the right size is not rewritten), `VLM_TTFT_BURN=1` also times the tower
-//! and the prefill on the burn model, `VLM_TTFT_JSON=FILE` writes the results as JSON lines (for
+//! and the prefill on the burn model, `VLM_TTFT_DECODER=f32|bf16|f16|i8|q4` (default f32) picks the
+//! fused decoder's matrix type (`--decoder` of `visualrwkv chat`), `VLM_TTFT_JSON=FILE` writes the results as JSON lines (for
 //! `scripts/bench-vlm-official.py --ours FILE`).
 
 use std::path::{Path, PathBuf};
@@ -126,9 +127,11 @@ fn main() {
     let picture = dir.join("question.jpg");
     jpeg(&picture);
     let burn_too = std::env::var("VLM_TTFT_BURN").is_ok_and(|v| v == "1");
+    let decoder_name = std::env::var("VLM_TTFT_DECODER").unwrap_or_else(|_| "f32".into());
+    let dtype = WeightDtype::parse(&decoder_name).expect("VLM_TTFT_DECODER: f32, bf16, f16, i8 or q4");
     let mut json = Vec::new();
     println!(
-        "VisualRWKV time to first token on the CPU ({} threads), random weights, f32, CLIP-L/336, sandwich prompt, bi scan\n",
+        "VisualRWKV time to first token on the CPU ({} threads), random weights, f32 tower, {decoder_name} decoder matrices, CLIP-L/336, sandwich prompt, bi scan\n",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!(
@@ -141,14 +144,9 @@ fn main() {
         // Read the file once so that both sides of a comparison load from the page cache.
         let bytes = std::fs::read(&path).unwrap().len();
         let t = Instant::now();
-        let FusedVisualRwkv { model, decoder, tower } = VisualRwkv::<B>::load_checkpoint_fused(
-            &path,
-            None,
-            VisionOptions::default(),
-            WeightDtype::F32,
-            &Default::default(),
-        )
-        .unwrap();
+        let FusedVisualRwkv { model, decoder, tower } =
+            VisualRwkv::<B>::load_checkpoint_fused(&path, None, VisionOptions::default(), dtype, &Default::default())
+                .unwrap();
         let load = secs(t);
         let (cold, _, _, _) = first_token(&model, (&decoder, &tower), &picture);
         let (warm, rows, token, mut state) = first_token(&model, (&decoder, &tower), &picture);
@@ -169,7 +167,7 @@ fn main() {
             load + cold_total,
         );
         let mut line = format!(
-            "{{\"shape\":\"{shape}\",\"checkpoint_bytes\":{bytes},\"load_s\":{load},\"rows\":{rows},\"preprocess_s\":{},\"tower_s\":{},\"prefill_s\":{},\"first_token_cold_s\":{cold_total},\"first_token_warm_s\":{warm_total},\"process_to_first_token_s\":{},\"decode_tok_s\":{decode},\"first_token\":{token}",
+            "{{\"shape\":\"{shape}\",\"checkpoint_bytes\":{bytes},\"load_s\":{load},\"rows\":{rows},\"preprocess_s\":{},\"tower_s\":{},\"prefill_s\":{},\"first_token_cold_s\":{cold_total},\"first_token_warm_s\":{warm_total},\"process_to_first_token_s\":{},\"decode_tok_s\":{decode},\"first_token\":{token},\"decoder\":\"{decoder_name}\"",
             warm[0],
             warm[1],
             warm[2],
