@@ -71,30 +71,27 @@ pub enum TokenizerError {
     },
 }
 
-/// A node of the byte trie: the token ending here (0 = none) and its children — a dense 256-entry
-/// table (`dense`, for nodes with many children) or a short range of the edge arrays.
-#[derive(Clone, Copy, Debug, Default)]
-struct Node {
+/// One slot of the double-array byte trie: the node stored here (its children sit at
+/// `base + byte`), which node it is a child of (`check`, [`EMPTY`] when the slot is free) and the
+/// token ending here (0 = none). One slot per step keeps a match at one memory access per byte.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    base: u32,
+    check: u32,
     token: u32,
-    first: u32,
-    len: u32,
-    dense: u32,
 }
 
-/// Nodes with more children than this get a dense child table (a linear scan is faster below).
-const DENSE_FROM: usize = 8;
-/// `Node::dense` of nodes without a dense table.
-const NO_DENSE: u32 = u32::MAX;
+/// `Slot::check` of a free slot.
+const EMPTY: u32 = u32::MAX;
 
-/// The RWKV World tokenizer: vocabulary plus a byte trie for greedy longest-match encoding.
+/// The RWKV World tokenizer: vocabulary plus a byte trie (a double array: the child of the
+/// node in slot `s` by byte `b` is slot `slots[s].base + b` when that slot's `check` is `s`) for
+/// greedy longest-match encoding.
 #[derive(Clone, Debug)]
 pub struct Tokenizer {
     tokens: Vec<Vec<u8>>,
-    nodes: Vec<Node>,
-    edge_bytes: Vec<u8>,
-    edge_nodes: Vec<u32>,
-    /// Dense child tables, 256 entries each (0 = no child).
-    dense: Vec<u32>,
+    /// The trie; slot 0 is the root.
+    slots: Vec<Slot>,
 }
 
 impl Tokenizer {
@@ -164,28 +161,41 @@ impl Tokenizer {
             }
             build[node].token = i as u32 + 1;
         }
-        let mut nodes = Vec::with_capacity(build.len());
-        let (mut edge_bytes, mut edge_nodes, mut dense) = (Vec::new(), Vec::new(), Vec::new());
-        for (i, b) in build.iter().enumerate() {
-            let mut node = Node { token: b.token, first: edge_bytes.len() as u32, len: 0, dense: NO_DENSE };
-            // The root is always dense: node 0 is never a child, so 0 can mean "no child".
-            if i == 0 || b.children.len() > DENSE_FROM {
-                node.dense = (dense.len() / 256) as u32;
-                let base = dense.len();
-                dense.resize(base + 256, 0);
-                for (&byte, &child) in &b.children {
-                    dense[base + byte as usize] = child as u32;
-                }
-            } else {
-                node.len = b.children.len() as u32;
-                for (&byte, &child) in &b.children {
-                    edge_bytes.push(byte);
-                    edge_nodes.push(child as u32);
-                }
+        // Place the nodes breadth-first: each node's children go where all their slots
+        // (`base + byte`) are free, first fit from the lowest free slot.
+        let mut slots = vec![Slot { base: 0, check: EMPTY, token: 0 }; 256];
+        slots[0] = Slot { base: 0, check: 0, token: build[0].token };
+        let mut first_free = 1;
+        let mut queue = std::collections::VecDeque::from([(0usize, 0usize)]);
+        while let Some((node, slot)) = queue.pop_front() {
+            let children = &build[node].children;
+            let Some((&lowest, _)) = children.first_key_value() else { continue };
+            while slots.get(first_free).is_some_and(|s| s.check != EMPTY) {
+                first_free += 1;
             }
-            nodes.push(node);
+            let mut base = first_free.saturating_sub(lowest as usize);
+            loop {
+                let need = base + 256;
+                if slots.len() < need {
+                    slots.resize(need, Slot { base: 0, check: EMPTY, token: 0 });
+                }
+                // Slot 0 is the root: no child may land there.
+                if children.keys().all(|&b| base + b as usize != 0 && slots[base + b as usize].check == EMPTY) {
+                    break;
+                }
+                base += 1;
+            }
+            slots[slot].base = base as u32;
+            for (&b, &child) in children {
+                let at = base + b as usize;
+                slots[at] = Slot { base: 0, check: slot as u32, token: build[child].token };
+                queue.push_back((child, at));
+            }
         }
-        Self { tokens, nodes, edge_bytes, edge_nodes, dense }
+        while slots.last().is_some_and(|s| s.check == EMPTY) {
+            slots.pop();
+        }
+        Self { tokens, slots }
     }
 
     /// Number of ids with bytes (65529 for World); valid ids are `1..=vocab_size()`.
@@ -198,31 +208,21 @@ impl Tokenizer {
         (id as usize).checked_sub(1).and_then(|i| self.tokens.get(i)).map(|t| t.as_slice())
     }
 
-    #[inline]
-    fn child(&self, n: &Node, byte: u8) -> u32 {
-        if n.dense != NO_DENSE {
-            return self.dense[n.dense as usize * 256 + byte as usize];
-        }
-        let (first, len) = (n.first as usize, n.len as usize);
-        match self.edge_bytes[first..first + len].iter().position(|&b| b == byte) {
-            Some(i) => self.edge_nodes[first + i],
-            None => 0,
-        }
-    }
-
     /// The longest token that is a prefix of `bytes` (non-empty): `(id, length)`.
     #[inline]
     fn longest_prefix(&self, bytes: &[u8]) -> (u32, usize) {
         let (mut best, mut best_len) = (0, 0);
-        let mut node = &self.nodes[0];
+        let mut at = 0usize;
         for (i, &b) in bytes.iter().enumerate() {
-            let next = self.child(node, b);
-            if next == 0 {
-                break;
-            }
-            node = &self.nodes[next as usize];
-            if node.token != 0 {
-                (best, best_len) = (node.token, i + 1);
+            let next = self.slots[at].base as usize + b as usize;
+            match self.slots.get(next) {
+                Some(slot) if slot.check == at as u32 => {
+                    at = next;
+                    if slot.token != 0 {
+                        (best, best_len) = (slot.token, i + 1);
+                    }
+                }
+                _ => break,
             }
         }
         (best, best_len)
