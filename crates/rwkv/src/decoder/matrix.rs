@@ -354,6 +354,23 @@ mod simd {
         unsafe { dot_with(w.len(), x, |i| load_half::<BF16>(p.add(i)), |i| super::half_to_f32::<BF16>(w[i])) }
     }
 
+    /// Eight partial sums of one block: the 32 signed 8-bit values `lo` (elements 0..16) and `hi`
+    /// (16..32) widened to f32 and multiplied by `x[0..32]`.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2 and FMA; `x` points at 32 readable f32.
+    #[inline(always)]
+    unsafe fn block32(lo: __m128i, hi: __m128i, x: *const f32) -> __m256 {
+        let widen = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+        // SAFETY: as our contract; the loads read x[0..32].
+        unsafe {
+            let mut t = _mm256_mul_ps(widen(lo), _mm256_loadu_ps(x));
+            t = _mm256_fmadd_ps(widen(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(x.add(8)), t);
+            t = _mm256_fmadd_ps(widen(hi), _mm256_loadu_ps(x.add(16)), t);
+            _mm256_fmadd_ps(widen(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(x.add(24)), t)
+        }
+    }
+
     /// The dot product of an int8 row `q` (scales per block of [`super::BLOCK`]) with `x`:
     /// each block's 32 weights widened to f32 in registers, multiplied by `x`, summed, then
     /// scaled once.
@@ -365,7 +382,6 @@ mod simd {
         let n = q.len();
         let full = n / 32;
         let (qp, xp) = (q.as_ptr(), x.as_ptr());
-        let widen = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
         let mut acc = [_mm256_setzero_ps(); 4];
         // SAFETY (block loop): block `b` reads q and x at [32b, 32b + 32) ⊂ [0, n).
         unsafe {
@@ -373,11 +389,7 @@ mod simd {
                 let i = b * 32;
                 let v = _mm256_loadu_si256(qp.add(i) as *const __m256i);
                 let (lo, hi) = (_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-                let mut t = _mm256_mul_ps(widen(lo), _mm256_loadu_ps(xp.add(i)));
-                t = _mm256_fmadd_ps(widen(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(xp.add(i + 8)), t);
-                t = _mm256_fmadd_ps(widen(hi), _mm256_loadu_ps(xp.add(i + 16)), t);
-                t = _mm256_fmadd_ps(widen(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(xp.add(i + 24)), t);
-                acc[b % 4] = _mm256_fmadd_ps(t, _mm256_set1_ps(scales[b]), acc[b % 4]);
+                acc[b % 4] = _mm256_fmadd_ps(block32(lo, hi, xp.add(i)), _mm256_set1_ps(scales[b]), acc[b % 4]);
             }
         }
         let mut s = reduce(acc);
@@ -399,7 +411,6 @@ mod simd {
         let n = x.len();
         let full = n / 32;
         let (qp, xp) = (q.as_ptr(), x.as_ptr());
-        let widen = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
         let (low, eight) = (_mm_set1_epi8(0x0F), _mm_set1_epi8(8));
         let mut acc = [_mm256_setzero_ps(); 4];
         // SAFETY (block loop): block `b` reads q at [16b, 16b + 16) and x at [32b, 32b + 32),
@@ -409,11 +420,7 @@ mod simd {
                 let (i, v) = (b * 32, _mm_loadu_si128(qp.add(b * 16) as *const __m128i));
                 let lo = _mm_sub_epi8(_mm_and_si128(v, low), eight);
                 let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), low), eight);
-                let mut t = _mm256_mul_ps(widen(lo), _mm256_loadu_ps(xp.add(i)));
-                t = _mm256_fmadd_ps(widen(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(xp.add(i + 8)), t);
-                t = _mm256_fmadd_ps(widen(hi), _mm256_loadu_ps(xp.add(i + 16)), t);
-                t = _mm256_fmadd_ps(widen(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(xp.add(i + 24)), t);
-                acc[b % 4] = _mm256_fmadd_ps(t, _mm256_set1_ps(scales[b]), acc[b % 4]);
+                acc[b % 4] = _mm256_fmadd_ps(block32(lo, hi, xp.add(i)), _mm256_set1_ps(scales[b]), acc[b % 4]);
             }
         }
         let mut s = reduce(acc);
