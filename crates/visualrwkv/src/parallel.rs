@@ -200,6 +200,8 @@ mod collective {
 
 /// Without the `collective` feature there are no replicas: several devices are refused up front.
 #[cfg(not(feature = "collective"))]
+// The type parameters mirror the feature-on module so that callers are the same either way.
+#[allow(clippy::extra_unused_type_parameters)]
 mod collective {
     use burn::optim::GradientsParams;
     use burn::tensor::backend::AutodiffBackend;

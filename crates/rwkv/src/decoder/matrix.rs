@@ -361,9 +361,9 @@ mod simd {
     /// The CPU supports AVX2 and FMA; `x` points at 32 readable f32.
     #[inline(always)]
     unsafe fn block32(lo: __m128i, hi: __m128i, x: *const f32) -> __m256 {
-        let widen = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
-        // SAFETY: as our contract; the loads read x[0..32].
+        // SAFETY: as our contract (AVX2); the loads read x[0..32].
         unsafe {
+            let widen = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
             let mut t = _mm256_mul_ps(widen(lo), _mm256_loadu_ps(x));
             t = _mm256_fmadd_ps(widen(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(x.add(8)), t);
             t = _mm256_fmadd_ps(widen(hi), _mm256_loadu_ps(x.add(16)), t);
