@@ -51,6 +51,7 @@ mod agreement;
 mod matrix;
 mod mix;
 mod prefill;
+mod quantized;
 mod step;
 
 pub use agreement::{Agreement, agreement};

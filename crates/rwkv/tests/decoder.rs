@@ -153,8 +153,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
 
     /// Random small models, prompts of 1 to 40 tokens (odd lengths included), split in two at a
-    /// random point or not at all, every weight type (int8: the steps' in-register dot products
-/// against the prompt's dequantised GEMM, on the same quantised weights).
+    /// random point or not at all, every weight type (int8 / 4-bit: the steps' and the prompt's
+    /// integer products on the same quantised weights and activations).
     #[test]
     fn prefill_equals_token_by_token(
         layers in 1usize..3,

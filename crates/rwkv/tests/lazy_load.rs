@@ -93,8 +93,8 @@ fn a_lazily_loaded_model_checks_its_keys_at_load() {
 
 /// A checkpoint saved with the decoder's matrices quantised (`convert --quantize`) is a fraction
 /// of the f32 file and loads into the decoder the f32 checkpoint gives in that type (same codes;
-/// scales to an ulp); the burn model loaded beside it runs the dequantised weights, so the two
-/// engines agree.
+/// scales to an ulp); the burn model loaded beside it runs the dequantised weights, so it agrees
+/// with the f32 decoder of that file, and the quantised decoder (int8 activations) stays close.
 #[test]
 fn quantised_checkpoints_load_into_the_same_decoder() {
     let original = model(5);
@@ -118,7 +118,16 @@ fn quantised_checkpoints_load_into_the_same_decoder() {
         let burn = lazy.forward(ids, None).unwrap().logits;
         let last: Vec<f32> =
             burn.slice([0..1, tokens.len() - 1..tokens.len(), 0..97]).into_data().convert::<f32>().into_vec().unwrap();
-        assert!(max_diff(&last, &got) < 1e-4, "{dtype:?}: burn vs fused {}", max_diff(&last, &got));
+        // The f32 decoder of the same file runs those weights too; the quantised one multiplies
+        // by activations rounded to int8 blocks as well, a small extra error.
+        let (_, deq) = load_fused::<B>(&path, WeightDtype::F32, &dev).unwrap();
+        let dequantised = deq.prefill(&tokens, &mut deq.zero_state()).unwrap();
+        assert!(max_diff(&last, &dequantised) < 1e-4, "{dtype:?}: burn vs fused {}", max_diff(&last, &dequantised));
+        assert!(
+            max_diff(&dequantised, &got) < 0.05,
+            "{dtype:?}: activations' rounding {}",
+            max_diff(&dequantised, &got)
+        );
         // Not the f32 weights: the f32 model's logits differ by the quantisation error.
         let f32_dec = Decoder::new(&original, WeightDtype::F32).unwrap();
         let exact = f32_dec.prefill(&tokens, &mut f32_dec.zero_state()).unwrap();

@@ -2,18 +2,18 @@
 //! single-row product (AVX2 + FMA + F16C dot products) and the many-row product (a GEMM).
 //!
 //! int8 and 4-bit weights use the block formats of [`visualrwkv_checkpoint::quant`] (llama.cpp's
-//! Q8_0 and Q4_0 with f32 scales, blocks of 32 along each row).
+//! Q8_0 and Q4_0 with f32 scales, blocks of 32 along each row), interleaved for integer dot
+//! products against activations quantised the same way ([`super::quantized`]).
 //!
 //! # Shapes
 //!
 //! A matrix is `[out, in]` (output-major). [`Matrix::matvec`]: `x` `[in]` → `y` `[out]`;
 //! [`Matrix::matmul`]: `x` `[T, in]` → `y` `[T, out]` (row-major).
 
-use visualrwkv_checkpoint::quant::{
-    BLOCK, Quant, dequantize_row_q4, dequantize_row_q8, quantize_row_q4, quantize_row_q8, quantize_rows,
-};
+use visualrwkv_checkpoint::quant::Quant;
 
 use super::WeightDtype;
+use super::quantized::{Activations, Packed};
 
 #[derive(Clone, Debug)]
 enum Data {
@@ -23,18 +23,8 @@ enum Data {
         bits: Vec<u16>,
         bf16: bool,
     },
-    /// int8 in blocks of [`BLOCK`] along each row, one f32 scale per block
-    /// (`[out, ⌈in / BLOCK⌉]`).
-    Q8 {
-        q: Vec<i8>,
-        scales: Vec<f32>,
-    },
-    /// 4-bit codes, [`BLOCK`]` / 2` bytes per block (`[out, ⌈in / BLOCK⌉, 16]`), one f32 scale
-    /// per block.
-    Q4 {
-        q: Vec<u8>,
-        scales: Vec<f32>,
-    },
+    /// int8 or 4-bit blocks, interleaved for integer dot products.
+    Quantized(Packed),
 }
 
 /// One half-precision value (bf16 when `BF16`, else f16) as f32.
@@ -86,14 +76,8 @@ impl Matrix {
             WeightDtype::F16 => {
                 Data::Half { bits: w.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect(), bf16: false }
             }
-            WeightDtype::I8 => {
-                let (q, scales) = quantize_rows(&w, inp, out, inp, quantize_row_q8);
-                Data::Q8 { q, scales }
-            }
-            WeightDtype::Q4 => {
-                let (q, scales) = quantize_rows(&w, inp, out, Quant::Q4.row_bytes(inp), quantize_row_q4);
-                Data::Q4 { q, scales }
-            }
+            WeightDtype::I8 => Data::Quantized(Packed::new(&w, inp, out, Quant::Q8)),
+            WeightDtype::Q4 => Data::Quantized(Packed::new(&w, inp, out, Quant::Q4)),
         };
         Self { out, inp, data }
     }
@@ -103,19 +87,8 @@ impl Matrix {
         match &self.data {
             Data::F32(v) => 4 * v.len(),
             Data::Half { bits, .. } => 2 * bits.len(),
-            Data::Q8 { q, scales } => q.len() + 4 * scales.len(),
-            Data::Q4 { q, scales } => q.len() + 4 * scales.len(),
+            Data::Quantized(p) => p.bytes(),
         }
-    }
-
-    /// Scales per row of a quantised matrix.
-    fn blocks(&self) -> usize {
-        self.inp.div_ceil(BLOCK)
-    }
-
-    /// Bytes of codes per row of a 4-bit matrix.
-    fn q4_row_bytes(&self) -> usize {
-        Quant::Q4.row_bytes(self.inp)
     }
 
     /// Row `o` converted to f32 into `dst` (`[in]`).
@@ -124,20 +97,17 @@ impl Matrix {
         match &self.data {
             Data::F32(v) => dst.copy_from_slice(&v[r]),
             Data::Half { bits, bf16 } => halves_to_f32(&bits[r], *bf16, dst),
-            Data::Q8 { q, scales } => {
-                let b = self.blocks();
-                dequantize_row_q8(&q[r], &scales[o * b..(o + 1) * b], dst)
-            }
-            Data::Q4 { q, scales } => {
-                let (b, rb) = (self.blocks(), self.q4_row_bytes());
-                dequantize_row_q4(&q[o * rb..(o + 1) * rb], &scales[o * b..(o + 1) * b], dst)
-            }
+            Data::Quantized(p) => p.row_into(o, dst),
         }
     }
 
     /// `y[o] = Σ_i W[o, i]·x[i]` for outputs `rows` into `y` (`[rows.len()]`).
     pub(crate) fn matvec_rows(&self, x: &[f32], rows: std::ops::Range<usize>, y: &mut [f32]) {
         let n = self.inp;
+        if let Data::Quantized(p) = &self.data {
+            p.matmul_rows(&Activations::quantize(&x[..n], 1, n), rows, y);
+            return;
+        }
         #[cfg(target_arch = "x86_64")]
         if simd::available() {
             for (yo, o) in y.iter_mut().zip(rows) {
@@ -148,14 +118,7 @@ impl Matrix {
                         Data::F32(v) => simd::dot_f32(&v[r], x),
                         Data::Half { bits, bf16: true } => simd::dot_half::<true>(&bits[r], x),
                         Data::Half { bits, bf16: false } => simd::dot_half::<false>(&bits[r], x),
-                        Data::Q8 { q, scales } => {
-                            let b = self.blocks();
-                            simd::dot_q8(&q[r], &scales[o * b..(o + 1) * b], x)
-                        }
-                        Data::Q4 { q, scales } => {
-                            let (b, rb) = (self.blocks(), self.q4_row_bytes());
-                            simd::dot_q4(&q[o * rb..(o + 1) * rb], &scales[o * b..(o + 1) * b], &x[..n])
-                        }
+                        Data::Quantized(_) => unreachable!("handled above"),
                     }
                 };
             }
@@ -173,6 +136,10 @@ impl Matrix {
     pub(crate) fn matvec(&self, x: &[f32], y: &mut [f32]) {
         use rayon::prelude::*;
         debug_assert_eq!((x.len(), y.len()), (self.inp, self.out));
+        if let Data::Quantized(p) = &self.data {
+            p.matmul(&Activations::quantize(x, 1, self.inp), y);
+            return;
+        }
         let threads = rayon::current_num_threads();
         if threads == 1 || self.out * self.inp < PARALLEL_MIN || self.out < 2 * threads {
             self.matvec_rows(x, 0..self.out, y);
@@ -186,43 +153,18 @@ impl Matrix {
         });
     }
 
-    /// The weights as f32: borrowed when stored in f32, else converted into `scratch`.
+    /// The weights as f32: borrowed when stored in f32, else converted into `scratch`
+    /// (quantised weights never take this path: their products stay in integers).
     fn f32_weights<'a>(&'a self, scratch: &'a mut Vec<f32>) -> &'a [f32] {
         use rayon::prelude::*;
         let (bits, bf16) = match &self.data {
             Data::F32(v) => return v,
             Data::Half { bits, bf16 } => (bits, *bf16),
-            Data::Q8 { q, scales } => return self.dequantize(q, self.inp, scales, scratch, dequantize_row_q8),
-            Data::Q4 { q, scales } => {
-                return self.dequantize(q, self.q4_row_bytes(), scales, scratch, dequantize_row_q4);
-            }
+            Data::Quantized(_) => unreachable!("quantised matrices multiply in integers"),
         };
         scratch.resize(bits.len(), 0.0);
         scratch.par_chunks_mut(1 << 14).zip(bits.par_chunks(1 << 14)).for_each(|(d, s)| halves_to_f32(s, bf16, d));
         &scratch[..bits.len()]
-    }
-
-    /// A quantised matrix (`row_bytes` codes and [`Matrix::blocks`] scales per row) as f32 in
-    /// `scratch`, rows converted in parallel by `row`.
-    fn dequantize<'a, Q: Sync>(
-        &self,
-        q: &[Q],
-        row_bytes: usize,
-        scales: &[f32],
-        scratch: &'a mut Vec<f32>,
-        row: impl Fn(&[Q], &[f32], &mut [f32]) + Sync,
-    ) -> &'a [f32] {
-        use rayon::prelude::*;
-        let n = self.out * self.inp;
-        scratch.resize(n, 0.0);
-        if self.inp > 0 {
-            scratch[..n]
-                .par_chunks_mut(self.inp)
-                .zip(q.par_chunks(row_bytes))
-                .zip(scales.par_chunks(self.blocks()))
-                .for_each(|((d, q), s)| row(q, s, d));
-        }
-        &scratch[..n]
     }
 
     /// `Y = X·Wᵀ` for `t` rows: `x` `[t, in]`, `y` `[t, out]` (row-major), through a cache-blocked
@@ -231,6 +173,10 @@ impl Matrix {
     pub(crate) fn matmul(&self, x: &[f32], t: usize, y: &mut [f32], scratch: &mut Vec<f32>) {
         assert!(x.len() >= t * self.inp && y.len() >= t * self.out, "matmul: slices shorter than [t, in] / [t, out]");
         if t == 0 {
+            return;
+        }
+        if let Data::Quantized(p) = &self.data {
+            p.matmul(&Activations::quantize(x, t, self.inp), y);
             return;
         }
         let w = self.f32_weights(scratch);
@@ -352,88 +298,6 @@ mod simd {
         let p = w.as_ptr();
         // SAFETY: as our contract; each load reads 8 u16 below w.len().
         unsafe { dot_with(w.len(), x, |i| load_half::<BF16>(p.add(i)), |i| super::half_to_f32::<BF16>(w[i])) }
-    }
-
-    /// Eight partial sums of one block: the 32 signed 8-bit values `lo` (elements 0..16) and `hi`
-    /// (16..32) widened to f32 and multiplied by `x[0..32]`.
-    ///
-    /// # Safety
-    /// The CPU supports AVX2 and FMA; `x` points at 32 readable f32.
-    #[inline(always)]
-    unsafe fn block32(lo: __m128i, hi: __m128i, x: *const f32) -> __m256 {
-        // SAFETY: as our contract (AVX2); the loads read x[0..32].
-        unsafe {
-            let widen = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
-            let mut t = _mm256_mul_ps(widen(lo), _mm256_loadu_ps(x));
-            t = _mm256_fmadd_ps(widen(_mm_srli_si128(lo, 8)), _mm256_loadu_ps(x.add(8)), t);
-            t = _mm256_fmadd_ps(widen(hi), _mm256_loadu_ps(x.add(16)), t);
-            _mm256_fmadd_ps(widen(_mm_srli_si128(hi, 8)), _mm256_loadu_ps(x.add(24)), t)
-        }
-    }
-
-    /// The dot product of an int8 row `q` (scales per block of [`super::BLOCK`]) with `x`:
-    /// each block's 32 weights widened to f32 in registers, multiplied by `x`, summed, then
-    /// scaled once.
-    ///
-    /// # Safety
-    /// The CPU supports AVX2 and FMA; `x.len() >= q.len()`, `scales.len() == ⌈q.len() / 32⌉`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_q8(q: &[i8], scales: &[f32], x: &[f32]) -> f32 {
-        let n = q.len();
-        let full = n / 32;
-        let (qp, xp) = (q.as_ptr(), x.as_ptr());
-        let mut acc = [_mm256_setzero_ps(); 4];
-        // SAFETY (block loop): block `b` reads q and x at [32b, 32b + 32) ⊂ [0, n).
-        unsafe {
-            for b in 0..full {
-                let i = b * 32;
-                let v = _mm256_loadu_si256(qp.add(i) as *const __m256i);
-                let (lo, hi) = (_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-                acc[b % 4] = _mm256_fmadd_ps(block32(lo, hi, xp.add(i)), _mm256_set1_ps(scales[b]), acc[b % 4]);
-            }
-        }
-        let mut s = reduce(acc);
-        if full * 32 < n {
-            let tail: f32 = q[full * 32..].iter().zip(&x[full * 32..n]).map(|(&q, x)| f32::from(q) * x).sum();
-            s += tail * scales[full];
-        }
-        s
-    }
-
-    /// The dot product of a 4-bit row `q` (16 bytes per block of 32, padded; scales per block)
-    /// with `x` `[in]`: each block's codes split into nibbles, shifted to `-8..=7`, widened to
-    /// f32 in registers, multiplied by `x`, summed, then scaled once.
-    ///
-    /// # Safety
-    /// The CPU supports AVX2 and FMA; `q.len() == 16·⌈x.len() / 32⌉`, `scales.len() == q.len() / 16`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_q4(q: &[u8], scales: &[f32], x: &[f32]) -> f32 {
-        let n = x.len();
-        let full = n / 32;
-        let (qp, xp) = (q.as_ptr(), x.as_ptr());
-        let (low, eight) = (_mm_set1_epi8(0x0F), _mm_set1_epi8(8));
-        let mut acc = [_mm256_setzero_ps(); 4];
-        // SAFETY (block loop): block `b` reads q at [16b, 16b + 16) and x at [32b, 32b + 32),
-        // both in bounds for b < full.
-        unsafe {
-            for b in 0..full {
-                let (i, v) = (b * 32, _mm_loadu_si128(qp.add(b * 16) as *const __m128i));
-                let lo = _mm_sub_epi8(_mm_and_si128(v, low), eight);
-                let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), low), eight);
-                acc[b % 4] = _mm256_fmadd_ps(block32(lo, hi, xp.add(i)), _mm256_set1_ps(scales[b]), acc[b % 4]);
-            }
-        }
-        let mut s = reduce(acc);
-        if full * 32 < n {
-            let block = &q[full * 16..full * 16 + 16];
-            let tail: f32 = x[full * 32..]
-                .iter()
-                .enumerate()
-                .map(|(j, x)| visualrwkv_checkpoint::quant::q4_steps(block, j) * x)
-                .sum();
-            s += tail * scales[full];
-        }
-        s
     }
 
     /// `dst[i] = f32(src[i])` for half-precision bit patterns (bf16 when `BF16`), 8 lanes at a
