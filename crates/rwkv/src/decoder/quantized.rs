@@ -2,8 +2,8 @@
 //! arithmetic, as llama.cpp multiplies Q8_0 / Q4_0 weights by Q8_0 activations: the decoder's
 //! `--decoder i8|q4` path for steps and prompts alike.
 //!
-//! Each row of an activation `x` is quantised as the weights are, in blocks of [`BLOCK`] with
-//! one f32 scale (`max|x| / 127`, [`quantize_row_q8`]). A product is then, for output `o`,
+//! Each row of an activation `x` is quantised as int8 weights are, in blocks of [`BLOCK`] with
+//! one f32 scale (`max|x| / 127`, ties rounded to even). A product is then, for output `o`,
 //! `y[o] = Σ_b sw[o, b]·sx[b]·Σ_{i ∈ b} w_q[o, i]·x_q[i]`: the inner sums are exact 32-bit
 //! integers (at most 32·255·127 in magnitude), the outer sum runs over the blocks in order with
 //! one fused multiply-add each. The vector kernels and the plain reference
@@ -57,12 +57,10 @@ impl Activations {
         if inp == 0 {
             return a;
         }
-        let rows = a.q.chunks_mut(blocks * BLOCK).zip(a.scales.chunks_mut(blocks)).zip(a.sums.chunks_mut(blocks));
-        for (((q, s), sums), x) in rows.zip(x.chunks(inp)) {
-            quantize_row_q8(x, q, s);
-            for (sum, q) in sums.iter_mut().zip(q.chunks(BLOCK)) {
-                *sum = q.iter().map(|&v| i32::from(v)).sum();
-            }
+        let blocks_of = a.q.chunks_mut(BLOCK).zip(a.scales.iter_mut()).zip(a.sums.iter_mut());
+        let x_blocks = x[..t * inp].chunks(inp).flat_map(|row| row.chunks(BLOCK));
+        for (((q, scale), sum), x) in blocks_of.zip(x_blocks) {
+            (*scale, *sum) = quantize_block(x, q);
         }
         a
     }
@@ -70,6 +68,25 @@ impl Activations {
     fn rows(&self) -> usize {
         self.scales.len().checked_div(self.blocks).unwrap_or(0)
     }
+}
+
+/// One block of activations `x` (up to [`BLOCK`] values) as int8 codes `q`: the scale
+/// `max|x| / 127` and each value the nearest multiple of it (ties to even), as
+/// [`quantize_row_q8`] does for weights but in plain arithmetic that vectorises (`f32::round` is a
+/// library call on baseline x86-64, and a step quantises every matrix input). Returns the scale
+/// and the sum of the codes.
+#[inline]
+fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+    // Adding and taking off 1.5·2²³ rounds |v| < 2²² to an integer, ties to even.
+    const ROUND: f32 = 12_582_912.0;
+    let max = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let inv = if max > 0.0 { 127.0 / max } else { 0.0 };
+    let mut sum = 0;
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = ((v * inv + ROUND) - ROUND) as i8;
+        sum += i32::from(*q);
+    }
+    (max / 127.0, sum)
 }
 
 /// A block-quantised matrix in the interleaved layout above.
@@ -556,6 +573,31 @@ mod tests {
                 ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
             })
             .collect()
+    }
+
+    /// Activations round as int8 weights do (the same scale; codes equal but at exact ties).
+    #[test]
+    fn activations_quantise_as_int8_weights() {
+        let (inp, t) = (70, 3);
+        let x = random(t * inp, 9);
+        let a = Activations::quantize(&x, t, inp);
+        let (blocks, mut same) = (inp.div_ceil(BLOCK), 0);
+        for ti in 0..t {
+            let (mut q, mut s) = (vec![0i8; inp], vec![0f32; blocks]);
+            quantize_row_q8(&x[ti * inp..(ti + 1) * inp], &mut q, &mut s);
+            assert_eq!(s, a.scales[ti * blocks..(ti + 1) * blocks]);
+            for (i, &c) in q.iter().enumerate() {
+                let got = a.q[ti * blocks * BLOCK + i];
+                assert!((i32::from(got) - i32::from(c)).abs() <= 1, "({ti}, {i}): {got} vs {c}");
+                same += usize::from(got == c);
+            }
+            for b in 0..blocks {
+                let codes = &a.q[(ti * blocks + b) * BLOCK..][..BLOCK];
+                assert_eq!(a.sums[ti * blocks + b], codes.iter().map(|&c| i32::from(c)).sum::<i32>());
+            }
+            assert!(a.q[ti * blocks * BLOCK + inp..(ti + 1) * blocks * BLOCK].iter().all(|&c| c == 0), "padding");
+        }
+        assert!(same * 100 >= 99 * t * inp, "{same} of {}", t * inp);
     }
 
     /// The interleaved codes dequantise to the row-major formats' values.
