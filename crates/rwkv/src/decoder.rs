@@ -71,11 +71,13 @@ pub enum WeightDtype {
     /// IEEE half (round to nearest even): 2 bytes per weight.
     F16,
     /// int8 in blocks of 32 along each row with one f32 scale per block (llama.cpp's Q8_0
-    /// layout with an f32 scale): 1.125 bytes per weight. Steps read it directly (widened in
-    /// registers); prompts convert each matrix to f32 once per product, as for half precision.
+    /// layout with an f32 scale): 1.125 bytes per weight. Steps and prompts alike multiply it in
+    /// integers by the activations quantised the same way per block (as llama.cpp multiplies
+    /// Q8_0 by Q8_0): the activations' rounding adds to the weights' (measured in
+    /// `docs/performance.md`).
     I8,
     /// 4-bit codes in blocks of 32 along each row with one f32 scale per block (llama.cpp's Q4_0
-    /// layout with an f32 scale): 0.625 bytes per weight, read as int8 is.
+    /// layout with an f32 scale): 0.625 bytes per weight, multiplied as int8 is.
     Q4,
 }
 

@@ -315,15 +315,15 @@ fn q4_weights_cost_bounded_accuracy() {
 
 /// On the official fixture model (`rwkv6_tiny_a`, V = 256) over a 512-step run (a 12-token prompt,
 /// then the f32 decoder's greedy continuation): int8 and 4-bit against f32, bounded at about
-/// 1.5x the measured values (int8: max logit error 0.049, top-1 98.4 %, KL 4.8e-5; 4-bit: 0.72,
-/// 79.1 %, 0.012). Bad comparisons are errors.
+/// 1.5x the measured values (int8 weights and activations: max logit error 0.062, top-1 97.9 %,
+/// KL 8.1e-5; 4-bit: 0.72, 78.9 %, 0.012). Bad comparisons are errors.
 #[test]
 fn quantised_weights_on_the_fixture_over_512_steps() {
     let path = format!("{}/../../tests/fixtures/rwkv6_tiny_a_weights.safetensors", env!("CARGO_MANIFEST_DIR"));
     let map = visualrwkv_rwkv::TensorMap::read(&path).unwrap();
     let f = Decoder::from_tensors(map.clone(), WeightDtype::F32).unwrap();
     let prompt: Vec<u32> = (0..12).map(|i| (i * 37 + 11) % 256).collect();
-    for (dtype, bound) in [(WeightDtype::I8, (0.075, 0.97, 1e-4)), (WeightDtype::Q4, (1.1, 0.7, 0.02))] {
+    for (dtype, bound) in [(WeightDtype::I8, (0.095, 0.96, 1.2e-4)), (WeightDtype::Q4, (1.1, 0.7, 0.02))] {
         let q = Decoder::from_tensors(map.clone(), dtype).unwrap();
         let a = agreement(&f, &q, &prompt, 500).unwrap();
         assert_eq!(a.steps, 512);

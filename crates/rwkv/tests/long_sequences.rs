@@ -130,7 +130,7 @@ fn a_100k_token_sequence_stays_finite_and_chunking_changes_nothing() {
     let start = state(&mut rng);
     let tokens: Vec<u32> = (0..T).map(|_| (rng.unit() * config().vocab_size as f32) as u32 % 97).collect();
 
-    for dtype in [WeightDtype::F32, WeightDtype::Bf16] {
+    for dtype in [WeightDtype::F32, WeightDtype::Bf16, WeightDtype::I8, WeightDtype::Q4] {
         let dec = Decoder::new(&m, dtype).unwrap();
         // One pass.
         let mut one = start.clone();
