@@ -321,7 +321,7 @@ mod simd {
         n: usize,
     ) {
         // SAFETY: as our contract, with column offset 0 and stride n.
-        unsafe { dispatch(isa, m, a, rows.clone(), y, n, rows.start) }
+        unsafe { dispatch(isa, m, a, &Out { y, stride: n, base: rows.start, rows }) }
     }
 
     /// Strided output: columns `rows` of `y` `[t, stride]`.
@@ -337,85 +337,59 @@ mod simd {
         stride: usize,
     ) {
         // SAFETY: as our contract, with column offset 0 in y.
-        unsafe { dispatch(isa, m, a, rows, y, stride, 0) }
+        unsafe { dispatch(isa, m, a, &Out { y, stride, base: 0, rows }) }
     }
 
+    /// The kernel for `isa` and the matrix's format.
+    ///
     /// # Safety
-    /// `isa` is supported; output `(t, o)` goes to `y[t·stride + o − base]`, in bounds.
-    unsafe fn dispatch(
-        isa: Isa,
-        m: &Packed,
-        a: &Activations,
-        rows: std::ops::Range<usize>,
-        y: SendPtr,
-        stride: usize,
-        base: usize,
-    ) {
+    /// `isa` is supported; every output of `out` is in bounds.
+    unsafe fn dispatch(isa: Isa, m: &Packed, a: &Activations, out: &Out) {
         // SAFETY: as our contract.
         unsafe {
             match (isa, m.quant) {
-                (Isa::Vnni, Quant::Q8) => vnni::<false>(m, a, rows, y, stride, base),
-                (Isa::Vnni, Quant::Q4) => vnni::<true>(m, a, rows, y, stride, base),
-                (Isa::Avx2, Quant::Q8) => avx2::<false>(m, a, rows, y, stride, base),
-                (Isa::Avx2, Quant::Q4) => avx2::<true>(m, a, rows, y, stride, base),
+                (Isa::Vnni, Quant::Q8) => vnni::<false>(m, a, out),
+                (Isa::Vnni, Quant::Q4) => vnni::<true>(m, a, out),
+                (Isa::Avx2, Quant::Q8) => avx2::<false>(m, a, out),
+                (Isa::Avx2, Quant::Q4) => avx2::<true>(m, a, out),
             }
         }
     }
 
+    /// [`drive`] compiled for AVX-512 VNNI + VL. Safety: as [`dispatch`].
     #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
-    unsafe fn vnni<const Q4: bool>(
-        m: &Packed,
-        a: &Activations,
-        rows: std::ops::Range<usize>,
-        y: SendPtr,
-        stride: usize,
-        base: usize,
-    ) {
+    unsafe fn vnni<const Q4: bool>(m: &Packed, a: &Activations, out: &Out) {
         // SAFETY: as `dispatch`.
-        unsafe { drive::<true, Q4>(m, a, rows, y, stride, base) }
+        unsafe { drive::<true, Q4>(m, a, out) }
     }
 
+    /// [`drive`] compiled for AVX2 + FMA. Safety: as [`dispatch`].
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2<const Q4: bool>(
-        m: &Packed,
-        a: &Activations,
-        rows: std::ops::Range<usize>,
-        y: SendPtr,
-        stride: usize,
-        base: usize,
-    ) {
+    unsafe fn avx2<const Q4: bool>(m: &Packed, a: &Activations, out: &Out) {
         // SAFETY: as `dispatch`.
-        unsafe { drive::<false, Q4>(m, a, rows, y, stride, base) }
+        unsafe { drive::<false, Q4>(m, a, out) }
     }
 
     /// Tiles of `TR` activation rows × `GR` groups over the groups touching `rows`: four rows ×
     /// two groups for prompts, one row × four groups for steps (four independent sums to hide
     /// the multiply-add latency), smaller tiles for the remainders.
     #[inline(always)]
-    unsafe fn drive<const VNNI: bool, const Q4: bool>(
-        m: &Packed,
-        a: &Activations,
-        rows: std::ops::Range<usize>,
-        y: SendPtr,
-        stride: usize,
-        base: usize,
-    ) {
-        if rows.is_empty() {
+    unsafe fn drive<const VNNI: bool, const Q4: bool>(m: &Packed, a: &Activations, out: &Out) {
+        if out.rows.is_empty() {
             return;
         }
-        let (g0, g1) = (rows.start / GROUP, rows.end.div_ceil(GROUP));
+        let (g0, g1) = (out.rows.start / GROUP, out.rows.end.div_ceil(GROUP));
         let t = a.rows();
-        let out = Out { y, stride, base, rows };
         // SAFETY (all tiles): as `dispatch`; tiles stay within t rows and groups g0..g1.
         unsafe {
             if t == 1 {
                 let mut g = g0;
                 while g + 4 <= g1 {
-                    tile::<VNNI, Q4, 1, 4>(m, a, 0, g, &out);
+                    tile::<VNNI, Q4, 1, 4>(m, a, 0, g, out);
                     g += 4;
                 }
                 while g < g1 {
-                    tile::<VNNI, Q4, 1, 1>(m, a, 0, g, &out);
+                    tile::<VNNI, Q4, 1, 1>(m, a, 0, g, out);
                     g += 1;
                 }
                 return;
@@ -426,17 +400,17 @@ mod simd {
                 let mut r = 0;
                 while r + 4 <= t {
                     if two {
-                        tile::<VNNI, Q4, 4, 2>(m, a, r, g, &out)
+                        tile::<VNNI, Q4, 4, 2>(m, a, r, g, out)
                     } else {
-                        tile::<VNNI, Q4, 4, 1>(m, a, r, g, &out)
+                        tile::<VNNI, Q4, 4, 1>(m, a, r, g, out)
                     }
                     r += 4;
                 }
                 while r < t {
                     if two {
-                        tile::<VNNI, Q4, 1, 2>(m, a, r, g, &out)
+                        tile::<VNNI, Q4, 1, 2>(m, a, r, g, out)
                     } else {
-                        tile::<VNNI, Q4, 1, 1>(m, a, r, g, &out)
+                        tile::<VNNI, Q4, 1, 1>(m, a, r, g, out)
                     }
                     r += 1;
                 }
