@@ -1,5 +1,6 @@
 //! `cargo bench -p visualrwkv-bench --bench tokenizer`: encode and decode throughput (MB/s of UTF-8 text) of
-//! this crate next to the `rwkv-tokenizer` crate (0.9.1) on the same text, in the same run.
+//! this crate next to the `rwkv-tokenizer` crate (0.9.1) on the same text, in the same run: a
+//! repetitive ~1 MiB mix (group `tokenizer`) and the repository's docs (group `tokenizer docs`).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -25,20 +26,38 @@ fn corpus() -> String {
     s
 }
 
+/// The repository's documentation (~120 KB of English prose, tables and code, little
+/// repetition): text whose matches the branch predictor cannot learn by heart, unlike [`corpus`].
+fn docs() -> String {
+    [
+        include_str!("../../../docs/architecture.md"),
+        include_str!("../../../docs/model.md"),
+        include_str!("../../../docs/training.md"),
+        include_str!("../../../docs/evaluation.md"),
+        include_str!("../../../docs/extending.md"),
+        include_str!("../../../docs/ablations.md"),
+        include_str!("../../../docs/reliability.md"),
+    ]
+    .concat()
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args().sample_size(20).measurement_time(Duration::from_secs(3));
-    let text = corpus();
     let ours = Tokenizer::world();
     let peer = rwkv_tokenizer::WorldTokenizer::new(None).expect("rwkv-tokenizer's embedded vocabulary");
-    let ids = ours.encode(&text);
-    let peer_ids: Vec<u16> = ids.iter().map(|&i| i as u16).collect();
-    assert_eq!(peer.encode(&text), peer_ids, "both tokenizers agree on the corpus");
+    for (group, text) in [("tokenizer", corpus()), ("tokenizer docs", docs())] {
+        let ids = ours.encode(&text);
+        let peer_ids: Vec<u16> = ids.iter().map(|&i| i as u16).collect();
+        assert_eq!(peer.encode(&text), peer_ids, "both tokenizers agree on the {group} text");
 
-    let mut g = c.benchmark_group("tokenizer");
-    g.throughput(Throughput::Bytes(text.len() as u64));
-    g.bench_function("encode visualrwkv-tokenizer", |b| b.iter(|| ours.encode(black_box(&text))));
-    g.bench_function("encode rwkv-tokenizer 0.9.1", |b| b.iter(|| peer.encode(black_box(&text))));
-    g.bench_function("decode visualrwkv-tokenizer", |b| b.iter(|| ours.decode(black_box(&ids)).unwrap()));
-    g.bench_function("decode rwkv-tokenizer 0.9.1", |b| b.iter(|| peer.decode(black_box(peer_ids.clone())).unwrap()));
-    g.finish();
+        let mut g = c.benchmark_group(group);
+        g.throughput(Throughput::Bytes(text.len() as u64));
+        g.bench_function("encode visualrwkv-tokenizer", |b| b.iter(|| ours.encode(black_box(&text))));
+        g.bench_function("encode rwkv-tokenizer 0.9.1", |b| b.iter(|| peer.encode(black_box(&text))));
+        g.bench_function("decode visualrwkv-tokenizer", |b| b.iter(|| ours.decode(black_box(&ids)).unwrap()));
+        g.bench_function("decode rwkv-tokenizer 0.9.1", |b| {
+            b.iter(|| peer.decode(black_box(peer_ids.clone())).unwrap())
+        });
+        g.finish();
+    }
 }
