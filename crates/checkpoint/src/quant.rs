@@ -92,11 +92,17 @@ impl Quant {
     }
 }
 
-/// Bytes as the `i8` codes they hold (two's complement).
-fn as_i8(bytes: &[u8]) -> &[i8] {
+/// Bytes as the `i8` codes they hold (two's complement), as int8 codes are stored.
+pub fn as_i8(bytes: &[u8]) -> &[i8] {
     // SAFETY: `i8` and `u8` have the same size and alignment and every bit pattern is valid for
     // both; the slice borrows `bytes` for its lifetime.
     unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<i8>(), bytes.len()) }
+}
+
+/// [`as_i8`] for writing: int8 codes quantised straight into a byte buffer.
+pub fn as_i8_mut(bytes: &mut [u8]) -> &mut [i8] {
+    // SAFETY: as `as_i8`; the slice borrows `bytes` uniquely for its lifetime.
+    unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<i8>(), bytes.len()) }
 }
 
 /// `w` `[out, in]` quantised row by row in parallel by `row` into `row_bytes` codes and

@@ -104,30 +104,40 @@ impl Matrix {
     /// `y[o] = Σ_i W[o, i]·x[i]` for outputs `rows` into `y` (`[rows.len()]`).
     pub(crate) fn matvec_rows(&self, x: &[f32], rows: std::ops::Range<usize>, y: &mut [f32]) {
         let n = self.inp;
-        if let Data::Quantized(p) = &self.data {
-            p.matmul_rows(&Activations::quantize(&x[..n], 1, n), rows, y);
-            return;
-        }
+        let x = &x[..n];
+        // Each output from its row's range of the stored weights (generic: inlined per type).
         #[cfg(target_arch = "x86_64")]
-        if simd::available() {
+        fn each_row(
+            y: &mut [f32],
+            rows: std::ops::Range<usize>,
+            n: usize,
+            dot: impl Fn(std::ops::Range<usize>) -> f32,
+        ) {
             for (yo, o) in y.iter_mut().zip(rows) {
-                let r = o * n..(o + 1) * n;
-                // SAFETY: the CPU has AVX2, FMA and F16C (checked); the slices have length n.
-                *yo = unsafe {
-                    match &self.data {
-                        Data::F32(v) => simd::dot_f32(&v[r], x),
-                        Data::Half { bits, bf16: true } => simd::dot_half::<true>(&bits[r], x),
-                        Data::Half { bits, bf16: false } => simd::dot_half::<false>(&bits[r], x),
-                        Data::Quantized(_) => unreachable!("handled above"),
-                    }
-                };
+                *yo = dot(o * n..(o + 1) * n);
             }
-            return;
         }
-        let mut row = vec![0f32; n];
-        for (yo, o) in y.iter_mut().zip(rows) {
-            self.row_into(o, &mut row);
-            *yo = row.iter().zip(x).map(|(a, b)| a * b).sum();
+        match &self.data {
+            Data::Quantized(p) => p.matmul_rows(&Activations::quantize(x, 1, n), rows, y),
+            // SAFETY (the three SIMD arms): the CPU has AVX2, FMA and F16C (checked by
+            // `simd::available`); each row range and `x` have length n.
+            #[cfg(target_arch = "x86_64")]
+            Data::F32(v) if simd::available() => each_row(y, rows, n, |r| unsafe { simd::dot_f32(&v[r], x) }),
+            #[cfg(target_arch = "x86_64")]
+            Data::Half { bits, bf16: true } if simd::available() => {
+                each_row(y, rows, n, |r| unsafe { simd::dot_half::<true>(&bits[r], x) })
+            }
+            #[cfg(target_arch = "x86_64")]
+            Data::Half { bits, bf16: false } if simd::available() => {
+                each_row(y, rows, n, |r| unsafe { simd::dot_half::<false>(&bits[r], x) })
+            }
+            _ => {
+                let mut row = vec![0f32; n];
+                for (yo, o) in y.iter_mut().zip(rows) {
+                    self.row_into(o, &mut row);
+                    *yo = row.iter().zip(x).map(|(a, b)| a * b).sum();
+                }
+            }
         }
     }
 
@@ -153,18 +163,23 @@ impl Matrix {
         });
     }
 
-    /// The weights as f32: borrowed when stored in f32, else converted into `scratch`
-    /// (quantised weights never take this path: their products stay in integers).
+    /// The weights as f32 `[out, in]`: borrowed when stored in f32, else converted into
+    /// `scratch` (quantised matrices never need this: their products stay in integers).
     fn f32_weights<'a>(&'a self, scratch: &'a mut Vec<f32>) -> &'a [f32] {
         use rayon::prelude::*;
-        let (bits, bf16) = match &self.data {
-            Data::F32(v) => return v,
-            Data::Half { bits, bf16 } => (bits, *bf16),
-            Data::Quantized(_) => unreachable!("quantised matrices multiply in integers"),
-        };
-        scratch.resize(bits.len(), 0.0);
-        scratch.par_chunks_mut(1 << 14).zip(bits.par_chunks(1 << 14)).for_each(|(d, s)| halves_to_f32(s, bf16, d));
-        &scratch[..bits.len()]
+        let len = self.out * self.inp;
+        if let Data::F32(v) = &self.data {
+            return v;
+        }
+        scratch.resize(len, 0.0);
+        match &self.data {
+            Data::Half { bits, bf16 } => scratch
+                .par_chunks_mut(1 << 14)
+                .zip(bits.par_chunks(1 << 14))
+                .for_each(|(d, s)| halves_to_f32(s, *bf16, d)),
+            _ => scratch.par_chunks_mut(self.inp.max(1)).enumerate().for_each(|(o, d)| self.row_into(o, d)),
+        }
+        &scratch[..len]
     }
 
     /// `Y = X·Wᵀ` for `t` rows: `x` `[t, in]`, `y` `[t, out]` (row-major), through a cache-blocked

@@ -29,7 +29,7 @@
 //!
 //! A matrix is `[out, in]`; activations `[t, in]` → `y` `[t, out]` (row-major).
 
-use visualrwkv_checkpoint::quant::{BLOCK, Quant, quantize_row_q4, quantize_row_q8};
+use visualrwkv_checkpoint::quant::{BLOCK, Quant, as_i8_mut, quantize_row_q4, quantize_row_q8};
 
 /// Rows per group: the eight 32-bit lanes of one 256-bit register.
 pub(crate) const GROUP: usize = 8;
@@ -135,12 +135,7 @@ impl Packed {
                         let o = g * GROUP + r;
                         let (w, s) = (&w[o * inp..(o + 1) * inp], &mut row_scales[r * blocks..(r + 1) * blocks]);
                         match quant {
-                            // SAFETY: i8 and u8 share size, alignment and every bit pattern.
-                            Quant::Q8 => quantize_row_q8(
-                                w,
-                                unsafe { &mut *(&mut rows[r * rb..(r + 1) * rb] as *mut [u8] as *mut [i8]) },
-                                s,
-                            ),
+                            Quant::Q8 => quantize_row_q8(w, as_i8_mut(&mut rows[r * rb..(r + 1) * rb]), s),
                             Quant::Q4 => quantize_row_q4(w, &mut rows[r * rb..(r + 1) * rb], s),
                         }
                     }

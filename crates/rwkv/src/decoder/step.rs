@@ -196,7 +196,9 @@ impl Exec for Team<'_> {
         self.exchange(jobs.map(|(m, _)| m.out), |set| {
             for ((m, x), slot) in jobs.iter().zip(set) {
                 let r = part(m.out, tid, n);
-                // SAFETY: the threads' row ranges are disjoint and read only after the barrier.
+                // Quantised matrices quantise `x` in every thread: the copies run side by side,
+                // so sharing one would only add a barrier. SAFETY: the threads' row ranges are
+                // disjoint and read only after the barrier.
                 m.matvec_rows(x, r.clone(), unsafe { slot.rows(r) });
             }
         })
