@@ -56,7 +56,7 @@ pub(crate) fn gemv_rows(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> V
     assert_eq!(x.len(), m * k);
     assert_eq!(w.len(), k * n);
     let mut y = vec![0f32; m * n];
-    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let cores = visualrwkv_wkv::cpu::cores();
     let threads = if k * n >= 1 << 18 { cores.min(n.div_ceil(64)).max(1) } else { 1 };
     let block = n.div_ceil(threads).next_multiple_of(16).min(n);
     // Columns [c0, c1) of every row, written to `out` ([M, c1 - c0]).

@@ -319,12 +319,19 @@ impl<F> OutPtr<F> {
 unsafe impl<F> Send for OutPtr<F> {}
 unsafe impl<F> Sync for OutPtr<F> {}
 
+/// The CPUs this process may use, read once: `std::thread::available_parallelism` reads the
+/// cgroup files on Linux (about 30 µs a call, as long as a whole 0.1B decode step's WKV), too
+/// slow to ask per layer and token.
+pub fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |c| c.get()))
+}
+
 /// Number of worker threads for `jobs` independent heads of `work_per_job` multiply-adds each.
 fn threads_for(jobs: usize, work_per_job: usize) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     // A thread costs tens of microseconds: give each at least ~1M multiply-adds.
     let useful = (jobs * work_per_job / (1 << 20)).max(1);
-    cores.min(jobs).min(useful).max(1)
+    cores().min(jobs).min(useful).max(1)
 }
 
 /// The WKV6 forward pass over slices, parallel over `(batch, head)`.

@@ -280,7 +280,7 @@ impl Decoder {
         if let Some(n) = self.threads {
             return n.max(1);
         }
-        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        let cores = visualrwkv_wkv::cpu::cores();
         if self.bytes_per_token() < TEAM_MIN_BYTES { 1 } else { rayon::current_num_threads().min(cores).max(1) }
     }
 
