@@ -102,25 +102,41 @@ pub fn format_problems(p: &[KeyProblem]) -> String {
 /// pool. A naive strided copy runs at a fraction of memory speed on the large matrices a
 /// checkpoint holds; this is what loading them costs instead.
 pub fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    use rayon::prelude::*;
-    const TILE: usize = 32;
     let rows = v.len().checked_div(cols).map_or(rows, |fit| rows.min(fit));
     let mut t = vec![0f32; rows * cols];
+    transpose_map_into(v, rows, cols, &mut t, |x| x);
+    t
+}
+
+/// [`transpose`] into `dst` (`[cols, rows]`, at least `rows·cols` long), each element converted
+/// by `f` on the way (e.g. half-precision bits to f32).
+///
+/// # Panics
+/// If `v` is shorter than `rows·cols` or `dst` shorter than that.
+pub fn transpose_map_into<T: Copy + Sync>(
+    v: &[T],
+    rows: usize,
+    cols: usize,
+    dst: &mut [f32],
+    f: impl Fn(T) -> f32 + Sync,
+) {
+    use rayon::prelude::*;
+    const TILE: usize = 32;
+    assert!(v.len() >= rows * cols && dst.len() >= rows * cols, "transpose: slices shorter than rows × cols");
     if rows == 0 || cols == 0 {
-        return t;
+        return;
     }
     // Block `b` holds output rows (input columns) `b·TILE ..`, each `rows` long.
-    t.par_chunks_mut(TILE * rows).enumerate().for_each(|(b, block)| {
+    dst[..rows * cols].par_chunks_mut(TILE * rows).enumerate().for_each(|(b, block)| {
         let (c0, nc) = (b * TILE, block.len() / rows);
         for r0 in (0..rows).step_by(TILE) {
             for r in r0..(r0 + TILE).min(rows) {
                 for (j, &x) in v[r * cols + c0..r * cols + c0 + nc].iter().enumerate() {
-                    block[j * rows + r] = x;
+                    block[j * rows + r] = f(x);
                 }
             }
         }
     });
-    t
 }
 
 /// A tensor's values as f32 on the host (row-major). burn-ndarray 0.21 reads back a tensor whose

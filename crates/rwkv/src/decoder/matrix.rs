@@ -46,6 +46,23 @@ fn halves_to_f32(src: &[u16], bf16: bool, dst: &mut [f32]) {
     dst.iter_mut().zip(src).for_each(|(d, &b)| *d = f(b));
 }
 
+/// Calls `f(cols, dst)` over rayon's pool for blocks of 32 input columns of an `[out, inp]`
+/// matrix, `dst` being the block's output rows (`[cols.len(), out]`) of the `[inp, out]` `scratch`.
+#[cfg(target_arch = "x86_64")]
+fn by_column_blocks(
+    scratch: &mut [f32],
+    out: usize,
+    inp: usize,
+    f: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync,
+) {
+    use rayon::prelude::*;
+    const COLS: usize = 32;
+    scratch[..out * inp]
+        .par_chunks_mut(COLS * out)
+        .enumerate()
+        .for_each(|(b, dst)| f(b * COLS..(b * COLS + COLS).min(inp), dst));
+}
+
 /// A matrix stored output-major, `[out, in]`, in a [`WeightDtype`]. Internal: its constructors
 /// and product trust the caller's lengths, which [`Decoder`] guarantees.
 #[derive(Clone, Debug)]
@@ -59,6 +76,11 @@ pub(crate) struct Matrix {
 
 /// Matrices of at least this many weights are split over the cores.
 const PARALLEL_MIN: usize = 1 << 15;
+
+/// Prompts of at least this many rows multiply f32 weights through an `[in, out]` copy
+/// ([`Matrix::matmul`]). The copy costs a pass over the matrix (~1 ns per weight here) and saves
+/// about a quarter of `2·t` flops per weight at ~150–200 GFLOP/s: it pays from ~250 rows.
+const F32_TRANSPOSED_MIN_ROWS: usize = 256;
 
 impl Matrix {
     /// From burn's `Linear` layout `w` `[in, out]` (row-major), transposed and converted.
@@ -163,28 +185,65 @@ impl Matrix {
         });
     }
 
-    /// The weights as f32 `[out, in]`: borrowed when stored in f32, else converted into
-    /// `scratch` (quantised matrices never need this: their products stay in integers).
-    fn f32_weights<'a>(&'a self, scratch: &'a mut Vec<f32>) -> &'a [f32] {
+    /// The weights as f32 `[out, in]` for the GEMM: borrowed when stored in f32, else converted
+    /// into `scratch`; or, with `in_out`, transposed to `[in, out]` into `scratch` (converted on
+    /// the way). Quantised matrices never need this (their products stay in integers); they are
+    /// dequantised row by row if asked.
+    fn gemm_weights<'a>(&'a self, in_out: bool, scratch: &'a mut Vec<f32>) -> &'a [f32] {
         use rayon::prelude::*;
-        let len = self.out * self.inp;
-        if let Data::F32(v) = &self.data {
+        use visualrwkv_checkpoint::transpose_map_into;
+        let (out, inp, len) = (self.out, self.inp, self.out * self.inp);
+        if let (Data::F32(v), false) = (&self.data, in_out) {
             return v;
         }
         scratch.resize(len, 0.0);
-        match &self.data {
-            Data::Half { bits, bf16 } => scratch
+        match (&self.data, in_out) {
+            // SAFETY (the three SIMD arms): the CPU has AVX2, FMA and F16C (checked); the weights
+            // hold `out·inp` elements, each block's columns lie inside `inp` and its `dst` holds
+            // `cols.len()·out` (`by_column_blocks`).
+            #[cfg(target_arch = "x86_64")]
+            (Data::F32(v), true) if simd::available() => {
+                by_column_blocks(scratch, out, inp, |cols, d| unsafe { simd::transpose_f32(v, out, inp, cols, d) })
+            }
+            #[cfg(target_arch = "x86_64")]
+            (Data::Half { bits, bf16: true }, true) if simd::available() => {
+                by_column_blocks(scratch, out, inp, |cols, d| unsafe {
+                    simd::transpose_half::<true>(bits, out, inp, cols, d)
+                })
+            }
+            #[cfg(target_arch = "x86_64")]
+            (Data::Half { bits, bf16: false }, true) if simd::available() => {
+                by_column_blocks(scratch, out, inp, |cols, d| unsafe {
+                    simd::transpose_half::<false>(bits, out, inp, cols, d)
+                })
+            }
+            (Data::F32(v), _) => transpose_map_into(v, out, inp, scratch, |x| x),
+            (Data::Half { bits, bf16: true }, true) => transpose_map_into(bits, out, inp, scratch, half_to_f32::<true>),
+            (Data::Half { bits, bf16: false }, true) => {
+                transpose_map_into(bits, out, inp, scratch, half_to_f32::<false>)
+            }
+            (Data::Half { bits, bf16 }, false) => scratch
                 .par_chunks_mut(1 << 14)
                 .zip(bits.par_chunks(1 << 14))
                 .for_each(|(d, s)| halves_to_f32(s, *bf16, d)),
-            _ => scratch.par_chunks_mut(self.inp.max(1)).enumerate().for_each(|(o, d)| self.row_into(o, d)),
+            (Data::Quantized(_), _) => {
+                let mut rows = vec![0f32; len];
+                rows.par_chunks_mut(inp.max(1)).enumerate().for_each(|(o, d)| self.row_into(o, d));
+                match in_out {
+                    true => transpose_map_into(&rows, out, inp, scratch, |x| x),
+                    false => scratch.copy_from_slice(&rows),
+                }
+            }
         }
         &scratch[..len]
     }
 
     /// `Y = X·Wᵀ` for `t` rows: `x` `[t, in]`, `y` `[t, out]` (row-major), through a cache-blocked
-    /// GEMM on rayon's pool. Half-precision weights are first converted to f32 into `scratch`
-    /// (a pass over the matrix, small next to the `t·in·out` multiply-adds of a prompt).
+    /// GEMM on rayon's pool. The `gemm` crate multiplies a row-major right-hand side (`Wᵀ` as
+    /// `[in, out]`) 1.25–1.4x faster than a transposed one, so half-precision weights are
+    /// converted to f32 straight into that layout in `scratch` (the conversion pass is needed
+    /// anyway), and f32 weights are copied to it from [`F32_TRANSPOSED_MIN_ROWS`] rows; shorter
+    /// prompts multiply the stored `[out, in]` f32 layout directly.
     pub(crate) fn matmul(&self, x: &[f32], t: usize, y: &mut [f32], scratch: &mut Vec<f32>) {
         assert!(x.len() >= t * self.inp && y.len() >= t * self.out, "matmul: slices shorter than [t, in] / [t, out]");
         if t == 0 {
@@ -194,12 +253,14 @@ impl Matrix {
             p.matmul(&Activations::quantize(x, t, self.inp), y);
             return;
         }
-        let w = self.f32_weights(scratch);
+        let in_out = !matches!(self.data, Data::F32(_)) || t >= F32_TRANSPOSED_MIN_ROWS;
+        let w = self.gemm_weights(in_out, scratch);
         let (m, n, k) = (t, self.out, self.inp);
-        // SAFETY: `x` holds `t·in` elements read at `row·in + col`, `w` holds `out·in` read at
-        // `o·in + i` (rhs element (i, o): row stride 1, column stride `in`), `y` holds `t·out`
-        // written at `row·out + o` (checked above); the three do not overlap (`y` is a unique
-        // borrow).
+        // Right-hand side element (i, o): at `i·out + o` in `[in, out]`, at `o·in + i` in `[out, in]`.
+        let (rhs_cs, rhs_rs) = if in_out { (1, n as isize) } else { (k as isize, 1) };
+        // SAFETY: `x` holds `t·in` elements read at `row·in + col`, `w` holds `out·in` read at the
+        // strides above, `y` holds `t·out` written at `row·out + o` (checked above); the three do
+        // not overlap (`y` is a unique borrow).
         unsafe {
             gemm::gemm(
                 m,
@@ -213,8 +274,8 @@ impl Matrix {
                 1,
                 k as isize,
                 w.as_ptr(),
-                k as isize,
-                1,
+                rhs_cs,
+                rhs_rs,
                 0.0,
                 1.0,
                 false,
@@ -334,6 +395,157 @@ mod simd {
         }
         for j in i..n {
             dst[j] = super::half_to_f32::<BF16>(src[j]);
+        }
+    }
+
+    /// Eight rows of eight lanes transposed in registers: lane `j` of output `i` is lane `i` of
+    /// input `j`.
+    #[inline(always)]
+    fn transpose_8x8(r: [__m256; 8]) -> [__m256; 8] {
+        // SAFETY: register-only AVX intrinsics; every caller runs with AVX2 enabled.
+        unsafe {
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            [
+                _mm256_permute2f128_ps::<0x20>(s0, s4),
+                _mm256_permute2f128_ps::<0x20>(s1, s5),
+                _mm256_permute2f128_ps::<0x20>(s2, s6),
+                _mm256_permute2f128_ps::<0x20>(s3, s7),
+                _mm256_permute2f128_ps::<0x31>(s0, s4),
+                _mm256_permute2f128_ps::<0x31>(s1, s5),
+                _mm256_permute2f128_ps::<0x31>(s2, s6),
+                _mm256_permute2f128_ps::<0x31>(s3, s7),
+            ]
+        }
+    }
+
+    /// Output rows `cols` of the transpose of a row-major `[rows, n]` matrix into `dst`
+    /// (`[cols.len(), rows]`): 8×8 tiles read as f32 lanes by `load(i)` (the 8 elements from
+    /// flat index `i`) and transposed in registers, the edges one element at a time (`one(i)`).
+    ///
+    /// # Safety
+    /// The CPU supports AVX2; `load` may read 8 elements from any `r·n + c` with `c + 8 <= n`;
+    /// `dst.len() >= cols.len() · rows`.
+    #[inline(always)]
+    unsafe fn transpose_with(
+        rows: usize,
+        n: usize,
+        cols: std::ops::Range<usize>,
+        dst: &mut [f32],
+        load: impl Fn(usize) -> __m256,
+        one: impl Fn(usize) -> f32,
+    ) {
+        let (rows8, c_end8) = (rows / 8 * 8, cols.start + cols.len() / 8 * 8);
+        let d = dst.as_mut_ptr();
+        for r0 in (0..rows8).step_by(8) {
+            for c0 in (cols.start..c_end8).step_by(8) {
+                let t = transpose_8x8(std::array::from_fn(|i| load((r0 + i) * n + c0)));
+                for (j, v) in t.into_iter().enumerate() {
+                    // SAFETY: output row `c0 + j - cols.start` < cols.len(), columns r0..r0 + 8
+                    // <= rows: inside `dst` by our contract.
+                    unsafe { _mm256_storeu_ps(d.add((c0 + j - cols.start) * rows + r0), v) };
+                }
+            }
+        }
+        for c in cols.clone() {
+            let from = if c < c_end8 { rows8 } else { 0 };
+            for r in from..rows {
+                dst[(c - cols.start) * rows + r] = one(r * n + c);
+            }
+        }
+    }
+
+    /// [`transpose_with`] of f32 weights `w` (`[rows, n]`).
+    ///
+    /// # Safety
+    /// The CPU supports AVX2, FMA and F16C; `w.len() >= rows · n`, `cols.end <= n`,
+    /// `dst.len() >= cols.len() · rows`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn transpose_f32(w: &[f32], rows: usize, n: usize, cols: std::ops::Range<usize>, dst: &mut [f32]) {
+        let p = w.as_ptr();
+        // SAFETY: as our contract; tile loads read 8 elements inside a row.
+        unsafe { transpose_with(rows, n, cols, dst, |i| _mm256_loadu_ps(p.add(i)), |i| w[i]) }
+    }
+
+    /// [`transpose_with`] of half-precision weights (bf16 when `BF16`), converted to f32.
+    ///
+    /// # Safety
+    /// As [`transpose_f32`].
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn transpose_half<const BF16: bool>(
+        w: &[u16],
+        rows: usize,
+        n: usize,
+        cols: std::ops::Range<usize>,
+        dst: &mut [f32],
+    ) {
+        let p = w.as_ptr();
+        // SAFETY: as our contract; tile loads read 8 u16 inside a row.
+        unsafe {
+            transpose_with(rows, n, cols, dst, |i| load_half::<BF16>(p.add(i)), |i| super::half_to_f32::<BF16>(w[i]))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic weights in [-1, 1].
+    fn weights(n: usize, seed: u32) -> Vec<f32> {
+        (0..n as u32).map(|i| ((i.wrapping_mul(2654435761) ^ seed) % 2001) as f32 / 1000.0 - 1.0).collect()
+    }
+
+    /// The `[in, out]` GEMM layout is exactly the transpose of the stored one, for every weight
+    /// type and for shapes whose edges are not multiples of the 8×8 tiles (SIMD transpose ==
+    /// element by element).
+    #[test]
+    fn transposed_weights_are_the_stored_weights_transposed() {
+        for (out, inp) in [(37, 45), (64, 40), (8, 8), (3, 70), (70, 3)] {
+            let w = weights(out * inp, 7);
+            for dtype in [WeightDtype::F32, WeightDtype::Bf16, WeightDtype::F16] {
+                let m = Matrix::from_out_in(w.clone(), inp, out, dtype);
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                let stored = m.gemm_weights(false, &mut a).to_vec();
+                let transposed = m.gemm_weights(true, &mut b);
+                assert_eq!(transposed, visualrwkv_checkpoint::transpose(&stored, out, inp), "{dtype:?} {out}x{inp}");
+            }
+        }
+    }
+
+    /// Prompt products through either GEMM layout equal the single-row products.
+    #[test]
+    fn prompt_products_equal_row_products_on_both_layouts() {
+        let (out, inp) = (37, 45);
+        let w = weights(out * inp, 3);
+        for t in [5, F32_TRANSPOSED_MIN_ROWS + 3] {
+            let x = weights(t * inp, 11);
+            for dtype in [WeightDtype::F32, WeightDtype::Bf16] {
+                let m = Matrix::from_out_in(w.clone(), inp, out, dtype);
+                let mut y = vec![0f32; t * out];
+                m.matmul(&x, t, &mut y, &mut Vec::new());
+                for r in 0..t {
+                    let mut want = vec![0f32; out];
+                    m.matvec_rows(&x[r * inp..(r + 1) * inp], 0..out, &mut want);
+                    for (g, w) in y[r * out..(r + 1) * out].iter().zip(&want) {
+                        assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{dtype:?} t={t} row {r}: {g} vs {w}");
+                    }
+                }
+            }
         }
     }
 }
