@@ -240,10 +240,10 @@ impl Matrix {
 
     /// `Y = X·Wᵀ` for `t` rows: `x` `[t, in]`, `y` `[t, out]` (row-major), through a cache-blocked
     /// GEMM on rayon's pool. The `gemm` crate multiplies a row-major right-hand side (`Wᵀ` as
-    /// `[in, out]`) 1.25–1.4x faster than a transposed one, so half-precision weights are
-    /// converted to f32 straight into that layout in `scratch` (the conversion pass is needed
-    /// anyway), and f32 weights are copied to it from [`F32_TRANSPOSED_MIN_ROWS`] rows; shorter
-    /// prompts multiply the stored `[out, in]` f32 layout directly.
+    /// `[in, out]`) 1.25–1.4x faster than a transposed one, so on CPUs with AVX2 half-precision
+    /// weights are converted to f32 straight into that layout in `scratch` (the conversion pass
+    /// is needed anyway), and f32 weights are copied to it from [`F32_TRANSPOSED_MIN_ROWS`] rows;
+    /// otherwise the GEMM reads the stored `[out, in]` layout (converted first if half).
     pub(crate) fn matmul(&self, x: &[f32], t: usize, y: &mut [f32], scratch: &mut Vec<f32>) {
         assert!(x.len() >= t * self.inp && y.len() >= t * self.out, "matmul: slices shorter than [t, in] / [t, out]");
         if t == 0 {
@@ -253,7 +253,13 @@ impl Matrix {
             p.matmul(&Activations::quantize(x, t, self.inp), y);
             return;
         }
-        let in_out = !matches!(self.data, Data::F32(_)) || t >= F32_TRANSPOSED_MIN_ROWS;
+        // Only with the register transpose: the portable tiled copy (~2.4 GB/s) costs more than
+        // the faster GEMM saves.
+        #[cfg(target_arch = "x86_64")]
+        let fast_copy = simd::available();
+        #[cfg(not(target_arch = "x86_64"))]
+        let fast_copy = false;
+        let in_out = fast_copy && (!matches!(self.data, Data::F32(_)) || t >= F32_TRANSPOSED_MIN_ROWS);
         let w = self.gemm_weights(in_out, scratch);
         let (m, n, k) = (t, self.out, self.inp);
         // Right-hand side element (i, o): at `i·out + o` in `[in, out]`, at `o·in + i` in `[out, in]`.
