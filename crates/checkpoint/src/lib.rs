@@ -102,27 +102,25 @@ pub fn format_problems(p: &[KeyProblem]) -> String {
 /// pool. A naive strided copy runs at a fraction of memory speed on the large matrices a
 /// checkpoint holds; this is what loading them costs instead.
 pub fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let rows = v.len().checked_div(cols).map_or(rows, |fit| rows.min(fit));
-    let mut t = vec![0f32; rows * cols];
+    let mut t = Vec::new();
     transpose_map_into(v, rows, cols, &mut t, |x| x);
     t
 }
 
-/// [`transpose`] into `dst` (`[cols, rows]`, at least `rows·cols` long), each element converted
-/// by `f` on the way (e.g. half-precision bits to f32).
-///
-/// # Panics
-/// If `v` is shorter than `rows·cols` or `dst` shorter than that.
+/// [`transpose`] into `dst`, resized to `[cols, rows]` (with `rows` clamped to
+/// `v.len() / cols`, as there), each element converted by `f` on the way (e.g. half-precision
+/// bits to f32). Reuses `dst`'s allocation.
 pub fn transpose_map_into<T: Copy + Sync>(
     v: &[T],
     rows: usize,
     cols: usize,
-    dst: &mut [f32],
+    dst: &mut Vec<f32>,
     f: impl Fn(T) -> f32 + Sync,
 ) {
     use rayon::prelude::*;
     const TILE: usize = 32;
-    assert!(v.len() >= rows * cols && dst.len() >= rows * cols, "transpose: slices shorter than rows × cols");
+    let rows = v.len().checked_div(cols).map_or(rows, |fit| rows.min(fit));
+    dst.resize(rows * cols, 0.0);
     if rows == 0 || cols == 0 {
         return;
     }
