@@ -13,6 +13,7 @@
 //! - [`checkpoint`]: official x060 safetensors checkpoints (F32/F16/BF16) with strict key checks,
 //!   and saving under the same names; [`weights`]: the one table of official keys ↔ module
 //!   parameters they use.
+//! - [`seeded`]: seeded random draws (model `init`) that other threads' draws cannot disturb.
 //! - [`layers`]: [`layers::DdLerp`], [`layers::DecayLora`], [`layers::TimeMix`],
 //!   [`layers::ChannelMix`], [`layers::Block`], each with its config.
 //!
@@ -29,6 +30,7 @@ mod error;
 pub mod layers;
 mod model;
 pub mod sampling;
+mod seed;
 mod state;
 pub mod weights;
 
@@ -40,5 +42,6 @@ pub use error::{ConfigError, KeyProblem, RwkvError};
 pub use layers::LN_X_EPS;
 pub use model::{Rwkv, RwkvOutput, materialize};
 pub use sampling::{Sampler, SamplingError, SamplingOptions};
+pub use seed::seeded;
 pub use state::{LayerState, State};
 pub use visualrwkv_checkpoint::CheckpointError;

@@ -6,7 +6,7 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use proptest::prelude::*;
-use visualrwkv_rwkv::{Decoder, HostState, Rwkv, RwkvConfig, RwkvError, WeightDtype, agreement};
+use visualrwkv_rwkv::{Decoder, HostState, Rwkv, RwkvConfig, RwkvError, WeightDtype, agreement, seeded};
 
 type B = NdArray;
 
@@ -15,9 +15,11 @@ fn config(n_layer: usize, n_head: usize, head_size: usize, vocab_size: usize) ->
     RwkvConfig { n_layer, n_embd: c, n_head, head_size, dim_ffn: c * 7 / 2, vocab_size, d_mix: 4, d_decay: 8 }
 }
 
+/// The random model of `seed` (drawn under [`seeded`]: the tests run in parallel and the
+/// backend's generator is global).
 fn model(cfg: &RwkvConfig, seed: u64) -> Rwkv<B> {
-    <B as Backend>::seed(&Default::default(), seed);
-    cfg.init::<B>(&Default::default())
+    let dev = Default::default();
+    seeded::<B, _>(&dev, seed, || cfg.init::<B>(&dev))
 }
 
 fn burn_step(
@@ -97,17 +99,25 @@ fn check(cfg: &RwkvConfig, seed: u64, tokens: &[u32], dtype: WeightDtype, thread
     states_close(&hs, &want, dtype)
 }
 
+/// The largest difference between two states' tensors, and the layer it is in.
+fn state_diff(got: &HostState, want: &HostState) -> (usize, f32) {
+    let layer = |(a, b): (&visualrwkv_rwkv::HostLayerState, &visualrwkv_rwkv::HostLayerState)| {
+        max_diff(&a.wkv, &b.wkv).max(max_diff(&a.att_shift, &b.att_shift)).max(max_diff(&a.ffn_shift, &b.ffn_shift))
+    };
+    got.layers
+        .iter()
+        .zip(&want.layers)
+        .map(layer)
+        .enumerate()
+        .fold((0, 0.0), |m, (l, d)| if d > m.1 { (l, d) } else { m })
+}
+
 /// Every state tensor of `got` within 1e-4 of `want`.
 fn states_close(got: &HostState, want: &HostState, dtype: WeightDtype) -> Result<(), String> {
-    for (l, (a, b)) in got.layers.iter().zip(&want.layers).enumerate() {
-        let d = max_diff(&a.wkv, &b.wkv)
-            .max(max_diff(&a.att_shift, &b.att_shift))
-            .max(max_diff(&a.ffn_shift, &b.ffn_shift));
-        if d > 1e-4 {
-            return Err(format!("{dtype:?} layer {l}: state max diff {d:e}"));
-        }
+    match state_diff(got, want) {
+        (l, d) if d > 1e-4 => Err(format!("{dtype:?} layer {l}: state max diff {d:e}")),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 proptest! {
@@ -131,9 +141,11 @@ proptest! {
 }
 
 /// `Decoder::prefill` (sequence mode) equals stepping through the same tokens one by one: the
-/// last logits and every state tensor, from a zero or a carried state.
+/// last logits and every state tensor, from a zero or a carried state (prefill in two parts when
+/// `split` is inside), within 1e-4, or for int8 / 4-bit weights within [`rounding_flip_budget`].
 fn check_prefill(cfg: &RwkvConfig, seed: u64, tokens: &[u32], split: usize, dtype: WeightDtype) -> Result<(), String> {
-    let dec = Decoder::new(&model(cfg, seed), dtype).map_err(|e| e.to_string())?;
+    let m = model(cfg, seed);
+    let dec = Decoder::new(&m, dtype).map_err(|e| e.to_string())?;
     let mut stepped = dec.zero_state();
     let want = dec.run(tokens, &mut stepped).map_err(|e| e.to_string())?;
     let mut state = dec.zero_state();
@@ -142,11 +154,47 @@ fn check_prefill(cfg: &RwkvConfig, seed: u64, tokens: &[u32], split: usize, dtyp
         dec.prefill(&tokens[..split], &mut state).map_err(|e| e.to_string())?;
     }
     let got = dec.prefill(&tokens[split..], &mut state).map_err(|e| e.to_string())?;
-    let d = max_diff(&got, &want);
-    if d > 1e-4 {
-        return Err(format!("{dtype:?} {cfg:?} split {split}: last logits max diff {d:e}"));
+    let (d, (layer, ds)) = (max_diff(&got, &want), state_diff(&state, &stepped));
+    if d <= 1e-4 && ds <= 1e-4 {
+        return Ok(());
     }
-    states_close(&state, &stepped, dtype)
+    let (logits_budget, state_budget) = match dtype {
+        WeightDtype::I8 | WeightDtype::Q4 => rounding_flip_budget(&m, tokens)?,
+        _ => (1e-4, 1e-4),
+    };
+    if d > logits_budget {
+        return Err(format!("{dtype:?} {cfg:?} split {split}: last logits max diff {d:e} (allowed {logits_budget:e})"));
+    }
+    if ds > state_budget {
+        return Err(format!(
+            "{dtype:?} {cfg:?} split {split}: layer {layer} state max diff {ds:e} (allowed {state_budget:e})"
+        ));
+    }
+    Ok(())
+}
+
+/// How far a quantised prefill may land from the quantised steps after `tokens` (logits, state):
+/// twice int8's whole error on these tokens, i.e. twice how far int8 steps land from f32 steps.
+///
+/// Why not 1e-4: both paths round every matrix input to int8 codes (the integer products are
+/// then equal bit for bit, `quantized.rs`'s tests), but the floats they round come from the
+/// chunked prompt in one and the recurrence in the other and differ in the last bits. A value
+/// that close to a rounding tie (these models' steps round values within 1e-5 of one) takes the
+/// neighbouring code in one path: a one-code change that spreads through the later layers. It is
+/// an activation's rounding, the same for int8 and 4-bit weights, so int8's error (all weights
+/// and activations rounded) measures it. Over 9,000 random cases of
+/// `prefill_equals_token_by_token`, 33 went past 1e-4, by at most 0.69 of int8's logit error
+/// and 0.23 of its state error; a wrong row, scale or tile errs by far more.
+fn rounding_flip_budget(m: &Rwkv<B>, tokens: &[u32]) -> Result<(f32, f32), String> {
+    let run = |dtype| {
+        let dec = Decoder::new(m, dtype).map_err(|e| e.to_string())?;
+        let mut state = dec.zero_state();
+        let logits = dec.run(tokens, &mut state).map_err(|e| e.to_string())?;
+        Ok::<_, String>((logits, state))
+    };
+    let ((f32_logits, f32_state), (i8_logits, i8_state)) = (run(WeightDtype::F32)?, run(WeightDtype::I8)?);
+    let budget = |error: f32| (2.0 * error).max(1e-4);
+    Ok((budget(max_diff(&i8_logits, &f32_logits)), budget(state_diff(&i8_state, &f32_state).1)))
 }
 
 proptest! {
@@ -154,7 +202,7 @@ proptest! {
 
     /// Random small models, prompts of 1 to 40 tokens (odd lengths included), split in two at a
     /// random point or not at all, every weight type (int8 / 4-bit: the steps' and the prompt's
-    /// integer products on the same quantised weights and activations).
+    /// integer products on the same quantised weights, up to an activation's rounding tie).
     #[test]
     fn prefill_equals_token_by_token(
         layers in 1usize..3,

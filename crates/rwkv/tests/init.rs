@@ -4,20 +4,10 @@
 
 use burn::backend::{Autodiff, NdArray};
 use burn::module::Param;
-use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
-use std::sync::{Mutex, MutexGuard};
-use visualrwkv_rwkv::RwkvConfig;
+use visualrwkv_rwkv::{RwkvConfig, seeded};
 
 type B = NdArray;
-
-/// The backend's seed is one process-wide RNG and the test harness runs tests on parallel
-/// threads: every test that draws a model holds this lock, so a seed is followed by its own draws.
-static RNG: Mutex<()> = Mutex::new(());
-
-fn rng() -> MutexGuard<'static, ()> {
-    RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 fn vals<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
@@ -37,9 +27,9 @@ fn close(a: f32, b: f64, what: &str) {
 
 #[test]
 fn mixes_decays_and_bonus_follow_the_trainer_formulas() {
-    let _rng = rng();
     let cfg = config();
-    let model = cfg.init_from_scratch::<B>(&Default::default());
+    let dev = Default::default();
+    let model = seeded::<B, _>(&dev, 0, || cfg.init_from_scratch::<B>(&dev));
     let (c, a) = (32usize, 32usize);
     for (l, block) in model.blocks.iter().enumerate() {
         let r0 = l as f64 / 2.0;
@@ -72,10 +62,8 @@ fn mixes_decays_and_bonus_follow_the_trainer_formulas() {
 
 #[test]
 fn every_block_starts_as_the_identity_and_projections_are_orthogonal() {
-    let _rng = rng();
     let dev = Default::default();
-    <B as Backend>::seed(&dev, 3);
-    let model = config().init_from_scratch::<B>(&dev);
+    let model = seeded::<B, _>(&dev, 3, || config().init_from_scratch::<B>(&dev));
     let ids = Tensor::<B, 2, Int>::from_ints([[1, 5, 69, 0, 33]], &dev);
     let logits = model.forward(ids.clone(), None).unwrap().logits;
     // With the mixes' outputs at zero the stack is emb → ln0 → ln_out → head.
@@ -106,12 +94,8 @@ fn every_block_starts_as_the_identity_and_projections_are_orthogonal() {
 #[test]
 fn the_same_seed_draws_the_same_model_and_it_learns() {
     type A = Autodiff<NdArray>;
-    let _rng = rng();
     let dev = Default::default();
-    let draw = || {
-        <A as Backend>::seed(&dev, 7);
-        config().init_from_scratch::<A>(&dev)
-    };
+    let draw = || seeded::<A, _>(&dev, 7, || config().init_from_scratch::<A>(&dev));
     let (m1, m2) = (draw(), draw());
     let flat = |m: &visualrwkv_rwkv::Rwkv<A>| -> Vec<f32> {
         m.blocks[1].att.key.weight.val().inner().into_data().convert::<f32>().into_vec().unwrap()

@@ -4,11 +4,10 @@
 //! them, then equals the eagerly loaded one.
 
 use burn::backend::NdArray;
-use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use visualrwkv_checkpoint::table::any_initialized;
 use visualrwkv_rwkv::checkpoint::write_safetensors_quantized;
-use visualrwkv_rwkv::{Decoder, Rwkv, RwkvConfig, TensorMap, TensorSource, WeightDtype, load_fused};
+use visualrwkv_rwkv::{Decoder, Rwkv, RwkvConfig, TensorMap, TensorSource, WeightDtype, load_fused, seeded};
 
 type B = NdArray;
 
@@ -17,8 +16,8 @@ fn config() -> RwkvConfig {
 }
 
 fn model(seed: u64) -> Rwkv<B> {
-    <B as Backend>::seed(&Default::default(), seed);
-    config().init::<B>(&Default::default())
+    let dev = Default::default();
+    seeded::<B, _>(&dev, seed, || config().init::<B>(&dev))
 }
 
 /// A checkpoint file of `model` in a fresh temporary folder.

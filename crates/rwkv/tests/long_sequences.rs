@@ -6,9 +6,8 @@
 
 use burn::backend::NdArray;
 use burn::module::Param;
-use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use visualrwkv_rwkv::{Decoder, HostState, Rwkv, RwkvConfig, WeightDtype};
+use visualrwkv_rwkv::{Decoder, HostState, Rwkv, RwkvConfig, WeightDtype, seeded};
 
 type B = NdArray;
 
@@ -38,8 +37,7 @@ impl Rng {
 /// the two ends exactly.
 fn model(rng: &mut Rng) -> Rwkv<B> {
     let dev = Default::default();
-    <B as Backend>::seed(&dev, 5);
-    let mut m = config().init::<B>(&dev);
+    let mut m = seeded::<B, _>(&dev, 5, || config().init::<B>(&dev));
     let c = config().n_embd;
     for block in &mut m.blocks {
         let mut w: Vec<f32> = (0..c).map(|_| rng.range(-20.0, 5.0)).collect();

@@ -30,10 +30,9 @@ proptest! {
         n_layer in 1usize..3, n_head in 1usize..3, head_size in prop::sample::select(vec![4usize, 8, 16]),
         batch in 1usize..3, t in 1usize..12, split in 0usize..12, seed in any::<u64>(),
     ) {
-        <B as burn::tensor::backend::Backend>::seed(&Default::default(), seed);
         let c = n_head * head_size;
         let cfg = RwkvConfig { n_layer, n_embd: c, n_head, head_size, dim_ffn: 2 * c, vocab_size: 50, d_mix: 4, d_decay: 8 };
-        let model = cfg.init::<B>(&Default::default());
+        let model = visualrwkv_rwkv::seeded::<B, _>(&Default::default(), seed, || cfg.init::<B>(&Default::default()));
         let ids = tokens(batch, t, 50);
         let full = model.forward(ids.clone(), None).unwrap();
         let v = 50;

@@ -211,9 +211,6 @@ impl MetricsWriter {
     }
 }
 
-/// Held while a run seeds the backend and initialises its model.
-static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// Trains one model on the synthetic task on `devices` (one: plain training; several:
 /// data-parallel, feature `collective`) and evaluates it on the test split (on the first device).
 /// The model is initialised on the first device from `settings.model_seed`. `on_event` sees the
@@ -234,12 +231,9 @@ where
     let splits = generate(&settings.data)?;
     let baseline = majority_baseline(&splits.train, &splits.test);
     let tokenizer = settings.vocab.tokenizer(&splits.train);
-    let model = {
-        // The backend's generator is global: runs of a parallel ablation seed and draw in turn.
-        let _turn = INIT_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        B::seed(device, settings.model_seed);
-        settings.model_config(&tokenizer)?.init::<B>(device)?
-    };
+    // The backend's generator is global: runs of a parallel ablation seed and draw in turn.
+    let config = settings.model_config(&tokenizer)?;
+    let model = visualrwkv_rwkv::seeded::<B, _>(device, settings.model_seed, || config.init::<B>(device))?;
     let inner = for_eval(&model);
     let train = TaskData::prepare(&splits.train, settings.data.cell_px, &inner, strategy, &tokenizer)?;
     let test = TaskData::prepare(&splits.test, settings.data.cell_px, &inner, strategy, &tokenizer)?;

@@ -18,8 +18,7 @@ mod common;
 use common::picture;
 
 fn model() -> VisualRwkv<B> {
-    <B as burn::tensor::backend::Backend>::seed(&Default::default(), 3);
-    common::tiny_vlm(2, 16)
+    visualrwkv_rwkv::seeded::<B, _>(&Default::default(), 3, || common::tiny_vlm(2, 16))
 }
 
 fn options() -> GenerateOptions {

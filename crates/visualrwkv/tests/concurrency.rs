@@ -26,8 +26,7 @@ mod common;
 use common::picture;
 
 fn model() -> VisualRwkv<B> {
-    <B as burn::tensor::backend::Backend>::seed(&Default::default(), 11);
-    common::tiny_vlm(3, 32)
+    visualrwkv_rwkv::seeded::<B, _>(&Default::default(), 11, || common::tiny_vlm(3, 32))
 }
 
 /// One request: a question, an image (or none), a prompt layout, a scan and a sampling seed.

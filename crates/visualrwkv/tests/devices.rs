@@ -67,7 +67,6 @@ mod gpu {
     use super::{flat, host, max_diff};
     use burn::backend::wgpu::WgpuDevice;
     use burn::backend::{Autodiff, NdArray, Wgpu};
-    use burn::tensor::backend::Backend;
     use burn::tensor::{Tensor, TensorData};
     use visualrwkv::training::{ModelConfig, Stage, TaskData, TrainConfig, Trainer, for_eval, transfer};
     use visualrwkv::{Engine, GenerateOptions, Sample, VisionOptions, VisualRwkv};
@@ -106,8 +105,7 @@ mod gpu {
 
     /// The same random model on the CPU and on the GPU.
     fn models() -> (VisualRwkv<C>, VisualRwkv<G>) {
-        <C as Backend>::seed(&Default::default(), 11);
-        let cpu = parts::<C>(&Default::default());
+        let cpu = visualrwkv_rwkv::seeded::<C, _>(&Default::default(), 11, || parts::<C>(&Default::default()));
         let gpu = transfer(&cpu, parts::<G>(&gpu()), &gpu()).unwrap();
         (cpu, gpu)
     }
@@ -183,9 +181,9 @@ mod gpu {
         type AG = Autodiff<G>;
         let (data, splits) = super::task();
         let tok = Tokenizer::world_bytes();
-        <C as Backend>::seed(&Default::default(), 5);
         let cfg = ModelConfig::tiny(&data, 32, 2, tok);
-        let cpu: VisualRwkv<AC> = cfg.init(&Default::default()).unwrap();
+        let cpu: VisualRwkv<AC> =
+            visualrwkv_rwkv::seeded::<C, _>(&Default::default(), 5, || cfg.init(&Default::default()).unwrap());
         let gpu_model: VisualRwkv<AG> = transfer(&cpu, cfg.init(&gpu()).unwrap(), &gpu()).unwrap();
         let train_cpu = TaskData::prepare(&splits.train, data.cell_px, &for_eval(&cpu), &Sandwich, tok).unwrap();
         let train_gpu = TaskData::prepare(&splits.train, data.cell_px, &for_eval(&gpu_model), &Sandwich, tok).unwrap();
@@ -225,7 +223,7 @@ mod gpu {
 mod parallel {
     use super::{flat, max_diff};
     use burn::backend::{Autodiff, NdArray};
-    use burn::tensor::backend::{AutodiffBackend, Backend};
+    use burn::tensor::backend::AutodiffBackend;
     use visualrwkv::parallel::train_parallel;
     use visualrwkv::training::{ModelConfig, Stage, StepStats, TaskData, TrainConfig, Trainer, for_eval, materialize};
     use visualrwkv::vlm::VisualRwkv;
@@ -253,9 +251,9 @@ mod parallel {
     /// A materialised tiny model on the CPU and its data config.
     fn model() -> (VisualRwkv<A>, DataConfig) {
         let (data, _) = super::task();
-        <NdArray as Backend>::seed(&Default::default(), 21);
-        let model: VisualRwkv<A> =
-            ModelConfig::tiny(&data, 32, 2, Tokenizer::world_bytes()).init(&Default::default()).unwrap();
+        let model: VisualRwkv<A> = visualrwkv_rwkv::seeded::<NdArray, _>(&Default::default(), 21, || {
+            ModelConfig::tiny(&data, 32, 2, Tokenizer::world_bytes()).init(&Default::default()).unwrap()
+        });
         materialize(&model);
         (model, data)
     }

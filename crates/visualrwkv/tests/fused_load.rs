@@ -19,10 +19,7 @@ type B = NdArray;
 
 /// A tiny VisualRWKV drawn from `seed` (one test at a time: the backend's seed is global).
 fn seeded(seed: u64, layers: usize) -> VisualRwkv<B> {
-    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _held = RNG.lock().unwrap_or_else(|e| e.into_inner());
-    <B as burn::tensor::backend::Backend>::seed(&Default::default(), seed);
-    common::tiny_vlm(layers, 32)
+    visualrwkv_rwkv::seeded::<B, _>(&Default::default(), seed, || common::tiny_vlm(layers, 32))
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {

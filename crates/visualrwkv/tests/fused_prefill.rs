@@ -52,8 +52,10 @@ fn scan(which: usize, seed: u64) -> Box<dyn Scan> {
 }
 
 fn image(m: &VisualRwkv<B>, seed: u64) -> ImageRows<B> {
-    <B as burn::tensor::backend::Backend>::seed(&Default::default(), seed);
-    let px = Tensor::<B, 4>::random([1, 3, 32, 32], Distribution::Normal(0.0, 1.0), &Default::default());
+    let dev = Default::default();
+    let px = visualrwkv_rwkv::seeded::<B, _>(&dev, seed, || {
+        Tensor::<B, 4>::random([1, 3, 32, 32], Distribution::Normal(0.0, 1.0), &dev)
+    });
     m.encode_images(px).unwrap().remove(0)
 }
 
@@ -91,10 +93,7 @@ fn host(t: Tensor<B, 2>) -> Vec<f32> {
 
 /// The model seeded for a case (the backend's RNG is process-wide: one case at a time).
 fn seeded_model(seed: u64, layers: usize, width: usize) -> VisualRwkv<B> {
-    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _held = RNG.lock().unwrap_or_else(|e| e.into_inner());
-    <B as burn::tensor::backend::Backend>::seed(&Default::default(), seed);
-    common::tiny_vlm(layers, width)
+    visualrwkv_rwkv::seeded::<B, _>(&Default::default(), seed, || common::tiny_vlm(layers, width))
 }
 
 proptest! {
@@ -203,8 +202,10 @@ fn fused_tower_encodes_images_like_the_model() {
     let tower = FusedTower::new(&m.vision);
     for pooling in [GridPooling::All, GridPooling::ClsOnly, GridPooling::Mean, GridPooling::Grid(2)] {
         m.options.pooling = pooling;
-        <B as burn::tensor::backend::Backend>::seed(&Default::default(), 8);
-        let px = Tensor::<B, 4>::random([2, 3, 32, 32], Distribution::Normal(0.0, 1.0), &Default::default());
+        let dev = Default::default();
+        let px = visualrwkv_rwkv::seeded::<B, _>(&dev, 8, || {
+            Tensor::<B, 4>::random([2, 3, 32, 32], Distribution::Normal(0.0, 1.0), &dev)
+        });
         let want = m.encode_images(px.clone()).unwrap();
         let got = m.encode_images_fused(&tower, px).unwrap();
         assert_eq!(want.len(), got.len());

@@ -24,11 +24,11 @@ fn setup_with(seed: u64, init: LmInit) -> (VisualRwkv<A>, TaskData<A>, TaskData<
     let data =
         DataConfig { train_images: 12, val_images: 2, test_images: 4, questions_per_image: 3, ..DataConfig::default() };
     let splits = generate(&data).unwrap();
-    <NdArray as Backend>::seed(&Default::default(), seed);
     let tok = Tokenizer::world_bytes();
     let mut cfg = ModelConfig::tiny(&data, 32, 1, tok);
     cfg.init = init;
-    let model: VisualRwkv<A> = cfg.init(&Default::default()).unwrap();
+    let model: VisualRwkv<A> =
+        visualrwkv_rwkv::seeded::<NdArray, _>(&Default::default(), seed, || cfg.init(&Default::default()).unwrap());
     let inner = for_eval(&model);
     let train = TaskData::prepare(&splits.train, data.cell_px, &inner, &Sandwich, tok).unwrap().lift::<A>();
     let test = TaskData::prepare(&splits.test, data.cell_px, &inner, &Sandwich, tok).unwrap();

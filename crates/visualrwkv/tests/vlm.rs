@@ -21,8 +21,10 @@ fn model(layers: usize) -> VisualRwkv<B> {
 }
 
 fn image(m: &VisualRwkv<B>, seed: u64) -> ImageRows<B> {
-    <B as burn::tensor::backend::Backend>::seed(&Default::default(), seed);
-    let px = Tensor::<B, 4>::random([1, 3, 32, 32], Distribution::Normal(0.0, 1.0), &Default::default());
+    let dev = Default::default();
+    let px = visualrwkv_rwkv::seeded::<B, _>(&dev, seed, || {
+        Tensor::<B, 4>::random([1, 3, 32, 32], Distribution::Normal(0.0, 1.0), &dev)
+    });
     m.encode_images(px).unwrap().remove(0)
 }
 
