@@ -26,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = CaseConfig { batch: 1..3, time: 1..24, heads: 1..3, head_sizes: vec![1, 4, 16], w_raw: (-20.0, 5.0) };
     TestRunner::new(Config::with_cases(n_cases))
         .run(&cases(config), |case| {
-            check_impl::<Autodiff<NdArray>>(&sequential_wkv6, &case, &dev, DType::F32).map_err(TestCaseError::fail)
+            check_impl::<Autodiff<NdArray>>(&sequential_wkv6, &case, &dev, DType::F32).map_err(TestCaseError::from)
         })
         .map_err(|e| format!("your implementation disagrees with the reference: {e}"))?;
     println!(

@@ -102,6 +102,9 @@ def main():
     if args.context is not None:
         point(args)
         return
+    import anchors  # scripts/anchors.py: the pinned versions
+
+    anchors.require("torch", "transformers")
     os.makedirs(args.out, exist_ok=True)
     rows = []
     for n in [int(c) for c in args.contexts.split(",") if c.strip()]:

@@ -16,6 +16,8 @@ os.environ.setdefault("RWKV_V7_ON", "0")
 
 import torch  # noqa: E402
 
+import anchors  # noqa: E402  (scripts/anchors.py: the pinned versions)
+
 SIZES = {"0.1b": (12, 768), "0.4b": (24, 1024), "1.6b": (24, 2048)}
 
 
@@ -60,6 +62,7 @@ def main():
     ap.add_argument("--prefill", type=int, default=512)
     ap.add_argument("--decode", type=int, default=16)
     args = ap.parse_args()
+    anchors.require("torch", "rwkv")
     from rwkv.model import RWKV
 
     print(f"official rwkv package, CPU fp32, torch {torch.__version__}, {torch.get_num_threads()} threads")

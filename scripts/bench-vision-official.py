@@ -4,8 +4,11 @@ CLIPVisionModel with the CLIP-ViT-L/14-336 shape (random weights), fp32, CPU, ba
 Median of 3 forwards after a warm-up. Needs torch + transformers (pip)."""
 import time
 
+import anchors  # scripts/anchors.py: the pinned versions
 import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel
+
+anchors.require("torch", "transformers")
 
 cfg = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
                        image_size=336, patch_size=14, hidden_act="quick_gelu")

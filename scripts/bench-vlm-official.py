@@ -166,6 +166,9 @@ def main():
     if args.child:
         child(args)
         return
+    import anchors  # scripts/anchors.py: the pinned versions (the children time their own imports)
+
+    anchors.require("torch", "transformers", "PIL")
     app = os.path.join(args.repo, "VisualRWKV-v6", "v6.0", "app", "modeling_rwkv.py")
     if not os.path.exists(app):
         sys.exit(f"{app} not found: --repo must be a checkout of howard-hou/VisualRWKV")

@@ -12,7 +12,7 @@ use burn::tensor::{Tensor, TensorPrimitive};
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use visualrwkv_kernels::KernelError;
 use visualrwkv_wkv::reference::Dims;
-use visualrwkv_wkv::testing::{Case, CaseConfig, CaseTensors, Tolerance, compare, op, tolerance_for};
+use visualrwkv_wkv::testing::{Case, CaseConfig, CaseTensors, CheckError, Tolerance, compare, op, tolerance_for};
 use visualrwkv_wkv::{Wkv6Backend, wkv6_step};
 
 /// Problems the suites draw: odd and even `T` (including 1), several heads and batch rows, the
@@ -51,20 +51,21 @@ macro_rules! suite {
 
             /// Forward and backward launchers on the bare backend against the reference: sequences in
             /// `dtype`, the state in `state_dtype`, with the tolerance for `dtype`.
-            fn check_launchers(case: &Case, dtype: DType, state_dtype: DType) -> Result<(), String> {
+            fn check_launchers(case: &Case, dtype: DType, state_dtype: DType) -> Result<(), CheckError> {
                 let d = case.on_device::<Raw>(&dev(), dtype, state_dtype);
                 let x: CaseTensors<Raw> = d.x;
                 let [r, k, v, w, s0] = [x.r, x.k, x.v, x.w_raw, x.initial_state].map(prim);
                 let u = prim(x.u);
-                let (y, s) = visualrwkv_kernels::forward(&r, &k, &v, &w, &u, &s0).map_err(|e| e.to_string())?;
+                let ctx = format!("{:?} {dtype:?} state {state_dtype:?}", case.dims);
+                let failed = |e: KernelError| CheckError::Failed { case: ctx.clone(), source: e.into() };
+                let (y, s) = visualrwkv_kernels::forward(&r, &k, &v, &w, &u, &s0).map_err(failed)?;
                 let tol = tolerance_for(dtype);
                 let want = d.seen.reference();
-                let ctx = format!("{:?} {dtype:?} state {state_dtype:?}", case.dims);
                 compare(&format!("kernel y ({ctx})"), &f64s(wrap::<Raw, 4>(y)), &want.y, tol)?;
                 compare(&format!("kernel state ({ctx})"), &f64s(wrap::<Raw, 4>(s)), &want.state, tol)?;
 
                 let (dy, ds) = (prim(d.dy), prim(d.d_state));
-                let g = visualrwkv_kernels::backward(&r, &k, &v, &w, &u, &s0, &dy, &ds).map_err(|e| e.to_string())?;
+                let g = visualrwkv_kernels::backward(&r, &k, &v, &w, &u, &s0, &dy, &ds).map_err(failed)?;
                 let want = d.seen.reference_gradients();
                 compare(&format!("kernel dr ({ctx})"), &f64s(wrap::<Raw, 4>(g.r)), &want.r, tol)?;
                 compare(&format!("kernel dk ({ctx})"), &f64s(wrap::<Raw, 4>(g.k)), &want.k, tol)?;
@@ -81,7 +82,7 @@ macro_rules! suite {
 
             /// The public op on the fused backend (forward) and on `Autodiff` of it (forward and
             /// all gradients), through the harness users get with the `testing` feature.
-            fn check_op(case: &Case, dtype: DType) -> Result<(), String> {
+            fn check_op(case: &Case, dtype: DType) -> Result<(), CheckError> {
                 visualrwkv_wkv::testing::check_forward_impl(
                     &op::<Fused>(16),
                     case,
@@ -104,8 +105,8 @@ macro_rules! suite {
                 runner
                     .run(&visualrwkv_wkv::testing::cases(kernel_cases()), |case| {
                         eprintln!("{}: {:?} state {}", stringify!($name), case.dims, case.initial_state.is_some());
-                        check_launchers(&case, DType::F32, DType::F32).map_err(TestCaseError::fail)?;
-                        check_op(&case, DType::F32).map_err(TestCaseError::fail)
+                        check_launchers(&case, DType::F32, DType::F32).map_err(TestCaseError::from)?;
+                        check_op(&case, DType::F32).map_err(TestCaseError::from)
                     })
                     .unwrap();
             }
@@ -121,7 +122,7 @@ macro_rules! suite {
                 };
                 TestRunner::new(Config::with_cases(6))
                     .run(&visualrwkv_wkv::testing::cases(config), |case| {
-                        check_launchers(&case, DType::F32, DType::F32).map_err(TestCaseError::fail)
+                        check_launchers(&case, DType::F32, DType::F32).map_err(TestCaseError::from)
                     })
                     .unwrap();
             }

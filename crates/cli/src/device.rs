@@ -62,23 +62,46 @@ impl fmt::Display for DeviceSpec {
     }
 }
 
-impl FromStr for DeviceSpec {
-    type Err = String;
+/// Why a `--device` value could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceParseError {
+    /// The part after `:` is not a number.
+    BadIndex(String),
+    /// `cpu:N`: the CPU has no index.
+    CpuIndex(String),
+    /// Not `cpu`, `wgpu`, `wgpu:N`, `cuda` or `cuda:N`.
+    Unknown(String),
+}
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl fmt::Display for DeviceParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceParseError::BadIndex(s) => write!(f, "bad device index in `{s}` (e.g. cuda:0)"),
+            DeviceParseError::CpuIndex(s) => write!(f, "the cpu device takes no index (`{s}`)"),
+            DeviceParseError::Unknown(s) => write!(f, "unknown device `{s}` (cpu, wgpu, wgpu:N, cuda, cuda:N)"),
+        }
+    }
+}
+
+impl std::error::Error for DeviceParseError {}
+
+impl FromStr for DeviceSpec {
+    type Err = DeviceParseError;
+
+    fn from_str(s: &str) -> Result<Self, DeviceParseError> {
         let (kind, index) = match s.split_once(':') {
             Some((k, i)) => {
-                let i = i.parse::<usize>().map_err(|_| format!("bad device index in `{s}` (e.g. cuda:0)"))?;
+                let i = i.parse::<usize>().map_err(|_| DeviceParseError::BadIndex(s.to_string()))?;
                 (k, Some(i))
             }
             None => (s, None),
         };
         match (kind, index) {
             ("cpu", None) => Ok(DeviceSpec::Cpu),
-            ("cpu", Some(_)) => Err("the cpu device takes no index".into()),
+            ("cpu", Some(_)) => Err(DeviceParseError::CpuIndex(s.to_string())),
             ("wgpu", i) => Ok(DeviceSpec::Wgpu(i)),
             ("cuda", i) => Ok(DeviceSpec::Cuda(i.unwrap_or(0))),
-            _ => Err(format!("unknown device `{s}` (cpu, wgpu, wgpu:N, cuda, cuda:N)")),
+            _ => Err(DeviceParseError::Unknown(s.to_string())),
         }
     }
 }
@@ -377,9 +400,11 @@ mod tests {
         assert_eq!("wgpu:1".parse::<DeviceSpec>().unwrap(), DeviceSpec::Wgpu(Some(1)));
         assert_eq!("cuda".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(0));
         assert_eq!("cuda:3".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(3));
-        for bad in ["gpu", "cuda:x", "cpu:0", ""] {
-            assert!(bad.parse::<DeviceSpec>().is_err(), "{bad}");
-        }
+        assert_eq!("gpu".parse::<DeviceSpec>(), Err(DeviceParseError::Unknown("gpu".into())));
+        assert_eq!("".parse::<DeviceSpec>(), Err(DeviceParseError::Unknown("".into())));
+        assert_eq!("cuda:x".parse::<DeviceSpec>(), Err(DeviceParseError::BadIndex("cuda:x".into())));
+        assert_eq!("cpu:0".parse::<DeviceSpec>(), Err(DeviceParseError::CpuIndex("cpu:0".into())));
+        assert!("cuda:x".parse::<DeviceSpec>().unwrap_err().to_string().contains("e.g. cuda:0"));
         assert_eq!(parse_devices("cuda:0, cuda:1").unwrap(), vec![DeviceSpec::Cuda(0), DeviceSpec::Cuda(1)]);
         assert!(parse_devices("cpu,cuda:0").is_err());
         assert!(parse_devices("cuda:1,cuda:1").is_err());

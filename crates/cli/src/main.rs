@@ -56,9 +56,11 @@ enum Command {
     /// answer a few test questions, and save the checkpoint, metrics and loss curve.
     Demo(demo::Args),
     /// Train every prompt × scan combination for several seeds with the same budget and write
-    /// held-out accuracy (mean ± std) as markdown, CSV and a plot, with the paper's orderings.
+    /// held-out accuracy with 95 % bootstrap intervals as markdown, CSV, JSON and a plot, with
+    /// each of the paper's orderings as a paired difference and a verdict.
     Ablate(ablate::Args),
-    /// Convert a checkpoint (.pth or .safetensors) to safetensors with the same key names (F32).
+    /// Convert a checkpoint (.pth or .safetensors) to safetensors with the same key names: f32,
+    /// or the matrices block-quantised to int8 / 4-bit (--quantize i8|q4).
     Convert(convert::Args),
     /// Check a LLaVA-format dataset (every sample and image) and write its token ids and labels
     /// as JSON lines; print counts (samples, with image, text-only, truncated, skipped) and a

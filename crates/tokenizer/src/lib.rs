@@ -36,14 +36,14 @@ pub const DOUBLE_NEWLINE: u32 = 261;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenizerError {
     /// A vocabulary line could not be parsed or failed its byte-length check.
-    #[error("vocabulary {origin}, line {line}: {why}")]
+    #[error("vocabulary {origin}, line {line}: {problem}")]
     Vocab {
         /// Where the vocabulary came from (a path or `"embedded"`).
         origin: String,
         /// 1-based line number (0 for the whole file).
         line: usize,
         /// What is wrong.
-        why: String,
+        problem: vocab::VocabProblem,
     },
     /// An id with no bytes in the vocabulary (0, or above the vocabulary size).
     #[error("unknown token id {id} at position {position} (valid ids: 1..={max})")]

@@ -5,7 +5,8 @@ use std::collections::HashSet;
 use std::sync::OnceLock;
 
 use proptest::prelude::*;
-use visualrwkv_tokenizer::{Tokenizer, TokenizerError, vocab::parse_literal};
+use visualrwkv_tokenizer::vocab::{LiteralError, VocabProblem, parse_literal};
+use visualrwkv_tokenizer::{Tokenizer, TokenizerError};
 
 fn cases() -> Vec<(String, Vec<u32>)> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/tokenizer_cases.jsonl");
@@ -68,20 +69,36 @@ fn literal_escapes_follow_python() {
     assert_eq!(parse_literal(r"'\u4eca'").unwrap(), "今".as_bytes());
     assert_eq!(parse_literal(r#""'""#).unwrap(), b"'");
     assert_eq!(parse_literal(r"'\'\\\n\t\r'").unwrap(), b"'\\\n\t\r");
-    assert!(parse_literal("'abc").is_err());
-    assert!(parse_literal(r"'\q'").is_err());
-    assert!(parse_literal(r"'\x4'").is_err());
+    assert_eq!(parse_literal("'abc"), Err(LiteralError::NotQuoted { literal: "'abc".into() }));
+    assert_eq!(parse_literal(""), Err(LiteralError::NotQuoted { literal: "".into() }));
+    assert_eq!(parse_literal(r"'\q'"), Err(LiteralError::UnknownEscape { escape: 'q', literal: r"'\q'".into() }));
+    assert!(matches!(parse_literal(r"'\x4'"), Err(LiteralError::TruncatedEscape { .. })));
+    assert!(matches!(parse_literal(r"'\xzz'"), Err(LiteralError::BadHex { digits, .. }) if digits == "zz"));
+    assert!(matches!(parse_literal(r"'\ud800'"), Err(LiteralError::BadCodePoint { code: 0xd800, .. })));
+    assert!(matches!(parse_literal("b'é'"), Err(LiteralError::NonAsciiInBytes { .. })));
+    assert!(matches!(parse_literal(r"b'\u0041'"), Err(LiteralError::UnknownEscape { escape: 'u', .. })));
+    assert!(matches!(parse_literal("'a\\'"), Err(LiteralError::DanglingBackslash { .. })));
 }
 
 #[test]
 fn bad_vocabulary_lines_are_errors_naming_the_line() {
     let err = Tokenizer::from_vocab_text("1 'a' 1\n2 'bc' 3\n", "test.txt").unwrap_err();
-    assert!(matches!(err, TokenizerError::Vocab { line: 2, .. }), "{err}");
+    let mismatch = VocabProblem::LengthMismatch { literal: "'bc'".into(), found: 2, stated: 3 };
+    assert_eq!(err, TokenizerError::Vocab { origin: "test.txt".into(), line: 2, problem: mismatch });
     assert!(err.to_string().contains("test.txt, line 2"), "{err}");
     let err = Tokenizer::from_vocab_text("1 'a' 1\n3 'b' 1\n", "v").unwrap_err();
+    assert!(matches!(err, TokenizerError::Vocab { problem: VocabProblem::OutOfOrder { id: 3, expected: 2 }, .. }));
     assert!(err.to_string().contains("out of order"), "{err}");
-    assert!(Tokenizer::from_vocab_text("", "v").is_err());
-    assert!(Tokenizer::from_vocab_text("1 'a'\n", "v").is_err());
+    let problem = |text: &str| match Tokenizer::from_vocab_text(text, "v") {
+        Err(TokenizerError::Vocab { problem, .. }) => problem,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(problem(""), VocabProblem::NoTokens);
+    assert_eq!(problem("1 'a'\n"), VocabProblem::Format);
+    assert_eq!(problem("x 'a' 1\n"), VocabProblem::BadId { id: "x".into() });
+    assert_eq!(problem("1 'a' one\n"), VocabProblem::BadLength { length: "one".into() });
+    assert_eq!(problem("1 '' 0\n"), VocabProblem::EmptyToken);
+    assert!(matches!(problem("1 'a\\q' 2\n"), VocabProblem::Literal(LiteralError::UnknownEscape { escape: 'q', .. })));
     assert!(matches!(Tokenizer::from_file("/nonexistent/vocab.txt"), Err(TokenizerError::Io { .. })));
 }
 

@@ -15,8 +15,10 @@
 //! let dev = Default::default();
 //! TestRunner::new(Config::with_cases(4))
 //!     .run(&cases(CaseConfig::small()), |case| {
-//!         check_forward::<NdArray>(&case, 16, &dev, Tolerance::F32).map_err(TestCaseError::fail)?;
-//!         check_gradients::<Autodiff<NdArray>>(&case, 16, &dev, Tolerance::F32).map_err(TestCaseError::fail)
+//!         // A `CheckError` is a `std::error::Error`, so `?` turns it into proptest's failure.
+//!         check_forward::<NdArray>(&case, 16, &dev, Tolerance::F32)?;
+//!         check_gradients::<Autodiff<NdArray>>(&case, 16, &dev, Tolerance::F32)?;
+//!         Ok(())
 //!     })
 //!     .unwrap();
 //! ```
@@ -26,6 +28,7 @@ use std::ops::Range;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{DType, Tensor, TensorData};
 use proptest::prelude::*;
+use thiserror::Error;
 
 use crate::reference::{self, Dims, Inputs};
 use crate::{Wkv6Backend, Wkv6Options, wkv6_with};
@@ -187,10 +190,73 @@ impl Tolerance {
     pub const BF16: Tolerance = Tolerance { abs: 1e-2, rel: 1e-2 };
 }
 
+/// The error an implementation under test may return from [`Wkv6Impl::run`]: any error type
+/// (a `String` too) converts into it.
+pub type ImplError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a check failed: which tensor differs from the reference, where and by how much, or that
+/// the implementation under test returned an error.
+///
+/// `tensor` is the label of the compared values, e.g. `dk (Dims { b: 1, .. } F32) chunk 16`:
+/// the tensor's name followed by the case's sizes, the dtype and the chunk length where they
+/// apply.
+#[derive(Debug, Error)]
+pub enum CheckError {
+    /// The implementation returned a different number of values than the reference.
+    #[error("{tensor}: {found} values, expected {expected}")]
+    Length {
+        /// Which values.
+        tensor: String,
+        /// The reference's count.
+        expected: usize,
+        /// The implementation's count.
+        found: usize,
+    },
+    /// A value is outside the tolerance (or not finite); the worst one is reported.
+    #[error("{tensor}[{index}]: got {got}, expected {want} (|diff| {diff:.3e}, tolerance {tolerance:?})")]
+    Value {
+        /// Which values.
+        tensor: String,
+        /// The flat index of the worst value.
+        index: usize,
+        /// The implementation's value there.
+        got: f64,
+        /// The reference's value there.
+        want: f64,
+        /// `|got - want|`.
+        diff: f64,
+        /// The tolerance it exceeds.
+        tolerance: Tolerance,
+    },
+    /// The implementation under test returned an error instead of outputs.
+    #[error("the implementation failed on {case}: {source}")]
+    Failed {
+        /// The case's sizes, dtype and chunk length.
+        case: String,
+        /// Its error.
+        source: ImplError,
+    },
+}
+
+impl CheckError {
+    /// The same error with ` {context}` appended to the label of what failed.
+    pub fn context(self, context: &str) -> Self {
+        match self {
+            CheckError::Length { tensor, expected, found } => {
+                CheckError::Length { tensor: format!("{tensor} {context}"), expected, found }
+            }
+            CheckError::Value { tensor, index, got, want, diff, tolerance } => {
+                CheckError::Value { tensor: format!("{tensor} {context}"), index, got, want, diff, tolerance }
+            }
+            CheckError::Failed { case, source } => CheckError::Failed { case: format!("{case} {context}"), source },
+        }
+    }
+}
+
 /// Compares two slices; the error names the tensor, the worst index and both values.
-pub fn compare(name: &str, got: &[f64], want: &[f64], tol: Tolerance) -> Result<(), String> {
+pub fn compare(name: &str, got: &[f64], want: &[f64], tol: Tolerance) -> Result<(), CheckError> {
     if got.len() != want.len() {
-        return Err(format!("{name}: {} values, expected {}", got.len(), want.len()));
+        return Err(CheckError::Length { tensor: name.to_string(), expected: want.len(), found: got.len() });
     }
     let mut worst: Option<(usize, f64)> = None;
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
@@ -204,13 +270,14 @@ pub fn compare(name: &str, got: &[f64], want: &[f64], tol: Tolerance) -> Result<
     }
     match worst {
         None => Ok(()),
-        Some((i, _)) => Err(format!(
-            "{name}[{i}]: got {}, expected {} (|diff| {:.3e}, tolerance {:?})",
-            got[i],
-            want[i],
-            (got[i] - want[i]).abs(),
-            tol
-        )),
+        Some((i, _)) => Err(CheckError::Value {
+            tensor: name.to_string(),
+            index: i,
+            got: got[i],
+            want: want[i],
+            diff: (got[i] - want[i]).abs(),
+            tolerance: tol,
+        }),
     }
 }
 
@@ -359,28 +426,31 @@ pub fn tolerance_for(dtype: DType) -> Tolerance {
 }
 
 /// A WKV6 implementation under test: the inputs, returning `y` `[B, T, H, N]` and the final state
-/// `[B, H, N, N]` (or an error message).
+/// `[B, H, N, N]`, or its own error.
+///
+/// Any `Fn(CaseTensors<B>) -> Result<(y, state), E>` is one, for every error type `E` that
+/// converts into [`ImplError`] (every `std::error::Error`, `String`, `&str`).
 pub trait Wkv6Impl<B: burn::tensor::backend::Backend> {
     /// Runs the implementation.
-    fn run(&self, x: CaseTensors<B>) -> Result<(Tensor<B, 4>, Tensor<B, 4>), String>;
+    fn run(&self, x: CaseTensors<B>) -> Result<(Tensor<B, 4>, Tensor<B, 4>), ImplError>;
 }
 
-impl<B, F> Wkv6Impl<B> for F
+impl<B, F, E> Wkv6Impl<B> for F
 where
     B: burn::tensor::backend::Backend,
-    F: Fn(CaseTensors<B>) -> Result<(Tensor<B, 4>, Tensor<B, 4>), String>,
+    F: Fn(CaseTensors<B>) -> Result<(Tensor<B, 4>, Tensor<B, 4>), E>,
+    E: Into<ImplError>,
 {
-    fn run(&self, x: CaseTensors<B>) -> Result<(Tensor<B, 4>, Tensor<B, 4>), String> {
-        self(x)
+    fn run(&self, x: CaseTensors<B>) -> Result<(Tensor<B, 4>, Tensor<B, 4>), ImplError> {
+        self(x).map_err(Into::into)
     }
 }
 
 /// This crate's op, [`wkv6_with`] with the given chunk length, as a [`Wkv6Impl`].
 pub fn op<B: Wkv6Backend>(chunk_len: usize) -> impl Wkv6Impl<B> {
     move |x: CaseTensors<B>| {
-        let out = wkv6_with(x.r, x.k, x.v, x.w_raw, x.u, Some(x.initial_state), Wkv6Options { chunk_len })
-            .map_err(|e| e.to_string())?;
-        Ok((out.y, out.state))
+        let out = wkv6_with(x.r, x.k, x.v, x.w_raw, x.u, Some(x.initial_state), Wkv6Options { chunk_len })?;
+        Ok::<_, crate::WkvError>((out.y, out.state))
     }
 }
 
@@ -392,11 +462,11 @@ pub fn check_forward_impl<B: burn::tensor::backend::Backend>(
     dev: &B::Device,
     dtype: DType,
     tol: Tolerance,
-) -> Result<(), String> {
+) -> Result<(), CheckError> {
     let d = case.on_device::<B>(dev, dtype, dtype);
-    let (y, state) = imp.run(d.x)?;
-    let want = d.seen.reference();
     let ctx = format!("{:?} {dtype:?}", case.dims);
+    let (y, state) = imp.run(d.x).map_err(|source| CheckError::Failed { case: ctx.clone(), source })?;
+    let want = d.seen.reference();
     compare(&format!("y ({ctx})"), &values(y), &want.y, tol)?;
     compare(&format!("state ({ctx})"), &values(state), &want.state, tol)
 }
@@ -410,7 +480,7 @@ pub fn check_gradients_impl<B: AutodiffBackend>(
     dev: &B::Device,
     dtype: DType,
     tol: Tolerance,
-) -> Result<(), String> {
+) -> Result<(), CheckError> {
     let d = case.on_device::<B>(dev, dtype, dtype);
     let n_u = case.dims.u_len();
     let x = CaseTensors {
@@ -421,11 +491,11 @@ pub fn check_gradients_impl<B: AutodiffBackend>(
         u: d.x.u.require_grad(),
         initial_state: d.x.initial_state.require_grad(),
     };
-    let (y, state) = imp.run(x.clone())?;
+    let ctx = format!("{:?} {dtype:?}", case.dims);
+    let (y, state) = imp.run(x.clone()).map_err(|source| CheckError::Failed { case: ctx.clone(), source })?;
     let loss = (y * d.dy).sum() + (state * d.d_state).sum();
     let grads = loss.backward();
     let want = d.seen.reference_gradients();
-    let ctx = format!("{:?} {dtype:?}", case.dims);
     let grad = |x: &Tensor<B, 4>| x.grad(&grads).map(values).unwrap_or_else(|| vec![0.0; x.shape().num_elements()]);
     compare(&format!("dr ({ctx})"), &grad(&x.r), &want.r, tol)?;
     compare(&format!("dk ({ctx})"), &grad(&x.k), &want.k, tol)?;
@@ -443,7 +513,7 @@ pub fn check_impl<B: AutodiffBackend>(
     case: &Case,
     dev: &B::Device,
     dtype: DType,
-) -> Result<(), String> {
+) -> Result<(), CheckError> {
     let tol = tolerance_for(dtype);
     check_forward_impl(imp, case, dev, dtype, tol)?;
     check_gradients_impl(imp, case, dev, dtype, tol)
@@ -455,18 +525,66 @@ pub fn check_forward<B: Wkv6Backend>(
     chunk_len: usize,
     dev: &B::Device,
     tol: Tolerance,
-) -> Result<(), String> {
+) -> Result<(), CheckError> {
     check_forward_impl(&op::<B>(chunk_len), case, dev, <B::FloatElem as burn::tensor::Element>::dtype(), tol)
-        .map_err(|e| format!("{e} chunk {chunk_len}"))
+        .map_err(|e| e.context(&format!("chunk {chunk_len}")))
 }
 
 /// Differentiates `sum(y ⊙ dy) + sum(state ⊙ d_state)` through `wkv6` on the autodiff backend `B`
 /// and compares the gradients of `r, k, v, w_raw, u` and the initial state with the reference
 /// backward pass.
-pub fn check_gradients<B>(case: &Case, chunk_len: usize, dev: &B::Device, tol: Tolerance) -> Result<(), String>
+pub fn check_gradients<B>(case: &Case, chunk_len: usize, dev: &B::Device, tol: Tolerance) -> Result<(), CheckError>
 where
     B: AutodiffBackend + Wkv6Backend,
 {
     check_gradients_impl(&op::<B>(chunk_len), case, dev, <B::FloatElem as burn::tensor::Element>::dtype(), tol)
-        .map_err(|e| format!("{e} chunk {chunk_len}"))
+        .map_err(|e| e.context(&format!("chunk {chunk_len}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::NdArray;
+
+    use super::*;
+
+    #[test]
+    fn compare_names_the_worst_value_and_counts() {
+        let tol = Tolerance { abs: 0.1, rel: 0.0 };
+        assert!(compare("y", &[1.0, 2.0], &[1.05, 2.0], tol).is_ok());
+        match compare("y", &[1.0, 2.5, 9.0], &[1.0, 2.0, 3.0], tol) {
+            Err(CheckError::Value { tensor, index: 2, got, want, .. }) => {
+                assert_eq!((tensor.as_str(), got, want), ("y", 9.0, 3.0));
+            }
+            other => panic!("{other:?}"),
+        }
+        let nan = compare("s", &[f64::NAN], &[0.0], tol).unwrap_err();
+        assert!(matches!(nan, CheckError::Value { index: 0, .. }), "{nan}");
+        let len = compare("s", &[0.0], &[0.0, 1.0], tol).unwrap_err().context("chunk 4");
+        assert!(
+            matches!(&len, CheckError::Length { tensor, expected: 2, found: 1 } if tensor == "s chunk 4"),
+            "{len}"
+        );
+    }
+
+    #[test]
+    fn an_implementations_error_is_kept_as_its_source() {
+        let failing = |_: CaseTensors<NdArray>| Err::<(Tensor<NdArray, 4>, Tensor<NdArray, 4>), _>("out of memory");
+        let case = Case::random(Dims::new(1, 2, 1, 2), 1, (-1.0, 1.0), false);
+        let err = check_forward_impl(&failing, &case, &Default::default(), DType::F32, Tolerance::F32).unwrap_err();
+        match &err {
+            CheckError::Failed { case, source } => {
+                assert!(case.contains("F32"), "{case}");
+                assert_eq!(source.to_string(), "out of memory");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A shape error of the op itself reaches the caller as the op's typed error.
+        let bad = |x: CaseTensors<NdArray>| {
+            let u = Tensor::<NdArray, 2>::zeros([3, 3], &Default::default());
+            wkv6_with(x.r, x.k, x.v, x.w_raw, u, None, Wkv6Options::default()).map(|o| (o.y, o.state))
+        };
+        let err = check_forward_impl(&bad, &case, &Default::default(), DType::F32, Tolerance::F32).unwrap_err();
+        let CheckError::Failed { source, .. } = err else { panic!("{err:?}") };
+        assert!(matches!(source.downcast_ref::<crate::WkvError>(), Some(crate::WkvError::Shape { name: "u", .. })));
+    }
 }

@@ -9,21 +9,24 @@ use burn::tensor::backend::AutodiffBackend;
 use proptest::prelude::*;
 use visualrwkv_wkv::reference::{self, Dims, Inputs};
 use visualrwkv_wkv::testing::{
-    Case, CaseConfig, CaseTensors, Tolerance, cases, check_gradients, check_gradients_impl, compare,
+    Case, CaseConfig, CaseTensors, CheckError, Tolerance, cases, check_gradients, check_gradients_impl, compare,
 };
 use visualrwkv_wkv::{chunked, cpu};
 
 /// Gradients through burn's autodiff of the chunked tensor-op formulation (not the backend's
 /// backward kernel), compared with the reference backward.
-fn check_chunked<B: AutodiffBackend>(case: &Case, chunk: usize, tol: Tolerance) -> Result<(), String> {
-    let imp = move |x: CaseTensors<B>| Ok(chunked::forward(x.r, x.k, x.v, x.w_raw, x.u, x.initial_state, chunk));
+fn check_chunked<B: AutodiffBackend>(case: &Case, chunk: usize, tol: Tolerance) -> Result<(), CheckError> {
+    let imp = move |x: CaseTensors<B>| {
+        Ok::<_, std::convert::Infallible>(chunked::forward(x.r, x.k, x.v, x.w_raw, x.u, x.initial_state, chunk))
+    };
     let dtype = <B::FloatElem as burn::tensor::Element>::dtype();
-    check_gradients_impl(&imp, case, &Default::default(), dtype, tol).map_err(|e| format!("{e} chunk {chunk}"))
+    check_gradients_impl(&imp, case, &Default::default(), dtype, tol).map_err(|e| e.context(&format!("chunk {chunk}")))
 }
 
 /// The CPU backward kernel on slices against the reference backward, both in f64.
-fn check_cpu_f64(case: &Case) -> Result<(), String> {
-    let got = cpu::backward(case.dims, case.inputs(), &case.dy, Some(&case.d_state)).map_err(|e| e.to_string())?;
+fn check_cpu_f64(case: &Case) -> Result<(), CheckError> {
+    let got = cpu::backward(case.dims, case.inputs(), &case.dy, Some(&case.d_state))
+        .map_err(|e| CheckError::Failed { case: format!("{:?}", case.dims), source: e.into() })?;
     let want = case.reference_gradients();
     let tol = Tolerance { abs: 1e-10, rel: 1e-10 };
     let pairs = [
@@ -123,21 +126,21 @@ proptest! {
     #[test]
     fn chunked_autodiff_f64_equals_reference_backward(case in cases(CaseConfig::small()), chunk in 1usize..12) {
         check_chunked::<Autodiff<NdArray<f64>>>(&case, chunk, Tolerance { abs: 1e-8, rel: 1e-8 })
-            .map_err(TestCaseError::fail)?;
+            .map_err(TestCaseError::from)?;
     }
 
     /// The same in f32, to the f32 tolerance.
     #[test]
     fn chunked_autodiff_f32_equals_reference_backward(case in cases(CaseConfig { head_sizes: vec![1, 4, 16], time: 1..48, ..CaseConfig::small() }), chunk in 1usize..24) {
         check_chunked::<Autodiff<NdArray>>(&case, chunk, Tolerance { abs: 2e-4, rel: 1e-4 })
-            .map_err(TestCaseError::fail)?;
+            .map_err(TestCaseError::from)?;
     }
 
     /// The CPU backward kernel (f64, slices) equals the reference backward: odd T and T = 1,
     /// several heads, `w_raw` ∈ [-20, 5], with and without initial states.
     #[test]
     fn cpu_backward_f64_equals_reference(case in cases(CaseConfig { time: 1..90, ..CaseConfig::wide() })) {
-        check_cpu_f64(&case).map_err(TestCaseError::fail)?;
+        check_cpu_f64(&case).map_err(TestCaseError::from)?;
     }
 
     /// `Autodiff<NdArray>` (f32) runs WKV6 as one node with the CPU backward kernel; its
@@ -145,7 +148,7 @@ proptest! {
     #[test]
     fn cpu_backward_f32_through_autodiff_equals_reference(case in cases(CaseConfig { time: 1..120, ..CaseConfig::wide() })) {
         check_gradients::<Autodiff<NdArray>>(&case, 16, &Default::default(), Tolerance::F32)
-            .map_err(TestCaseError::fail)?;
+            .map_err(TestCaseError::from)?;
     }
 }
 

@@ -41,15 +41,15 @@ proptest! {
             let ([r, k, v, w], u, s) = case_tensors(&case);
             let (y, s) = chunked::forward(r, k, v, w, u, s, chunk);
             let ctx = format!("{:?} chunk {chunk}", case.dims);
-            compare(&format!("y {ctx}"), &to_f64(&values(y)), &want.y, Tolerance::F32).map_err(TestCaseError::fail)?;
-            compare(&format!("state {ctx}"), &to_f64(&values(s)), &want.state, Tolerance::F32).map_err(TestCaseError::fail)?;
+            compare(&format!("y {ctx}"), &to_f64(&values(y)), &want.y, Tolerance::F32).map_err(TestCaseError::from)?;
+            compare(&format!("state {ctx}"), &to_f64(&values(s)), &want.state, Tolerance::F32).map_err(TestCaseError::from)?;
         }
     }
 
     /// The NdArray op (the multi-threaded CPU kernel) and the f32 reference equal the f64 reference.
     #[test]
     fn cpu_and_reference_f32_equal_reference_f64(case in cases(CaseConfig::wide())) {
-        check_forward::<B>(&case, 16, &Default::default(), Tolerance::F32).map_err(TestCaseError::fail)?;
+        check_forward::<B>(&case, 16, &Default::default(), Tolerance::F32).map_err(TestCaseError::from)?;
         let (r, k, v, w, u) = (to_f32(&case.r), to_f32(&case.k), to_f32(&case.v), to_f32(&case.w_raw), to_f32(&case.u));
         let s = case.initial_state.as_deref().map(to_f32);
         let x = visualrwkv_wkv::reference::Inputs { r: &r, k: &k, v: &v, w_raw: &w, u: &u, initial_state: s.as_deref() };
@@ -58,8 +58,8 @@ proptest! {
             ("reference f32", visualrwkv_wkv::reference::forward(case.dims, x).unwrap()),
             ("cpu f32", cpu::forward(case.dims, x).unwrap()),
         ] {
-            compare(&format!("{what} y"), &to_f64(&out.y), &want.y, Tolerance::F32).map_err(TestCaseError::fail)?;
-            compare(&format!("{what} state"), &to_f64(&out.state), &want.state, Tolerance::F32).map_err(TestCaseError::fail)?;
+            compare(&format!("{what} y"), &to_f64(&out.y), &want.y, Tolerance::F32).map_err(TestCaseError::from)?;
+            compare(&format!("{what} state"), &to_f64(&out.state), &want.state, Tolerance::F32).map_err(TestCaseError::from)?;
         }
     }
 
@@ -79,8 +79,8 @@ proptest! {
             (y1, s1)
         };
         let tol = Tolerance::F32;
-        compare("y split", &to_f64(&values(ys)), &to_f64(&values(whole.y)), tol).map_err(TestCaseError::fail)?;
-        compare("state split", &to_f64(&values(ss)), &to_f64(&values(whole.state)), tol).map_err(TestCaseError::fail)?;
+        compare("y split", &to_f64(&values(ys)), &to_f64(&values(whole.y)), tol).map_err(TestCaseError::from)?;
+        compare("state split", &to_f64(&values(ss)), &to_f64(&values(whole.state)), tol).map_err(TestCaseError::from)?;
     }
 }
 

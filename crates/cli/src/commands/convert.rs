@@ -32,7 +32,8 @@ pub struct Args {
     quantize: Option<Quantize>,
 }
 
-/// Checks the checkpoint is an RWKV-6 one and writes it as safetensors (F32, or quantised).
+/// Checks the checkpoint is an RWKV-6 one and writes it as safetensors (f32, or with the
+/// matrices block-quantised).
 pub fn run(a: Args) -> Res<()> {
     let map = TensorMap::read(&a.from)?;
     RwkvConfig::from_checkpoint(&map)?;
