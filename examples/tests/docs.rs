@@ -70,9 +70,9 @@ fn figures_in(text: &str) -> Vec<String> {
         }
         let after = if end < chars.len() && chars[end] == ' ' { end + 1 } else { end };
         let rest: String = chars[after..chars.len().min(after + 8)].iter().collect();
-        let unit = UNITS.iter().filter(|u| {
-            rest.starts_with(**u) && rest[u.len()..].chars().next().is_none_or(|c| !c.is_alphanumeric())
-        });
+        let unit = UNITS
+            .iter()
+            .filter(|u| rest.starts_with(**u) && rest[u.len()..].chars().next().is_none_or(|c| !c.is_alphanumeric()));
         if let Some(u) = unit.max_by_key(|u| u.len()) {
             let token: String = chars[i..after].iter().collect::<String>() + u;
             out.push(token);

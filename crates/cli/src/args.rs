@@ -179,18 +179,36 @@ pub fn read_pixels<B: burn::tensor::backend::Backend>(path: &Path, device: &B::D
     Ok(Tensor::from_data(TensorData::new(values.clone(), [b, c, h, w]), device))
 }
 
-/// The tokenizer named by `--tokenizer` for a model with `vocab` rows.
+/// The tokenizer named by `--tokenizer` for a model with `vocab` rows (ids `0..vocab`).
+///
+/// A tokenizer spells ids `1..=n`; the model must have a row for every id a prompt can hold, so
+/// that no prompt reaches an id the model lacks: `auto` takes the World vocabulary where it fits
+/// and its byte tokens otherwise, and a tokenizer that does not fit is an error at load saying
+/// which ids are missing. For the byte tokens that is ids up to 245 (byte 0xF4: the bytes
+/// 0xF5–0xFF never occur in UTF-8 text), so a 256-row byte-level model fits. (Ids the model has
+/// beyond the tokenizer, and the tokenizer's beyond the model, are never sampled.)
 pub fn pick_tokenizer(name: &str, vocab: usize) -> Res<&'static Tokenizer> {
-    Ok(match name {
+    let tokenizer: &'static Tokenizer = match name {
         "world" => Tokenizer::world(),
         "bytes" => Tokenizer::world_bytes(),
-        "auto" if vocab > Tokenizer::world().vocab_size() - 1 => Tokenizer::world(),
+        "auto" if vocab > Tokenizer::world().vocab_size() => Tokenizer::world(),
         "auto" => Tokenizer::world_bytes(),
         // A vocabulary file in the World format (e.g. the demo's `checkpoint/vocab.txt`); the
         // command runs once, so leaking it for a 'static borrow costs nothing.
         path if Path::new(path).is_file() => Box::leak(Box::new(Tokenizer::from_file(path)?)),
         other => return Err(format!("unknown --tokenizer `{other}` (auto, world, bytes, or a vocabulary file)").into()),
-    })
+    };
+    let n = tokenizer.vocab_size();
+    // The largest id that encoding UTF-8 text can give.
+    let needed = if std::ptr::eq(tokenizer, Tokenizer::world_bytes()) { 0xF4 + 1 } else { n };
+    if vocab <= needed {
+        return Err(format!(
+            "--tokenizer {name} spells token ids 1..={n} but the model's vocabulary has {vocab} ids (0..{vocab}): \
+             ids {vocab}..={needed} are missing from it; use --tokenizer bytes or a vocabulary file the model was trained with"
+        )
+        .into());
+    }
+    Ok(tokenizer)
 }
 
 /// The name clap shows for a value of a `ValueEnum`.

@@ -11,13 +11,17 @@ fn golden_tokens() -> Vec<i64> {
     st.tensor("tokens").unwrap().data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect()
 }
 
+/// Both engines of `logits` — the fused decoder (`auto` on the CPU) and the model's tensor ops
+/// (`burn`) — give every row's logits and the final state of the official package.
 #[test]
 fn logits_command_reproduces_the_goldens() {
     let tokens = golden_tokens().iter().map(|t| t.to_string()).collect::<Vec<_>>().join(",");
-    let (out, state) = (tmp("logits.safetensors"), tmp("state.safetensors"));
-    for model in ["rwkv6_tiny_a_weights.safetensors"] {
+    let model = "rwkv6_tiny_a_weights.safetensors";
+    for decoder in ["auto", "burn"] {
+        let (out, state) =
+            (tmp(&format!("logits-{decoder}.safetensors")), tmp(&format!("state-{decoder}.safetensors")));
         let st = bin()
-            .args(["logits", "--model", &fixture(model), "--tokens", &tokens, "--out"])
+            .args(["logits", "--decoder", decoder, "--model", &fixture(model), "--tokens", &tokens, "--out"])
             .arg(&out)
             .arg("--state-out")
             .arg(&state)
@@ -28,14 +32,14 @@ fn logits_command_reproduces_the_goldens() {
         let got = read(&out);
         assert_eq!(got["logits"].0, vec![32, 256]);
         let d = max_diff(&got["logits"].1, &golden["logits"].1);
-        assert!(d <= 1e-4, "{model}: logits max diff {d:e}");
+        assert!(d <= 1e-4, "{decoder}: logits max diff {d:e}");
         let got = read(&state);
         for l in 0..2 {
             for name in ["att_shift", "wkv", "ffn_shift"] {
                 let k = format!("state.{l}.{name}");
-                assert_eq!(got[&k].0, golden[&k].0, "{k}");
+                assert_eq!(got[&k].0, golden[&k].0, "{decoder} {k}");
                 let d = max_diff(&got[&k].1, &golden[&k].1);
-                assert!(d <= 1e-4, "{k}: max diff {d:e}");
+                assert!(d <= 1e-4, "{decoder} {k}: max diff {d:e}");
             }
         }
     }

@@ -456,3 +456,93 @@ fn ablate_on_real_data_fine_tunes_every_combination_and_scores_it_as_score_does(
     cmd.args(["--metric", "pope", "--checkpoint"]).arg(ck).arg("--out").arg(out.join("bad"));
     fails(&mut cmd, "without --annotations the questions must be JSON lines");
 }
+
+/// A stage-1 checkpoint whose head prefers the ids past the World tokenizer's 65 529 (its head
+/// has 65 536 rows, as every RWKV World model): `eval` and `chat` answer with ids the tokenizer
+/// spells instead of stopping with "token id 65532 is outside the vocabulary", and both give
+/// the same answer. A tokenizer the model's vocabulary cannot hold is refused at load.
+#[test]
+fn answers_use_only_ids_the_tokenizer_and_the_model_share() {
+    use visualrwkv_checkpoint::{TensorMap, write_safetensors};
+    let (data, ck) = setup();
+    let dir = tmp("eval-unspellable");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut map = TensorMap::read_safetensors(ck).unwrap();
+    // ln_out's output becomes all ones, so each logit is its head row's sum: the rows past the
+    // tokenizer get 1.0 per column (sum = C) and the others a thousandth of their values.
+    let c = {
+        let (shape, w) = map.tensors.get_mut("rwkv.ln_out.weight").unwrap();
+        w.fill(0.0);
+        shape[0]
+    };
+    map.tensors.get_mut("rwkv.ln_out.bias").unwrap().1.fill(1.0);
+    let (shape, head) = map.tensors.get_mut("rwkv.head.weight").unwrap();
+    assert_eq!(shape[..], [65536, c]);
+    let spelt = visualrwkv_tokenizer::Tokenizer::world().vocab_size();
+    for (row, w) in head.chunks_mut(c).enumerate() {
+        let v = if row > spelt { 1.0 } else { 0.0 };
+        w.iter_mut().for_each(|x| *x = if v > 0.0 { v } else { *x * 1e-3 });
+    }
+    write_safetensors(&map, dir.join("model.safetensors")).unwrap();
+    std::fs::copy(ck.with_file_name("vision_config.json"), dir.join("vision_config.json")).unwrap();
+    let model = dir.join("model.safetensors");
+
+    let questions = question_file(&dir);
+    let answers = dir.join("answers.jsonl");
+    let mut cmd = bin();
+    cmd.args(["eval", "--checkpoint"]).arg(&model).arg("--questions").arg(&questions);
+    cmd.arg("--image-folder").arg(data.join("images")).arg("--answers").arg(&answers).args(["--max-tokens", "4"]);
+    ok(&mut cmd);
+    let got = lines(&answers);
+    assert_eq!(got.len(), QUESTIONS.len());
+    let (_, image, text, _) = QUESTIONS[1];
+    let (out, _) = ok(bin()
+        .args(["chat", "--checkpoint"])
+        .arg(&model)
+        .arg("--image")
+        .arg(data.join("images").join(image.unwrap()))
+        .args(["--question", text, "--temperature", "0", "--max-tokens", "4"]));
+    assert_eq!(got[1]["text"], json!(out.split("\n\n").next().unwrap().trim()));
+    // Sampling at temperature 1 never draws the favoured rows either.
+    ok(bin()
+        .args(["chat", "--checkpoint"])
+        .arg(&model)
+        .arg("--image")
+        .arg(data.join("images").join(image.unwrap()))
+        .args(["--question", text, "--temperature", "1", "--top-p", "1", "--max-tokens", "8"]));
+
+    // A model with fewer rows than the World tokenizer's ids: `auto` falls back to byte tokens,
+    // `--tokenizer world` is an error at load naming the missing ids.
+    let mut small = TensorMap::read_safetensors(ck).unwrap();
+    let vocab = 300;
+    for key in ["rwkv.emb.weight", "rwkv.head.weight"] {
+        let (shape, w) = small.tensors.get_mut(key).unwrap();
+        w.truncate(vocab * shape[1]);
+        shape[0] = vocab;
+    }
+    write_safetensors(&small, dir.join("small.safetensors")).unwrap();
+    let small = dir.join("small.safetensors");
+    std::fs::copy(ck.with_file_name("vision_config.json"), dir.join("vision_config.json")).unwrap();
+    let chat = |tokenizer: &str| {
+        let mut cmd = bin();
+        cmd.args(["chat", "--checkpoint"]).arg(&small).arg("--image").arg(data.join("images").join("000.jpg"));
+        cmd.args([
+            "--question",
+            "Is there a circle?",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "4",
+            "--tokenizer",
+            tokenizer,
+        ]);
+        cmd
+    };
+    ok(&mut chat("auto"));
+    fails(&mut chat("world"), "ids 300..=65529 are missing");
+    let mut cmd = bin();
+    cmd.args(["eval", "--checkpoint"]).arg(&small).arg("--questions").arg(&questions);
+    cmd.arg("--image-folder").arg(data.join("images")).arg("--answers").arg(dir.join("small.jsonl"));
+    ok(cmd.args(["--max-tokens", "4"]));
+    assert_eq!(lines(&dir.join("small.jsonl")).len(), QUESTIONS.len());
+}

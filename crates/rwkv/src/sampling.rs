@@ -107,12 +107,31 @@ impl Sampler {
 
     /// Picks the next token from `logits` (one row, length V), applying the penalties.
     pub fn sample(&mut self, logits: &[f32]) -> usize {
+        self.sample_allowed(logits, |_| true)
+    }
+
+    /// [`Sampler::sample`] over the ids `allowed` accepts only (the others count as `−∞`): a
+    /// model whose head has more rows than its tokenizer has tokens (RWKV World: 65 536 rows,
+    /// ids 1..=65 529 spelt) never picks an id the tokenizer cannot spell. When `allowed`
+    /// accepts no id, the unrestricted argmax is returned.
+    pub fn sample_allowed(&mut self, logits: &[f32], allowed: impl Fn(usize) -> bool) -> usize {
         let mut logits = logits.to_vec();
         let o = &self.options;
         for (&tok, &count) in &self.occurrence {
             if let Some(l) = logits.get_mut(tok) {
                 *l -= o.presence_penalty + count * o.frequency_penalty;
             }
+        }
+        let mut any = false;
+        for (i, l) in logits.iter_mut().enumerate() {
+            if allowed(i) {
+                any = true;
+            } else {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        if !any {
+            return sample_logits(&logits, 0.0, 1.0, 0, 0.0);
         }
         sample_logits(&logits, o.temperature, o.top_p, o.top_k, self.uniform())
     }
@@ -182,6 +201,20 @@ pub fn sample_logits(logits: &[f32], temperature: f32, top_p: f32, top_k: usize,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disallowed_ids_are_never_drawn() {
+        // The largest logits sit at ids 4 and 5, which the tokenizer cannot spell.
+        let logits = [0.5, 1.0, 0.8, 0.2, 9.0, 8.0];
+        let mut greedy = Sampler::new(SamplingOptions::default());
+        assert_eq!(greedy.sample(&logits), 4);
+        assert_eq!(greedy.sample_allowed(&logits, |i| i < 4), 1);
+        let options = SamplingOptions { temperature: 1.0, top_p: 1.0, seed: 3, ..SamplingOptions::default() };
+        let mut s = Sampler::new(options);
+        for _ in 0..200 {
+            assert!(s.sample_allowed(&logits, |i| i < 4) < 4);
+        }
+    }
 
     #[test]
     fn greedy_and_top_p_top_k() {

@@ -83,7 +83,8 @@ pub fn parse_literal(lit: &str) -> Result<Vec<u8>, LiteralError> {
         }
         u32::from_str_radix(&s, 16).map_err(|_| LiteralError::BadHex { digits: s, literal: literal() })
     };
-    let code_point = |code: u32| char::from_u32(code).ok_or_else(|| LiteralError::BadCodePoint { code, literal: literal() });
+    let code_point =
+        |code: u32| char::from_u32(code).ok_or_else(|| LiteralError::BadCodePoint { code, literal: literal() });
     while let Some(c) = chars.next() {
         if c != '\\' {
             if is_bytes && !c.is_ascii() {
@@ -188,7 +189,11 @@ pub fn parse_vocab(text: &str, source: &str) -> Result<Vec<Vec<u8>>, TokenizerEr
         }
         let bytes = parse_literal(lit).map_err(|e| bad(e.into()))?;
         if bytes.len() != len {
-            return Err(bad(VocabProblem::LengthMismatch { literal: lit.to_string(), found: bytes.len(), stated: len }));
+            return Err(bad(VocabProblem::LengthMismatch {
+                literal: lit.to_string(),
+                found: bytes.len(),
+                stated: len,
+            }));
         }
         if bytes.is_empty() {
             return Err(bad(VocabProblem::EmptyToken));

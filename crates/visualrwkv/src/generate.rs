@@ -240,14 +240,19 @@ fn sample_loop(
     let mut sampler = Sampler::new(options.sampling.clone());
     let mut decoder = StreamDecoder::new(tokenizer);
     let (mut tokens, mut text, mut stopped_by, mut scores) = (Vec::new(), String::new(), None, Vec::new());
+    // Ids the tokenizer spells (1..=its size) and the stop tokens: a head row beyond the
+    // tokenizer (RWKV World has 65 536 rows for 65 529 tokens) is never drawn.
+    let spelt = tokenizer.vocab_size();
+    // (The logits' length bounds the draw from the other side: ids past the model's rows.)
+    let allowed = |i: usize| (1..=spelt).contains(&i) || options.stop_tokens.contains(&(i as u32));
     for _ in 0..options.max_tokens {
-        let id = sampler.sample(&logits) as u32;
+        let id = sampler.sample_allowed(&logits, allowed) as u32;
         scores.push(TokenScore::of(id, &logits));
         if options.stop_tokens.contains(&id) {
             stopped_by = Some(id);
             break;
         }
-        // An id the model can sample but the tokenizer cannot spell.
+        // Only reachable when no allowed id exists (the argmax is taken then).
         let piece = decoder
             .push(id)
             .map_err(|_| RwkvError::TokenOutOfVocabulary { id: id.into(), vocab: tokenizer.vocab_size() })?;

@@ -560,10 +560,7 @@ mod tests {
         let nan = compare("s", &[f64::NAN], &[0.0], tol).unwrap_err();
         assert!(matches!(nan, CheckError::Value { index: 0, .. }), "{nan}");
         let len = compare("s", &[0.0], &[0.0, 1.0], tol).unwrap_err().context("chunk 4");
-        assert!(
-            matches!(&len, CheckError::Length { tensor, expected: 2, found: 1 } if tensor == "s chunk 4"),
-            "{len}"
-        );
+        assert!(matches!(&len, CheckError::Length { tensor, expected: 2, found: 1 } if tensor == "s chunk 4"), "{len}");
     }
 
     #[test]

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use visualrwkv::{Engine, generate};
 use visualrwkv_rwkv::RwkvBackend;
-use visualrwkv_tokenizer::Tokenizer;
 
 use crate::Res;
 use crate::args::{SamplingArgs, print_stream};
@@ -19,6 +18,10 @@ pub struct Args {
     /// The prompt.
     #[arg(long)]
     prompt: String,
+    /// Tokenizer: `world`, `bytes` (the World vocabulary's 256 byte tokens), `auto` (world when
+    /// the model has a row for each of its ids, else bytes) or a vocabulary file.
+    #[arg(long, default_value = "auto")]
+    tokenizer: String,
     #[command(flatten)]
     sampling: SamplingArgs,
     #[command(flatten)]
@@ -41,7 +44,8 @@ impl Job for Args {
             None => (visualrwkv_rwkv::load::<B>(&self.model, &dev)?, None),
         };
         let options = self.sampling.options()?;
-        generate(&model, Tokenizer::world(), &self.prompt, &options, Engine::from(decoder.as_ref()), print_stream())?;
+        let tokenizer = crate::args::pick_tokenizer(&self.tokenizer, model.config().vocab_size)?;
+        generate(&model, tokenizer, &self.prompt, &options, Engine::from(decoder.as_ref()), print_stream())?;
         println!();
         Ok(())
     }

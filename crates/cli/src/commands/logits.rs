@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use burn::tensor::{Int, Tensor, TensorData};
 use visualrwkv_rwkv::checkpoint::write_safetensors;
-use visualrwkv_rwkv::{RwkvBackend, State, TensorMap};
+use visualrwkv_rwkv::{HostState, RwkvBackend, State, TensorMap};
 
 use crate::Res;
-use crate::args::{parse_ids, values};
+use crate::args::{DecoderKind, parse_ids, values};
 use crate::device::{DeviceArgs, DeviceSpec, Job};
 
 /// Flags of `logits`.
@@ -30,6 +30,12 @@ pub struct Args {
     /// Start from this state (as written by `--state-out`) instead of zeros.
     #[arg(long)]
     state_in: Option<PathBuf>,
+    /// How the tokens run: auto (the fused CPU decoder in f32 on the CPU: the file memory-mapped
+    /// and its tensors moved in, one copy of the weights; the model's tensor ops elsewhere),
+    /// f32 / bf16 / f16 / i8 / q4 (the fused decoder with its matrices in that type), burn
+    /// (the model's tensor ops on any device).
+    #[arg(long, value_enum, default_value_t = DecoderKind::Auto)]
+    decoder: DecoderKind,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -41,8 +47,25 @@ impl Job for Args {
         &self.device
     }
 
-    fn run<B: RwkvBackend>(self, dev: B::Device, _: &DeviceSpec) -> Res<()> {
+    fn run<B: RwkvBackend>(self, dev: B::Device, spec: &DeviceSpec) -> Res<()> {
         let ids = parse_ids(&self.tokens)?;
+        if let Some(dtype) = self.decoder.dtype(spec)? {
+            // Every row's logits from the fused decoder's sequence mode.
+            let (_, decoder) = visualrwkv_rwkv::load_fused::<B>(&self.model, dtype, &dev)?;
+            let cfg = decoder.config().clone();
+            let mut state = match &self.state_in {
+                Some(p) => HostState::from_state(&State::<B>::load(p, &cfg, &dev)?, 0)?,
+                None => decoder.zero_state(),
+            };
+            let logits = decoder.logits_ordered(&decoder.embed(&ids)?, &mut state, &[])?;
+            let mut map = TensorMap { origin: "logits".into(), tensors: HashMap::new() };
+            map.tensors.insert("logits".into(), (vec![ids.len(), cfg.vocab_size], logits));
+            write_safetensors(&map, &self.out)?;
+            if let Some(path) = &self.state_out {
+                state.to_state::<B>(&cfg, &dev)?.save(path, true)?;
+            }
+            return Ok(());
+        }
         let model = visualrwkv_rwkv::load::<B>(&self.model, &dev)?;
         let state = match &self.state_in {
             Some(p) => Some(State::<B>::load(p, &model.config(), &dev)?),

@@ -201,7 +201,8 @@ pub fn prepare_samples(
     };
     let prepared = prepare(&records, Tokenizer::world(), &options)?;
     print_report(&prepared.report);
-    if vocab_size < Tokenizer::world().vocab_size() {
+    // The World tokenizer's ids run 1..=65529: the model needs a row for the largest.
+    if vocab_size <= Tokenizer::world().vocab_size() {
         return Err(format!(
             "the RWKV model's vocabulary has {vocab_size} ids; the LLaVA data is tokenised with the World vocabulary ({} ids)",
             Tokenizer::world().vocab_size() + 1
