@@ -193,6 +193,7 @@ fn generate_streams_text() {
 
 #[test]
 fn bad_input_is_an_error_not_a_panic() {
+    let refused = common::tmp_str("refused-demo");
     let model = fixture("rwkv6_tiny_a_weights.safetensors");
     // Each case: arguments separated by '|'.
     let cases = [
@@ -206,15 +207,17 @@ fn bad_input_is_an_error_not_a_panic() {
         format!("generate|--model|{model}|--prompt|x|--top-p|0"),
         format!("generate|--model|{model}|--prompt|x|--decoder|f8"),
         "tokenize|--file|/nonexistent.txt".to_string(),
-        "demo|--types|color,spiral|--steps|1".to_string(),
-        "demo|--replicas|2|--devices|cpu|--steps|1".to_string(),
-        "demo|--replicas|0|--steps|1".to_string(),
-        "demo|--head-size|24|--steps|1".to_string(),
-        "demo|--distractors|9|--steps|1".to_string(),
+        format!("demo|--types|color,spiral|--steps|1|--out|{refused}"),
+        format!("demo|--replicas|2|--devices|cpu|--steps|1|--out|{refused}"),
+        format!("demo|--replicas|0|--steps|1|--out|{refused}"),
+        format!("demo|--head-size|24|--steps|1|--out|{refused}"),
+        format!("demo|--distractors|9|--steps|1|--out|{refused}"),
         "ablate|--seeds|0|--steps|1".to_string(),
     ];
     let cases: Vec<(Vec<&str>, &str)> = cases.iter().map(|c| (c.split('|').collect(), "error")).collect();
     common::assert_failures(&cases);
+    // A refused run writes nothing (no folder, no empty metrics files).
+    assert!(!std::path::Path::new(&refused).exists(), "{refused} was created");
 }
 
 /// `ablate` at a tiny budget: every combination × seed trains, the report holds the paper's claims

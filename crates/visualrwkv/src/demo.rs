@@ -182,21 +182,34 @@ where
 /// Writes one line of metrics per step as JSON (`metrics.jsonl`) and CSV (`metrics.csv`), each
 /// line in one write: a run killed at any moment leaves whole lines.
 pub struct MetricsWriter {
-    jsonl: (std::fs::File, PathBuf),
-    csv: (std::fs::File, PathBuf),
+    dir: PathBuf,
+    /// The two files with their paths, opened at the first step.
+    files: Option<[(std::fs::File, PathBuf); 2]>,
 }
 
 impl MetricsWriter {
-    /// Creates (truncates) the two files in `dir`.
+    /// A writer of the two files in `dir`: they are created (truncated) at the first step, so a
+    /// run that fails before training leaves nothing behind.
     pub fn create(dir: &Path) -> Result<Self, TrainError> {
-        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
-        let open = |name: &str| {
-            let path = dir.join(name);
-            std::fs::File::create(&path).map(|f| (f, path.clone())).map_err(|e| io_error(&path, e))
+        Ok(Self { dir: dir.to_path_buf(), files: None })
+    }
+
+    fn open(&mut self) -> Result<&mut [(std::fs::File, PathBuf); 2], TrainError> {
+        let files = match self.files.take() {
+            Some(files) => files,
+            None => {
+                let dir = &self.dir;
+                std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+                let open = |name: &str| {
+                    let path = dir.join(name);
+                    std::fs::File::create(&path).map(|f| (f, path.clone())).map_err(|e| io_error(&path, e))
+                };
+                let (jsonl, mut csv) = (open("metrics.jsonl")?, open("metrics.csv")?);
+                append_line(&mut csv.0, &csv.1, "step,loss,lr,grad_norm,rows,tokens_per_s")?;
+                [jsonl, csv]
+            }
         };
-        let (jsonl, mut csv) = (open("metrics.jsonl")?, open("metrics.csv")?);
-        append_line(&mut csv.0, &csv.1, "step,loss,lr,grad_norm,rows,tokens_per_s")?;
-        Ok(Self { jsonl, csv })
+        Ok(self.files.insert(files))
     }
 
     /// Appends a step.
@@ -205,9 +218,10 @@ impl MetricsWriter {
             "step": s.step, "loss": s.loss, "lr": s.lr, "grad_norm": s.grad_norm, "rows": s.rows,
             "tokens_per_s": tokens_per_s,
         });
-        append_line(&mut self.jsonl.0, &self.jsonl.1, &line.to_string())?;
         let row = format!("{},{},{},{},{},{:.1}", s.step, s.loss, s.lr, s.grad_norm, s.rows, tokens_per_s);
-        append_line(&mut self.csv.0, &self.csv.1, &row)
+        let [jsonl, csv] = self.open()?;
+        append_line(&mut jsonl.0, &jsonl.1, &line.to_string())?;
+        append_line(&mut csv.0, &csv.1, &row)
     }
 }
 

@@ -46,7 +46,6 @@ impl TrainJob for Args {
         let (prompt_name, strategy) = named_prompts(&[self.prompt]).remove(0);
         let (scan_name, scan) = named_scans(&[self.scan]).remove(0);
         let out = &self.out;
-        std::fs::create_dir_all(out)?;
         let d = &settings.data;
         eprintln!(
             "synthetic spatial VQA: {}x{} grid, {} train / {} test images, {} questions each; model: RWKV-6 {}x{} + tiny CLIP tower, prompt {prompt_name}, scan {scan_name}, on {}",
@@ -64,6 +63,8 @@ impl TrainJob for Args {
         let mut on_event = |e: &RunEvent| bar.event(e);
         let result =
             train::<B>(&settings, strategy.as_ref(), scan.as_ref(), &devices, &mut on_event, Some(&mut metrics))?;
+        // Created only now: a run refused before training leaves no folder behind.
+        std::fs::create_dir_all(out)?;
         let steps = result.history.len();
         let mean = |it: &mut dyn Iterator<Item = f64>| it.sum::<f64>() / steps.clamp(1, 20) as f64;
         let first = mean(&mut result.history.iter().take(20).map(|s| s.loss));
