@@ -157,7 +157,7 @@ fn bad_vlm_inputs_are_messages() {
         ),
         (with(&common, &["--image", &image, "--question", "  "]), "question is empty"),
         (with(&common, &["--image", &image, "--question", "x", "--max-context", "10"]), "--max-context"),
-        (with(&common, &["--image", &image, "--question", "x", "--tokenizer", "world"]), "outside the vocabulary"),
+        (with(&common, &["--image", &image, "--question", "x", "--tokenizer", "world"]), "ids 256..=65529 are missing"),
         (with(&common, &["--pixels", &golden, "--question", "x"]), "one image per conversation"),
         (with(&common, &["--image", &image, "--question", "two <image> tags"]), "placeholders"),
         (
