@@ -48,6 +48,7 @@ use crate::weights::host_f32;
 use crate::{Rwkv, RwkvConfig, RwkvError, TensorMap};
 
 mod agreement;
+mod batch;
 mod matrix;
 mod mix;
 mod prefill;

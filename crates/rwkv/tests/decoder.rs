@@ -387,3 +387,73 @@ fn quantised_weights_on_the_fixture_over_512_steps() {
     assert!(matches!(agreement(&f, &f, &[], 1), Err(RwkvError::EmptyInput { .. })));
     assert!(matches!(agreement(&f, &f, &[256], 1), Err(RwkvError::TokenOutOfVocabulary { .. })));
 }
+
+/// `Decoder::step_batch` equals `Decoder::step` on each sequence alone: every sequence's logits
+/// and state within 1e-4 (int8: 1e-3), over several steps from different carried states (each
+/// sequence prefilled with its own prompt), for batches of 1 to 5 with sequences joining and
+/// leaving between steps as a server's do.
+fn check_step_batch(cfg: &RwkvConfig, seed: u64, prompts: &[Vec<u32>], dtype: WeightDtype) -> Result<(), String> {
+    let dec = Decoder::new(&model(cfg, seed), dtype).map_err(|e| e.to_string())?;
+    let tol = if dtype == WeightDtype::I8 { 1e-3 } else { 1e-4 };
+    let mut alone: Vec<HostState> = Vec::new();
+    for p in prompts {
+        let mut s = dec.zero_state();
+        dec.prefill(p, &mut s).map_err(|e| e.to_string())?;
+        alone.push(s);
+    }
+    let mut batched = alone.clone();
+    for step in 0..4usize {
+        // Sequence `i` takes part in step `step` unless it has "left" (i + step odd, i > 0).
+        let members: Vec<usize> = (0..prompts.len()).filter(|i| *i == 0 || (i + step) % 2 == 0).collect();
+        let tokens: Vec<u32> = members.iter().map(|&i| ((i * 7 + step * 3) % cfg.vocab_size) as u32).collect();
+        let mut refs: Vec<&mut HostState> =
+            batched.iter_mut().enumerate().filter(|(i, _)| members.contains(i)).map(|(_, s)| s).collect();
+        let got = dec.step_batch(&tokens, &mut refs).map_err(|e| e.to_string())?;
+        for ((&i, &id), got) in members.iter().zip(&tokens).zip(&got) {
+            let want = dec.step(id, &mut alone[i]).map_err(|e| e.to_string())?;
+            let d = max_diff(got, &want);
+            if d > tol {
+                return Err(format!("{dtype:?} step {step} sequence {i} of {}: logits max diff {d:e}", members.len()));
+            }
+        }
+    }
+    for (i, (b, a)) in batched.iter().zip(&alone).enumerate() {
+        match state_diff(b, a) {
+            (l, d) if d > tol => return Err(format!("{dtype:?} sequence {i} layer {l}: state max diff {d:e}")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 10, ..ProptestConfig::default() })]
+
+    #[test]
+    fn step_batch_equals_stepping_each_sequence(
+        layers in 1usize..3,
+        heads in 1usize..3,
+        head_size in prop::sample::select(vec![4usize, 8, 12]),
+        seed in 0u64..1000,
+        prompts in prop::collection::vec(prop::collection::vec(0u32..40, 1..5), 1..6),
+        dtype in prop::sample::select(vec![WeightDtype::F32, WeightDtype::Bf16, WeightDtype::I8]),
+    ) {
+        check_step_batch(&config(layers, heads, head_size, 40), seed, &prompts, dtype).map_err(TestCaseError::fail)?;
+    }
+}
+
+#[test]
+fn step_batch_rejects_bad_inputs() {
+    let cfg = config(2, 2, 8, 30);
+    let dec = Decoder::new(&model(&cfg, 4), WeightDtype::F32).unwrap();
+    let (mut a, mut b) = (dec.zero_state(), dec.zero_state());
+    assert!(dec.step_batch(&[], &mut []).unwrap().is_empty());
+    assert!(matches!(dec.step_batch(&[1], &mut [&mut a, &mut b]), Err(RwkvError::Shape { .. })));
+    assert!(matches!(
+        dec.step_batch(&[1, 30], &mut [&mut a, &mut b]),
+        Err(RwkvError::TokenOutOfVocabulary { id: 30, .. })
+    ));
+    let mut other = HostState::zeros(&config(1, 2, 8, 30));
+    assert!(matches!(dec.step_batch(&[1, 2], &mut [&mut a, &mut other]), Err(RwkvError::Shape { .. })));
+    assert_eq!(dec.step_batch(&[1, 2], &mut [&mut a, &mut b]).unwrap().len(), 2);
+}

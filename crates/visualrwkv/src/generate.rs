@@ -227,6 +227,95 @@ fn decode_host<B: RwkvBackend>(
     Ok(Generation { tokens: s.tokens, text: s.text, state, stopped_by: s.stopped_by, scores: s.scores })
 }
 
+/// What [`TokenSampler::next`] drew.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Drawn {
+    /// A stop token (not emitted): the generation ends.
+    Stop(u32),
+    /// A generated token and the text it completes (empty while a UTF-8 character is split
+    /// over tokens).
+    Token {
+        /// The token id.
+        id: u32,
+        /// The newly complete text.
+        text: String,
+    },
+}
+
+/// The per-token half of generation, apart from the model: draws each next token from the
+/// logits under the sampling options (only ids the tokenizer spells, or stop tokens), applies
+/// the penalties' bookkeeping and decodes the text as it completes. [`generate`] and
+/// [`decode`] run it in a loop; a server runs one per request and steps the model for all of
+/// them at once.
+pub struct TokenSampler<'t> {
+    tokenizer: &'t Tokenizer,
+    sampler: Sampler,
+    text_decoder: StreamDecoder<'t>,
+    stop_tokens: Vec<u32>,
+    /// Generated token ids (the stop token excluded).
+    pub tokens: Vec<u32>,
+    /// The generated text so far.
+    pub text: String,
+    /// The score of every drawn token, the stop token included.
+    pub scores: Vec<TokenScore>,
+    /// The stop token that ended generation, if one did.
+    pub stopped_by: Option<u32>,
+}
+
+impl<'t> TokenSampler<'t> {
+    /// A sampler for one generation; errors on invalid sampling options.
+    pub fn new(tokenizer: &'t Tokenizer, options: &GenerateOptions) -> Result<Self, RwkvError> {
+        options.sampling.validate()?;
+        Ok(Self {
+            tokenizer,
+            sampler: Sampler::new(options.sampling.clone()),
+            text_decoder: StreamDecoder::new(tokenizer),
+            stop_tokens: options.stop_tokens.clone(),
+            tokens: Vec::new(),
+            text: String::new(),
+            scores: Vec::new(),
+            stopped_by: None,
+        })
+    }
+
+    /// Draws the next token from `logits` `[V]` (see the type's docs).
+    pub fn next(&mut self, logits: &[f32]) -> Result<Drawn, RwkvError> {
+        let tokenizer = self.tokenizer;
+        // Ids the tokenizer spells (1..=its size) and the stop tokens: a head row beyond the
+        // tokenizer (RWKV World has 65 536 rows for 65 529 tokens) is never drawn. (The logits'
+        // length bounds the draw from the other side: ids past the model's rows.)
+        let spelt = tokenizer.vocab_size();
+        let stops = &self.stop_tokens;
+        let allowed = |i: usize| (1..=spelt).contains(&i) || stops.contains(&(i as u32));
+        let id = self.sampler.sample_allowed(logits, allowed) as u32;
+        self.scores.push(TokenScore::of(id, logits));
+        if self.stop_tokens.contains(&id) {
+            self.stopped_by = Some(id);
+            return Ok(Drawn::Stop(id));
+        }
+        // Only reachable when no allowed id exists (the argmax is taken then).
+        let piece = self
+            .text_decoder
+            .push(id)
+            .map_err(|_| RwkvError::TokenOutOfVocabulary { id: id.into(), vocab: tokenizer.vocab_size() })?;
+        // The pipeline counts a token 0 times when its text is a substring of " \t0123456789".
+        let token_text = String::from_utf8_lossy(tokenizer.token_bytes(id).unwrap_or(&[])).into_owned();
+        let weight = if " \t0123456789".contains(token_text.as_str()) { 0.0 } else { 1.0 };
+        self.sampler.record(id as usize, weight);
+        self.text.push_str(&piece);
+        self.tokens.push(id);
+        Ok(Drawn::Token { id, text: piece })
+    }
+
+    /// The text of a character left incomplete by the last token (replacement characters), at
+    /// the end of a generation.
+    pub fn finish(&mut self) -> String {
+        let rest = self.text_decoder.finish();
+        self.text.push_str(&rest);
+        rest
+    }
+}
+
 /// The sampling loop of both engines: `step(id)` feeds a sampled token
 /// and returns the next logits.
 fn sample_loop(
@@ -236,41 +325,22 @@ fn sample_loop(
     mut on_text: impl FnMut(&str),
     mut step: impl FnMut(u32) -> Result<Vec<f32>, RwkvError>,
 ) -> Result<Sampled, RwkvError> {
-    options.sampling.validate()?;
-    let mut sampler = Sampler::new(options.sampling.clone());
-    let mut decoder = StreamDecoder::new(tokenizer);
-    let (mut tokens, mut text, mut stopped_by, mut scores) = (Vec::new(), String::new(), None, Vec::new());
-    // Ids the tokenizer spells (1..=its size) and the stop tokens: a head row beyond the
-    // tokenizer (RWKV World has 65 536 rows for 65 529 tokens) is never drawn.
-    let spelt = tokenizer.vocab_size();
-    // (The logits' length bounds the draw from the other side: ids past the model's rows.)
-    let allowed = |i: usize| (1..=spelt).contains(&i) || options.stop_tokens.contains(&(i as u32));
+    let mut sampler = TokenSampler::new(tokenizer, options)?;
     for _ in 0..options.max_tokens {
-        let id = sampler.sample_allowed(&logits, allowed) as u32;
-        scores.push(TokenScore::of(id, &logits));
-        if options.stop_tokens.contains(&id) {
-            stopped_by = Some(id);
-            break;
+        match sampler.next(&logits)? {
+            Drawn::Stop(_) => break,
+            Drawn::Token { id, text } => {
+                if !text.is_empty() {
+                    on_text(&text);
+                }
+                logits = step(id)?;
+            }
         }
-        // Only reachable when no allowed id exists (the argmax is taken then).
-        let piece = decoder
-            .push(id)
-            .map_err(|_| RwkvError::TokenOutOfVocabulary { id: id.into(), vocab: tokenizer.vocab_size() })?;
-        // The pipeline counts a token 0 times when its text is a substring of " \t0123456789".
-        let token_text = String::from_utf8_lossy(tokenizer.token_bytes(id).unwrap_or(&[])).into_owned();
-        let weight = if " \t0123456789".contains(token_text.as_str()) { 0.0 } else { 1.0 };
-        sampler.record(id as usize, weight);
-        if !piece.is_empty() {
-            on_text(&piece);
-            text.push_str(&piece);
-        }
-        tokens.push(id);
-        logits = step(id)?;
     }
-    let rest = decoder.finish();
+    let rest = sampler.finish();
     if !rest.is_empty() {
         on_text(&rest);
-        text.push_str(&rest);
     }
+    let TokenSampler { tokens, text, stopped_by, scores, .. } = sampler;
     Ok(Sampled { tokens, text, stopped_by, scores })
 }

@@ -16,10 +16,12 @@ pub mod demo;
 pub mod finetune;
 pub mod generate;
 pub mod parallel;
+pub mod serving;
 pub mod training;
 pub mod vlm;
 
 pub use generate::{
-    Engine, GenerateOptions, Generation, PromptState, TokenScore, decode, decode_prompt_state, generate,
+    Drawn, Engine, GenerateOptions, Generation, PromptState, TokenSampler, TokenScore, decode, decode_prompt_state,
+    generate,
 };
 pub use vlm::{FusedVisualRwkv, ImageRows, PaddedLogits, Sample, VisionOptions, VisualRwkv, VlmError};

@@ -1,7 +1,7 @@
 //! The RWKV-6 layer of the fused decoder, written once over [`Exec`]: how a pass runs its dense
 //! products, its row-wise maps, the WKV recurrence and the token-shift state. `step.rs` runs it
 //! on one row with a thread team splitting each product (GEMV); `prefill.rs` runs it on a whole
-//! prompt with each product one GEMM. The arithmetic is docs/model.md §1, the same as
+//! prompt with each product one GEMM; `batch.rs` on one row of each of several sequences. The arithmetic is docs/model.md §1, the same as
 //! [`crate::layers`] (the oracle these functions are tested against).
 //!
 //! # Shapes
@@ -84,12 +84,16 @@ pub(super) trait Exec {
     /// `f(row index, row)` on every `width`-wide row of `buf`.
     fn rows(&self, buf: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send);
 
-    /// The token-shift row `which` of `s` `[C]`.
-    fn shift<'s>(&self, s: &'s Self::State, which: Shift) -> &'s [f32];
+    /// The row before each row of `x` `[T, C]` for the token shift `which`: for an engine
+    /// running one sequence, the carried row of `s` before row 0 and `x[t-1]` before row `t`
+    /// ([`carried_then_rows`]); for a batch of sequences (one row each), every row's own carried
+    /// row.
+    fn previous_rows<'s>(&self, s: &'s Self::State, which: Shift, x: &'s [f32], c: usize) -> Vec<&'s [f32]>;
 
-    /// Stores `row` as the token-shift row `which`. Called only after a [`Exec::products`] that
-    /// follows the last read of that row in this pass.
-    fn set_shift(&self, s: &mut Self::State, which: Shift, row: &[f32]);
+    /// Stores the token-shift rows `which` after the pass's rows `x` `[T, C]`: a sequence keeps
+    /// its last row, a batch each row in its own sequence. Called only after a
+    /// [`Exec::products`] that follows the last read of those rows in this pass.
+    fn store_shift(&self, s: &mut Self::State, which: Shift, x: &[f32], c: usize);
 
     /// The WKV6 recurrence over `t` rows from and into the state `s`: `y` `[t, H·N]` from
     /// `x`'s r, k, v, w_raw `[t, H·N]` and bonus u `[H·N]` (its `initial_state` unused).
@@ -102,6 +106,12 @@ pub(super) trait Exec {
     ) -> Result<Vec<f32>, RwkvError>;
 }
 
+/// The previous rows of one sequence's rows `x` `[T, C]`: `carried` before row 0, `x[t-1]` before
+/// row `t` (docs/model.md §1.2).
+pub(super) fn carried_then_rows<'s>(carried: &'s [f32], x: &'s [f32], c: usize) -> Vec<&'s [f32]> {
+    std::iter::once(carried).chain(x.chunks(c)).take(x.len() / c).collect()
+}
+
 /// The layer norm of every `c`-wide row of `x`.
 fn norm_rows<E: Exec>(e: &mut E, x: &[f32], c: usize, norm: &Norm) -> Vec<f32> {
     let mut y = e.pool().take(x.len());
@@ -110,13 +120,13 @@ fn norm_rows<E: Exec>(e: &mut E, x: &[f32], c: usize, norm: &Norm) -> Vec<f32> {
     y
 }
 
-/// The token-shift difference δ: `dx[t] = prev[t] - x[t]`, with `prev[0] = shift` and
-/// `prev[t] = x[t-1]` (docs/model.md §1.2).
-fn token_shift<E: Exec>(e: &mut E, x: &[f32], c: usize, shift: &[f32]) -> Vec<f32> {
+/// The token-shift difference δ: `dx[t] = prev[t] - x[t]`, the previous rows as the engine gives
+/// them ([`Exec::previous_rows`]; docs/model.md §1.2).
+fn token_shift<E: Exec>(e: &mut E, x: &[f32], c: usize, s: &E::State, which: Shift) -> Vec<f32> {
+    let prev = e.previous_rows(s, which, x, c);
     let mut dx = e.pool().take(x.len());
     e.rows(&mut dx, c, |t, d| {
-        let prev = if t == 0 { shift } else { &x[(t - 1) * c..t * c] };
-        for ((d, p), v) in d.iter_mut().zip(prev).zip(&x[t * c..(t + 1) * c]) {
+        for ((d, p), v) in d.iter_mut().zip(prev[t]).zip(&x[t * c..(t + 1) * c]) {
             *d = p - v;
         }
     });
@@ -220,9 +230,9 @@ fn time_mix<E: Exec>(e: &mut E, cfg: &RwkvConfig, l: &Layer, x: &mut [f32], s: &
     let (c, a, n) = (cfg.n_embd, cfg.dim_att(), cfg.head_size);
     let t = x.len() / c;
     let xa = norm_rows(e, x, c, &l.ln1);
-    let dx = token_shift(e, &xa, c, e.shift(s, Shift::TimeMix));
+    let dx = token_shift(e, &xa, c, s, Shift::TimeMix);
     let m = ddlerp(e, &l.ddlerp, &xa, &dx, t, c, cfg.d_mix);
-    e.set_shift(s, Shift::TimeMix, &xa[(t - 1) * c..]);
+    e.store_shift(s, Shift::TimeMix, &xa, c);
     e.pool().give([xa, dx]);
     let [r, k, v, g] = e.products(t, [(&l.receptance, &m.r), (&l.key, &m.k), (&l.value, &m.v), (&l.gate, &m.g)]);
     let w = decay_lora(e, &l.decay, &m.w, t);
@@ -266,10 +276,10 @@ fn channel_mix<E: Exec>(e: &mut E, cfg: &RwkvConfig, l: &Layer, x: &mut [f32], s
     let t = x.len() / c;
     let f = &l.ffn;
     let xf = norm_rows(e, x, c, &l.ln2);
-    let dx = token_shift(e, &xf, c, e.shift(s, Shift::ChannelMix));
+    let dx = token_shift(e, &xf, c, s, Shift::ChannelMix);
     let (xk, xr) = (lerp(e, &xf, &dx, c, &f.maa_k), lerp(e, &xf, &dx, c, &f.maa_r));
     let [mut k, r] = e.products(t, [(&f.key, &xk), (&f.receptance, &xr)]);
-    e.set_shift(s, Shift::ChannelMix, &xf[(t - 1) * c..]);
+    e.store_shift(s, Shift::ChannelMix, &xf, c);
     map(e, &mut k, f.key.out, |v| v.max(0.0) * v.max(0.0));
     let [val] = e.products(t, [(&f.value, &k)]);
     e.rows(x, c, |i, row| {

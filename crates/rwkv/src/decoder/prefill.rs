@@ -21,18 +21,13 @@ use crate::{RwkvConfig, RwkvError};
 
 /// Many rows on GEMMs and rayon's pool, as an [`Exec`].
 #[derive(Default)]
-struct Gemm {
-    pool: Pool,
+pub(super) struct Gemm {
+    pub(super) pool: Pool,
 }
 
-impl Exec for Gemm {
-    type State = HostLayerState;
-
-    fn pool(&mut self) -> &mut Pool {
-        &mut self.pool
-    }
-
-    fn products<const K: usize>(&mut self, t: usize, jobs: [(&Matrix, &[f32]); K]) -> [Vec<f32>; K] {
+impl Gemm {
+    /// `y_j = x_j · W_jᵀ` over `t` rows: one GEMM per job (a GEMV for one row).
+    pub(super) fn products<const K: usize>(&mut self, t: usize, jobs: [(&Matrix, &[f32]); K]) -> [Vec<f32>; K] {
         jobs.map(|(m, x)| {
             let mut y = self.pool.take(t * m.out);
             if t == 1 {
@@ -43,23 +38,50 @@ impl Exec for Gemm {
             y
         })
     }
+}
+
+/// `f(row index, row)` on every `width`-wide row of `buf`, rows spread over rayon's pool.
+pub(super) fn par_rows(buf: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    buf.par_chunks_mut(width).enumerate().for_each(|(i, row)| f(i, row));
+}
+
+/// The shift row `which` of one layer's state.
+pub(super) fn shift_row(s: &HostLayerState, which: Shift) -> &[f32] {
+    match which {
+        Shift::TimeMix => &s.att_shift,
+        Shift::ChannelMix => &s.ffn_shift,
+    }
+}
+
+/// Overwrites the shift row `which` of one layer's state with `row`.
+pub(super) fn set_shift_row(s: &mut HostLayerState, which: Shift, row: &[f32]) {
+    match which {
+        Shift::TimeMix => s.att_shift.copy_from_slice(row),
+        Shift::ChannelMix => s.ffn_shift.copy_from_slice(row),
+    }
+}
+
+impl Exec for Gemm {
+    type State = HostLayerState;
+
+    fn pool(&mut self) -> &mut Pool {
+        &mut self.pool
+    }
+
+    fn products<const K: usize>(&mut self, t: usize, jobs: [(&Matrix, &[f32]); K]) -> [Vec<f32>; K] {
+        Gemm::products(self, t, jobs)
+    }
 
     fn rows(&self, buf: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
-        buf.par_chunks_mut(width).enumerate().for_each(|(i, row)| f(i, row));
+        par_rows(buf, width, f);
     }
 
-    fn shift<'s>(&self, s: &'s HostLayerState, which: Shift) -> &'s [f32] {
-        match which {
-            Shift::TimeMix => &s.att_shift,
-            Shift::ChannelMix => &s.ffn_shift,
-        }
+    fn previous_rows<'s>(&self, s: &'s HostLayerState, which: Shift, x: &'s [f32], c: usize) -> Vec<&'s [f32]> {
+        mix::carried_then_rows(shift_row(s, which), x, c)
     }
 
-    fn set_shift(&self, s: &mut HostLayerState, which: Shift, row: &[f32]) {
-        match which {
-            Shift::TimeMix => s.att_shift.copy_from_slice(row),
-            Shift::ChannelMix => s.ffn_shift.copy_from_slice(row),
-        }
+    fn store_shift(&self, s: &mut HostLayerState, which: Shift, x: &[f32], c: usize) {
+        set_shift_row(s, which, &x[x.len() - c..]);
     }
 
     fn wkv(

@@ -100,7 +100,7 @@ impl Shared {
 /// One layer's state, shared by the team through raw pointers taken (once, on the calling
 /// thread) from the `&mut HostLayerState`: the WKV state is written by heads (each head by one
 /// thread), the shift rows by thread 0 only, after a barrier that follows every thread's last
-/// read (the contract of [`Exec::set_shift`]).
+/// read (the contract of [`Exec::store_shift`]).
 #[derive(Clone, Copy)]
 pub(super) struct SharedState {
     att_shift: *mut f32,
@@ -208,17 +208,18 @@ impl Exec for Team<'_> {
         buf.chunks_mut(width).enumerate().for_each(|(i, row)| f(i, row));
     }
 
-    fn shift<'s>(&self, s: &'s SharedState, which: Shift) -> &'s [f32] {
-        // SAFETY: written (by thread 0, `set_shift`) only after a barrier that follows every
+    fn previous_rows<'s>(&self, s: &'s SharedState, which: Shift, x: &'s [f32], c: usize) -> Vec<&'s [f32]> {
+        // SAFETY: written (by thread 0, `store_shift`) only after a barrier that follows every
         // thread's last read in this step.
-        unsafe { std::slice::from_raw_parts(s.shift_ptr(which), s.c) }
+        let carried = unsafe { std::slice::from_raw_parts(s.shift_ptr(which), s.c) };
+        mix::carried_then_rows(carried, x, c)
     }
 
-    fn set_shift(&self, s: &mut SharedState, which: Shift, row: &[f32]) {
+    fn store_shift(&self, s: &mut SharedState, which: Shift, x: &[f32], c: usize) {
         if self.tid == 0 {
-            // SAFETY: as `shift`; the contract of `Exec::set_shift` places a barrier between every
-            // thread's read and this write.
-            unsafe { std::slice::from_raw_parts_mut(s.shift_ptr(which), s.c).copy_from_slice(row) };
+            // SAFETY: as `previous_rows`; the contract of `Exec::store_shift` places a barrier
+            // between every thread's read and this write.
+            unsafe { std::slice::from_raw_parts_mut(s.shift_ptr(which), s.c).copy_from_slice(&x[x.len() - c..]) };
         }
     }
 
