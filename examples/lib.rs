@@ -149,6 +149,8 @@ pub mod docs {
     pub struct Ablations;
     #[doc = include_str!("../docs/reliability.md")]
     pub struct Reliability;
+    #[doc = include_str!("../docs/serving.md")]
+    pub struct Serving;
 }
 
 #[cfg(test)]

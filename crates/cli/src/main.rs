@@ -81,6 +81,10 @@ enum Command {
     /// generic items, or an answer file joined with the benchmark's annotation files; prints
     /// and writes the summary JSON, optionally each item with its score.
     Score(score::Args),
+    /// Serve the model over HTTP with OpenAI's API: /v1/chat/completions (images as data: URLs,
+    /// streaming), /v1/completions, /v1/models, /health and Prometheus /metrics; requests are
+    /// decoded together (continuous batching) and image states cached (docs/serving.md).
+    Serve(serve::Args),
 }
 
 fn run(cli: Cli) -> Res<()> {
@@ -103,6 +107,7 @@ fn run(cli: Cli) -> Res<()> {
         Command::ExampleData(a) => example_data::run(a),
         Command::Eval(a) => run_job(a),
         Command::Score(a) => score::run(a),
+        Command::Serve(a) => run_job(a),
     }
 }
 

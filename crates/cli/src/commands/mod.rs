@@ -13,6 +13,7 @@ pub mod generate;
 pub mod info;
 pub mod logits;
 pub mod score;
+pub mod serve;
 pub mod tokenize;
 pub mod train;
 pub mod vision_features;
