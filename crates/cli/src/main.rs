@@ -85,6 +85,10 @@ enum Command {
     /// streaming), /v1/completions, /v1/models, /health and Prometheus /metrics; requests are
     /// decoded together (continuous batching) and image states cached (docs/serving.md).
     Serve(serve::Args),
+    /// Benchmark `serve` over real HTTP: time to first token with an image-cache miss, a rows
+    /// hit and a state hit, then tokens/s and requests/s at several concurrent clients; prints
+    /// Markdown and writes `--json` (docs/performance.md).
+    BenchServe(bench_serve::Args),
 }
 
 fn run(cli: Cli) -> Res<()> {
@@ -108,6 +112,7 @@ fn run(cli: Cli) -> Res<()> {
         Command::Eval(a) => run_job(a),
         Command::Score(a) => score::run(a),
         Command::Serve(a) => run_job(a),
+        Command::BenchServe(a) => run_job(a),
     }
 }
 

@@ -5,26 +5,14 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Stdio};
 
 use base64::Engine as _;
-use common::{bin, fixture, run, tmp_str as tmp};
+use common::{bin, fixture, projector_file, run, tmp_str as tmp};
 use serde_json::{Value, json};
-use visualrwkv_checkpoint::{TensorMap, write_safetensors};
 
 const IMAGES: [&str; 2] = ["preprocess/noise_rgb.png", "preprocess/gradient_rgb.png"];
-
-/// A projector 64 → 128 (`proj.weight`), deterministic values.
-fn projector_file() -> String {
-    let path = tmp("serve-proj.safetensors");
-    let w: Vec<f32> = (0..128 * 64).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.2).collect();
-    let map =
-        TensorMap { origin: "proj".into(), tensors: HashMap::from([("proj.weight".to_string(), (vec![128, 64], w))]) };
-    write_safetensors(&map, &path).unwrap();
-    path
-}
 
 fn model_args(proj: &str) -> Vec<String> {
     [
@@ -50,7 +38,7 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Self {
-        let proj = projector_file();
+        let proj = projector_file("serve-proj.safetensors");
         let mut child = bin()
             .arg("serve")
             .args(model_args(&proj))
@@ -129,7 +117,7 @@ fn answer(server: &Server, question: &str, image: &str) -> Value {
 
 /// `chat --temperature 0` on the same model, image and question.
 fn chat_cli(question: &str, image: &str) -> String {
-    let proj = projector_file();
+    let proj = projector_file("serve-proj.safetensors");
     let mut args: Vec<String> = vec!["chat".into()];
     args.extend(model_args(&proj));
     for a in ["--image", &fixture(image), "--question", question, "--max-tokens", "8", "--temperature", "0"] {
@@ -308,4 +296,77 @@ fn sigterm_stops_the_server_with_exit_code_0() {
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = server.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+/// OpenAI's own Python client (scripts/openai-client-test.sh, a venv outside the repo) asks an
+/// image question and a streamed one; its answers equal what plain HTTP gets. Where Python or
+/// PyPI is missing the script exits 77 and the test says why on stderr.
+#[test]
+fn openai_python_client_asks_an_image_question_and_a_streamed_one() {
+    let server = Server::start(&[]);
+    let script = format!("{}/../../scripts/openai-client-test.sh", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("bash")
+        .args([script.as_str(), server.url.as_str(), &fixture(IMAGES[1]), "What is in the image?"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(77) {
+        eprintln!("SKIPPED openai client test: {}", stderr.trim());
+        return;
+    }
+    assert!(out.status.success(), "{stderr}");
+    let got: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    let want = answer(&server, "What is in the image?", IMAGES[1]);
+    let content = &want["choices"][0]["message"]["content"];
+    assert_eq!(&got["answer"], content);
+    assert_eq!(&got["streamed"], content);
+    assert_eq!(got["completion_tokens"], want["usage"]["completion_tokens"]);
+    assert_eq!(got["finish_reason"], want["choices"][0]["finish_reason"]);
+    assert!(got["chunks"].as_u64().unwrap() >= 2, "{got}");
+    assert_eq!(got["models"].as_array().map(Vec::len), Some(1), "{got}");
+}
+
+/// `bench-serve` on the tiny model: the first-token round reports a miss, a rows hit and a state
+/// hit as the server saw them, and the throughput round every request and its tokens.
+#[test]
+fn bench_serve_reports_first_token_and_throughput() {
+    let proj = projector_file("bench-serve-proj.safetensors");
+    let json_path = tmp("bench-serve.json");
+    let mut args = model_args(&proj);
+    args.iter_mut().for_each(|a| {
+        if a == "first" {
+            *a = "sandwich".into();
+        }
+    });
+    let o = bin()
+        .arg("bench-serve")
+        .args(&args)
+        .args(["--clients", "1,3", "--requests", "2", "--max-tokens", "4", "--repeats", "2"])
+        .args(["--image", &fixture(IMAGES[0]), "--json", &json_path])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("| clients |") && stdout.contains("| new image | miss |"), "{stdout}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    for (key, cache) in [("new_image", "miss"), ("new_question", "rows"), ("same_question", "state")] {
+        let k = &r["ttft"][key];
+        assert_eq!(k["cache"], cache, "{key}: {r}");
+        let runs = k["runs_s"].as_array().unwrap();
+        assert_eq!(runs.len(), 2);
+        assert!(runs.iter().all(|v| v.as_f64().unwrap() > 0.0), "{r}");
+    }
+    assert!(r["ttft_speedup_state"].as_f64().unwrap() > 0.0);
+    let rounds = r["throughput"].as_array().unwrap();
+    assert_eq!(rounds.len(), 2);
+    for (t, clients) in rounds.iter().zip([1u64, 3]) {
+        assert_eq!(t["clients"], clients);
+        assert_eq!(t["requests"], clients * 2);
+        let tokens = t["completion_tokens"].as_u64().unwrap();
+        assert!(tokens >= 1 && tokens <= clients * 2 * 4, "{t}");
+        assert!(t["tokens_per_s"].as_f64().unwrap() > 0.0);
+        assert_eq!(t["state_hits"], clients * 2, "every request continues from the cached state: {t}");
+    }
+    assert_eq!(rounds[0]["speedup"], 1.0);
+    assert_eq!(r["device"], "cpu");
 }

@@ -7,24 +7,14 @@ mod common;
 use std::collections::HashMap;
 
 use burn::backend::NdArray;
-use common::{fixture, read_all, run, tmp_str as tmp};
+use common::{fixture, projector_file, read_all, run, tmp_str as tmp};
 use visualrwkv_checkpoint::{TensorMap, write_safetensors};
-
-/// A projector 64 → 128 (`proj.weight`), deterministic values.
-fn projector_file() -> String {
-    let path = tmp("proj.safetensors");
-    let w: Vec<f32> = (0..128 * 64).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.2).collect();
-    let map =
-        TensorMap { origin: "proj".into(), tensors: HashMap::from([("proj.weight".to_string(), (vec![128, 64], w))]) };
-    write_safetensors(&map, &path).unwrap();
-    path
-}
 
 const IMAGE: &str = "preprocess/noise_rgb.png";
 
 #[test]
 fn vlm_logits_from_parts_and_from_one_checkpoint_agree_with_the_library() {
-    let proj = projector_file();
+    let proj = projector_file("proj.safetensors");
     let out = tmp("parts.safetensors");
     let rwkv = fixture("rwkv6_tiny_a_weights.safetensors");
     let vision = fixture("clip_tiny_weights.safetensors");
@@ -93,7 +83,7 @@ fn vlm_logits_from_parts_and_from_one_checkpoint_agree_with_the_library() {
 
 #[test]
 fn chat_streams_an_answer() {
-    let proj = projector_file();
+    let proj = projector_file("proj.safetensors");
     let o = run(&[
         "chat",
         "--rwkv",
@@ -120,7 +110,7 @@ fn chat_streams_an_answer() {
 
 #[test]
 fn bad_vlm_inputs_are_messages() {
-    let proj = projector_file();
+    let proj = projector_file("proj.safetensors");
     let rwkv = fixture("rwkv6_tiny_a_weights.safetensors");
     let vision = fixture("clip_tiny_weights.safetensors");
     let narrow = tmp("narrow.safetensors");
@@ -187,7 +177,7 @@ fn bad_vlm_inputs_are_messages() {
 #[cfg(feature = "wgpu")]
 #[test]
 fn vlm_logits_on_wgpu_equal_the_cpu() {
-    let proj = projector_file();
+    let proj = projector_file("proj.safetensors");
     let rwkv = fixture("rwkv6_tiny_a_weights.safetensors");
     let vision = fixture("clip_tiny_weights.safetensors");
     let image = fixture(IMAGE);
@@ -253,7 +243,7 @@ fn vlm_logits_on_wgpu_equal_the_cpu() {
 /// Devices and dtypes that this build or machine cannot run are one-line errors, never panics.
 #[test]
 fn unusable_devices_are_messages() {
-    let proj = projector_file();
+    let proj = projector_file("proj.safetensors");
     let rwkv = fixture("rwkv6_tiny_a_weights.safetensors");
     let vision = fixture("clip_tiny_weights.safetensors");
     let image = fixture(IMAGE);

@@ -2,6 +2,7 @@
 
 pub mod ablate;
 pub mod bench_efficiency;
+pub mod bench_serve;
 pub mod bench_train;
 pub mod chat;
 pub mod convert;

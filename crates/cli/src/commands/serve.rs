@@ -170,6 +170,10 @@ pub struct ModelInfo {
     processor: Arc<visualrwkv_vision::ImageProcessor>,
 }
 
+/// A client run against the started server (`bench-serve`): called on its own thread with the
+/// server's address; the server stops once it returns.
+pub type Driver<T> = Box<dyn FnOnce(std::net::SocketAddr) -> T + Send>;
+
 impl Job for Args {
     type Output = ();
 
@@ -178,6 +182,36 @@ impl Job for Args {
     }
 
     fn run<B: RwkvBackend>(self, dev: B::Device, spec: &DeviceSpec) -> Res<()> {
+        self.serve_with::<B, ()>(dev, spec, None).map(|_| ())
+    }
+}
+
+impl Args {
+    /// The same flags listening on any free port (`bench-serve` starts its own server).
+    pub fn on_free_port(mut self) -> Self {
+        self.port = 0;
+        self
+    }
+
+    /// The `--weights` choice as the user named it.
+    pub fn weights_name(&self) -> String {
+        format!("{:?}", self.weights).to_lowercase()
+    }
+
+    /// The `--device` flags.
+    pub fn device(&self) -> &DeviceArgs {
+        &self.device
+    }
+
+    /// Loads the model and serves it until Ctrl-C / SIGTERM or, with a `driver`, until the
+    /// driver (run on its own thread with the server's address) returns; then returns what it
+    /// returned.
+    pub fn serve_with<B: RwkvBackend, T: Send + 'static>(
+        self,
+        dev: B::Device,
+        spec: &DeviceSpec,
+        driver: Option<Driver<T>>,
+    ) -> Res<Option<T>> {
         let loaded = self.model.load::<B>(&dev, self.weights.dtype(spec)?)?;
         let (decoder, tower) = match &loaded.fused {
             Some((d, t)) => (Some(d), Some(t)),
@@ -219,20 +253,42 @@ impl Job for Args {
         listener.set_nonblocking(true)?;
         let address = listener.local_addr()?;
         let http_metrics = metrics.clone();
-        let http = std::thread::spawn(move || wire::serve(listener, info, submit, http_metrics));
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let http = std::thread::spawn(move || wire::serve(listener, info, submit, http_metrics, stopped));
         eprintln!(
             "serving {} ({spec}, {} prompt, {}) on http://{address} — Ctrl-C to stop",
             self.model.model_id(),
             loaded.strategy.name(),
             if decoder.is_some() { "fused CPU decoder" } else { "burn model" },
         );
+        // Without a driver `stop` lives until the server has stopped (a dropped sender stops it).
+        let mut stop = Some(stop);
+        let client = match driver {
+            Some(drive) => {
+                let stop = stop.take();
+                Some(std::thread::spawn(move || {
+                    let result = drive(address);
+                    if let Some(stop) = stop {
+                        let _ = stop.send(());
+                    }
+                    result
+                }))
+            }
+            None => None,
+        };
         run_scheduler(&mut scheduler, queue, &metrics);
-        match http.join() {
+        let http = http.join();
+        drop(stop);
+        match http {
             Ok(result) => result?,
             Err(_) => return Err("the HTTP thread panicked".into()),
         }
         eprintln!("stopped");
-        Ok(())
+        match client.map(std::thread::JoinHandle::join) {
+            None => Ok(None),
+            Some(Ok(result)) => Ok(Some(result)),
+            Some(Err(_)) => Err("the benchmark's client thread panicked".into()),
+        }
     }
 }
 

@@ -104,3 +104,16 @@ pub fn assert_failures(cases: &[(Vec<&str>, &str)]) {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+/// A projector 64 → 128 (`proj.weight`, deterministic values) for the tiny fixture RWKV-6 and
+/// CLIP, written to the scratch file `name`; returns its path.
+pub fn projector_file(name: &str) -> String {
+    let path = tmp_str(name);
+    let w: Vec<f32> = (0..128 * 64).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.2).collect();
+    let map = visualrwkv_checkpoint::TensorMap {
+        origin: "proj".into(),
+        tensors: HashMap::from([("proj.weight".to_string(), (vec![128, 64], w))]),
+    };
+    visualrwkv_checkpoint::write_safetensors(&map, &path).unwrap();
+    path
+}

@@ -3,8 +3,9 @@
 //! [`Exec`]).
 //!
 //! A decode step streams every weight once for a single row: memory-bound. With `n` sequences
-//! stepped together each projection is one GEMM over `n` rows, so the weights are read once
-//! for all of them — what a server decoding many requests at once needs (continuous batching).
+//! stepped together each projection multiplies all `n` rows with each weight row while it is
+//! in cache (`Matrix::matmul_few`; a GEMM above 64 rows), so the weights are read once for all
+//! of them — what a server decoding many requests at once needs (continuous batching).
 //! The rows share nothing else: each row's token shift reads its own sequence's carried rows,
 //! its WKV step its own state (sequences spread over rayon's pool), and the head gives every
 //! row's logits.
@@ -22,7 +23,7 @@ use super::prefill::{Gemm, par_rows, set_shift_row, shift_row};
 use super::{Decoder, HostLayerState, HostState, Matrix, TokenId};
 use crate::{RwkvConfig, RwkvError};
 
-/// One row per sequence on GEMMs and rayon's pool, as an [`Exec`]: a layer's state is the list
+/// One row per sequence on the batched products and rayon's pool, as an [`Exec`]: a layer's state is the list
 /// of that layer's states of the sequences, in row order.
 #[derive(Default)]
 struct Batch<'s> {
@@ -83,7 +84,7 @@ impl<'s> Exec for Batch<'s> {
 
 impl Decoder {
     /// One step of each of several sequences at once: `tokens[i]` from `states[i]`, every
-    /// projection one GEMM over the batch (see the module docs). Updates each state and returns
+    /// projection one product over the batch (see the module docs). Updates each state and returns
     /// each sequence's logits `[V]`, equal to [`Decoder::step`] on each sequence alone up to
     /// rounding (a batch of one runs [`Decoder::step`] itself). Errors when the lengths differ,
     /// on an id outside the vocabulary or a state of another shape of model.

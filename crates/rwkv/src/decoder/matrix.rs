@@ -74,6 +74,32 @@ pub(crate) struct Matrix {
     data: Data,
 }
 
+/// Batches of up to this many rows multiply through [`Matrix::matmul_few`] instead of the GEMM.
+/// The GEMM packs or converts the whole weight matrix first, which costs more than it saves for
+/// few rows: on the 0.4B shape (f32, 2 cores) a 17-row batched step took 630 ms through the GEMM
+/// and a 16-row one 241 ms through `matmul_few`; the two meet at about 64 rows
+/// (`cargo bench -p visualrwkv-rwkv --bench step_batch`).
+pub(crate) const FEW_ROWS_MAX: usize = 64;
+
+/// `d[a·xs.len() + b] = ws[a]·xs[b]` for a few weight rows `ws` and activation rows `xs` (all
+/// as long as `ws[0]`): register blocks of four weight rows × two activation rows with AVX2 +
+/// FMA when the CPU has them (each loaded vector feeds several multiply-adds).
+fn block_products(ws: &[&[f32]], xs: &[&[f32]], d: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if simd::available() {
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked); the rows are equally long and `d`
+        // holds `ws.len()·xs.len()` (the callers').
+        unsafe { simd::block_products(ws, xs, d) };
+        return;
+    }
+    let t = xs.len();
+    for (a, w) in ws.iter().enumerate() {
+        for (b, x) in xs.iter().enumerate() {
+            d[a * t + b] = w.iter().zip(x.iter()).map(|(p, q)| p * q).sum();
+        }
+    }
+}
+
 /// Matrices of at least this many weights are split over the cores.
 const PARALLEL_MIN: usize = 1 << 15;
 
@@ -183,6 +209,63 @@ impl Matrix {
             let start = i * per;
             self.matvec_rows(x, start..start + part.len(), part)
         });
+    }
+
+    /// `Y = X·Wᵀ` for a few rows (`t` up to [`FEW_ROWS_MAX`]: a batched decode step): `x`
+    /// `[t, in]`, `y` `[t, out]` (row-major). Each weight row is read from memory once (a
+    /// half-precision one converted once) and multiplied with all `t` rows while it sits in L1,
+    /// so the step stays as memory-bound as a single row's; the GEMM would first repack or
+    /// convert the whole matrix for so few rows. Outputs are split over the cores as in
+    /// [`Matrix::matvec`]. Quantised weights take their own tiled kernel, which already reads
+    /// each block once for several rows.
+    pub(crate) fn matmul_few(&self, x: &[f32], t: usize, y: &mut [f32]) {
+        use rayon::prelude::*;
+        let (out, inp) = (self.out, self.inp);
+        assert!(x.len() >= t * inp && y.len() >= t * out, "matmul_few: slices shorter than [t, in] / [t, out]");
+        if t == 0 {
+            return;
+        }
+        if let Data::Quantized(p) = &self.data {
+            p.matmul(&Activations::quantize(x, t, inp), y);
+            return;
+        }
+        // Output-major results `[out, t]`, transposed into `y` at the end.
+        let mut by_output = vec![0f32; out * t];
+        let threads = rayon::current_num_threads();
+        let per =
+            if threads == 1 || out * inp < PARALLEL_MIN || out < 2 * threads { out } else { out.div_ceil(4 * threads) };
+        by_output.par_chunks_mut(per * t).enumerate().for_each(|(i, part)| {
+            let start = i * per;
+            self.few_rows_into(x, t, start..start + part.len() / t, part)
+        });
+        for (o, ys) in by_output.chunks(t).enumerate() {
+            for (j, &v) in ys.iter().enumerate() {
+                y[j * out + o] = v;
+            }
+        }
+    }
+
+    /// `dst[(o − rows.start)·t + j] = W[o]·x_j` for outputs `rows` and the `t` rows of `x`,
+    /// four weight rows at a time (half-precision ones converted once into a buffer).
+    fn few_rows_into(&self, x: &[f32], t: usize, rows: std::ops::Range<usize>, dst: &mut [f32]) {
+        const GROUP: usize = 4;
+        let n = self.inp;
+        let xs: Vec<&[f32]> = x.chunks(n).take(t).collect();
+        let mut converted = Vec::new();
+        for (o0, d) in rows.clone().step_by(GROUP).zip(dst.chunks_mut(GROUP * t)) {
+            let group = o0..(o0 + GROUP).min(rows.end);
+            let ws: Vec<&[f32]> = match &self.data {
+                Data::F32(v) => group.map(|o| &v[o * n..(o + 1) * n]).collect(),
+                _ => {
+                    converted.resize(group.len() * n, 0.0);
+                    for (o, row) in group.clone().zip(converted.chunks_mut(n)) {
+                        self.row_into(o, row);
+                    }
+                    converted.chunks(n).take(group.len()).collect()
+                }
+            };
+            block_products(&ws, &xs, d);
+        }
     }
 
     /// The weights as f32 `[out, in]` for the GEMM: borrowed when stored in f32, else converted
@@ -358,6 +441,89 @@ mod simd {
         unsafe { dot_with(w.len(), x, |i| _mm256_loadu_ps(p.add(i)), |i| w[i]) }
     }
 
+    /// The `W × X` dot products of weight rows at `w` with activation rows at `x`, each `n`
+    /// long: one accumulator per pair, every loaded vector used `X` (weights) or `W`
+    /// (activations) times.
+    ///
+    /// # Safety
+    /// AVX2 and FMA are enabled in the caller; every pointer has `n` readable elements.
+    #[inline(always)]
+    unsafe fn block<const W: usize, const X: usize>(n: usize, w: [*const f32; W], x: [*const f32; X]) -> [[f32; X]; W] {
+        // SAFETY (whole body): AVX2/FMA are enabled in the caller and every load reads
+        // elements below `n`, as our contract allows.
+        unsafe {
+            let zero = _mm256_setzero_ps();
+            let mut acc = [[zero; X]; W];
+            let mut i = 0;
+            while i + 8 <= n {
+                let xv: [__m256; X] = std::array::from_fn(|b| _mm256_loadu_ps(x[b].add(i)));
+                for a in 0..W {
+                    let wv = _mm256_loadu_ps(w[a].add(i));
+                    for b in 0..X {
+                        acc[a][b] = _mm256_fmadd_ps(wv, xv[b], acc[a][b]);
+                    }
+                }
+                i += 8;
+            }
+            let mut s = [[0f32; X]; W];
+            for a in 0..W {
+                for b in 0..X {
+                    s[a][b] = reduce([acc[a][b], zero, zero, zero]);
+                    for k in i..n {
+                        s[a][b] += *w[a].add(k) * *x[b].add(k);
+                    }
+                }
+            }
+            s
+        }
+    }
+
+    /// `d[a·xs.len() + b] = ws[a]·xs[b]`: blocks of four weight rows × two activation rows,
+    /// then the edges in smaller blocks.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2, FMA and F16C; every row of `ws` and `xs` has at least `ws[0].len()`
+    /// elements; `d.len() >= ws.len()·xs.len()`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn block_products(ws: &[&[f32]], xs: &[&[f32]], d: &mut [f32]) {
+        let Some(first) = ws.first() else { return };
+        let (n, t) = (first.len(), xs.len());
+        let wp: Vec<*const f32> = ws.iter().map(|w| w.as_ptr()).collect();
+        let xp: Vec<*const f32> = xs.iter().map(|x| x.as_ptr()).collect();
+        let mut b = 0;
+        while b < t {
+            let pair = b + 2 <= t;
+            let mut a = 0;
+            while a < ws.len() {
+                let four = a + 4 <= ws.len();
+                // SAFETY: as our contract; the indices stay inside `ws`, `xs` and `d`.
+                unsafe {
+                    match (four, pair) {
+                        (true, true) => {
+                            let r = block::<4, 2>(n, [wp[a], wp[a + 1], wp[a + 2], wp[a + 3]], [xp[b], xp[b + 1]]);
+                            for (k, row) in r.iter().enumerate() {
+                                d[(a + k) * t + b..(a + k) * t + b + 2].copy_from_slice(row);
+                            }
+                        }
+                        (true, false) => {
+                            let r = block::<4, 1>(n, [wp[a], wp[a + 1], wp[a + 2], wp[a + 3]], [xp[b]]);
+                            for (k, row) in r.iter().enumerate() {
+                                d[(a + k) * t + b] = row[0];
+                            }
+                        }
+                        (false, true) => {
+                            let r = block::<1, 2>(n, [wp[a]], [xp[b], xp[b + 1]]);
+                            d[a * t + b..a * t + b + 2].copy_from_slice(&r[0]);
+                        }
+                        (false, false) => d[a * t + b] = block::<1, 1>(n, [wp[a]], [xp[b]])[0][0],
+                    }
+                }
+                a += if four { 4 } else { 1 };
+            }
+            b += if pair { 2 } else { 1 };
+        }
+    }
+
     /// Eight half-precision values at `p` (bf16 when `BF16`, else f16) as f32 lanes.
     ///
     /// # Safety
@@ -529,6 +695,33 @@ mod tests {
                 let stored = m.gemm_weights(false, &mut a).to_vec();
                 let transposed = m.gemm_weights(true, &mut b);
                 assert_eq!(transposed, visualrwkv_checkpoint::transpose(&stored, out, inp), "{dtype:?} {out}x{inp}");
+            }
+        }
+    }
+
+    /// The few-rows product equals the single-row products for every weight type, row counts
+    /// around the four-row kernel's groups and inputs that are not multiples of its blocks.
+    #[test]
+    fn few_rows_products_equal_row_products() {
+        for (out, inp) in [(37, 45), (70, 16), (5, 7), (64, 96)] {
+            let w = weights(out * inp, 5);
+            for t in [1, 2, 3, 4, 5, 8, 9, FEW_ROWS_MAX] {
+                let x = weights(t * inp, 13);
+                for dtype in [WeightDtype::F32, WeightDtype::Bf16, WeightDtype::F16, WeightDtype::I8] {
+                    let m = Matrix::from_out_in(w.clone(), inp, out, dtype);
+                    let mut y = vec![f32::NAN; t * out];
+                    m.matmul_few(&x, t, &mut y);
+                    for r in 0..t {
+                        let mut want = vec![0f32; out];
+                        m.matvec_rows(&x[r * inp..(r + 1) * inp], 0..out, &mut want);
+                        for (g, w) in y[r * out..(r + 1) * out].iter().zip(&want) {
+                            assert!(
+                                (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                                "{dtype:?} {out}x{inp} t={t} row {r}: {g} vs {w}"
+                            );
+                        }
+                    }
+                }
             }
         }
     }

@@ -15,6 +15,7 @@
 use rayon::prelude::*;
 use visualrwkv_wkv::reference::{Dims, Inputs};
 
+use super::matrix::FEW_ROWS_MAX;
 use super::mix::{self, Exec, Head, Pool, Shift};
 use super::{Decoder, HostLayerState, HostState, Matrix, RowOrder, TokenId};
 use crate::{RwkvConfig, RwkvError};
@@ -26,14 +27,15 @@ pub(super) struct Gemm {
 }
 
 impl Gemm {
-    /// `y_j = x_j · W_jᵀ` over `t` rows: one GEMM per job (a GEMV for one row).
+    /// `y_j = x_j · W_jᵀ` over `t` rows: one GEMM per job; a GEMV for one row, and each weight
+    /// row read once for all rows up to [`FEW_ROWS_MAX`] (a batched decode step, a short prompt).
     pub(super) fn products<const K: usize>(&mut self, t: usize, jobs: [(&Matrix, &[f32]); K]) -> [Vec<f32>; K] {
         jobs.map(|(m, x)| {
             let mut y = self.pool.take(t * m.out);
-            if t == 1 {
-                m.matvec(x, &mut y);
-            } else {
-                m.matmul(x, t, &mut y, &mut self.pool.weights);
+            match t {
+                1 => m.matvec(x, &mut y),
+                2..=FEW_ROWS_MAX => m.matmul_few(x, t, &mut y),
+                _ => m.matmul(x, t, &mut y, &mut self.pool.weights),
             }
             y
         })

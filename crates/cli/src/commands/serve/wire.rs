@@ -65,13 +65,14 @@ struct App {
     ids: Arc<AtomicU64>,
 }
 
-/// Runs the HTTP server on `listener` until Ctrl-C or SIGTERM, then lets in-flight requests
-/// finish (graceful shutdown) and returns.
+/// Runs the HTTP server on `listener` until Ctrl-C, SIGTERM or a message on `stop` (sent or
+/// dropped), then lets in-flight requests finish (graceful shutdown) and returns.
 pub fn serve(
     listener: std::net::TcpListener,
     info: ModelInfo,
     submit: mpsc::UnboundedSender<Submission>,
     metrics: Arc<Metrics>,
+    stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -89,7 +90,13 @@ pub fn serve(
             .route("/metrics", get(metrics_text))
             .fallback(|| async { ApiError::bad("no such endpoint", None).status(StatusCode::NOT_FOUND) })
             .with_state(app);
-        axum::serve(listener, router).with_graceful_shutdown(stop_signal()).await.map_err(|e| e.to_string())
+        let stopping = async move {
+            tokio::select! {
+                _ = stop_signal() => {}
+                _ = stop => {}
+            }
+        };
+        axum::serve(listener, router).with_graceful_shutdown(stopping).await.map_err(|e| e.to_string())
     })
 }
 
@@ -577,8 +584,14 @@ async fn respond(
     }
     // Server-sent events: a first chunk with the role (chat), text chunks, the finish chunk,
     // the usage chunk when asked for, then `[DONE]`.
+    // The role chunk also says what the image got from the cache (as `x_image_cache` does on
+    // a plain response), before any token.
     let first = match kind {
-        Kind::Chat => Some(object(kind, &id, created, &model, Some(""), None, true)),
+        Kind::Chat => {
+            let mut role = object(kind, &id, created, &model, Some(""), None, true);
+            role["x_image_cache"] = json!(cache);
+            Some(role)
+        }
         Kind::Text => None,
     };
     let events = futures_util::stream::unfold((rx, first, false), move |(mut rx, mut first, done)| {
