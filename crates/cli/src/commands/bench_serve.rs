@@ -38,6 +38,7 @@ pub enum Questions {
 /// Flags of `bench-serve`: those of `serve` (which model, weights, batch, cache; the port is
 /// always a free one) and the load.
 #[derive(clap::Args)]
+#[group(id = "bench_serve_args")] // `serve::Args`, flattened in, holds the group named `Args`
 pub struct Args {
     #[command(flatten)]
     serve: serve::Args,
