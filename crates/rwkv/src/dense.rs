@@ -12,10 +12,11 @@
 
 use burn::nn::Linear;
 use burn::tensor::{Tensor, TensorPrimitive, backend::Backend, ops::FloatTensor};
-use visualrwkv_wkv::Wkv6Backend;
+use visualrwkv_wkv::{Wkv6Backend, Wkv7Backend};
 
-/// A backend that can run the RWKV-6 model: WKV6 ([`Wkv6Backend`]) and dense projections.
-pub trait RwkvBackend: Wkv6Backend {
+/// A backend that can run the RWKV-6 and RWKV-7 models: WKV6 ([`Wkv6Backend`]), WKV7
+/// ([`Wkv7Backend`]) and dense projections.
+pub trait RwkvBackend: Wkv6Backend + Wkv7Backend {
     /// `x [M, K] · w [K, N]`. The default is the backend's matmul.
     fn dense(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
         let x = Tensor::<Self, 2>::from_primitive(TensorPrimitive::Float(x));
@@ -133,7 +134,7 @@ mod ndarray_impl {
 impl<B: Backend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy> RwkvBackend
     for burn::backend::Autodiff<B, C>
 where
-    burn::backend::Autodiff<B, C>: Wkv6Backend,
+    burn::backend::Autodiff<B, C>: Wkv6Backend + Wkv7Backend,
 {
 }
 

@@ -13,6 +13,8 @@
 //! - [`checkpoint`]: official x060 safetensors checkpoints (F32/F16/BF16) with strict key checks,
 //!   and saving under the same names; [`weights`]: the one table of official keys ↔ module
 //!   parameters they use.
+//! - [`x070`]: RWKV-7 ("Goose"), [`Rwkv7`], on the same state, backends and checkpoint
+//!   machinery, with its own key table.
 //! - [`seeded`]: seeded random draws (model `init`) that other threads' draws cannot disturb.
 //! - [`layers`]: [`layers::DdLerp`], [`layers::DecayLora`], [`layers::TimeMix`],
 //!   [`layers::ChannelMix`], [`layers::Block`], each with its config.
@@ -33,6 +35,7 @@ pub mod sampling;
 mod seed;
 mod state;
 pub mod weights;
+pub mod x070;
 
 pub use checkpoint::{TensorMap, TensorSource, load, load_fused, load_safetensors};
 pub use config::RwkvConfig;
@@ -45,3 +48,4 @@ pub use sampling::{Sampler, SamplingError, SamplingOptions};
 pub use seed::seeded;
 pub use state::{LayerState, State};
 pub use visualrwkv_checkpoint::CheckpointError;
+pub use x070::{Arch, Rwkv7, Rwkv7Config};

@@ -185,11 +185,7 @@ impl<B: RwkvBackend> Rwkv<B> {
     /// Raw embedding rows `[B, T, C]` of `tokens` `[B, T]` (before `ln0`). Errors on ids outside
     /// the vocabulary.
     pub fn embed(&self, tokens: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>, RwkvError> {
-        let vocab = self.emb.weight.dims()[0];
-        let data = tokens.to_data();
-        if let Some(id) = data.iter::<i64>().find(|&id| id < 0 || id >= vocab as i64) {
-            return Err(RwkvError::TokenOutOfVocabulary { id, vocab });
-        }
+        check_tokens(&tokens, self.emb.weight.dims()[0])?;
         Ok(self.emb.forward(tokens))
     }
 
@@ -279,5 +275,13 @@ impl<B: RwkvBackend> Rwkv<B> {
     /// Runs the model over token ids `[B, T]` from `state` (zeros when `None`).
     pub fn forward(&self, tokens: Tensor<B, 2, Int>, state: Option<&State<B>>) -> Result<RwkvOutput<B>, RwkvError> {
         self.forward_embeddings(self.embed(tokens)?, state)
+    }
+}
+
+/// Errors on a token id outside `0..vocab`.
+pub(crate) fn check_tokens<B: Backend>(tokens: &Tensor<B, 2, Int>, vocab: usize) -> Result<(), RwkvError> {
+    match tokens.to_data().iter::<i64>().find(|&id| id < 0 || id >= vocab as i64) {
+        Some(id) => Err(RwkvError::TokenOutOfVocabulary { id, vocab }),
+        None => Ok(()),
     }
 }

@@ -37,13 +37,18 @@ pub struct State<B: Backend> {
 impl<B: Backend> State<B> {
     /// The zero state (the start of a sequence) for `batch` rows.
     pub fn zeros(config: &RwkvConfig, batch: usize, device: &B::Device) -> Self {
-        let (c, h, n) = (config.n_embd, config.n_head, config.head_size);
+        Self::zeros_sized(config.n_layer, config.n_embd, config.n_head, config.head_size, batch, device)
+    }
+
+    /// The zero state of `n_layer` layers of width `c` with `h` heads of size `n` (any
+    /// architecture with this state layout, RWKV-6 or -7).
+    pub fn zeros_sized(n_layer: usize, c: usize, h: usize, n: usize, batch: usize, device: &B::Device) -> Self {
         let layer = LayerState {
             att_shift: Tensor::zeros([batch, c], device),
             wkv: Tensor::zeros([batch, h, n, n], device),
             ffn_shift: Tensor::zeros([batch, c], device),
         };
-        Self { layers: vec![layer; config.n_layer] }
+        Self { layers: vec![layer; n_layer] }
     }
 
     /// Number of batch rows.
@@ -170,14 +175,19 @@ impl<B: Backend> State<B> {
 
     /// Checks that this state fits `config` with `batch` rows.
     pub fn check(&self, config: &RwkvConfig, batch: usize) -> Result<(), RwkvError> {
-        if self.layers.len() != config.n_layer {
+        self.check_sized(config.n_layer, config.n_embd, config.n_head, config.head_size, batch)
+    }
+
+    /// [`State::check`] against explicit sizes: `n_layer` layers of `[batch, c]` shifts and
+    /// `[batch, h, n, n]` WKV states (any architecture with this state layout, RWKV-6 or -7).
+    pub fn check_sized(&self, n_layer: usize, c: usize, h: usize, n: usize, batch: usize) -> Result<(), RwkvError> {
+        if self.layers.len() != n_layer {
             return Err(RwkvError::Shape {
                 what: "state layers".into(),
-                expected: vec![config.n_layer],
+                expected: vec![n_layer],
                 found: vec![self.layers.len()],
             });
         }
-        let (c, h, n) = (config.n_embd, config.n_head, config.head_size);
         for (l, s) in self.layers.iter().enumerate() {
             let check = |what: &str, found: Vec<usize>, expected: Vec<usize>| {
                 if found == expected {

@@ -293,7 +293,7 @@ mod ndarray_impl {
 }
 
 #[cfg(feature = "autodiff")]
-mod autodiff_impl;
+pub(crate) mod autodiff_impl;
 
 #[cfg(feature = "cube")]
 mod cube_impl;

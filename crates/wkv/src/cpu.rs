@@ -393,7 +393,7 @@ pub fn forward_in_place<F: KernelFloat>(
 #[cfg(feature = "ndarray")]
 pub use ndarray_glue::view_f32;
 #[cfg(feature = "ndarray")]
-pub(crate) use ndarray_glue::{backward_primitives, forward_primitives};
+pub(crate) use ndarray_glue::{HostFloat, backward_primitives, forward_primitives};
 
 #[cfg(feature = "ndarray")]
 mod ndarray_glue {

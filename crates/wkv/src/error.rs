@@ -4,7 +4,7 @@ use thiserror::Error;
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum WkvError {
     /// A tensor's shape does not match the one implied by the other inputs.
-    #[error("wkv6: tensor `{name}` has shape {found:?}, expected {expected:?}")]
+    #[error("wkv: tensor `{name}` has shape {found:?}, expected {expected:?}")]
     Shape {
         /// Name of the offending input (`r`, `k`, `v`, `w_raw`, `u`, `initial_state`, ...).
         name: &'static str,
@@ -14,7 +14,7 @@ pub enum WkvError {
         found: Vec<usize>,
     },
     /// A flat slice has the wrong number of elements for the given sizes.
-    #[error("wkv6: slice `{name}` has {found} elements, expected shape {expected:?}")]
+    #[error("wkv: slice `{name}` has {found} elements, expected shape {expected:?}")]
     Length {
         /// Name of the offending input.
         name: &'static str,
@@ -24,12 +24,12 @@ pub enum WkvError {
         found: usize,
     },
     /// A size is zero (`[B, T, H, N]` must all be at least 1).
-    #[error("wkv6: every size must be at least 1, got [B, T, H, N] = {dims:?}")]
+    #[error("wkv: every size must be at least 1, got [B, T, H, N] = {dims:?}")]
     Empty {
         /// The sizes `[B, T, H, N]`.
         dims: Vec<usize>,
     },
     /// The chunk length is zero.
-    #[error("wkv6: chunk length must be at least 1")]
+    #[error("wkv: chunk length must be at least 1")]
     ChunkLen,
 }

@@ -1,4 +1,4 @@
-//! # visualrwkv-wkv: the WKV6 recurrence of RWKV-6 ("Finch")
+//! # visualrwkv-wkv: the WKV6 recurrence of RWKV-6 ("Finch") and WKV7 of RWKV-7 ("Goose")
 //!
 //! WKV6 is the data-dependent linear recurrence at the heart of RWKV-6 and VisualRWKV
 //! (docs/model.md §1.4). This crate holds:
@@ -9,6 +9,9 @@
 //!   [`Wkv6Backend`]. The default implementation works on every backend through the chunked
 //!   matmul formulation ([`chunked`]) and is differentiable through burn's autodiff; backends can
 //!   override it with their own kernels.
+//!
+//! - [`wkv7`]: WKV7, the generalised delta rule of RWKV-7, with the same layers (reference,
+//!   CPU kernel, tensor-op formulation, checked op).
 //!
 //! # Shapes
 //!
@@ -47,7 +50,9 @@ mod op;
 pub mod reference;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod wkv7;
 
 pub use backend::Wkv6Backend;
 pub use error::WkvError;
 pub use op::{DEFAULT_CHUNK_LEN, Wkv6Options, Wkv6Output, Wkv6StepOutput, wkv6, wkv6_step, wkv6_with};
+pub use wkv7::{Wkv7Backend, Wkv7Output, wkv7, wkv7_step};

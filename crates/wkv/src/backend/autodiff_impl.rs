@@ -18,14 +18,14 @@ use burn::tensor::ops::FloatTensor;
 use super::{Wkv6Backend, Wkv6Inputs, chunked_forward, chunked_step, step_via_forward, unwrap, wrap};
 
 /// Packs `y` and the final state (cast to `y`'s dtype) into one flat tensor.
-fn pack<B: Wkv6Backend>(y: FloatTensor<B>, state: FloatTensor<B>) -> FloatTensor<B> {
+pub(crate) fn pack<B: burn::tensor::backend::Backend>(y: FloatTensor<B>, state: FloatTensor<B>) -> FloatTensor<B> {
     let y = wrap::<B, 4>(y);
     let state = wrap::<B, 4>(state).cast(y.dtype());
     unwrap(Tensor::cat(vec![y.flatten::<1>(0, 3), state.flatten::<1>(0, 3)], 0))
 }
 
 /// Splits a packed tensor `[B·T·H·N + B·H·N·N]` into `y` `[B, T, H, N]` and the state.
-fn unpack<B: burn::tensor::backend::Backend>(
+pub(crate) fn unpack<B: burn::tensor::backend::Backend>(
     packed: FloatTensor<B>,
     [b, t, h, n]: [usize; 4],
 ) -> (Tensor<B, 4>, Tensor<B, 4>) {

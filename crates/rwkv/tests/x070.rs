@@ -1,0 +1,234 @@
+//! RWKV-7 (x070) against the official `rwkv` package (0.8.32, `RWKV_V7_ON=1`, `cpu fp32`;
+//! `scripts/make-x070-fixtures.py`): logits of every row, final and mid-sequence states, and the
+//! logits of token-by-token decoding from the mid state, to abs 1e-4, for three shapes: the tiny
+//! model from its committed safetensors and `.pth`, and a second tiny shape and the 0.1B shape
+//! (L12-D768, V 65536) from weights rebuilt here bit for bit from the script's counter hash.
+
+use std::collections::HashMap;
+
+use burn::backend::NdArray;
+use burn::tensor::{Int, Tensor, TensorData};
+use visualrwkv_rwkv::x070::{self, Arch, Rwkv7, Rwkv7Config};
+use visualrwkv_rwkv::{RwkvError, State, TensorMap};
+
+type B = NdArray;
+
+fn fixture(name: &str) -> String {
+    format!("{}/../../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn golden(name: &str) -> TensorMap {
+    TensorMap::read_safetensors(fixture(&format!("x070/{name}_golden.safetensors"))).unwrap()
+}
+
+fn vals<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let (i, d) = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .enumerate()
+        .fold((0, 0f32), |m, (i, d)| if d > m.1 { (i, d) } else { m });
+    assert!(d <= tol, "{what}: max diff {d:e} at {i} (got {}, want {})", got[i], want[i]);
+}
+
+fn tokens(ids: &[f32]) -> Tensor<B, 2, Int> {
+    let ids: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
+    Tensor::from_data(TensorData::new(ids.clone(), [1, ids.len()]), &Default::default())
+}
+
+fn check_state(state: &State<B>, g: &TensorMap, prefix: &str, tol: f32) {
+    let mut checked = 0;
+    for (l, s) in state.layers.iter().enumerate() {
+        for (name, v) in [
+            ("att_shift", vals(s.att_shift.clone())),
+            ("wkv", vals(s.wkv.clone())),
+            ("ffn_shift", vals(s.ffn_shift.clone())),
+        ] {
+            if let Some(want) = g.get(&format!("{prefix}.{l}.{name}")) {
+                assert_close(&format!("{prefix}.{l}.{name}"), &v, want, tol);
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 6, "{prefix}: only {checked} state tensors compared");
+}
+
+/// Every golden of `name` for `model`: sequence logits, final state, mid state, and the steps.
+fn check_against_package(model: &Rwkv7<B>, name: &str, t_mid: usize, tol: f32) {
+    let g = golden(name);
+    let ids = g.get("tokens").unwrap().to_vec();
+    let out = model.forward(tokens(&ids), None).unwrap();
+    assert_close(&format!("{name} logits"), &vals(out.logits), g.get("logits").unwrap(), tol);
+    check_state(&out.state, &g, "state", tol);
+    let mid = model.forward(tokens(&ids[..t_mid]), None).unwrap().state;
+    check_state(&mid, &g, "state_mid", tol);
+    let mut state = mid;
+    let mut steps = Vec::new();
+    for &id in &ids[t_mid..] {
+        let out = model.forward(tokens(&[id]), Some(&state)).unwrap();
+        steps.extend(vals(out.logits));
+        state = out.state;
+    }
+    assert_close(&format!("{name} logits_steps"), &steps, g.get("logits_steps").unwrap(), tol);
+    check_state(&state, &g, "state", tol);
+}
+
+// The counter hash of scripts/make-x070-fixtures.py.
+fn fnv1a64(s: &str) -> u64 {
+    s.bytes().fold(0xCBF2_9CE4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3))
+}
+
+fn splitmix64(z: u64) -> u64 {
+    let z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// `(base, scale)` per key suffix, as the script's `SPEC`.
+fn spec(suffix: &str) -> (f32, f32) {
+    match suffix {
+        "emb.weight" => (0.0, 2.0),
+        s if s.ends_with("ln_x.weight") || s.starts_with("ln") && s.ends_with(".weight") => (1.0, 0.4),
+        s if s.ends_with("ln_x.bias") || s.starts_with("ln") && s.ends_with(".bias") => (0.0, 0.2),
+        "att.x_r" | "att.x_w" | "att.x_k" | "att.x_v" | "att.x_a" | "att.x_g" | "ffn.x_k" => (0.5, 1.0),
+        "att.w0" => (-2.0, 4.0),
+        "att.a0" | "att.v0" => (0.0, 2.0),
+        "att.w1" | "att.w2" | "att.a1" | "att.a2" | "att.v1" | "att.v2" | "att.g1" | "att.g2" => (0.0, 0.5),
+        "att.k_k" => (0.75, 0.5),
+        "att.k_a" => (1.0, 0.5),
+        "att.r_k" => (0.0, 1.0),
+        "ffn.value.weight" => (0.0, 0.125),
+        s if s.ends_with(".weight") => (0.0, 0.25),
+        other => panic!("no hash spec for {other}"),
+    }
+}
+
+/// The script's weights for `cfg`, every matrix but `emb` and `r_k` scaled by `matrix_scale`.
+fn hashed_weights(cfg: &Rwkv7Config, matrix_scale: f32) -> TensorMap {
+    let tensors = cfg
+        .expected_keys()
+        .into_iter()
+        .map(|(key, shape)| {
+            let suffix = if key.starts_with("blocks.") { key.splitn(3, '.').nth(2).unwrap() } else { key.as_str() };
+            let (base, mut scale) = spec(suffix);
+            if shape.len() == 2 && !matches!(suffix, "emb.weight" | "att.r_k") {
+                scale *= matrix_scale;
+            }
+            let seed = fnv1a64(&key);
+            let n: usize = shape.iter().product();
+            let values = (0..n as u64)
+                .map(|i| {
+                    let x =
+                        (splitmix64(i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed) >> 40) as f32 / (1u32 << 24) as f32;
+                    base + (x - 0.5) * scale
+                })
+                .collect();
+            (key, (shape, values))
+        })
+        .collect::<HashMap<_, _>>();
+    TensorMap { origin: "hashed".into(), tensors }
+}
+
+fn tiny_config() -> Rwkv7Config {
+    Rwkv7Config {
+        n_layer: 2,
+        n_embd: 64,
+        n_head: 2,
+        head_size: 32,
+        dim_ffn: 256,
+        vocab_size: 128,
+        d_decay: 16,
+        d_aaa: 16,
+        d_mv: 8,
+        d_gate: 24,
+    }
+}
+
+#[test]
+fn tiny_safetensors_matches_the_official_package() {
+    let model: Rwkv7<B> = x070::load(fixture("x070/x070_tiny_weights.safetensors"), &Default::default()).unwrap();
+    assert_eq!(model.config(), tiny_config());
+    check_against_package(&model, "x070_tiny", 13, 1e-4);
+}
+
+#[test]
+fn tiny_pth_matches_the_official_package() {
+    let model: Rwkv7<B> = x070::load(fixture("x070/x070_tiny_weights.pth"), &Default::default()).unwrap();
+    check_against_package(&model, "x070_tiny", 13, 1e-4);
+}
+
+#[test]
+fn hashed_weights_are_the_scripts_bit_for_bit() {
+    let file = TensorMap::read_safetensors(fixture("x070/x070_tiny_weights.safetensors")).unwrap();
+    let hashed = hashed_weights(&tiny_config(), 1.0);
+    assert_eq!(file.tensors.len(), hashed.tensors.len());
+    for (key, (shape, values)) in &file.tensors {
+        assert_eq!(&hashed.tensors[key].0, shape, "{key}");
+        assert!(hashed.tensors[key].1 == *values, "{key}: values differ");
+    }
+}
+
+#[test]
+fn second_tiny_shape_matches_the_official_package() {
+    // 3 layers, 6 heads of 8, V = 97: odd sizes, more heads than the first shape.
+    let cfg = Rwkv7Config {
+        n_layer: 3,
+        n_embd: 48,
+        n_head: 6,
+        head_size: 8,
+        dim_ffn: 192,
+        vocab_size: 97,
+        d_decay: 8,
+        d_aaa: 8,
+        d_mv: 8,
+        d_gate: 16,
+    };
+    let model = Rwkv7::<B>::from_tensors(&hashed_weights(&cfg, 1.0), &Default::default()).unwrap();
+    check_against_package(&model, "x070_tiny_b", 7, 1e-4);
+}
+
+#[test]
+fn shape_0b1_matches_the_official_package() {
+    let cfg = Rwkv7Config::official(12, 768, 65536);
+    assert_eq!((cfg.d_decay, cfg.d_aaa, cfg.d_mv, cfg.d_gate, cfg.dim_ffn), (64, 64, 32, 128, 3072));
+    let model = Rwkv7::<B>::from_tensors(&hashed_weights(&cfg, 0.25), &Default::default()).unwrap();
+    check_against_package(&model, "x070_0b1", 3, 1e-4);
+}
+
+#[test]
+fn architecture_is_told_from_the_keys() {
+    let x070 = TensorMap::read_safetensors(fixture("x070/x070_tiny_weights.safetensors")).unwrap();
+    let x060 = TensorMap::read_safetensors(fixture("rwkv6_tiny_a_weights.safetensors")).unwrap();
+    assert_eq!(Arch::detect(&x070).unwrap(), Arch::X070);
+    assert_eq!(Arch::detect(&x060).unwrap(), Arch::X060);
+    let err = Rwkv7::<B>::from_tensors(&x060, &Default::default()).unwrap_err();
+    assert!(err.to_string().contains("blocks.0.att.r_k"), "{err}");
+}
+
+#[test]
+fn missing_and_misshaped_keys_are_all_named() {
+    let mut map = hashed_weights(&tiny_config(), 1.0);
+    map.tensors.remove("blocks.1.att.v2");
+    map.tensors.get_mut("blocks.0.att.k_a").unwrap().0 = vec![1, 1, 63];
+    let err = Rwkv7::<B>::from_tensors(&map, &Default::default()).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, RwkvError::Checkpoint(_)), "{text}");
+    assert!(text.contains("blocks.1.att.v2") && text.contains("blocks.0.att.k_a"), "{text}");
+}
+
+#[test]
+fn saved_tensors_load_back_to_the_same_model() {
+    let map = hashed_weights(&tiny_config(), 1.0);
+    let model = Rwkv7::<B>::from_tensors(&map, &Default::default()).unwrap();
+    let saved = model.to_tensor_map().unwrap();
+    for (key, (shape, values)) in &map.tensors {
+        assert_eq!(&saved.tensors[key].0, shape, "{key}");
+        assert!(saved.tensors[key].1 == *values, "{key}");
+    }
+}
