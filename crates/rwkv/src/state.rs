@@ -127,14 +127,26 @@ impl<B: Backend> State<B> {
     /// Reads a state saved by [`State::save`] (batched or squeezed) for a model of `config`.
     /// Every missing or mis-shaped tensor is an error naming it.
     pub fn load(path: impl AsRef<Path>, config: &RwkvConfig, device: &B::Device) -> Result<Self, RwkvError> {
+        Self::load_sized(path, config.n_layer, config.n_embd, config.n_head, config.head_size, device)
+    }
+
+    /// [`State::load`] for explicit sizes (`n_layer` layers, width `c`, `h` heads of size `n`):
+    /// any architecture with this state layout, RWKV-6 or -7.
+    pub fn load_sized(
+        path: impl AsRef<Path>,
+        n_layer: usize,
+        c: usize,
+        h: usize,
+        n: usize,
+        device: &B::Device,
+    ) -> Result<Self, RwkvError> {
         let map = TensorMap::read_safetensors(path)?;
-        let (c, h, n) = (config.n_embd, config.n_head, config.head_size);
         let origin = map.origin.clone();
         let get = |key: String, tail: Vec<usize>| -> Result<(usize, Vec<f32>), RwkvError> {
             let keys_error = |problem| {
                 RwkvError::Checkpoint(CheckpointError::Keys {
                     path: origin.clone(),
-                    model: "an RWKV-6 state".into(),
+                    model: "an RWKV state".into(),
                     problems: vec![problem],
                 })
             };
@@ -150,9 +162,9 @@ impl<B: Backend> State<B> {
                 Err(keys_error(crate::KeyProblem::Shape { key, expected, found: shape.clone() }))
             }
         };
-        let mut layers = Vec::with_capacity(config.n_layer);
+        let mut layers = Vec::with_capacity(n_layer);
         let mut batch = None;
-        for l in 0..config.n_layer {
+        for l in 0..n_layer {
             let (b1, att) = get(format!("state.{l}.att_shift"), vec![c])?;
             let (b2, wkv) = get(format!("state.{l}.wkv"), vec![h, n, n])?;
             let (b3, ffn) = get(format!("state.{l}.ffn_shift"), vec![c])?;

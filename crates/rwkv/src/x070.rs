@@ -203,6 +203,15 @@ impl Arch {
     }
 }
 
+impl Arch {
+    /// The architecture of a checkpoint file (`.pth` or safetensors), reading only the two
+    /// tensors that tell them apart.
+    pub fn of_file(path: impl AsRef<Path>) -> Result<Self, RwkvError> {
+        let map = TensorMap::read_skipping(path, |k| !matches!(k, "blocks.0.att.r_k" | "blocks.0.att.time_faaaa"))?;
+        Self::detect(&map)
+    }
+}
+
 impl std::str::FromStr for Arch {
     type Err = String;
 
@@ -412,8 +421,25 @@ impl<B: RwkvBackend> Rwkv7<B> {
         self.forward_embeddings(self.embed(tokens)?, state)
     }
 
+    /// As [`Rwkv7::forward`], with the logits of the last row only (`[B, 1, V]`): a prompt's
+    /// prefill, without the head product of the other rows.
+    pub fn forward_last(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        state: Option<&State<B>>,
+    ) -> Result<Rwkv7Output<B>, RwkvError> {
+        let (x, state) = self.forward_hidden(self.embed(tokens)?, state)?;
+        let [b, t, c] = x.dims();
+        Ok(crate::RwkvOutput { logits: self.logits(x.slice([0..b, t - 1..t, 0..c])), state })
+    }
+
     /// The model's tensors under the official x070 keys and shapes (f32).
     pub fn to_tensor_map(&self) -> Result<TensorMap, RwkvError> {
         Ok(table::save_from(self, &weight_keys(&self.config()), "model")?)
+    }
+
+    /// Saves the model as an official x070 safetensors checkpoint (f32, written atomically).
+    pub fn save_safetensors(&self, path: impl AsRef<Path>) -> Result<(), RwkvError> {
+        crate::checkpoint::write_safetensors(&self.to_tensor_map()?, path)
     }
 }

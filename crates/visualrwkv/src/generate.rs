@@ -2,7 +2,7 @@
 //! per step from the carried state (O(1) work per token).
 
 use burn::tensor::{Int, Tensor, TensorData};
-use visualrwkv_rwkv::{Decoder, HostState, Rwkv, RwkvBackend, RwkvError, Sampler, SamplingOptions, State};
+use visualrwkv_rwkv::{Decoder, HostState, Rwkv, Rwkv7, RwkvBackend, RwkvError, Sampler, SamplingOptions, State};
 use visualrwkv_tokenizer::{DOUBLE_NEWLINE, END_OF_TEXT, StreamDecoder, Tokenizer};
 
 /// Options of [`generate`].
@@ -129,6 +129,59 @@ pub(crate) fn last_logits<B: RwkvBackend>(logits: Tensor<B, 3>) -> Vec<f32> {
     logits.slice([0..1, t - 1..t, 0..v]).into_data().convert::<f32>().into_vec::<f32>().expect("f32 logits")
 }
 
+/// A language model that runs token ids from a state on its backend: RWKV-6 ([`Rwkv`]) and
+/// RWKV-7 ([`Rwkv7`]). [`generate_tokens`] generates with any of them.
+pub trait TokenModel<B: RwkvBackend> {
+    /// The logits of the last row `[V]` and the state after `ids` (not empty) from `state`
+    /// (zeros when `None`).
+    fn run_tokens(&self, ids: &[u32], state: Option<&State<B>>) -> Result<(Vec<f32>, State<B>), RwkvError>;
+}
+
+impl<B: RwkvBackend> TokenModel<B> for Rwkv<B> {
+    fn run_tokens(&self, ids: &[u32], state: Option<&State<B>>) -> Result<(Vec<f32>, State<B>), RwkvError> {
+        let out = self.forward_last(ids_tensor::<B>(ids, &self.device()), state)?;
+        Ok((last_logits(out.logits), out.state))
+    }
+}
+
+impl<B: RwkvBackend> TokenModel<B> for Rwkv7<B> {
+    fn run_tokens(&self, ids: &[u32], state: Option<&State<B>>) -> Result<(Vec<f32>, State<B>), RwkvError> {
+        let out = self.forward_last(ids_tensor::<B>(ids, &self.emb.weight.device()), state)?;
+        Ok((last_logits(out.logits), out.state))
+    }
+}
+
+/// Generates text after `prompt` with `model`'s tensor ops: the prompt in sequence mode in
+/// chunks of `options.prefill_chunk`, then one step per token from the carried state. Streams
+/// text to `on_text` as it completes. Errors on an empty prompt or invalid options.
+pub fn generate_tokens<B: RwkvBackend>(
+    model: &impl TokenModel<B>,
+    tokenizer: &Tokenizer,
+    prompt: &str,
+    options: &GenerateOptions,
+    on_text: impl FnMut(&str),
+) -> Result<Generation<B>, RwkvError> {
+    options.sampling.validate()?;
+    let prompt_ids = tokenizer.encode(prompt);
+    if prompt_ids.is_empty() {
+        return Err(RwkvError::EmptyInput { what: "the prompt", shape: vec![0] });
+    }
+    let mut state: Option<State<B>> = None;
+    let mut logits = Vec::new();
+    for chunk in prompt_ids.chunks(options.prefill_chunk.max(1)) {
+        let (l, s) = model.run_tokens(chunk, state.as_ref())?;
+        logits = l;
+        state = Some(s);
+    }
+    let mut state = state.expect("the prompt is not empty");
+    let s = sample_loop(tokenizer, logits, options, on_text, |id| {
+        let (logits, next) = model.run_tokens(&[id], Some(&state))?;
+        state = next;
+        Ok(logits)
+    })?;
+    Ok(Generation { tokens: s.tokens, text: s.text, state, stopped_by: s.stopped_by, scores: s.scores })
+}
+
 /// Generates text after `prompt`, calling `on_text` with each piece of text as soon as it is
 /// complete UTF-8. Errors on an empty prompt or invalid options.
 pub fn generate<B: RwkvBackend>(
@@ -139,30 +192,20 @@ pub fn generate<B: RwkvBackend>(
     engine: Engine<'_>,
     on_text: impl FnMut(&str),
 ) -> Result<Generation<B>, RwkvError> {
+    let Engine::Fused(decoder) = engine else {
+        return generate_tokens(model, tokenizer, prompt, options, on_text);
+    };
     options.sampling.validate()?;
     let prompt_ids = tokenizer.encode(prompt);
     if prompt_ids.is_empty() {
         return Err(RwkvError::EmptyInput { what: "the prompt", shape: vec![0] });
     }
-    let chunks = prompt_ids.chunks(options.prefill_chunk.max(1));
-    if let Engine::Fused(decoder) = engine {
-        let mut host = decoder.zero_state();
-        let mut logits = Vec::new();
-        for chunk in chunks {
-            logits = decoder.prefill(chunk, &mut host)?;
-        }
-        return decode_host(model, decoder, tokenizer, logits, host, options, on_text);
-    }
-    let device = model.device();
-    let mut state: Option<State<B>> = None;
+    let mut host = decoder.zero_state();
     let mut logits = Vec::new();
-    for chunk in chunks {
-        let out = model.forward_last(ids_tensor::<B>(chunk, &device), state.as_ref())?;
-        logits = last_logits(out.logits);
-        state = Some(out.state);
+    for chunk in prompt_ids.chunks(options.prefill_chunk.max(1)) {
+        logits = decoder.prefill(chunk, &mut host)?;
     }
-    let state = state.expect("the prompt is not empty");
-    decode(model, tokenizer, logits, state, options, Engine::Model, on_text)
+    decode_host(model, decoder, tokenizer, logits, host, options, on_text)
 }
 
 /// Continues generation from a cached state: samples from `logits` (the last prompt row's),

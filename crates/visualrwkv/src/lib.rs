@@ -21,7 +21,7 @@ pub mod training;
 pub mod vlm;
 
 pub use generate::{
-    Drawn, Engine, GenerateOptions, Generation, PromptState, TokenSampler, TokenScore, decode, decode_prompt_state,
-    generate,
+    Drawn, Engine, GenerateOptions, Generation, PromptState, TokenModel, TokenSampler, TokenScore, decode,
+    decode_prompt_state, generate, generate_tokens,
 };
 pub use vlm::{FusedVisualRwkv, ImageRows, PaddedLogits, Sample, VisionOptions, VisualRwkv, VlmError};

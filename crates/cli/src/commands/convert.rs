@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use visualrwkv_rwkv::checkpoint::{write_safetensors, write_safetensors_quantized};
-use visualrwkv_rwkv::{RwkvConfig, TensorMap, WeightDtype};
+use visualrwkv_rwkv::{Arch, Rwkv7Config, RwkvConfig, TensorMap, WeightDtype};
 
 use crate::Res;
 
@@ -32,11 +32,19 @@ pub struct Args {
     quantize: Option<Quantize>,
 }
 
-/// Checks the checkpoint is an RWKV-6 one and writes it as safetensors (f32, or with the
-/// matrices block-quantised).
+/// Checks the checkpoint is a complete RWKV-6 (x060) or RWKV-7 (x070) one and writes it as
+/// safetensors (f32, or, for x060, with the matrices block-quantised).
 pub fn run(a: Args) -> Res<()> {
     let map = TensorMap::read(&a.from)?;
-    RwkvConfig::from_checkpoint(&map)?;
+    match Arch::detect(&map)? {
+        Arch::X060 => drop(RwkvConfig::from_checkpoint(&map)?),
+        Arch::X070 if a.quantize.is_some() => {
+            return Err("--quantize: the fused decoder that reads quantised matrices runs x060 models only; \
+                        convert an x070 checkpoint without it"
+                .into());
+        }
+        Arch::X070 => drop(Rwkv7Config::from_checkpoint(&map)?),
+    }
     match a.quantize {
         None => write_safetensors(&map, &a.to)?,
         Some(q) => {

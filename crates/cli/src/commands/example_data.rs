@@ -1,6 +1,6 @@
 //! `visualrwkv example-data`: a small LLaVA-format dataset (JPEG and PNG photos of coloured
 //! shapes, multi-turn and text-only samples) and tiny randomly initialised checkpoints in the
-//! official layouts (an RWKV-6 World-vocabulary model, a CLIP vision tower with its
+//! official layouts (RWKV-6 and RWKV-7 World-vocabulary models, a CLIP vision tower with its
 //! `config.json`) and benchmark-style question files with their annotations, so the fine-tuning
 //! and evaluation commands run on a fresh machine without downloads.
 
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use burn::backend::NdArray;
 use burn::tensor::backend::Backend;
 use image::{Rgb, RgbImage};
-use visualrwkv_rwkv::RwkvConfig;
+use visualrwkv_rwkv::{Rwkv7Config, RwkvConfig};
 use visualrwkv_vision::{TowerKind, VisionConfig};
 
 use crate::Res;
@@ -17,7 +17,8 @@ use crate::Res;
 /// Flags of `example-data`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Output folder: llava.json, images/, rwkv.safetensors, clip/{model.safetensors,config.json},
+    /// Output folder: llava.json, images/, rwkv.safetensors (RWKV-6), rwkv7.safetensors (RWKV-7),
+    /// clip/{model.safetensors,config.json},
     /// and eval/ (benchmark-style question files with TextVQA- and POPE-format annotations).
     #[arg(long)]
     out: PathBuf,
@@ -150,6 +151,20 @@ pub fn write(out: &Path, images: usize, width: usize, layers: usize, seed: u64) 
     }
     .init::<B>(&device);
     rwkv.save_safetensors(out.join("rwkv.safetensors"))?;
+    let rwkv7 = Rwkv7Config {
+        n_layer: layers,
+        n_embd: width,
+        n_head: (width / head_size).max(1),
+        head_size,
+        dim_ffn: 4 * width,
+        vocab_size: 65536,
+        d_decay: 16,
+        d_aaa: 16,
+        d_mv: 8,
+        d_gate: 16,
+    }
+    .init::<B>(&device);
+    rwkv7.save_safetensors(out.join("rwkv7.safetensors"))?;
     let clip = VisionConfig::new(TowerKind::Clip, 32, 8, 32, 64, 1, 2);
     let tower = clip.init::<B>(&device);
     std::fs::create_dir_all(out.join("clip"))?;
@@ -171,7 +186,7 @@ pub fn run(a: Args) -> Res<()> {
     }
     let data = write(&a.out, a.images, a.width, a.layers, a.seed)?;
     println!(
-        "wrote {} ({} samples), {}/images, {}/rwkv.safetensors (RWKV-6 {}x{}, World vocabulary), {}/clip (tiny CLIP tower) and {}/eval (questions and annotations)",
+        "wrote {} ({} samples), {}/images, {}/rwkv.safetensors and rwkv7.safetensors (RWKV-6 and RWKV-7 {}x{}, World vocabulary), {}/clip (tiny CLIP tower) and {}/eval (questions and annotations)",
         data.display(),
         2 * a.images + 2,
         a.out.display(),

@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
-use visualrwkv::{Engine, generate};
-use visualrwkv_rwkv::RwkvBackend;
+use visualrwkv::{Engine, generate, generate_tokens};
+use visualrwkv_rwkv::{Arch, RwkvBackend};
 
 use crate::Res;
-use crate::args::{SamplingArgs, print_stream};
+use crate::args::{DecoderKind, SamplingArgs, print_stream};
 use crate::device::{DeviceArgs, DeviceSpec, Job};
 
 /// Flags of `generate`.
@@ -36,6 +36,18 @@ impl Job for Args {
     }
 
     fn run<B: RwkvBackend>(self, dev: B::Device, spec: &DeviceSpec) -> Res<()> {
+        let options = self.sampling.options()?;
+        if Arch::of_file(&self.model)? == Arch::X070 {
+            // RWKV-7 runs on the model's tensor ops (the fused decoder runs x060 only).
+            if !matches!(self.sampling.decoder, DecoderKind::Auto | DecoderKind::Burn) {
+                return Err(format!("{}: an x070 checkpoint takes --decoder auto or burn", self.model.display()).into());
+            }
+            let model = visualrwkv_rwkv::x070::load::<B>(&self.model, &dev)?;
+            let tokenizer = crate::args::pick_tokenizer(&self.tokenizer, model.config().vocab_size)?;
+            generate_tokens(&model, tokenizer, &self.prompt, &options, print_stream())?;
+            println!();
+            return Ok(());
+        }
         let (model, decoder) = match self.sampling.decoder.dtype(spec)? {
             Some(dtype) => {
                 let (model, decoder) = visualrwkv_rwkv::load_fused::<B>(&self.model, dtype, &dev)?;
@@ -43,7 +55,6 @@ impl Job for Args {
             }
             None => (visualrwkv_rwkv::load::<B>(&self.model, &dev)?, None),
         };
-        let options = self.sampling.options()?;
         let tokenizer = crate::args::pick_tokenizer(&self.tokenizer, model.config().vocab_size)?;
         generate(&model, tokenizer, &self.prompt, &options, Engine::from(decoder.as_ref()), print_stream())?;
         println!();

@@ -1,11 +1,12 @@
-//! `visualrwkv logits`: token ids through RWKV-6, logits and the final state written out.
+//! `visualrwkv logits`: token ids through RWKV-6 or RWKV-7 (told from the checkpoint's keys),
+//! logits and the final state written out.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use burn::tensor::{Int, Tensor, TensorData};
 use visualrwkv_rwkv::checkpoint::write_safetensors;
-use visualrwkv_rwkv::{HostState, RwkvBackend, State, TensorMap};
+use visualrwkv_rwkv::{Arch, HostState, RwkvBackend, State, TensorMap};
 
 use crate::Res;
 use crate::args::{DecoderKind, parse_ids, values};
@@ -49,6 +50,9 @@ impl Job for Args {
 
     fn run<B: RwkvBackend>(self, dev: B::Device, spec: &DeviceSpec) -> Res<()> {
         let ids = parse_ids(&self.tokens)?;
+        if Arch::of_file(&self.model)? == Arch::X070 {
+            return self.run_x070::<B>(&ids, dev);
+        }
         if let Some(dtype) = self.decoder.dtype(spec)? {
             // Every row's logits from the fused decoder's sequence mode.
             let (_, decoder) = visualrwkv_rwkv::load_fused::<B>(&self.model, dtype, &dev)?;
@@ -71,13 +75,38 @@ impl Job for Args {
             Some(p) => Some(State::<B>::load(p, &model.config(), &dev)?),
             None => None,
         };
-        let t = ids.len();
-        let input = Tensor::<B, 2, Int>::from_data(
-            TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, t]),
-            &dev,
-        );
-        let output = model.forward(input, state.as_ref())?;
-        let v = output.logits.dims()[2];
+        let output = model.forward(ids_tensor::<B>(&ids, &dev), state.as_ref())?;
+        self.write(output)
+    }
+}
+
+impl Args {
+    /// RWKV-7: the model's tensor ops (the fused decoder runs x060 only).
+    fn run_x070<B: RwkvBackend>(&self, ids: &[u32], dev: B::Device) -> Res<()> {
+        if !matches!(self.decoder, DecoderKind::Auto | DecoderKind::Burn) {
+            return Err(format!(
+                "{}: an RWKV-7 (x070) checkpoint runs on the model's tensor ops (--decoder auto or burn); \
+                 the fused decoder runs x060 only",
+                self.model.display()
+            )
+            .into());
+        }
+        let model = visualrwkv_rwkv::x070::load::<B>(&self.model, &dev)?;
+        let state = match &self.state_in {
+            Some(p) => {
+                let c = model.config();
+                let state = State::<B>::load_sized(p, c.n_layer, c.n_embd, c.n_head, c.head_size, &dev)?;
+                Some(state)
+            }
+            None => None,
+        };
+        let output = model.forward(ids_tensor::<B>(ids, &dev), state.as_ref())?;
+        self.write(output)
+    }
+
+    /// Writes every row's logits and, with `--state-out`, the final state.
+    fn write<B: RwkvBackend>(&self, output: visualrwkv_rwkv::RwkvOutput<B>) -> Res<()> {
+        let [_, t, v] = output.logits.dims();
         let mut map = TensorMap { origin: "logits".into(), tensors: HashMap::new() };
         map.tensors.insert("logits".into(), (vec![t, v], values(output.logits)?));
         write_safetensors(&map, &self.out)?;
@@ -86,4 +115,8 @@ impl Job for Args {
         }
         Ok(())
     }
+}
+
+fn ids_tensor<B: RwkvBackend>(ids: &[u32], dev: &B::Device) -> Tensor<B, 2, Int> {
+    Tensor::from_data(TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [1, ids.len()]), dev)
 }
