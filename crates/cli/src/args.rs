@@ -6,7 +6,7 @@ use burn::tensor::{Tensor, TensorData};
 use clap::{Args, ValueEnum};
 use visualrwkv::GenerateOptions;
 use visualrwkv_checkpoint::TensorMap;
-use visualrwkv_rwkv::{Decoder, Rwkv, RwkvBackend, SamplingOptions, WeightDtype};
+use visualrwkv_rwkv::{Arch, Decoder, LanguageModel, RwkvBackend, SamplingOptions, WeightDtype};
 use visualrwkv_scan::Scan;
 use visualrwkv_tokenizer::Tokenizer;
 
@@ -106,7 +106,7 @@ impl SamplingArgs {
 
     /// The fused decoder of `--decoder`, built from `model` when it runs on the CPU (`None`: the
     /// model's tensor ops generate; see [`visualrwkv::Engine`]).
-    pub fn decoder_for<B: RwkvBackend>(&self, model: &Rwkv<B>, device: &DeviceSpec) -> Res<Option<Decoder>> {
+    pub fn decoder_for<B: RwkvBackend>(&self, model: &LanguageModel<B>, device: &DeviceSpec) -> Res<Option<Decoder>> {
         self.decoder.build(model, device)
     }
 }
@@ -132,12 +132,27 @@ impl DecoderKind {
         }))
     }
 
+    /// [`DecoderKind::dtype`] for a model of architecture `arch`: RWKV-7 runs on the model's
+    /// tensor ops (`auto` means `burn` for it), and a fused kind is an error naming why.
+    pub fn dtype_for(self, arch: Arch, device: &DeviceSpec) -> Res<Option<WeightDtype>> {
+        match (arch, self) {
+            (Arch::X060, _) => self.dtype(device),
+            (Arch::X070, DecoderKind::Auto | DecoderKind::Burn) => Ok(None),
+            (Arch::X070, other) => Err(format!(
+                "--decoder {}: the fused CPU decoder runs RWKV-6 (x060) models; an x070 model runs with --decoder auto or burn",
+                other.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default()
+            )
+            .into()),
+        }
+    }
+
     /// The fused decoder this kind names, built from `model` when it runs on the CPU (`None`:
-    /// the model's tensor ops run); an error for a fused kind on another device.
-    pub fn build<B: RwkvBackend>(self, model: &Rwkv<B>, device: &DeviceSpec) -> Res<Option<Decoder>> {
-        Ok(match self.dtype(device)? {
-            Some(dtype) => Some(Decoder::new(model, dtype)?),
-            None => None,
+    /// the model's tensor ops run, always for RWKV-7); an error for a fused kind on another
+    /// device or architecture.
+    pub fn build<B: RwkvBackend>(self, model: &LanguageModel<B>, device: &DeviceSpec) -> Res<Option<Decoder>> {
+        Ok(match (self.dtype_for(model.arch(), device)?, model.x060()) {
+            (Some(dtype), Some(m)) => Some(Decoder::new(m, dtype)?),
+            _ => None,
         })
     }
 }
@@ -420,6 +435,10 @@ pub struct RunArgs {
     /// (byte-level World ids).
     #[arg(long, value_enum, default_value_t = VocabArg::Words)]
     pub vocab: VocabArg,
+    /// The language model: x060 (RWKV-6 "Finch", the paper's) or x070 (RWKV-7 "Goose",
+    /// VisualRWKV-7's).
+    #[arg(long, default_value = "x060", value_parser = parse_arch)]
+    pub arch: visualrwkv_rwkv::Arch,
     /// The language model's first weights: random (every parameter random in the trainer's
     /// ranges) or trainer (the official trainer's from-scratch initialisation: blocks start as
     /// the identity, docs/model.md §1.6).
@@ -432,6 +451,11 @@ pub struct RunArgs {
     pub replicas: Option<usize>,
     #[command(flatten)]
     pub devices: crate::device::TrainDevices,
+}
+
+/// `--arch`: `x060` or `x070`.
+pub fn parse_arch(s: &str) -> Result<visualrwkv_rwkv::Arch, String> {
+    s.parse()
 }
 
 /// Most CPU replicas chosen without `--replicas`.
@@ -508,6 +532,7 @@ impl RunArgs {
         t.batch_size = self.batch.unwrap_or(t.batch_size);
         t.warmup = t.warmup.min(t.steps / 10);
         t.seed = self.seed;
+        s.arch = self.arch;
         s.width = self.width.unwrap_or(s.width);
         s.layers = self.layers.unwrap_or(s.layers);
         s.head_size = self.head_size.unwrap_or(s.head_size);

@@ -93,7 +93,10 @@ fn convert_pth_then_logits_and_refusals() {
     ok_output(bin().args(["logits", "--model", &converted, "--tokens", &tokens(0..24), "--out", &out]));
     assert!(max_diff(&read(&out)["logits"].1, &golden()["logits"].1) <= 1e-4);
     for (args, message) in [
-        (vec!["logits", "--model", &converted, "--tokens", "1", "--decoder", "i8", "--out", &out], "x060 only"),
+        (
+            vec!["logits", "--model", &converted, "--tokens", "1", "--decoder", "i8", "--out", &out],
+            "runs RWKV-6 (x060) models",
+        ),
         (vec!["convert", "--from", &converted, "--to", &out, "--quantize", "i8"], "x060 models only"),
     ] {
         let o = run(&args);
@@ -116,4 +119,106 @@ fn generate_runs_an_x070_world_model() {
     let (again, _) = ok_output(bin().args(args).arg("--model").arg(&model));
     assert!(!first.trim().is_empty(), "no text generated");
     assert_eq!(first, again, "greedy generation is deterministic");
+}
+
+/// VisualRWKV on RWKV-7 end to end on the example data: `train --arch x070` stage 1 from the
+/// RWKV-7 checkpoint and the CLIP tower, stage 2 from its checkpoint (the loss falls), the
+/// checkpoint in the official layout with x070 keys, then `chat` and `eval` on it; `--arch`
+/// that disagrees with the checkpoint is refused.
+#[test]
+fn train_chat_and_eval_with_arch_x070() {
+    let data = tmp("x070-train");
+    ok_output(bin().args(["example-data", "--images", "6", "--width", "32", "--out"]).arg(&data));
+    let train = |stage: &str, from: &[(&str, std::path::PathBuf)], flags: &[&str], out: &std::path::Path| {
+        let mut cmd = bin();
+        cmd.args(["train", "--arch", "x070", "--stage", stage]);
+        for (name, path) in from {
+            cmd.arg(name).arg(path);
+        }
+        cmd.arg("--data").arg(data.join("llava.json")).arg("--image-folder").arg(data.join("images"));
+        cmd.args(["--ctx-len", "96", "--workers", "2"]).args(flags).arg("--out").arg(out);
+        cmd
+    };
+    let s1 = data.join("stage1");
+    let parts = [("--rwkv", data.join("rwkv7.safetensors")), ("--vision", data.join("clip"))];
+    ok_output(&mut train("1", &parts, &["--batch", "2", "--steps", "3", "--lr", "1e-2"], &s1));
+    let bytes = std::fs::read(s1.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    for (key, shape) in [
+        ("rwkv.blocks.0.att.r_k", vec![2, 16]),
+        ("rwkv.blocks.1.att.v1", vec![32, 8]),
+        ("rwkv.blocks.0.ffn.key.weight", vec![128, 32]),
+        ("proj.weight", vec![32, 32]),
+    ] {
+        assert_eq!(st.tensor(key).unwrap_or_else(|_| panic!("no {key}")).shape(), shape, "{key}");
+    }
+    assert!(st.tensor("rwkv.blocks.0.att.v1").is_err(), "the first block has no value-residual LoRA");
+
+    let s2 = data.join("stage2");
+    let checkpoint = [("--checkpoint", s1.join("model.safetensors"))];
+    ok_output(&mut train("2", &checkpoint, &["--batch", "4", "--steps", "16", "--lr", "3e-3"], &s2));
+    let losses: Vec<f64> = std::fs::read_to_string(s2.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+        .collect();
+    assert_eq!(losses.len(), 16);
+    let (first, last) = (losses[..4].iter().sum::<f64>() / 4.0, losses[12..].iter().sum::<f64>() / 4.0);
+    assert!(last < 0.9 * first, "stage-2 loss {first:.3} -> {last:.3}");
+
+    let model = s2.join("model.safetensors");
+    let (answer, _) = ok_output(
+        bin()
+            .args(["chat", "--arch", "x070", "--checkpoint"])
+            .arg(&model)
+            .arg("--image")
+            .arg(data.join("images/000.jpg"))
+            .args(["--question", "What color is the shape?", "--max-tokens", "6"]),
+    );
+    assert!(!answer.trim().is_empty(), "no answer");
+    let questions = data.join("questions.jsonl");
+    std::fs::write(
+        &questions,
+        "{\"question_id\": 1, \"image\": \"000.jpg\", \"text\": \"What color is the shape?\"}\n{\"question_id\": 2, \"text\": \"Is there a circle?\"}\n",
+    )
+    .unwrap();
+    let answers = data.join("answers.jsonl");
+    ok_output(
+        bin()
+            .args(["eval", "--arch", "x070", "--checkpoint"])
+            .arg(&model)
+            .arg("--questions")
+            .arg(&questions)
+            .arg("--image-folder")
+            .arg(data.join("images"))
+            .arg("--answers")
+            .arg(&answers)
+            .args(["--max-tokens", "4"]),
+    );
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&answers).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().all(|l| l["text"].is_string()));
+
+    // `--arch` must agree with the checkpoint; the fused decoder is refused for x070.
+    let o = bin()
+        .args(["chat", "--arch", "x060", "--checkpoint"])
+        .arg(&model)
+        .arg("--image")
+        .arg(data.join("images/000.jpg"))
+        .args(["--question", "hi"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--arch x060") && err.contains("x070"), "{err}");
+    let o = bin()
+        .args(["chat", "--decoder", "i8", "--checkpoint"])
+        .arg(&model)
+        .arg("--image")
+        .arg(data.join("images/000.jpg"))
+        .args(["--question", "hi"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("runs RWKV-6 (x060) models") && !err.contains("panicked"), "{err}");
 }

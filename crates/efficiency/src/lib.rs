@@ -304,7 +304,10 @@ impl<B: RwkvBackend> Subject<B> for VlmRwkv<B> {
         Ok(self.0.step(token, &state)?.1)
     }
     fn cache_bytes(&self, _: &State<B>) -> usize {
-        rwkv_state_bytes(&self.0.rwkv.config())
+        {
+            let d = self.0.rwkv.dims();
+            state_bytes(d.n_layer, d.n_embd, d.n_head, d.head_size)
+        }
     }
 }
 
@@ -360,7 +363,12 @@ impl<B: RwkvBackend> Subject<B> for VlmTransformer<'_, B> {
 }
 
 fn rwkv_state_bytes(cfg: &RwkvConfig) -> usize {
-    4 * cfg.n_layer * (2 * cfg.n_embd + cfg.n_head * cfg.head_size * cfg.head_size)
+    state_bytes(cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.head_size)
+}
+
+/// Bytes of an f32 RWKV state: per layer two shift rows `[C]` and `H` matrices `[N, N]`.
+fn state_bytes(n_layer: usize, n_embd: usize, n_head: usize, head_size: usize) -> usize {
+    4 * n_layer * (2 * n_embd + n_head * head_size * head_size)
 }
 
 fn one_token<B: RwkvBackend>(token: u32, device: &B::Device) -> Tensor<B, 2, Int> {
@@ -446,7 +454,7 @@ pub fn measure<B: RwkvBackend>(
                 VisionOptions::default(),
             )?;
             if engine == RwkvEngine::Fused {
-                let decoder = Decoder::new(&vm.rwkv, WeightDtype::F32)?;
+                let decoder = Decoder::new(vm.rwkv.require_x060("the fused decoder")?, WeightDtype::F32)?;
                 time_subject(&VlmFused(vm, decoder, pixels(v), vocab), text, reps, decode_steps, vocab)?
             } else {
                 time_subject(&VlmRwkv(vm, pixels(v), vocab), text, reps, decode_steps, vocab)?

@@ -71,6 +71,14 @@ pub enum RwkvError {
     /// Sampling options out of range.
     #[error(transparent)]
     Sampling(#[from] crate::sampling::SamplingError),
+    /// A path that exists for one architecture only (the fused CPU decoder runs x060).
+    #[error("{what} runs RWKV-6 (x060) models only; this model is {arch}")]
+    Unsupported {
+        /// What was asked for.
+        what: String,
+        /// The model's architecture.
+        arch: &'static str,
+    },
     /// The WKV operator rejected its inputs.
     #[error(transparent)]
     Wkv(#[from] visualrwkv_wkv::WkvError),

@@ -207,8 +207,15 @@ impl Arch {
     /// The architecture of a checkpoint file (`.pth` or safetensors), reading only the two
     /// tensors that tell them apart.
     pub fn of_file(path: impl AsRef<Path>) -> Result<Self, RwkvError> {
-        let map = TensorMap::read_skipping(path, |k| !matches!(k, "blocks.0.att.r_k" | "blocks.0.att.time_faaaa"))?;
-        Self::detect(&map)
+        Self::of_file_under(path, "")
+    }
+
+    /// [`Arch::of_file`] for a language model stored under `prefix` (`rwkv.` in a VisualRWKV
+    /// checkpoint).
+    pub fn of_file_under(path: impl AsRef<Path>, prefix: &str) -> Result<Self, RwkvError> {
+        let keys = ["blocks.0.att.r_k", "blocks.0.att.time_faaaa"].map(|k| format!("{prefix}{k}"));
+        let map = TensorMap::read_skipping(path, |k| !keys.iter().any(|want| want == k))?;
+        Self::detect(&map.strip_prefix(prefix))
     }
 }
 
@@ -328,31 +335,42 @@ impl<B: Backend> Rwkv7<B> {
         Ok(table::load_into(cfg.init_lazy::<B>(device), map, &weight_keys(&cfg), "the RWKV-7 module", device)?)
     }
 
-    /// The model's sizes, read off its parameters.
+    /// The model's sizes, read off its parameter shapes (without initialising a lazily loaded
+    /// parameter).
     pub fn config(&self) -> Rwkv7Config {
-        let [vocab_size, n_embd] = self.emb.weight.dims();
+        let dims = |p: &burn::module::Param<Tensor<B, 2>>| p.lazy_shape().dims::<2>();
+        let [vocab_size, n_embd] = dims(&self.emb.weight);
         let first = &self.blocks[0].att;
-        let [n_head, head_size] = first.r_k.dims();
-        let d_mv = self.blocks.get(1).and_then(|b| b.att.v_lora.as_ref()).map_or(32, |l| l.down.dims()[1]);
+        let [n_head, head_size] = dims(&first.r_k);
+        let d_mv = self.blocks.get(1).and_then(|b| b.att.v_lora.as_ref()).map_or(32, |l| dims(&l.down)[1]);
         Rwkv7Config {
             n_layer: self.blocks.len(),
             n_embd,
             n_head,
             head_size,
-            dim_ffn: self.blocks[0].ffn.key.weight.dims()[1],
+            dim_ffn: dims(&self.blocks[0].ffn.key.weight)[1],
             vocab_size,
-            d_decay: first.w_lora.down.dims()[1],
-            d_aaa: first.a_lora.down.dims()[1],
+            d_decay: dims(&first.w_lora.down)[1],
+            d_aaa: dims(&first.a_lora.down)[1],
             d_mv,
-            d_gate: first.g_lora.down.dims()[1],
+            d_gate: dims(&first.g_lora.down)[1],
         }
+    }
+
+    /// The device the parameters are on.
+    pub fn device(&self) -> B::Device {
+        self.emb.weight.lazy_device()
     }
 
     /// The zero state (the start of a sequence) for `batch` rows.
     pub fn zero_state(&self, batch: usize) -> State<B> {
         let cfg = self.config();
-        let device = self.emb.weight.device();
-        State::zeros_sized(cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.head_size, batch, &device)
+        State::zeros_sized(cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.head_size, batch, &self.device())
+    }
+
+    /// `ln0` over rows `[B, T, C]`: the input of block 0 (image rows go through it too).
+    pub fn input_norm(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.ln0.forward(x)
     }
 
     /// The raw embedding rows `[B, T, C]` of token ids `[B, T]`; errors on an id outside the
@@ -393,15 +411,30 @@ impl<B: RwkvBackend> Rwkv7<B> {
             }
             None => self.zero_state(b),
         };
-        let mut x = self.ln0.forward(x);
+        let mut x = self.input_norm(x);
         let mut v_first = None;
-        for (l, block) in self.blocks.iter().enumerate() {
-            let out = block.forward(x, state.layers[l].clone(), v_first)?;
+        for l in 0..self.blocks.len() {
+            let out = self.forward_layer(l, x, state.layers[l].clone(), v_first)?;
             x = out.x;
             state.layers[l] = out.state;
             v_first = Some(out.v_first);
         }
         Ok((x, state))
+    }
+
+    /// Block `layer` over `x` `[B, T, C]` from that layer's state, with the first block's
+    /// values `v_first` `[B·T, C]` (`None` for block 0, which returns its own): the per-layer
+    /// entry point of scans that permute rows between layers (which permute `v_first` with them).
+    pub fn forward_layer(
+        &self,
+        layer: usize,
+        x: Tensor<B, 3>,
+        state: crate::LayerState<B>,
+        v_first: Option<Tensor<B, 2>>,
+    ) -> Result<layers::Block7Output<B>, RwkvError> {
+        let layers = self.blocks.len();
+        let block = self.blocks.get(layer).ok_or(RwkvError::LayerOutOfRange { layer, layers })?;
+        block.forward(x, state, v_first)
     }
 
     /// `head(ln_out(x))` for rows `[B, T, C]`.

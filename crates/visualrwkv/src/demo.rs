@@ -19,6 +19,8 @@ use visualrwkv_tokenizer::Tokenizer;
 use visualrwkv_train::data::{Baseline, DataConfig, QuestionType, Splits, generate, majority_baseline};
 use visualrwkv_train::stats::{Claim, Interval, RESAMPLES, Verdict, bootstrap, paired, verdict};
 
+use visualrwkv_rwkv::Arch;
+
 use crate::training::{
     Accuracy, LmInit, ModelConfig, StepStats, TaskData, TrainConfig, TrainError, Trainer, Vocab, answer, append_line,
     evaluate, for_eval, io_error,
@@ -29,6 +31,8 @@ use crate::training::{
 pub struct RunSettings {
     /// The dataset.
     pub data: DataConfig,
+    /// The language model's architecture (RWKV-6 x060 or RWKV-7 x070).
+    pub arch: Arch,
     /// RWKV width.
     pub width: usize,
     /// RWKV layers.
@@ -97,6 +101,7 @@ impl RunSettings {
         };
         Self {
             data,
+            arch: Arch::X060,
             width: 64,
             // Three layers: with the multi-directional scan, row-major, reversed and column-major
             // readings, so every neighbour but one is adjacent in some layer.
@@ -128,6 +133,7 @@ impl RunSettings {
         config.rwkv.n_head = self.width / self.head_size;
         config.position_std = self.position_std;
         config.init = self.init;
+        config.arch = self.arch;
         Ok(config)
     }
 }

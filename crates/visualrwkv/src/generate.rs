@@ -2,7 +2,9 @@
 //! per step from the carried state (O(1) work per token).
 
 use burn::tensor::{Int, Tensor, TensorData};
-use visualrwkv_rwkv::{Decoder, HostState, Rwkv, Rwkv7, RwkvBackend, RwkvError, Sampler, SamplingOptions, State};
+use visualrwkv_rwkv::{
+    Decoder, HostState, LanguageModel, Rwkv, Rwkv7, RwkvBackend, RwkvError, Sampler, SamplingOptions, State,
+};
 use visualrwkv_tokenizer::{DOUBLE_NEWLINE, END_OF_TEXT, StreamDecoder, Tokenizer};
 
 /// Options of [`generate`].
@@ -41,10 +43,10 @@ pub enum PromptState<B: RwkvBackend> {
 
 impl<B: RwkvBackend> PromptState<B> {
     /// As a burn state of `model` (converted from the host when needed).
-    pub fn to_state(&self, model: &Rwkv<B>) -> Result<State<B>, RwkvError> {
+    pub fn to_state(&self, model: &impl TokenModel<B>) -> Result<State<B>, RwkvError> {
         match self {
             PromptState::Model(s) => Ok(s.clone()),
-            PromptState::Host(h) => h.to_state(&model.config(), &model.device()),
+            PromptState::Host(h) => model.host_to_state(h),
         }
     }
 
@@ -135,6 +137,10 @@ pub trait TokenModel<B: RwkvBackend> {
     /// The logits of the last row `[V]` and the state after `ids` (not empty) from `state`
     /// (zeros when `None`).
     fn run_tokens(&self, ids: &[u32], state: Option<&State<B>>) -> Result<(Vec<f32>, State<B>), RwkvError>;
+
+    /// A fused decoder's host state as a state on the model's backend (RWKV-6 only: the fused
+    /// decoder runs x060).
+    fn host_to_state(&self, host: &HostState) -> Result<State<B>, RwkvError>;
 }
 
 impl<B: RwkvBackend> TokenModel<B> for Rwkv<B> {
@@ -142,12 +148,31 @@ impl<B: RwkvBackend> TokenModel<B> for Rwkv<B> {
         let out = self.forward_last(ids_tensor::<B>(ids, &self.device()), state)?;
         Ok((last_logits(out.logits), out.state))
     }
+
+    fn host_to_state(&self, host: &HostState) -> Result<State<B>, RwkvError> {
+        host.to_state(&self.config(), &self.device())
+    }
 }
 
 impl<B: RwkvBackend> TokenModel<B> for Rwkv7<B> {
     fn run_tokens(&self, ids: &[u32], state: Option<&State<B>>) -> Result<(Vec<f32>, State<B>), RwkvError> {
-        let out = self.forward_last(ids_tensor::<B>(ids, &self.emb.weight.device()), state)?;
+        let out = self.forward_last(ids_tensor::<B>(ids, &self.device()), state)?;
         Ok((last_logits(out.logits), out.state))
+    }
+
+    fn host_to_state(&self, _host: &HostState) -> Result<State<B>, RwkvError> {
+        Err(RwkvError::Unsupported { what: "the fused CPU decoder".into(), arch: "x070" })
+    }
+}
+
+impl<B: RwkvBackend> TokenModel<B> for LanguageModel<B> {
+    fn run_tokens(&self, ids: &[u32], state: Option<&State<B>>) -> Result<(Vec<f32>, State<B>), RwkvError> {
+        let out = self.forward_last(ids_tensor::<B>(ids, &self.device()), state)?;
+        Ok((last_logits(out.logits), out.state))
+    }
+
+    fn host_to_state(&self, host: &HostState) -> Result<State<B>, RwkvError> {
+        self.require_x060("the fused CPU decoder")?.host_to_state(host)
     }
 }
 
@@ -173,19 +198,13 @@ pub fn generate_tokens<B: RwkvBackend>(
         logits = l;
         state = Some(s);
     }
-    let mut state = state.expect("the prompt is not empty");
-    let s = sample_loop(tokenizer, logits, options, on_text, |id| {
-        let (logits, next) = model.run_tokens(&[id], Some(&state))?;
-        state = next;
-        Ok(logits)
-    })?;
-    Ok(Generation { tokens: s.tokens, text: s.text, state, stopped_by: s.stopped_by, scores: s.scores })
+    decode(model, tokenizer, logits, state.expect("the prompt is not empty"), options, Engine::Model, on_text)
 }
 
 /// Generates text after `prompt`, calling `on_text` with each piece of text as soon as it is
 /// complete UTF-8. Errors on an empty prompt or invalid options.
 pub fn generate<B: RwkvBackend>(
-    model: &Rwkv<B>,
+    model: &impl TokenModel<B>,
     tokenizer: &Tokenizer,
     prompt: &str,
     options: &GenerateOptions,
@@ -214,7 +233,7 @@ pub fn generate<B: RwkvBackend>(
 /// steps run on `engine`; with [`Engine::Fused`] from the host copy of the cached state, and
 /// the returned generation carries the final state converted back to `B`.
 pub fn decode<B: RwkvBackend>(
-    model: &Rwkv<B>,
+    model: &impl TokenModel<B>,
     tokenizer: &Tokenizer,
     logits: Vec<f32>,
     mut state: State<B>,
@@ -226,11 +245,10 @@ pub fn decode<B: RwkvBackend>(
         let host = HostState::from_state(&state, 0)?;
         return decode_host(model, decoder, tokenizer, logits, host, options, on_text);
     }
-    let device = model.device();
     let s = sample_loop(tokenizer, logits, options, on_text, |id| {
-        let out = model.forward(ids_tensor::<B>(&[id], &device), Some(&state))?;
-        state = out.state;
-        Ok(last_logits(out.logits))
+        let (logits, next) = model.run_tokens(&[id], Some(&state))?;
+        state = next;
+        Ok(logits)
     })?;
     Ok(Generation { tokens: s.tokens, text: s.text, state, stopped_by: s.stopped_by, scores: s.scores })
 }
@@ -239,7 +257,7 @@ pub fn decode<B: RwkvBackend>(
 /// a round trip through the backend (and on the model after conversion when `engine` is
 /// [`Engine::Model`]).
 pub fn decode_prompt_state<B: RwkvBackend>(
-    model: &Rwkv<B>,
+    model: &impl TokenModel<B>,
     tokenizer: &Tokenizer,
     logits: Vec<f32>,
     state: PromptState<B>,
@@ -257,7 +275,7 @@ pub fn decode_prompt_state<B: RwkvBackend>(
 
 /// [`decode`] on the fused decoder from a host state.
 fn decode_host<B: RwkvBackend>(
-    model: &Rwkv<B>,
+    model: &impl TokenModel<B>,
     decoder: &Decoder,
     tokenizer: &Tokenizer,
     logits: Vec<f32>,
@@ -266,7 +284,7 @@ fn decode_host<B: RwkvBackend>(
     on_text: impl FnMut(&str),
 ) -> Result<Generation<B>, RwkvError> {
     let s = sample_loop(tokenizer, logits, options, on_text, |id| decoder.step(id, &mut host))?;
-    let state = host.to_state::<B>(decoder.config(), &model.device())?;
+    let state = model.host_to_state(&host)?;
     Ok(Generation { tokens: s.tokens, text: s.text, state, stopped_by: s.stopped_by, scores: s.scores })
 }
 

@@ -29,7 +29,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use visualrwkv_projector::{ProjectorConfig, ProjectorKind};
 use visualrwkv_prompt::{Conversation, IGNORE_INDEX, IMAGE_TOKEN, PromptStrategy, Role, build};
-use visualrwkv_rwkv::{RwkvBackend, RwkvConfig};
+use visualrwkv_rwkv::{Arch, LanguageModel, Rwkv7Config, RwkvBackend, RwkvConfig, RwkvError};
 use visualrwkv_scan::{ImageLayout, Scan};
 use visualrwkv_tokenizer::Tokenizer;
 use visualrwkv_train::data::{DataConfig, QuestionType, Rng, Split, word_pieces};
@@ -182,8 +182,11 @@ pub enum Stage {
 /// Sizes of a model trained from scratch.
 #[derive(Clone, Debug)]
 pub struct ModelConfig {
-    /// The language model.
+    /// The language model's sizes (an RWKV-6 configuration; an RWKV-7 model of `arch` x070 takes
+    /// its layers, width, heads and vocabulary, [`ModelConfig::rwkv7`]).
     pub rwkv: RwkvConfig,
+    /// The language model's architecture.
+    pub arch: Arch,
     /// The vision tower (frozen).
     pub vision: VisionConfig,
     /// The projector kind.
@@ -253,6 +256,24 @@ pub fn task_tokenizer(train: &Split) -> Tokenizer {
 }
 
 impl ModelConfig {
+    /// The RWKV-7 configuration of the same layers, width, heads and vocabulary: channel mix
+    /// 4·C wide, LoRA ranks 16 (decay, learning rate, gate) and 8 (value residual).
+    pub fn rwkv7(&self) -> Rwkv7Config {
+        let c = &self.rwkv;
+        Rwkv7Config {
+            n_layer: c.n_layer,
+            n_embd: c.n_embd,
+            n_head: c.n_head,
+            head_size: c.head_size,
+            dim_ffn: 4 * c.n_embd,
+            vocab_size: c.vocab_size,
+            d_decay: 16,
+            d_aaa: 16,
+            d_mv: 8,
+            d_gate: 16,
+        }
+    }
+
     /// A tiny VisualRWKV for the synthetic task of `data`: a CLIP-style tower reduced to its
     /// embeddings (patch projection with one patch per grid cell, class token, positions,
     /// pre-layernorm; no encoder layer), so with the frozen tower and the trained `mlp2x_gelu`
@@ -271,6 +292,7 @@ impl ModelConfig {
                 d_mix: 8,
                 d_decay: 16,
             },
+            arch: Arch::X060,
             vision: VisionConfig {
                 kind: TowerKind::Clip,
                 image_size: data.grid * data.cell_px,
@@ -295,9 +317,17 @@ impl ModelConfig {
     /// A randomly initialised model (seed the backend first for a reproducible one), every
     /// parameter materialised (clones of it are equal).
     pub fn init<B: RwkvBackend>(&self, device: &B::Device) -> Result<VisualRwkv<B>, VlmError> {
-        let rwkv = match self.init {
-            LmInit::Trainer => self.rwkv.init_from_scratch::<B>(device),
-            LmInit::Random => self.rwkv.init::<B>(device),
+        let rwkv: LanguageModel<B> = match (self.arch, self.init) {
+            (Arch::X060, LmInit::Trainer) => self.rwkv.init_from_scratch::<B>(device).into(),
+            (Arch::X060, LmInit::Random) => self.rwkv.init::<B>(device).into(),
+            (Arch::X070, LmInit::Random) => self.rwkv7().init::<B>(device).into(),
+            (Arch::X070, LmInit::Trainer) => {
+                return Err(RwkvError::Unsupported {
+                    what: "the official trainer's initialisation".into(),
+                    arch: "x070",
+                }
+                .into());
+            }
         };
         let mut vision = self.vision.init::<B>(device);
         let scale = self.position_std / 0.02;
@@ -648,7 +678,7 @@ where
         }
         let mut trainable = ranks::<B, _>(&model.projector);
         if config.stage == Stage::Full {
-            let emb = model.rwkv.emb.weight.id;
+            let emb = model.rwkv.emb().weight.id;
             trainable.extend(ranks::<B, _>(&model.rwkv).into_iter().filter(|(id, _)| *id != emb));
         }
         let decayed_ids = trainable.iter().filter(|(_, r)| *r >= 2).map(|(id, _)| *id).collect();

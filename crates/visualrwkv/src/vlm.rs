@@ -17,7 +17,9 @@ use burn::tensor::{Int, Tensor, TensorData};
 use visualrwkv_checkpoint::{CheckpointError, KeyProblem, TensorMap, TensorSource};
 use visualrwkv_projector::{Project, Projector, ProjectorConfig, ProjectorError};
 use visualrwkv_prompt::{IMAGE_TOKEN, Prompt};
-use visualrwkv_rwkv::{Decoder, HostState, RowOrder, Rwkv, RwkvBackend, RwkvError, State, TokenId, WeightDtype};
+use visualrwkv_rwkv::{
+    Arch, Decoder, HostState, LanguageModel, RowOrder, Rwkv, RwkvBackend, RwkvError, State, TokenId, WeightDtype,
+};
 use visualrwkv_scan::{ImageLayout, Scan, ScanError, checked_permutation, inverse};
 use visualrwkv_tokenizer::Tokenizer;
 use visualrwkv_vision::{FusedTower, GridPooling, TowerKind, VisionConfig, VisionError, VisionTower, grid_pool};
@@ -112,7 +114,7 @@ impl Default for VisionOptions {
     }
 }
 
-/// The VisualRWKV model: RWKV-6, a vision tower and a projector.
+/// The VisualRWKV model: a language model (RWKV-6 or RWKV-7), a vision tower and a projector.
 ///
 /// On the CPU backend (and any backend whose tensors are `Sync`) it is `Send + Sync`: encoding,
 /// prefill and generation take `&self` and keep every per-request value (state, sampler,
@@ -120,8 +122,8 @@ impl Default for VisionOptions {
 /// once, each giving exactly what it gives alone (`tests/concurrency.rs`).
 #[derive(Module, Debug)]
 pub struct VisualRwkv<B: RwkvBackend> {
-    /// The language model.
-    pub rwkv: Rwkv<B>,
+    /// The language model (RWKV-6 x060 or RWKV-7 x070).
+    pub rwkv: LanguageModel<B>,
     /// The (frozen) vision tower.
     pub vision: VisionTower<B>,
     /// Vision width → RWKV width.
@@ -243,6 +245,14 @@ fn tower_config_beside(path: &Path, given: Option<&Path>) -> Result<Option<Visio
     Ok(file.map(VisionConfig::from_hf_json).transpose()?)
 }
 
+/// Errors unless the language model's tensors are RWKV-6's: the fused CPU decoder runs x060.
+fn fused_needs_x060(rwkv: &TensorMap) -> Result<(), VlmError> {
+    match Arch::detect(rwkv)? {
+        Arch::X060 => Ok(()),
+        Arch::X070 => Err(RwkvError::Unsupported { what: "the fused CPU decoder".into(), arch: "x070" }.into()),
+    }
+}
+
 /// A projector file's tensors, keys under `proj.` or bare.
 fn projector_tensors(path: &Path) -> Result<TensorMap, VlmError> {
     let mut map = TensorMap::read(path)?;
@@ -272,12 +282,13 @@ impl<B: RwkvBackend> FusedVisualRwkv<B> {
 impl<B: RwkvBackend> VisualRwkv<B> {
     /// Puts the parts together, checking that the projector maps the tower's width to RWKV's.
     pub fn new(
-        rwkv: Rwkv<B>,
+        rwkv: impl Into<LanguageModel<B>>,
         vision: VisionTower<B>,
         projector: Projector<B>,
         options: VisionOptions,
     ) -> Result<Self, VlmError> {
-        let (d, c) = (vision.config.hidden_size, rwkv.config().n_embd);
+        let rwkv = rwkv.into();
+        let (d, c) = (vision.config.hidden_size, rwkv.dims().n_embd);
         if projector.in_dim() != d || projector.out_dim() != c {
             return Err(VlmError::ProjectorWidths {
                 projector_in: projector.in_dim(),
@@ -289,8 +300,8 @@ impl<B: RwkvBackend> VisualRwkv<B> {
         Ok(Self { rwkv, vision, projector, options })
     }
 
-    /// The model's tensors in the official VisualRWKV layout: `rwkv.*` (RWKV-LM x060 names and
-    /// shapes, `ln0` unfolded), `vit.vision_model.*` (Hugging Face names) and `proj.*`, as f32.
+    /// The model's tensors in the official VisualRWKV layout: `rwkv.*` (RWKV-LM x060 or x070
+    /// names and shapes, `ln0` unfolded), `vit.vision_model.*` (Hugging Face names) and `proj.*`, as f32.
     pub fn to_tensor_map(&self) -> Result<TensorMap, VlmError> {
         let mut map = self.vision.to_tensor_map("vit.vision_model.")?;
         for (k, v) in self.rwkv.to_tensor_map()?.tensors {
@@ -325,7 +336,7 @@ impl<B: RwkvBackend> VisualRwkv<B> {
     ) -> Result<Self, VlmError> {
         let path = path.as_ref();
         let (rwkv, vit, proj) = checkpoint_parts(visualrwkv_vision::checkpoint::read_tensors(path)?)?;
-        let rwkv = Rwkv::from_tensors(&rwkv, device)?;
+        let rwkv = LanguageModel::from_tensors(&rwkv, device)?;
         let vcfg = tower_config_beside(path, vision_config)?;
         let vision = VisionConfig::tower_from_tensors(&vit, vcfg, device)?;
         Self::with_projector(rwkv, vision, &proj, options, device)
@@ -348,6 +359,7 @@ impl<B: RwkvBackend> VisualRwkv<B> {
         let source = TensorSource::open(path)?;
         let (rwkv, vit, proj) = checkpoint_parts(visualrwkv_vision::checkpoint::read_source(&source)?)?;
         let vcfg = tower_config_beside(path, vision_config)?;
+        fused_needs_x060(&rwkv)?;
         let lazy_rwkv = Rwkv::from_tensors_lazily(&rwkv, &source.with_prefix("rwkv."), device)?;
         let vit_source = source.with_prefix("vit.vision_model.");
         let lazy_vision = VisionConfig::tower_from_tensors_lazily(&vit, vcfg, &vit_source, device)?;
@@ -355,7 +367,7 @@ impl<B: RwkvBackend> VisualRwkv<B> {
         model.fused_from(rwkv, vit, dtype)
     }
 
-    /// Loads the parts from separate files: an RWKV-6 checkpoint, a vision tower (HF layout,
+    /// Loads the parts from separate files: an RWKV-6 or RWKV-7 checkpoint, a vision tower (HF layout,
     /// optional `config.json`) and a projector (keys under `proj.` or bare).
     pub fn load_parts(
         rwkv: impl AsRef<Path>,
@@ -365,7 +377,7 @@ impl<B: RwkvBackend> VisualRwkv<B> {
         options: VisionOptions,
         device: &B::Device,
     ) -> Result<Self, VlmError> {
-        let rwkv = visualrwkv_rwkv::load(rwkv, device)?;
+        let rwkv = LanguageModel::load(rwkv, device)?;
         let vision = visualrwkv_vision::load(vision, vision_config, device)?;
         Self::with_projector(rwkv, vision, &projector_tensors(projector.as_ref())?, options, device)
     }
@@ -383,6 +395,7 @@ impl<B: RwkvBackend> VisualRwkv<B> {
     ) -> Result<FusedVisualRwkv<B>, VlmError> {
         let rwkv_source = TensorSource::open(rwkv.as_ref())?;
         let rwkv_map = rwkv_source.read_skipping(|_| false)?;
+        fused_needs_x060(&rwkv_map)?;
         let lazy_rwkv = Rwkv::from_tensors_lazily(&rwkv_map, &rwkv_source, device)?;
         let vision_source = TensorSource::open(vision.as_ref())?;
         let (vit, prefix) = visualrwkv_vision::checkpoint::tower_tensors(&vision_source)?;
@@ -396,7 +409,7 @@ impl<B: RwkvBackend> VisualRwkv<B> {
 
     /// The model with a projector read from `proj` (keys without prefix).
     fn with_projector(
-        rwkv: Rwkv<B>,
+        rwkv: impl Into<LanguageModel<B>>,
         vision: VisionTower<B>,
         proj: &TensorMap,
         options: VisionOptions,
@@ -463,7 +476,7 @@ impl<B: RwkvBackend> VisualRwkv<B> {
     fn parts<'s>(&self, sample: &'s Sample<B>) -> Result<Parts<'s, B>, VlmError> {
         let places: Vec<usize> =
             sample.tokens.iter().enumerate().filter(|(_, t)| **t == IMAGE_TOKEN).map(|(i, _)| i).collect();
-        let c = self.rwkv.config().n_embd;
+        let c = self.rwkv.dims().n_embd;
         let parts = match (places.as_slice(), &sample.image) {
             ([], None) => Parts { prefix: &sample.tokens, image: None, suffix: &[] },
             ([at], Some(img)) => {
@@ -486,7 +499,7 @@ impl<B: RwkvBackend> VisualRwkv<B> {
     fn assemble(&self, sample: &Sample<B>) -> Result<Assembled<B>, VlmError> {
         let parts = self.parts(sample)?;
         let device = self.rwkv.device();
-        let c = self.rwkv.config().n_embd;
+        let c = self.rwkv.dims().n_embd;
         let embed = |ids: &[i64]| -> Result<Option<Tensor<B, 2>>, VlmError> {
             if ids.is_empty() {
                 return Ok(None);
@@ -513,7 +526,7 @@ impl<B: RwkvBackend> VisualRwkv<B> {
         scan: &dyn Scan,
     ) -> Result<Option<Vec<usize>>, VlmError> {
         let Some((start, layout)) = span else { return Ok(None) };
-        let Some(perm) = checked_permutation(scan, layer, self.rwkv.blocks.len(), &layout)? else {
+        let Some(perm) = checked_permutation(scan, layer, self.rwkv.dims().n_layer, &layout)? else {
             return Ok(None);
         };
         let mut order: Vec<usize> = (0..t).collect();
@@ -561,15 +574,20 @@ impl<B: RwkvBackend> VisualRwkv<B> {
             let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx.to_vec(), [idx.len()]), &device);
             x.reshape([b * t, c]).select(0, idx).reshape([b, t, c])
         };
-        for l in 0..self.rwkv.blocks.len() {
+        // RWKV-7's first-block values, kept in the rows' own order and permuted with them.
+        let mut v_first: Option<Tensor<B, 2>> = None;
+        for l in 0..self.rwkv.dims().n_layer {
             let gather = self.layer_gather(spans, t, l, scan)?;
             if let Some((fwd, _)) = &gather {
                 x = rows(x, fwd);
+                v_first = v_first.map(|v| rows(v.reshape([b, t, c]), fwd).reshape([b * t, c]));
             }
-            let out = self.rwkv.forward_layer(l, x, state.layers[l].clone())?;
-            x = match &gather {
-                Some((_, back)) => rows(out.x, back),
-                None => out.x,
+            let out = self.rwkv.forward_layer(l, x, state.layers[l].clone(), v_first)?;
+            (x, v_first) = match &gather {
+                Some((_, back)) => {
+                    (rows(out.x, back), out.v_first.map(|v| rows(v.reshape([b, t, c]), back).reshape([b * t, c])))
+                }
+                None => (out.x, out.v_first),
             };
             state.layers[l] = out.state;
         }
@@ -597,7 +615,7 @@ impl<B: RwkvBackend> VisualRwkv<B> {
         }
         let assembled = samples.iter().map(|s| self.assemble(s)).collect::<Result<Vec<_>, _>>()?;
         let t = assembled.iter().map(|a| a.rows.dims()[0]).max().unwrap_or(0);
-        let c = self.rwkv.config().n_embd;
+        let c = self.rwkv.dims().n_embd;
         let device = self.rwkv.device();
         let lengths: Vec<usize> = assembled.iter().map(|a| a.rows.dims()[0]).collect();
         let spans: Vec<_> = assembled.iter().map(|a| a.span).collect();
@@ -695,11 +713,12 @@ impl<B: RwkvBackend> VisualRwkv<B> {
         sample: &Sample<B>,
         scan: &dyn Scan,
     ) -> Result<(Vec<f32>, Vec<Option<RowOrder>>), VlmError> {
-        if decoder.config() != &self.rwkv.config() {
+        let rwkv = self.rwkv.require_x060("the fused CPU decoder")?;
+        if decoder.config() != &rwkv.config() {
             return Err(VlmError::FusedMismatch {
                 part: "decoder",
                 built_for: format!("{:?}", decoder.config()),
-                model: format!("{:?}", self.rwkv.config()),
+                model: format!("{:?}", rwkv.config()),
             });
         }
         let parts = self.parts(sample)?;
@@ -711,7 +730,7 @@ impl<B: RwkvBackend> VisualRwkv<B> {
         x.extend(decoder.embed(&token_ids(parts.suffix, vocab)?)?);
         let t = x.len() / decoder.config().n_embd;
         let span = parts.image.map(|img| (parts.prefix.len(), img.layout));
-        let orders = (0..self.rwkv.blocks.len())
+        let orders = (0..rwkv.blocks.len())
             .map(|l| self.row_order(span, t, l, scan)?.map(RowOrder::new).transpose().map_err(VlmError::from))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((x, orders))

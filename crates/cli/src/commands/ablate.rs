@@ -187,7 +187,7 @@ impl TrainJob for Args {
         let report = ablation_markdown(&summary, Some(&baseline));
         let d = &settings.data;
         let header = format!(
-            "# Prompt × scan ablation on the synthetic spatial VQA task\n\n{}x{} grid, {}–{} shapes, {} clutter cells; {} train / {} test images × {} questions. RWKV-6 {} layers × {} (head size {}), {} steps × batch {} per run, lr {}, {} seeds per combination.\n\n",
+            "# Prompt × scan ablation on the synthetic spatial VQA task\n\n{}x{} grid, {}–{} shapes, {} clutter cells; {} train / {} test images × {} questions. {} {} layers × {} (head size {}), {} steps × batch {} per run, lr {}, {} seeds per combination.\n\n",
             d.grid,
             d.grid,
             d.min_objects,
@@ -196,6 +196,7 @@ impl TrainJob for Args {
             d.train_images,
             d.test_images,
             d.questions_per_image,
+            lm_name(settings.arch),
             settings.layers,
             settings.width,
             settings.head_size,
@@ -337,13 +338,8 @@ impl Args {
         let total = self.prompts.len() * self.scans.len() * self.seeds;
         let (mut runs, mut kinds, mut steps_run, mut samples_n) = (Vec::with_capacity(total), Vec::new(), 0, 0);
         for prompt in &self.prompts {
-            let samples = Arc::new(prepare_samples(
-                &data_args,
-                prompt.strategy(),
-                rows,
-                r.ctx_len,
-                base.rwkv.config().vocab_size,
-            )?);
+            let samples =
+                Arc::new(prepare_samples(&data_args, prompt.strategy(), rows, r.ctx_len, base.rwkv.dims().vocab_size)?);
             samples_n = samples.len();
             let steps = self
                 .run
@@ -503,5 +499,13 @@ fn data_run(prompt: &str, scan: &str, seed: u64, scored: &[(String, f64)], train
             .collect(),
         scores: scored.iter().map(|x| x.1).collect(),
         train_seconds,
+    }
+}
+
+/// How reports name the language model of `arch`.
+pub fn lm_name(arch: visualrwkv_rwkv::Arch) -> &'static str {
+    match arch {
+        visualrwkv_rwkv::Arch::X060 => "RWKV-6 (x060)",
+        visualrwkv_rwkv::Arch::X070 => "RWKV-7 (x070)",
     }
 }

@@ -27,7 +27,7 @@ impl Job for Args {
     }
 
     fn run<B: RwkvBackend>(self, dev: B::Device, spec: &DeviceSpec) -> Res<()> {
-        let input = self.vlm.load::<B>(&dev, self.sampling.decoder.dtype(spec)?)?;
+        let input = self.vlm.load::<B>(&dev, self.vlm.fused_dtype(self.sampling.decoder, spec)?)?;
         let options = self.sampling.options()?;
         let engine = Engine::from(input.decoder.as_ref());
         input.model.generate(&input.sample, input.scan.as_ref(), input.tokenizer, &options, engine, print_stream())?;

@@ -48,12 +48,13 @@ impl TrainJob for Args {
         let out = &self.out;
         let d = &settings.data;
         eprintln!(
-            "synthetic spatial VQA: {}x{} grid, {} train / {} test images, {} questions each; model: RWKV-6 {}x{} + tiny CLIP tower, prompt {prompt_name}, scan {scan_name}, on {}",
+            "synthetic spatial VQA: {}x{} grid, {} train / {} test images, {} questions each; model: {} {}x{} + tiny CLIP tower, prompt {prompt_name}, scan {scan_name}, on {}",
             d.grid,
             d.grid,
             d.train_images,
             d.test_images,
             d.questions_per_image,
+            crate::commands::ablate::lm_name(settings.arch),
             settings.layers,
             settings.width,
             self.run.device_list(1)?.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",")

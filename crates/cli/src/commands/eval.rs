@@ -139,7 +139,7 @@ impl Job for Args {
             return Ok(());
         }
         let LoadedModel { model, fused, scan, strategy, tokenizer } =
-            self.model.load::<B>(&dev, self.decoder.dtype(spec)?)?;
+            self.model.load::<B>(&dev, self.model.fused_dtype(self.decoder, spec)?)?;
         let sampling = SamplingArgs::evaluation(self.decoder, self.temperature, self.top_p, self.max_tokens, self.seed);
         let options = sampling.options()?;
         let engine = Engine::from(fused.as_ref().map(|(decoder, _)| decoder));

@@ -6,7 +6,7 @@ use visualrwkv::{Engine, generate, generate_tokens};
 use visualrwkv_rwkv::{Arch, RwkvBackend};
 
 use crate::Res;
-use crate::args::{DecoderKind, SamplingArgs, print_stream};
+use crate::args::{SamplingArgs, print_stream};
 use crate::device::{DeviceArgs, DeviceSpec, Job};
 
 /// Flags of `generate`.
@@ -39,9 +39,7 @@ impl Job for Args {
         let options = self.sampling.options()?;
         if Arch::of_file(&self.model)? == Arch::X070 {
             // RWKV-7 runs on the model's tensor ops (the fused decoder runs x060 only).
-            if !matches!(self.sampling.decoder, DecoderKind::Auto | DecoderKind::Burn) {
-                return Err(format!("{}: an x070 checkpoint takes --decoder auto or burn", self.model.display()).into());
-            }
+            self.sampling.decoder.dtype_for(Arch::X070, spec)?;
             let model = visualrwkv_rwkv::x070::load::<B>(&self.model, &dev)?;
             let tokenizer = crate::args::pick_tokenizer(&self.tokenizer, model.config().vocab_size)?;
             generate_tokens(&model, tokenizer, &self.prompt, &options, print_stream())?;

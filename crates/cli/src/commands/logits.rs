@@ -51,7 +51,7 @@ impl Job for Args {
     fn run<B: RwkvBackend>(self, dev: B::Device, spec: &DeviceSpec) -> Res<()> {
         let ids = parse_ids(&self.tokens)?;
         if Arch::of_file(&self.model)? == Arch::X070 {
-            return self.run_x070::<B>(&ids, dev);
+            return self.run_x070::<B>(&ids, dev, spec);
         }
         if let Some(dtype) = self.decoder.dtype(spec)? {
             // Every row's logits from the fused decoder's sequence mode.
@@ -82,15 +82,8 @@ impl Job for Args {
 
 impl Args {
     /// RWKV-7: the model's tensor ops (the fused decoder runs x060 only).
-    fn run_x070<B: RwkvBackend>(&self, ids: &[u32], dev: B::Device) -> Res<()> {
-        if !matches!(self.decoder, DecoderKind::Auto | DecoderKind::Burn) {
-            return Err(format!(
-                "{}: an RWKV-7 (x070) checkpoint runs on the model's tensor ops (--decoder auto or burn); \
-                 the fused decoder runs x060 only",
-                self.model.display()
-            )
-            .into());
-        }
+    fn run_x070<B: RwkvBackend>(&self, ids: &[u32], dev: B::Device, spec: &DeviceSpec) -> Res<()> {
+        self.decoder.dtype_for(Arch::X070, spec)?;
         let model = visualrwkv_rwkv::x070::load::<B>(&self.model, &dev)?;
         let state = match &self.state_in {
             Some(p) => {

@@ -212,7 +212,7 @@ impl Args {
         spec: &DeviceSpec,
         driver: Option<Driver<T>>,
     ) -> Res<Option<T>> {
-        let loaded = self.model.load::<B>(&dev, self.weights.dtype(spec)?)?;
+        let loaded = self.model.load::<B>(&dev, self.model.fused_dtype(self.weights, spec)?)?;
         let (decoder, tower) = match &loaded.fused {
             Some((d, t)) => (Some(d), Some(t)),
             None => (None, None),

@@ -16,7 +16,7 @@ use visualrwkv::vlm::VisionOptions;
 use visualrwkv_data::{DatasetOptions, Tokenized, prepare, read_llava};
 use visualrwkv_projector::{ProjectorConfig, ProjectorKind};
 use visualrwkv_prompt::PromptStrategy;
-use visualrwkv_rwkv::RwkvBackend;
+use visualrwkv_rwkv::{Arch, LanguageModel, RwkvBackend};
 use visualrwkv_tokenizer::Tokenizer;
 use visualrwkv_vision::{GridPooling, ImageProcessor};
 
@@ -57,9 +57,14 @@ pub struct Args {
     /// A VisualRWKV checkpoint (`rwkv.*`, `vit.vision_model.*`, `proj.*`) to start from.
     #[arg(long, conflicts_with_all = ["rwkv", "vision"], required_unless_present_all = ["rwkv", "vision"])]
     checkpoint: Option<PathBuf>,
-    /// An official RWKV-6 World checkpoint (.pth or safetensors), for stage 1 (with --vision).
+    /// An official RWKV-6 (x060) or RWKV-7 (x070) World checkpoint (.pth or safetensors), for
+    /// stage 1 (with --vision); the version is told from its keys.
     #[arg(long, requires = "vision")]
     rwkv: Option<PathBuf>,
+    /// The language model's architecture the run expects (x060 or x070); the checkpoint's keys
+    /// must agree. Default: whatever the checkpoint is.
+    #[arg(long, value_parser = crate::args::parse_arch)]
+    arch: Option<Arch>,
     /// A Hugging Face CLIP or SigLIP vision tower (safetensors file, or its folder).
     #[arg(long, requires = "rwkv")]
     vision: Option<PathBuf>,
@@ -144,6 +149,21 @@ impl Args {
 
     fn load<B: RwkvBackend>(&self, device: &B::Device) -> Res<VisualRwkv<B>> {
         let options = VisionOptions { layer: self.layer, pooling: GridPooling::from_grid_size(self.grid)? };
+        let model = self.load_model::<B>(options, device)?;
+        if let Some(want) = self.arch
+            && model.rwkv.arch() != want
+        {
+            return Err(format!(
+                "--arch {}: the language model of the checkpoint is {}",
+                want.name(),
+                model.rwkv.arch().name()
+            )
+            .into());
+        }
+        Ok(model)
+    }
+
+    fn load_model<B: RwkvBackend>(&self, options: VisionOptions, device: &B::Device) -> Res<VisualRwkv<B>> {
         let vcfg = self.vision_config.as_deref();
         if let Some(c) = &self.checkpoint {
             return Ok(VisualRwkv::<B>::load_checkpoint(c, vcfg, options, device)?);
@@ -152,7 +172,7 @@ impl Args {
             return Err("give --checkpoint, or --rwkv and --vision".into());
         };
         let vision: PathBuf = if vision.is_dir() { vision.join("model.safetensors") } else { vision.clone() };
-        let rwkv = visualrwkv_rwkv::load::<B>(rwkv, device)?;
+        let rwkv = LanguageModel::<B>::load(rwkv, device)?;
         let tower = visualrwkv_vision::load::<B>(&vision, vcfg, device)?;
         let kind = match self.projector {
             ProjectorArg::Linear => ProjectorKind::Linear,
@@ -160,7 +180,7 @@ impl Args {
         };
         <B as burn::tensor::backend::Backend>::seed(device, self.seed);
         let projector =
-            ProjectorConfig { kind, in_dim: tower.config.hidden_size, out_dim: rwkv.config().n_embd }.init::<B>(device);
+            ProjectorConfig { kind, in_dim: tower.config.hidden_size, out_dim: rwkv.dims().n_embd }.init::<B>(device);
         let model = VisualRwkv::new(rwkv, tower, projector, options)?;
         visualrwkv::training::materialize(&model);
         Ok(model)
@@ -273,7 +293,7 @@ impl TrainJob for Args {
         let device = devices.first().ok_or("no device")?.clone();
         let model = self.load::<B>(&device)?;
         let rows = image_rows(&model)?;
-        let samples = prepare_samples(&self.data, strategy, rows, self.ctx_len, model.rwkv.config().vocab_size)?;
+        let samples = prepare_samples(&self.data, strategy, rows, self.ctx_len, model.rwkv.dims().vocab_size)?;
         let per_step = self.batch * self.grad_accum;
         let steps = match (self.steps, self.epochs) {
             (Some(s), _) => s,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use burn::tensor::Tensor;
 use visualrwkv::{Sample, VisionOptions, VisualRwkv};
 use visualrwkv_prompt::PromptStrategy;
-use visualrwkv_rwkv::{Decoder, RwkvBackend, WeightDtype};
+use visualrwkv_rwkv::{Arch, Decoder, RwkvBackend, WeightDtype};
 use visualrwkv_scan::Scan;
 use visualrwkv_tokenizer::Tokenizer;
 use visualrwkv_vision::{FusedTower, GridPooling, ImageProcessor};
@@ -21,9 +21,13 @@ pub struct ModelArgs {
     /// safetensors).
     #[arg(long, conflicts_with_all = ["rwkv", "vision", "proj"], required_unless_present_all = ["rwkv", "vision", "proj"])]
     pub checkpoint: Option<PathBuf>,
-    /// RWKV-6 checkpoint (with --vision and --proj).
+    /// RWKV-6 (x060) or RWKV-7 (x070) checkpoint (with --vision and --proj).
     #[arg(long, requires_all = ["vision", "proj"])]
     pub rwkv: Option<PathBuf>,
+    /// The language model's architecture the command expects (x060 or x070); the checkpoint's
+    /// keys must agree. Default: whatever the checkpoint is.
+    #[arg(long, value_parser = crate::args::parse_arch)]
+    pub arch: Option<Arch>,
     /// Vision tower (HF safetensors).
     #[arg(long)]
     pub vision: Option<PathBuf>,
@@ -67,6 +71,31 @@ pub struct LoadedModel<B: RwkvBackend> {
 }
 
 impl ModelArgs {
+    /// The language model's architecture, read from the checkpoint's (or `--rwkv` file's) keys.
+    pub fn arch(&self) -> Res<Arch> {
+        let found = match (&self.checkpoint, &self.rwkv) {
+            (Some(c), _) => Arch::of_file_under(c, "rwkv.")?,
+            (None, Some(r)) => Arch::of_file(r)?,
+            _ => return Err("give --checkpoint, or --rwkv, --vision and --proj".into()),
+        };
+        match self.arch {
+            Some(want) if want != found => {
+                Err(format!("--arch {}: the checkpoint's language model is {}", want.name(), found.name()).into())
+            }
+            _ => Ok(found),
+        }
+    }
+
+    /// The fused decoder's matrix type for `kind` on `spec` and this model's architecture
+    /// ([`crate::args::DecoderKind::dtype_for`]).
+    pub fn fused_dtype(
+        &self,
+        kind: crate::args::DecoderKind,
+        spec: &crate::device::DeviceSpec,
+    ) -> Res<Option<WeightDtype>> {
+        kind.dtype_for(self.arch()?, spec)
+    }
+
     /// Loads the model onto `dev` with the scan, layout and tokenizer the flags name; with
     /// `fused` (the matrix type of `--decoder` on the CPU), for the fused decoder and tower
     /// ([`VisualRwkv::load_checkpoint_fused`]: one copy of the weights, read once).
@@ -88,7 +117,7 @@ impl ModelArgs {
             _ => return Err("give --checkpoint, or --rwkv, --vision and --proj".into()),
         };
         let (model, fused) = loaded;
-        let tokenizer = crate::args::pick_tokenizer(&self.tokenizer, model.rwkv.config().vocab_size)?;
+        let tokenizer = crate::args::pick_tokenizer(&self.tokenizer, model.rwkv.dims().vocab_size)?;
         Ok(LoadedModel { model, fused, scan, strategy, tokenizer })
     }
 
@@ -136,6 +165,15 @@ pub struct VlmInput<B: RwkvBackend> {
 }
 
 impl VlmArgs {
+    /// [`ModelArgs::fused_dtype`] of the model flags.
+    pub fn fused_dtype(
+        &self,
+        kind: crate::args::DecoderKind,
+        spec: &crate::device::DeviceSpec,
+    ) -> Res<Option<WeightDtype>> {
+        self.model.fused_dtype(kind, spec)
+    }
+
     /// Loads the model onto `dev`, builds the prompt and encodes the image; with `fused` (the
     /// matrix type of `--decoder` on the CPU) the model is loaded for the fused decoder and
     /// tower ([`ModelArgs::load`]) and the image runs through the fused tower.

@@ -34,7 +34,7 @@ impl Job for Args {
     }
 
     fn run<B: RwkvBackend>(self, dev: B::Device, spec: &DeviceSpec) -> Res<()> {
-        let input = self.vlm.load::<B>(&dev, self.decoder.dtype(spec)?)?;
+        let input = self.vlm.load::<B>(&dev, self.vlm.fused_dtype(self.decoder, spec)?)?;
         let sample = input.sample;
         let logits = match &input.decoder {
             Some(decoder) => input.model.logits_fused(decoder, &sample, input.scan.as_ref())?,

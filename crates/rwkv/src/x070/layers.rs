@@ -185,9 +185,11 @@ pub struct TimeMix7Output<B: Backend> {
     pub v_first: Tensor<B, 2>,
 }
 
-/// `x / max(‖x‖₂, 1e-12)` over the last axis (`F.normalize`).
+/// `x / max(‖x‖₂, 1e-12)` over the last axis (`F.normalize`). The clamp is taken on `‖x‖²`
+/// (`1e-24`) before the square root: the same value, and a zero row (a padding row) gets a zero
+/// gradient instead of the `0·∞` of the square root's derivative at 0.
 fn l2_normalize<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    let norm = x.clone().powi_scalar(2).sum_dim(D - 1).sqrt().clamp_min(1e-12);
+    let norm = x.clone().powi_scalar(2).sum_dim(D - 1).clamp_min(1e-24).sqrt();
     x / norm
 }
 
