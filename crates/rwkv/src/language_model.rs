@@ -257,4 +257,10 @@ impl<B: RwkvBackend> LanguageModel<B> {
             Self::X070(m) => m.to_tensor_map(),
         }
     }
+
+    /// Saves the model under its architecture's official keys (f32 safetensors, written
+    /// atomically).
+    pub fn save_safetensors(&self, path: impl AsRef<Path>) -> Result<(), RwkvError> {
+        crate::checkpoint::write_safetensors(&self.to_tensor_map()?, path)
+    }
 }

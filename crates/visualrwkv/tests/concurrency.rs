@@ -100,7 +100,7 @@ fn answer(m: &VisualRwkv<B>, engine: Engine, r: &Request) -> (Vec<u32>, Vec<f32>
 #[test]
 fn concurrent_generations_equal_each_one_alone() {
     let m = model();
-    let mut decoder = Decoder::new(&m.rwkv, WeightDtype::F32).unwrap();
+    let mut decoder = Decoder::new(m.rwkv.x060().unwrap(), WeightDtype::F32).unwrap();
     decoder.set_threads(Some(2));
     let requests = requests();
     for engine in [Engine::Model, Engine::Fused(&decoder)] {

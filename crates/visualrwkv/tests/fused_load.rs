@@ -71,7 +71,7 @@ fn a_fused_load_answers_like_the_model_without_reading_its_weights() {
 
     let FusedVisualRwkv { model, decoder, tower } =
         VisualRwkv::<B>::load_checkpoint_fused(&path, None, VisionOptions::default(), WeightDtype::F32, &dev).unwrap();
-    assert_eq!(decoder.config(), &eager.rwkv.config());
+    assert_eq!(decoder.config(), &eager.rwkv.x060().unwrap().config());
     assert_eq!(tower.config(), &eager.vision.config);
     let got = answers(&model, Engine::Fused(&decoder), Some(&tower));
     assert_same_answers(&want, &got);
@@ -109,7 +109,7 @@ fn fused_loads_of_parts_and_of_int8_agree_with_the_model() {
     let options = VisionOptions::default();
     let fused = VisualRwkv::<B>::load_parts_fused(&rwkv, &vision, None, &proj, options, WeightDtype::I8, &dev).unwrap();
     assert_eq!(fused.tower.config(), &original.vision.config);
-    let want_decoder = Decoder::new(&original.rwkv, WeightDtype::I8).unwrap();
+    let want_decoder = Decoder::new(original.rwkv.x060().unwrap(), WeightDtype::I8).unwrap();
     let prompt = build(
         &Conversation::question("what is it?"),
         visualrwkv_prompt::by_name("sandwich").unwrap().as_ref(),

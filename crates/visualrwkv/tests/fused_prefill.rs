@@ -111,7 +111,7 @@ proptest! {
         let m = seeded_model(seed, layers, width);
         let scan = scan(which_scan, seed);
         let s = sample(&m, layout, &question, seed + 1);
-        let decoder = Decoder::new(&m.rwkv, WeightDtype::F32).unwrap();
+        let decoder = Decoder::new(m.rwkv.x060().unwrap(), WeightDtype::F32).unwrap();
 
         let (want, want_state) = m.prefill(&s, scan.as_ref()).unwrap();
         let (got, got_state) = m.prefill_fused(&decoder, &s, scan.as_ref()).unwrap();
@@ -132,7 +132,7 @@ proptest! {
 #[test]
 fn extending_an_image_state_agrees_across_engines() {
     let m = seeded_model(3, 4, 32);
-    let decoder = Decoder::new(&m.rwkv, WeightDtype::F32).unwrap();
+    let decoder = Decoder::new(m.rwkv.x060().unwrap(), WeightDtype::F32).unwrap();
     for scan_name in ["uni", "bi", "multi"] {
         let scan = visualrwkv_scan::by_name(scan_name).unwrap();
         let full = sample(&m, "first", "what is in the picture?", 9);
@@ -157,7 +157,7 @@ fn extending_an_image_state_agrees_across_engines() {
 #[test]
 fn answers_agree_across_engines() {
     let m = seeded_model(5, 4, 32);
-    let decoder = Decoder::new(&m.rwkv, WeightDtype::F32).unwrap();
+    let decoder = Decoder::new(m.rwkv.x060().unwrap(), WeightDtype::F32).unwrap();
     let tower = visualrwkv_vision::FusedTower::new(&m.vision);
     let scan = visualrwkv_scan::by_name("bi").unwrap();
     let options = GenerateOptions {
@@ -226,14 +226,14 @@ fn fused_tower_encodes_images_like_the_model() {
 fn fused_prefill_refuses_what_does_not_fit() {
     let m = seeded_model(1, 2, 16);
     let other = seeded_model(2, 3, 16);
-    let decoder = Decoder::new(&other.rwkv, WeightDtype::F32).unwrap();
+    let decoder = Decoder::new(other.rwkv.x060().unwrap(), WeightDtype::F32).unwrap();
     let scan = visualrwkv_scan::by_name("bi").unwrap();
     let s = sample(&m, "sandwich", "why?", 4);
     assert!(matches!(
         m.prefill_fused(&decoder, &s, scan.as_ref()),
         Err(VlmError::FusedMismatch { part: "decoder", .. })
     ));
-    let decoder = Decoder::new(&m.rwkv, WeightDtype::F32).unwrap();
+    let decoder = Decoder::new(m.rwkv.x060().unwrap(), WeightDtype::F32).unwrap();
     let bad = Sample { tokens: vec![1, -5, 2], image: None };
     assert!(matches!(
         m.prefill_fused(&decoder, &bad, scan.as_ref()),

@@ -80,7 +80,7 @@ fn chat(conversation: Conversation, image: Option<DynamicImage>, max_tokens: usi
 #[test]
 fn requests_decoded_together_equal_each_alone_on_both_engines() {
     let m = model();
-    let decoder = Decoder::new(&m.rwkv, WeightDtype::F32).unwrap();
+    let decoder = Decoder::new(m.rwkv.x060().unwrap(), WeightDtype::F32).unwrap();
     let tower = FusedTower::new(&m.vision);
     let layout = visualrwkv_prompt::by_name("sandwich").unwrap();
     let requests: Vec<(Conversation, Option<DynamicImage>)> = vec![
@@ -144,7 +144,7 @@ fn requests_decoded_together_equal_each_alone_on_both_engines() {
 #[test]
 fn cache_hits_answer_exactly_as_misses_and_skip_the_work() {
     let m = model();
-    let decoder = Decoder::new(&m.rwkv, WeightDtype::F32).unwrap();
+    let decoder = Decoder::new(m.rwkv.x060().unwrap(), WeightDtype::F32).unwrap();
     for layout_name in ["first", "sandwich"] {
         let layout = visualrwkv_prompt::by_name(layout_name).unwrap();
         let engine = Engine::Fused(&decoder);
@@ -185,7 +185,7 @@ fn cache_hits_answer_exactly_as_misses_and_skip_the_work() {
 #[test]
 fn the_cache_stays_within_its_budget_evicting_the_least_recently_used() {
     let m = model();
-    let decoder = Decoder::new(&m.rwkv, WeightDtype::F32).unwrap();
+    let decoder = Decoder::new(m.rwkv.x060().unwrap(), WeightDtype::F32).unwrap();
     let layout = visualrwkv_prompt::by_name("first").unwrap();
     // Room for about one image's rows and state.
     let probe = {
@@ -224,7 +224,7 @@ fn the_cache_stays_within_its_budget_evicting_the_least_recently_used() {
 #[test]
 fn stop_strings_and_max_tokens_end_sequences() {
     let m = model();
-    let decoder = Decoder::new(&m.rwkv, WeightDtype::F32).unwrap();
+    let decoder = Decoder::new(m.rwkv.x060().unwrap(), WeightDtype::F32).unwrap();
     let layout = visualrwkv_prompt::by_name("sandwich").unwrap();
     let engine = Engine::Fused(&decoder);
     let conv = question("Describe it.");

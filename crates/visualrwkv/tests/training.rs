@@ -60,7 +60,8 @@ fn a_short_run_lowers_the_loss_on_a_fixed_batch() {
 #[test]
 fn the_trainer_initialisation_starts_at_the_identity_and_learns() {
     let (model, train, _) = setup_with(4, LmInit::Trainer);
-    let out = model.rwkv.blocks[0].att.output.weight.val().inner().into_data().into_vec::<f32>().unwrap();
+    let out =
+        model.rwkv.x060().unwrap().blocks[0].att.output.weight.val().inner().into_data().into_vec::<f32>().unwrap();
     assert!(out.iter().all(|&x| x == 0.0), "blocks start as the identity");
     learns_a_fixed_batch(model, &train);
 }
@@ -119,10 +120,10 @@ fn stage_one_updates_only_the_projector_and_stage_two_keeps_embeddings_and_tower
     assert!(!changed(&vision0, &values(&t.model.vision)).iter().any(|&c| c), "the tower is frozen");
 
     let mut t = Trainer::new(t.model, config(Stage::Full)).unwrap();
-    let emb0 = t.model.rwkv.emb.weight.val().into_data();
+    let emb0 = t.model.rwkv.emb().weight.val().into_data();
     let rwkv1 = values(&t.model.rwkv);
     t.train_step(&train, &BiDirectional).unwrap();
-    assert_eq!(t.model.rwkv.emb.weight.val().into_data(), emb0, "embeddings stay frozen in stage 2");
+    assert_eq!(t.model.rwkv.emb().weight.val().into_data(), emb0, "embeddings stay frozen in stage 2");
     let moved = changed(&rwkv1, &values(&t.model.rwkv)).iter().filter(|&&c| c).count();
     assert_eq!(moved, rwkv1.len() - 1, "every RWKV tensor but emb moves in stage 2");
     assert!(!changed(&vision0, &values(&t.model.vision)).iter().any(|&c| c), "the tower is frozen");

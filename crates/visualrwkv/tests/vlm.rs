@@ -175,12 +175,12 @@ fn uni_scan_is_the_plain_rwkv_forward_and_bi_reverses_odd_layers() {
     // Bi by hand (docs/model.md §4): in layer 1 reverse the 16 patch rows (CLS stays), run, reverse back.
     let x = m.rwkv.input_norm(rows.unsqueeze_dim(0));
     let state = m.rwkv.zero_state(1);
-    let x = m.rwkv.forward_layer(0, x, state.layers[0].clone()).unwrap().x;
+    let x = m.rwkv.forward_layer(0, x, state.layers[0].clone(), None).unwrap().x;
     let reverse = |x: Tensor<B, 3>| {
         let span = x.clone().slice([0..1, start..start + 16, 0..16]).flip([1]);
         x.slice_assign([0..1, start..start + 16, 0..16], span)
     };
-    let x = m.rwkv.forward_layer(1, reverse(x), state.layers[1].clone()).unwrap().x;
+    let x = m.rwkv.forward_layer(1, reverse(x), state.layers[1].clone(), None).unwrap().x;
     let by_hand = m.rwkv.logits(reverse(x)).reshape([t, 65536]);
     let bi = m.forward(std::slice::from_ref(&s), &BiDirectional).unwrap().remove(0);
     assert!(max_diff(&host(by_hand), &host(bi.clone())) <= 1e-5);

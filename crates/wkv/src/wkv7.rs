@@ -1,5 +1,5 @@
 //! WKV7, the recurrence of RWKV-7 ("Goose"): the generalised delta rule with a vector-valued,
-//! data-dependent decay and in-context learning rate (docs/model.md §7).
+//! data-dependent decay and in-context learning rate (docs/model.md §9).
 //!
 //! - [`reference`]: the plain recurrence over slices (f32 and f64) and its exact backward pass,
 //!   the oracle of every fast path.

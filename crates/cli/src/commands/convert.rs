@@ -37,13 +37,17 @@ pub struct Args {
 pub fn run(a: Args) -> Res<()> {
     let map = TensorMap::read(&a.from)?;
     match Arch::detect(&map)? {
-        Arch::X060 => drop(RwkvConfig::from_checkpoint(&map)?),
+        Arch::X060 => {
+            RwkvConfig::from_checkpoint(&map)?;
+        }
         Arch::X070 if a.quantize.is_some() => {
             return Err("--quantize: the fused decoder that reads quantised matrices runs x060 models only; \
                         convert an x070 checkpoint without it"
                 .into());
         }
-        Arch::X070 => drop(Rwkv7Config::from_checkpoint(&map)?),
+        Arch::X070 => {
+            Rwkv7Config::from_checkpoint(&map)?;
+        }
     }
     match a.quantize {
         None => write_safetensors(&map, &a.to)?,

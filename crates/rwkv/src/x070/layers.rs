@@ -125,7 +125,7 @@ impl TimeMix7Config {
     }
 }
 
-/// The RWKV-7 time mix (docs/model.md §7).
+/// The RWKV-7 time mix (docs/model.md §9).
 #[derive(Module, Debug)]
 pub struct TimeMix7<B: Backend> {
     /// Token-shift mix of the receptance input `[C]`.
