@@ -29,7 +29,7 @@ fn mismatched_shapes_name_the_tensor_and_both_shapes() {
         assert!(msg.contains(&format!("`{name}`")), "{msg}");
     }
     let err = wkv6(t4(ok), t4(ok), t4(ok), t4(ok), u(), Some(t4([2, 3, 4, 5]))).err().unwrap();
-    assert_eq!(err.to_string(), "wkv6: tensor `initial_state` has shape [2, 3, 4, 5], expected [2, 3, 4, 4]");
+    assert_eq!(err.to_string(), "wkv: tensor `initial_state` has shape [2, 3, 4, 5], expected [2, 3, 4, 4]");
 }
 
 #[test]
