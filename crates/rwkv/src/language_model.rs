@@ -52,6 +52,17 @@ pub enum LmConfig {
     X070(crate::Rwkv7Config),
 }
 
+impl LmConfig {
+    /// The sizes both architectures share.
+    pub fn dims(&self) -> LmDims {
+        let (arch, n_layer, n_embd, n_head, head_size, vocab_size) = match self {
+            Self::X060(c) => (Arch::X060, c.n_layer, c.n_embd, c.n_head, c.head_size, c.vocab_size),
+            Self::X070(c) => (Arch::X070, c.n_layer, c.n_embd, c.n_head, c.head_size, c.vocab_size),
+        };
+        LmDims { arch, n_layer, n_embd, n_head, head_size, vocab_size }
+    }
+}
+
 /// Output of [`LanguageModel::forward_layer`].
 #[derive(Clone, Debug)]
 pub struct LayerOutput<B: Backend> {
@@ -99,31 +110,7 @@ impl<B: RwkvBackend> LanguageModel<B> {
 
     /// The sizes both architectures share.
     pub fn dims(&self) -> LmDims {
-        let arch = self.arch();
-        match self {
-            Self::X060(m) => {
-                let c = m.config();
-                LmDims {
-                    arch,
-                    n_layer: c.n_layer,
-                    n_embd: c.n_embd,
-                    n_head: c.n_head,
-                    head_size: c.head_size,
-                    vocab_size: c.vocab_size,
-                }
-            }
-            Self::X070(m) => {
-                let c = m.config();
-                LmDims {
-                    arch,
-                    n_layer: c.n_layer,
-                    n_embd: c.n_embd,
-                    n_head: c.n_head,
-                    head_size: c.head_size,
-                    vocab_size: c.vocab_size,
-                }
-            }
-        }
+        self.config().dims()
     }
 
     /// The full configuration (LoRA ranks included).

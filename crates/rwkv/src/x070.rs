@@ -187,6 +187,14 @@ impl Arch {
         }
     }
 
+    /// The name reports use: `RWKV-6 (x060)` or `RWKV-7 (x070)`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Arch::X060 => "RWKV-6 (x060)",
+            Arch::X070 => "RWKV-7 (x070)",
+        }
+    }
+
     /// The architecture of checkpoint tensors: x070 when `blocks.0.att.r_k` is present, x060
     /// when `blocks.0.att.time_faaaa` is; otherwise an error naming both keys.
     pub fn detect(map: &TensorMap) -> Result<Self, RwkvError> {

@@ -1,6 +1,6 @@
 use thiserror::Error;
 
-/// Errors of the WKV6 operator: bad shapes or options, reported before anything runs.
+/// Errors of the WKV6 and WKV7 operators: bad shapes or options, reported before anything runs.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum WkvError {
     /// A tensor's shape does not match the one implied by the other inputs.
@@ -32,4 +32,15 @@ pub enum WkvError {
     /// The chunk length is zero.
     #[error("wkv: chunk length must be at least 1")]
     ChunkLen,
+}
+
+impl WkvError {
+    /// `Ok` when `found == expected`, else [`WkvError::Shape`] naming the tensor `name`.
+    pub(crate) fn check_shape(name: &'static str, found: &[usize], expected: &[usize]) -> Result<(), WkvError> {
+        if found == expected {
+            Ok(())
+        } else {
+            Err(WkvError::Shape { name, expected: expected.to_vec(), found: found.to_vec() })
+        }
+    }
 }

@@ -42,14 +42,6 @@ pub struct Wkv6StepOutput<B: Wkv6Backend> {
     pub state: Tensor<B, 4>,
 }
 
-fn expect(name: &'static str, found: &[usize], expected: &[usize]) -> Result<(), WkvError> {
-    if found == expected {
-        Ok(())
-    } else {
-        Err(WkvError::Shape { name, expected: expected.to_vec(), found: found.to_vec() })
-    }
-}
-
 fn prim<B: Wkv6Backend, const D: usize>(x: Tensor<B, D>) -> burn::tensor::ops::FloatTensor<B> {
     x.into_primitive().tensor()
 }
@@ -96,13 +88,13 @@ pub fn wkv6_with<B: Wkv6Backend>(
         return Err(WkvError::ChunkLen);
     }
     let seq = [b, t, h, n];
-    expect("k", &k.dims(), &seq)?;
-    expect("v", &v.dims(), &seq)?;
-    expect("w_raw", &w_raw.dims(), &seq)?;
-    expect("u", &u.dims(), &[h, n])?;
+    WkvError::check_shape("k", &k.dims(), &seq)?;
+    WkvError::check_shape("v", &v.dims(), &seq)?;
+    WkvError::check_shape("w_raw", &w_raw.dims(), &seq)?;
+    WkvError::check_shape("u", &u.dims(), &[h, n])?;
     let state = match initial_state {
         Some(s) => {
-            expect("initial_state", &s.dims(), &[b, h, n, n])?;
+            WkvError::check_shape("initial_state", &s.dims(), &[b, h, n, n])?;
             s
         }
         None => Tensor::zeros([b, h, n, n], (&r.device(), r.dtype())),
@@ -128,11 +120,11 @@ pub fn wkv6_step<B: Wkv6Backend>(
         return Err(WkvError::Empty { dims: vec![b, 1, h, n] });
     }
     let seq = [b, h, n];
-    expect("k", &k.dims(), &seq)?;
-    expect("v", &v.dims(), &seq)?;
-    expect("w_raw", &w_raw.dims(), &seq)?;
-    expect("u", &u.dims(), &[h, n])?;
-    expect("state", &state.dims(), &[b, h, n, n])?;
+    WkvError::check_shape("k", &k.dims(), &seq)?;
+    WkvError::check_shape("v", &v.dims(), &seq)?;
+    WkvError::check_shape("w_raw", &w_raw.dims(), &seq)?;
+    WkvError::check_shape("u", &u.dims(), &[h, n])?;
+    WkvError::check_shape("state", &state.dims(), &[b, h, n, n])?;
     let (y, state) = B::wkv6_step(prim(r), prim(k), prim(v), prim(w_raw), prim(u), prim(state));
     Ok(Wkv6StepOutput { y: tensor(y), state: tensor(state) })
 }

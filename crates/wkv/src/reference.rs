@@ -73,20 +73,32 @@ impl Dims {
         if len == expected { Ok(()) } else { Err(WkvError::Length { name, expected: shape, found: len }) }
     }
 
+    /// [`WkvError::Empty`] when a size is zero.
+    pub(crate) fn check_nonempty(&self) -> Result<(), WkvError> {
+        let (b, t, h, n) = (self.b, self.t, self.h, self.n);
+        if b == 0 || t == 0 || h == 0 || n == 0 { Err(WkvError::Empty { dims: vec![b, t, h, n] }) } else { Ok(()) }
+    }
+
+    /// [`WkvError::Length`] unless `len` fits a `[B, T, H, N]` sequence tensor.
+    pub(crate) fn check_seq(&self, name: &'static str, len: usize) -> Result<(), WkvError> {
+        self.check(name, len, self.seq_len(), vec![self.b, self.t, self.h, self.n])
+    }
+
+    /// [`WkvError::Length`] unless `len` fits a `[B, H, N, N]` state.
+    pub(crate) fn check_state(&self, name: &'static str, len: usize) -> Result<(), WkvError> {
+        self.check(name, len, self.state_len(), vec![self.b, self.h, self.n, self.n])
+    }
+
     /// Checks the lengths of the inputs of a forward pass.
     pub(crate) fn check_inputs<F>(&self, x: &Inputs<'_, F>) -> Result<(), WkvError> {
-        let (b, t, h, n) = (self.b, self.t, self.h, self.n);
-        if b == 0 || t == 0 || h == 0 || n == 0 {
-            return Err(WkvError::Empty { dims: vec![b, t, h, n] });
-        }
-        let seq = vec![b, t, h, n];
-        self.check("r", x.r.len(), self.seq_len(), seq.clone())?;
-        self.check("k", x.k.len(), self.seq_len(), seq.clone())?;
-        self.check("v", x.v.len(), self.seq_len(), seq.clone())?;
-        self.check("w_raw", x.w_raw.len(), self.seq_len(), seq)?;
-        self.check("u", x.u.len(), self.u_len(), vec![h, n])?;
+        self.check_nonempty()?;
+        self.check_seq("r", x.r.len())?;
+        self.check_seq("k", x.k.len())?;
+        self.check_seq("v", x.v.len())?;
+        self.check_seq("w_raw", x.w_raw.len())?;
+        self.check("u", x.u.len(), self.u_len(), vec![self.h, self.n])?;
         if let Some(s) = x.initial_state {
-            self.check("initial_state", s.len(), self.state_len(), vec![b, h, n, n])?;
+            self.check_state("initial_state", s.len())?;
         }
         Ok(())
     }
@@ -155,9 +167,9 @@ impl Dims {
     /// given, `d_state` `[B, H, N, N]`.
     pub(crate) fn check_backward<F>(&self, x: &Inputs<'_, F>, dy: &[F], d_state: Option<&[F]>) -> Result<(), WkvError> {
         self.check_inputs(x)?;
-        self.check("dy", dy.len(), self.seq_len(), vec![self.b, self.t, self.h, self.n])?;
+        self.check_seq("dy", dy.len())?;
         if let Some(ds) = d_state {
-            self.check("d_state", ds.len(), self.state_len(), vec![self.b, self.h, self.n, self.n])?;
+            self.check_state("d_state", ds.len())?;
         }
         Ok(())
     }

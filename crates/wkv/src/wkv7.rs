@@ -139,14 +139,6 @@ pub struct Wkv7Output<B: Backend> {
     pub state: Tensor<B, 4>,
 }
 
-fn expect(name: &'static str, found: &[usize], expected: &[usize]) -> Result<(), WkvError> {
-    if found == expected {
-        Ok(())
-    } else {
-        Err(WkvError::Shape { name, expected: expected.to_vec(), found: found.to_vec() })
-    }
-}
-
 /// The WKV7 recurrence over a sequence.
 ///
 /// `r, w_raw, k, v, a, b`: `[B, T, H, N]`; `initial_state`: `[B, H, N, N]` (zeros when `None`).
@@ -170,11 +162,11 @@ pub fn wkv7<B: Wkv7Backend>(
         return Err(WkvError::Empty { dims: dims.to_vec() });
     }
     for (name, x) in [("w_raw", &w_raw), ("k", &k), ("v", &v), ("a", &a), ("b", &b)] {
-        expect(name, &x.dims(), &dims)?;
+        WkvError::check_shape(name, &x.dims(), &dims)?;
     }
     let state = match initial_state {
         Some(s) => {
-            expect("initial_state", &s.dims(), &[nb, h, n, n])?;
+            WkvError::check_shape("initial_state", &s.dims(), &[nb, h, n, n])?;
             s
         }
         None => Tensor::zeros([nb, h, n, n], (&r.device(), r.dtype())),
@@ -200,7 +192,7 @@ pub fn wkv7_step<B: Wkv7Backend>(
 ) -> Result<(Tensor<B, 3>, Tensor<B, 4>), WkvError> {
     let [nb, h, n] = r.dims();
     for (name, x) in [("w_raw", &w_raw), ("k", &k), ("v", &v), ("a", &a), ("b", &b)] {
-        expect(name, &x.dims(), &[nb, h, n])?;
+        WkvError::check_shape(name, &x.dims(), &[nb, h, n])?;
     }
     let seq = |x: Tensor<B, 3>| x.unsqueeze_dim::<4>(1);
     let out = wkv7(seq(r), seq(w_raw), seq(k), seq(v), seq(a), seq(b), Some(state))?;

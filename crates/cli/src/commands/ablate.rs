@@ -196,7 +196,7 @@ impl TrainJob for Args {
             d.train_images,
             d.test_images,
             d.questions_per_image,
-            lm_name(settings.arch),
+            settings.arch.label(),
             settings.layers,
             settings.width,
             settings.head_size,
@@ -499,13 +499,5 @@ fn data_run(prompt: &str, scan: &str, seed: u64, scored: &[(String, f64)], train
             .collect(),
         scores: scored.iter().map(|x| x.1).collect(),
         train_seconds,
-    }
-}
-
-/// How reports name the language model of `arch`.
-pub fn lm_name(arch: visualrwkv_rwkv::Arch) -> &'static str {
-    match arch {
-        visualrwkv_rwkv::Arch::X060 => "RWKV-6 (x060)",
-        visualrwkv_rwkv::Arch::X070 => "RWKV-7 (x070)",
     }
 }

@@ -54,7 +54,7 @@ impl TrainJob for Args {
             d.train_images,
             d.test_images,
             d.questions_per_image,
-            crate::commands::ablate::lm_name(settings.arch),
+            settings.arch.label(),
             settings.layers,
             settings.width,
             self.run.device_list(1)?.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",")

@@ -97,21 +97,14 @@ impl<F: Float> Gradients<F> {
     }
 }
 
-fn check_len(name: &'static str, len: usize, expected: usize, shape: Vec<usize>) -> Result<(), WkvError> {
-    if len == expected { Ok(()) } else { Err(WkvError::Length { name, expected: shape, found: len }) }
-}
-
 /// Checks the sizes and slice lengths of a forward pass.
 pub(crate) fn check_inputs<F>(dims: Dims, x: &Inputs<'_, F>) -> Result<(), WkvError> {
-    let Dims { b, t, h, n } = dims;
-    if b == 0 || t == 0 || h == 0 || n == 0 {
-        return Err(WkvError::Empty { dims: vec![b, t, h, n] });
-    }
+    dims.check_nonempty()?;
     for (name, s) in x.sequences() {
-        check_len(name, s.len(), dims.seq_len(), vec![b, t, h, n])?;
+        dims.check_seq(name, s.len())?;
     }
     if let Some(s) = x.initial_state {
-        check_len("initial_state", s.len(), dims.state_len(), vec![b, h, n, n])?;
+        dims.check_state("initial_state", s.len())?;
     }
     Ok(())
 }
@@ -124,10 +117,9 @@ pub(crate) fn check_backward<F>(
     d_state: Option<&[F]>,
 ) -> Result<(), WkvError> {
     check_inputs(dims, x)?;
-    let Dims { b, t, h, n } = dims;
-    check_len("dy", dy.len(), dims.seq_len(), vec![b, t, h, n])?;
+    dims.check_seq("dy", dy.len())?;
     if let Some(ds) = d_state {
-        check_len("d_state", ds.len(), dims.state_len(), vec![b, h, n, n])?;
+        dims.check_state("d_state", ds.len())?;
     }
     Ok(())
 }
