@@ -9,6 +9,7 @@
 //! | [`ProjectorKind::MirroredLinear`] | `W·[x_t ‖ x_{T−1−t}]`, no bias | `weight` `[C, 2D]` | VisualRWKV v6.01 |
 //! | [`ProjectorKind::Mlp2xGelu`] | `W₂·GELU(W₁·x + b₁) + b₂` | `0.{weight,bias}`, `2.{weight,bias}` | LLaVA-1.5 |
 //! | [`ProjectorKind::ContextGating`] | `p = P·x; O·(p ⊙ σ(G·p))`, no biases | `proj.weight`, `gate.weight`, `o_proj.weight` | VisualRWKV-HD |
+//! | [`ProjectorKind::ContextGatingLn`] | `LN(O·(x ⊙ σ(G·x)))`, no biases in `G`, `O` | `gate.weight` `[D, D]`, `o_proj.weight` `[C, D]`, `ln_v.{weight,bias}` | VisualRWKV-7 v7.00 |
 //!
 //! The mirrored variant concatenates each row with the row at the mirrored position of the
 //! *whole* feature sequence (the reference's `torch.cat((f, f.flip(1)), dim=2)`, class token
@@ -23,7 +24,7 @@ use std::path::Path;
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use serde::{Deserialize, Serialize};
@@ -79,6 +80,10 @@ pub enum ProjectorKind {
     /// VisualRWKV-HD's MLP with context gating: `p = proj(x)`, `o_proj(p ⊙ σ(gate(p)))`, no
     /// biases.
     ContextGating,
+    /// VisualRWKV-7 v7.00's `MLPWithContextGating`: the gate acts on the input,
+    /// `ln_v(o_proj(x ⊙ σ(gate(x))))`, `gate` `D → D` and `o_proj` `D → C` without biases,
+    /// `ln_v` a LayerNorm (eps 1e-5) over C.
+    ContextGatingLn,
 }
 
 /// Configuration of a built-in projector.
@@ -106,6 +111,8 @@ pub enum Projector<B: Backend> {
     Mlp2xGelu(Mlp2xGelu<B>),
     /// See [`ProjectorKind::ContextGating`].
     ContextGating(ContextGating<B>),
+    /// See [`ProjectorKind::ContextGatingLn`].
+    ContextGatingLn(ContextGatingLn<B>),
 }
 
 /// LLaVA-1.5's two-layer MLP with GELU (exact, erf).
@@ -128,6 +135,17 @@ pub struct ContextGating<B: Backend> {
     pub o_proj: Linear<B>,
 }
 
+/// VisualRWKV-7 v7.00's `MLPWithContextGating`.
+#[derive(Module, Debug)]
+pub struct ContextGatingLn<B: Backend> {
+    /// `proj.gate`: D → D, no bias.
+    pub gate: Linear<B>,
+    /// `proj.o_proj`: D → C, no bias.
+    pub o_proj: Linear<B>,
+    /// `proj.ln_v`: LayerNorm over C, eps 1e-5.
+    pub ln_v: LayerNorm<B>,
+}
+
 impl ProjectorConfig {
     /// A randomly initialised projector.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Projector<B> {
@@ -141,6 +159,11 @@ impl ProjectorConfig {
                 proj: lin(d, c, false),
                 gate: lin(c, c, false),
                 o_proj: lin(c, c, false),
+            }),
+            ProjectorKind::ContextGatingLn => Projector::ContextGatingLn(ContextGatingLn {
+                gate: lin(d, d, false),
+                o_proj: lin(d, c, false),
+                ln_v: LayerNormConfig::new(c).with_epsilon(1e-5).init(device),
             }),
         }
     }
@@ -179,6 +202,23 @@ impl ProjectorConfig {
                 linear("o_proj.", "ContextGating.o_proj", c, c, false),
             ]
             .concat(),
+            ProjectorKind::ContextGatingLn => {
+                let norm = |official: &str, param: &str| {
+                    WeightKey::new(
+                        format!("ln_v.{official}"),
+                        format!("ContextGatingLn.ln_v.{param}"),
+                        vec![c],
+                        Layout::Same,
+                    )
+                };
+                let mut keys = [
+                    linear("gate.", "ContextGatingLn.gate", d, d, false),
+                    linear("o_proj.", "ContextGatingLn.o_proj", c, d, false),
+                ]
+                .concat();
+                keys.extend([norm("weight", "gamma"), norm("bias", "beta")]);
+                keys
+            }
         }
     }
 
@@ -194,7 +234,9 @@ impl ProjectorConfig {
                 None => Err(err(format!("no `{key}`"))),
             }
         };
-        let (kind, [c, d]) = if map.shape("0.weight").is_some() {
+        let (kind, [c, d]) = if map.shape("ln_v.weight").is_some() {
+            (ProjectorKind::ContextGatingLn, two("o_proj.weight")?)
+        } else if map.shape("0.weight").is_some() {
             (ProjectorKind::Mlp2xGelu, two("0.weight")?)
         } else if map.shape("gate.weight").is_some() {
             (ProjectorKind::ContextGating, two("proj.weight")?)
@@ -208,7 +250,7 @@ impl ProjectorConfig {
             let mut keys: Vec<&String> = map.tensors.keys().collect();
             keys.sort();
             return Err(err(format!(
-                "no projector keys (`weight`, `0.weight` or `gate.weight` under the prefix); found {keys:?}"
+                "no projector keys (`weight`, `0.weight`, `gate.weight` or `ln_v.weight` under the prefix); found {keys:?}"
             )));
         };
         Ok(Self::new(kind, d, c))
@@ -246,6 +288,7 @@ impl<B: Backend> Projector<B> {
             Projector::MirroredLinear(_) => ProjectorKind::MirroredLinear,
             Projector::Mlp2xGelu(_) => ProjectorKind::Mlp2xGelu,
             Projector::ContextGating(_) => ProjectorKind::ContextGating,
+            Projector::ContextGatingLn(_) => ProjectorKind::ContextGatingLn,
         }
     }
 
@@ -275,6 +318,7 @@ impl<B: Backend> Project<B> for Projector<B> {
             Projector::MirroredLinear(l) => l.weight.dims()[0] / 2,
             Projector::Mlp2xGelu(m) => m.fc1.weight.dims()[0],
             Projector::ContextGating(g) => g.proj.weight.dims()[0],
+            Projector::ContextGatingLn(g) => g.gate.weight.dims()[0],
         }
     }
 
@@ -283,6 +327,7 @@ impl<B: Backend> Project<B> for Projector<B> {
             Projector::Linear(l) | Projector::MirroredLinear(l) => l.weight.dims()[1],
             Projector::Mlp2xGelu(m) => m.fc2.weight.dims()[1],
             Projector::ContextGating(g) => g.o_proj.weight.dims()[1],
+            Projector::ContextGatingLn(g) => g.o_proj.weight.dims()[1],
         }
     }
 
@@ -295,6 +340,7 @@ impl<B: Backend> Project<B> for Projector<B> {
                 let p = g.proj.forward(x);
                 g.o_proj.forward(p.clone() * sigmoid(g.gate.forward(p)))
             }
+            Projector::ContextGatingLn(g) => g.ln_v.forward(g.o_proj.forward(x.clone() * sigmoid(g.gate.forward(x)))),
         }
     }
 }

@@ -8,8 +8,13 @@ use visualrwkv_projector::{Project, Projector, ProjectorConfig, ProjectorError, 
 
 type B = NdArray;
 
-const KINDS: [ProjectorKind; 4] =
-    [ProjectorKind::Linear, ProjectorKind::MirroredLinear, ProjectorKind::Mlp2xGelu, ProjectorKind::ContextGating];
+const KINDS: [ProjectorKind; 5] = [
+    ProjectorKind::Linear,
+    ProjectorKind::MirroredLinear,
+    ProjectorKind::Mlp2xGelu,
+    ProjectorKind::ContextGating,
+    ProjectorKind::ContextGatingLn,
+];
 
 fn values(t: Tensor<B, 3>) -> Vec<f32> {
     t.into_data().into_vec::<f32>().unwrap()
@@ -92,6 +97,31 @@ fn context_gating_halves_with_a_zero_gate() {
     assert_eq!(p.kind(), ProjectorKind::ContextGating);
     let y = values(p.project(features(vec![3., -4.], [1, 1, 2], &Default::default())).unwrap());
     assert_eq!(y, vec![1.5, -2.0]);
+}
+
+/// VisualRWKV-7 v7.00's `MLPWithContextGating` equals the official module (its class executed
+/// from `VisualRWKV-v7/v7.00/src/model.py`, `scripts/make-v700-projector-fixtures.py`) on
+/// random weights, loaded from the official `proj.` keys.
+#[test]
+fn v700_context_gating_matches_the_official_module() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/v700/projector_golden.safetensors");
+    let golden = TensorMap::read(path).unwrap();
+    let p = visualrwkv_projector::load::<B>(path, "proj.", None, &Default::default()).unwrap();
+    assert_eq!((p.kind(), p.in_dim(), p.out_dim()), (ProjectorKind::ContextGatingLn, 8, 12));
+    for (input, expected) in [("pooled", "projected"), ("pooled16", "projected16")] {
+        let (shape, x) = golden.tensors[input].clone();
+        let y = values(p.project(features(x, [shape[0], shape[1], shape[2]], &Default::default())).unwrap());
+        let want = &golden.tensors[expected].1;
+        let diff = y.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(diff <= 1e-5, "{expected}: max diff {diff:e}");
+    }
+    // The same tensors saved back carry the official names and shapes.
+    let saved = p.to_tensor_map("proj.").unwrap();
+    let mut keys: Vec<_> = saved.tensors.iter().map(|(k, (s, _))| (k.clone(), s.clone())).collect();
+    keys.sort();
+    let names = ["proj.gate.weight", "proj.ln_v.bias", "proj.ln_v.weight", "proj.o_proj.weight"];
+    let shapes = [vec![8, 8], vec![12], vec![12], vec![12, 8]];
+    assert_eq!(keys, names.iter().map(|k| k.to_string()).zip(shapes).collect::<Vec<_>>());
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! (row-major) followed by the trailing non-grid rows (the class token), with the pooled grid's
 //! height and width so scans know the layout.
 
-use burn::tensor::{Tensor, backend::Backend, module::avg_pool2d};
+use burn::tensor::{Tensor, backend::Backend, module::adaptive_avg_pool2d, module::avg_pool2d};
 
 use crate::VisionError;
 
@@ -26,6 +26,12 @@ pub enum GridPooling {
     /// Every patch and no class token (towers without one, such as SigLIP; or LLaVA's way of
     /// dropping CLIP's).
     PatchesOnly,
+    /// `s ≥ 1`: VisualRWKV-7 v7.00's token pooling to `num_token_per_image = s²` rows:
+    /// PyTorch's `AdaptiveAvgPool2d(s)` over the patch grid, so output cell `(i, j)` averages
+    /// patch rows `⌊i·gh/s⌋ .. ⌈(i+1)·gh/s⌉` and the same columns (windows overlap when s does
+    /// not divide the side). Patches only: v7.00's towers have no class token, and a CLIP class
+    /// token is dropped.
+    Adaptive(usize),
 }
 
 impl GridPooling {
@@ -53,6 +59,10 @@ impl GridPooling {
             Self::Grid(g) if g > gh || g > gw || g == 0 => {
                 Err(VisionError::GridTooLarge { grid: g, height: gh, width: gw })
             }
+            Self::Adaptive(s) if s == 0 || s > gh || s > gw => {
+                Err(VisionError::GridTooLarge { grid: s, height: gh, width: gw })
+            }
+            Self::Adaptive(s) => Ok(s * s),
             // avg_pool2d with kernel = stride = ⌊side/g⌋ and no padding keeps ⌊side/stride⌋.
             Self::Grid(g) => Ok((gh / (gh / g)) * (gw / (gw / g)) + cls),
         }
@@ -131,6 +141,12 @@ pub fn grid_pool<B: Backend>(
             let pooled = avg_pool2d(grid, [sh, sw], [sh, sw], [0, 0], true, false);
             let [_, _, ph, pw] = pooled.dims();
             with_cls(pooled.permute([0, 2, 3, 1]).reshape([b, ph * pw, d]), ph, pw)
+        }
+        GridPooling::Adaptive(s) => {
+            GridPooling::Adaptive(s).rows((gh, gw), false)?;
+            let grid = patches.reshape([b, gh, gw, d]).permute([0, 3, 1, 2]);
+            let pooled = adaptive_avg_pool2d(grid, [s, s]).permute([0, 2, 3, 1]).reshape([b, s * s, d]);
+            PooledFeatures { features: pooled, grid_h: s, grid_w: s, extra: 0 }
         }
     })
 }

@@ -18,6 +18,34 @@ fn host<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().into_vec::<f32>().unwrap()
 }
 
+/// v7.00's token pooling equals the official `VisualRWKV.adaptive_pooling` (PyTorch's
+/// `AdaptiveAvgPool2d`, `scripts/make-v700-projector-fixtures.py`) on a 7×7 grid, to 3×3 and to
+/// 4×4 (overlapping windows).
+#[test]
+fn adaptive_pooling_matches_the_official_v700_pooling() {
+    let golden = TensorMap::read(fixture("v700/projector_golden.safetensors")).unwrap();
+    let (shape, x) = golden.tensors["features"].clone();
+    let feats = Tensor::<B, 3>::from_data(TensorData::new(x, [shape[0], shape[1], shape[2]]), &Default::default());
+    for (side, key) in [(3, "pooled"), (4, "pooled16")] {
+        let pooling = GridPooling::Adaptive(side);
+        let pooled = grid_pool(feats.clone(), (7, 7), false, pooling).unwrap();
+        assert_eq!((pooled.grid_h, pooled.grid_w, pooled.extra), (side, side, 0));
+        assert_eq!(pooling.rows((7, 7), false).unwrap(), side * side);
+        let (want_shape, want) = &golden.tensors[key];
+        assert_eq!(pooled.features.dims().to_vec(), *want_shape);
+        let diff = host(pooled.features).iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(diff <= 1e-6, "{key}: max diff {diff:e}");
+    }
+    // A class token is dropped; a pool wider than the grid is an error.
+    let with_cls = Tensor::cat(vec![Tensor::zeros([2, 1, 8], &Default::default()), feats.clone()], 1);
+    let pooled = grid_pool(with_cls, (7, 7), true, GridPooling::Adaptive(3)).unwrap();
+    assert_eq!(pooled.features.dims(), [2, 9, 8]);
+    assert!(matches!(
+        grid_pool(feats, (7, 7), false, GridPooling::Adaptive(8)),
+        Err(VisionError::GridTooLarge { grid: 8, height: 7, width: 7 })
+    ));
+}
+
 #[test]
 fn grid_pooling_token_counts_match_table_9() {
     let dev = Default::default();

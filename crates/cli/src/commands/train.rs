@@ -18,7 +18,7 @@ use visualrwkv_projector::{ProjectorConfig, ProjectorKind};
 use visualrwkv_prompt::PromptStrategy;
 use visualrwkv_rwkv::{Arch, LanguageModel, RwkvBackend};
 use visualrwkv_tokenizer::Tokenizer;
-use visualrwkv_vision::{GridPooling, ImageProcessor};
+use visualrwkv_vision::ImageProcessor;
 
 use crate::Res;
 use crate::args::{PromptArg, ScanArg, value_name};
@@ -33,6 +33,10 @@ pub enum ProjectorArg {
     /// LLaVA-1.5's two-layer MLP with GELU.
     #[value(name = "mlp2x_gelu")]
     Mlp2xGelu,
+    /// VisualRWKV-7 v7.00's MLP with context gating (`--proj_type mlp` there):
+    /// `LN(o_proj(x ⊙ σ(gate(x))))`.
+    #[value(name = "context_gating_ln", alias = "mlp")]
+    ContextGatingLn,
 }
 
 /// `--stage`: what a fine-tuning stage trains.
@@ -129,6 +133,10 @@ pub struct Args {
     /// Grid pooling of the image features: -1, 0, 1 or g >= 2.
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     grid: i64,
+    /// VisualRWKV-7 v7.00's token pooling: average the patch grid down to this many tokens (a
+    /// square number; v7.00's default is 16). Replaces --grid.
+    #[arg(long)]
+    num_token_per_image: Option<usize>,
     /// Vision hidden layer (-1 = last).
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     layer: i64,
@@ -148,7 +156,8 @@ impl Args {
     }
 
     fn load<B: RwkvBackend>(&self, device: &B::Device) -> Res<VisualRwkv<B>> {
-        let options = VisionOptions { layer: self.layer, pooling: GridPooling::from_grid_size(self.grid)? };
+        let options =
+            VisionOptions { layer: self.layer, pooling: crate::args::pooling(self.grid, self.num_token_per_image)? };
         let model = self.load_model::<B>(options, device)?;
         if let Some(want) = self.arch
             && model.rwkv.arch() != want
@@ -177,6 +186,7 @@ impl Args {
         let kind = match self.projector {
             ProjectorArg::Linear => ProjectorKind::Linear,
             ProjectorArg::Mlp2xGelu => ProjectorKind::Mlp2xGelu,
+            ProjectorArg::ContextGatingLn => ProjectorKind::ContextGatingLn,
         };
         <B as burn::tensor::backend::Backend>::seed(device, self.seed);
         let projector =

@@ -8,7 +8,7 @@ use visualrwkv_prompt::PromptStrategy;
 use visualrwkv_rwkv::{Arch, Decoder, RwkvBackend, WeightDtype};
 use visualrwkv_scan::Scan;
 use visualrwkv_tokenizer::Tokenizer;
-use visualrwkv_vision::{FusedTower, GridPooling, ImageProcessor};
+use visualrwkv_vision::{FusedTower, ImageProcessor};
 
 use crate::Res;
 use crate::args::{PromptArg, ScanArg, read_pixels};
@@ -46,6 +46,10 @@ pub struct ModelArgs {
     /// Grid pooling: -1, 0, 1 or g >= 2.
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pub grid: i64,
+    /// VisualRWKV-7 v7.00's token pooling: average the patch grid down to this many tokens (a
+    /// square number; v7.00's default is 16). Replaces --grid.
+    #[arg(long)]
+    pub num_token_per_image: Option<usize>,
     /// Vision hidden layer (-1 = last).
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pub layer: i64,
@@ -101,7 +105,8 @@ impl ModelArgs {
     /// ([`VisualRwkv::load_checkpoint_fused`]: one copy of the weights, read once).
     pub fn load<B: RwkvBackend>(&self, dev: &B::Device, fused: Option<WeightDtype>) -> Res<LoadedModel<B>> {
         let (scan, strategy) = (self.scan.scan(), self.prompt.strategy());
-        let options = VisionOptions { layer: self.layer, pooling: GridPooling::from_grid_size(self.grid)? };
+        let options =
+            VisionOptions { layer: self.layer, pooling: crate::args::pooling(self.grid, self.num_token_per_image)? };
         let vcfg = self.vision_config.as_deref();
         let loaded = match (&self.checkpoint, &self.rwkv, &self.vision, &self.proj, fused) {
             (Some(c), .., None) => (VisualRwkv::<B>::load_checkpoint(c, vcfg, options, dev)?, None),
