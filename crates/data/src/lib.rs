@@ -12,6 +12,8 @@
 //!   whose image does not fit whole is skipped, and one left with nothing to train is skipped.
 //! - [`prepare`]: all of the above over a dataset, with a [`Report`] (counts, skips by reason, a
 //!   row-length histogram).
+//! - [`v700`]: VisualRWKV-7 v7.00's multi-image format ([`v700::parse_v700`],
+//!   [`v700::tokenize_v700`]), exact to its `src/dataset.py`.
 //! - [`loader::Loader`]: worker threads that decode and preprocess the images of an ordered
 //!   list of samples a bounded window ahead of the consumer.
 //!
@@ -22,6 +24,7 @@
 //! loader's pixels are `[3, H, W]` f32, channel-major.
 
 pub mod loader;
+pub mod v700;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -136,6 +139,11 @@ fn field_type(v: &Value) -> &'static str {
 /// without `<image>`, several `<image>` or an `<image>` in an answer is an error naming the
 /// sample and the field.
 pub fn parse_llava(text: &str, origin: &Path) -> Result<Vec<Record>, DataError> {
+    sample_list(text, origin)?.iter().enumerate().map(|(i, v)| parse_sample(i, v, origin)).collect()
+}
+
+/// The JSON list of samples of a dataset file.
+fn sample_list(text: &str, origin: &Path) -> Result<Vec<Value>, DataError> {
     let root: Value = serde_json::from_str(text).map_err(|e| DataError::Json {
         path: origin.to_path_buf(),
         line: e.line(),
@@ -153,28 +161,96 @@ pub fn parse_llava(text: &str, origin: &Path) -> Result<Vec<Record>, DataError> 
             });
         }
     };
-    list.iter().enumerate().map(|(i, v)| parse_sample(i, v, origin)).collect()
+    Ok(list)
+}
+
+/// The error of a field of a sample.
+fn sample_error(origin: &Path, id: &str, field: &str, why: String) -> DataError {
+    DataError::Sample { path: origin.to_path_buf(), id: id.to_string(), field: field.to_string(), why }
+}
+
+/// A sample's id from `key` (a string or a number); `None` when absent.
+fn parse_id(
+    obj: &serde_json::Map<String, Value>,
+    key: &str,
+    fallback: &str,
+    origin: &Path,
+) -> Result<Option<String>, DataError> {
+    match obj.get(key) {
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(other) => Err(sample_error(
+            origin,
+            fallback,
+            key,
+            format!("expected a string or a number, found {}", field_type(other)),
+        )),
+        None => Ok(None),
+    }
+}
+
+/// A sample's object, or the error naming element `index`.
+fn sample_object<'v>(
+    index: usize,
+    v: &'v Value,
+    origin: &Path,
+) -> Result<&'v serde_json::Map<String, Value>, DataError> {
+    v.as_object().ok_or_else(|| {
+        sample_error(origin, &format!("#{index}"), "(sample)", format!("expected an object, found {}", field_type(v)))
+    })
+}
+
+/// The `conversations` of a sample: a non-empty list of `{from, value}` turns alternating from
+/// the human, not all empty.
+fn parse_conversation(id: &str, turns: Option<&Value>, origin: &Path) -> Result<Conversation, DataError> {
+    let err = |field: &str, why: String| sample_error(origin, id, field, why);
+    let turns = match turns {
+        Some(Value::Array(t)) => t,
+        Some(other) => return Err(err("conversations", format!("expected a list, found {}", field_type(other)))),
+        None => return Err(err("conversations", "missing".into())),
+    };
+    if turns.is_empty() {
+        return Err(err("conversations", "empty conversation".into()));
+    }
+    let mut conversation = Conversation::default();
+    for (t, turn) in turns.iter().enumerate() {
+        let at = |f: &str| format!("conversations[{t}]{f}");
+        let o =
+            turn.as_object().ok_or_else(|| err(&at(""), format!("expected an object, found {}", field_type(turn))))?;
+        if let Some(key) = o.keys().find(|k| !["from", "value"].contains(&k.as_str())) {
+            return Err(err(&at(&format!(".{key}")), "unknown field (a turn has `from` and `value`)".into()));
+        }
+        let role = match o.get("from") {
+            Some(Value::String(s)) => match s.to_lowercase().as_str() {
+                "human" => Role::User,
+                "gpt" => Role::Assistant,
+                _ => return Err(err(&at(".from"), format!("unknown role `{s}` (human or gpt)"))),
+            },
+            Some(other) => return Err(err(&at(".from"), format!("expected a string, found {}", field_type(other)))),
+            None => return Err(err(&at(".from"), "missing".into())),
+        };
+        let text = match o.get("value") {
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => return Err(err(&at(".value"), format!("expected a string, found {}", field_type(other)))),
+            None => return Err(err(&at(".value"), "missing".into())),
+        };
+        let want = if t.is_multiple_of(2) { Role::User } else { Role::Assistant };
+        if role != want {
+            return Err(err(&at(".from"), "turns alternate human, gpt, … starting with human".into()));
+        }
+        conversation.turns.push(Turn { role, text });
+    }
+    if conversation.turns.iter().all(|t| t.text.trim().is_empty()) {
+        return Err(err("conversations", "every turn is empty".into()));
+    }
+    Ok(conversation)
 }
 
 fn parse_sample(index: usize, v: &Value, origin: &Path) -> Result<Record, DataError> {
-    let err = |id: &str, field: &str, why: String| DataError::Sample {
-        path: origin.to_path_buf(),
-        id: id.to_string(),
-        field: field.to_string(),
-        why,
-    };
+    let err = |id: &str, field: &str, why: String| sample_error(origin, id, field, why);
     let fallback = format!("#{index}");
-    let obj = v
-        .as_object()
-        .ok_or_else(|| err(&fallback, "(sample)", format!("expected an object, found {}", field_type(v))))?;
-    let id = match obj.get("id") {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(other) => {
-            return Err(err(&fallback, "id", format!("expected a string or a number, found {}", field_type(other))));
-        }
-        None => return Err(err(&fallback, "id", "missing".into())),
-    };
+    let obj = sample_object(index, v, origin)?;
+    let id = parse_id(obj, "id", &fallback, origin)?.ok_or_else(|| err(&fallback, "id", "missing".into()))?;
     if let Some(key) = obj.keys().find(|k| !["id", "image", "conversations"].contains(&k.as_str())) {
         return Err(err(&id, key, "unknown field (a sample has `id`, `image` and `conversations`)".into()));
     }
@@ -184,50 +260,7 @@ fn parse_sample(index: usize, v: &Value, origin: &Path) -> Result<Record, DataEr
         Some(Value::String(_)) => return Err(err(&id, "image", "empty path".into())),
         Some(other) => return Err(err(&id, "image", format!("expected a path, found {}", field_type(other)))),
     };
-    let turns = match obj.get("conversations") {
-        Some(Value::Array(t)) => t,
-        Some(other) => return Err(err(&id, "conversations", format!("expected a list, found {}", field_type(other)))),
-        None => return Err(err(&id, "conversations", "missing".into())),
-    };
-    if turns.is_empty() {
-        return Err(err(&id, "conversations", "empty conversation".into()));
-    }
-    let mut conversation = Conversation::default();
-    for (t, turn) in turns.iter().enumerate() {
-        let at = |f: &str| format!("conversations[{t}]{f}");
-        let o = turn
-            .as_object()
-            .ok_or_else(|| err(&id, &at(""), format!("expected an object, found {}", field_type(turn))))?;
-        if let Some(key) = o.keys().find(|k| !["from", "value"].contains(&k.as_str())) {
-            return Err(err(&id, &at(&format!(".{key}")), "unknown field (a turn has `from` and `value`)".into()));
-        }
-        let role = match o.get("from") {
-            Some(Value::String(s)) => match s.to_lowercase().as_str() {
-                "human" => Role::User,
-                "gpt" => Role::Assistant,
-                _ => return Err(err(&id, &at(".from"), format!("unknown role `{s}` (human or gpt)"))),
-            },
-            Some(other) => {
-                return Err(err(&id, &at(".from"), format!("expected a string, found {}", field_type(other))));
-            }
-            None => return Err(err(&id, &at(".from"), "missing".into())),
-        };
-        let text = match o.get("value") {
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => {
-                return Err(err(&id, &at(".value"), format!("expected a string, found {}", field_type(other))));
-            }
-            None => return Err(err(&id, &at(".value"), "missing".into())),
-        };
-        let want = if t.is_multiple_of(2) { Role::User } else { Role::Assistant };
-        if role != want {
-            return Err(err(&id, &at(".from"), "turns alternate human, gpt, … starting with human".into()));
-        }
-        conversation.turns.push(Turn { role, text });
-    }
-    if conversation.turns.iter().all(|t| t.text.trim().is_empty()) {
-        return Err(err(&id, "conversations", "every turn is empty".into()));
-    }
+    let conversation = parse_conversation(&id, obj.get("conversations"), origin)?;
     let tags: Vec<usize> = conversation
         .turns
         .iter()

@@ -70,11 +70,27 @@ impl DataArgs {
     }
 }
 
+/// `--format`: the dataset's JSON layout.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataFormat {
+    /// VisualRWKV v6.0 / LLaVA: one `image` per sample, placed by --prompt.
+    Llava,
+    /// VisualRWKV-7 v7.00: `image` a path or a list, one `<image>` per path, each a run of
+    /// --num-token-per-image placeholders (65535), padded to --ctx-len with 0.
+    V700,
+}
+
 /// Flags of `dataset`.
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
     data: DataArgs,
+    /// The JSON layout: llava (v6.0) or v700 (VisualRWKV-7's multi-image format).
+    #[arg(long, value_enum, default_value_t = DataFormat::Llava)]
+    format: DataFormat,
+    /// `--format v700`: placeholder tokens per image (v7.00's `--num_token_per_image`).
+    #[arg(long, default_value_t = 16)]
+    num_token_per_image: usize,
     /// Image placement: first, last or sandwich (the official image_position first / last /
     /// middle).
     #[arg(long, value_enum, default_value_t = PromptArg::Sandwich)]
@@ -119,9 +135,46 @@ pub fn print_report(report: &Report) {
     }
 }
 
+/// `--format v700`: every sample rendered as v7.00's `src/dataset.py` does, padded (or cut) to
+/// `--ctx-len` tokens when it is not 0, image files checked to exist (v7.00's towers have no
+/// preprocessing here to decode them for).
+fn run_v700(a: &Args) -> Res<()> {
+    let records = visualrwkv_data::v700::read_v700(&a.data.data)?;
+    let (mut text, mut kept, mut missing, mut cut) = (Vec::new(), 0, 0, 0);
+    for r in &records {
+        let absent = r.images.iter().find(|i| !a.data.image_folder.join(i).is_file());
+        if let Some(image) = absent {
+            if matches!(a.data.on_missing_image, OnMissing::Error) {
+                let path = a.data.image_folder.join(image);
+                return Err(
+                    format!("{}: sample {}: image {}: not found", a.data.data.display(), r.id, path.display()).into()
+                );
+            }
+            missing += 1;
+            continue;
+        }
+        let t = visualrwkv_data::v700::tokenize_v700(r, Tokenizer::world(), a.num_token_per_image);
+        let (ids, labels) = if a.ctx_len > 0 { t.padded(a.ctx_len) } else { (t.input_ids.clone(), t.labels.clone()) };
+        cut += usize::from(a.ctx_len > 0 && t.input_ids.len() > a.ctx_len);
+        let line = serde_json::json!({
+            "id": t.id, "input_ids": ids, "labels": labels, "images": t.images, "input_text": t.input_text,
+        });
+        writeln!(text, "{line}")?;
+        kept += 1;
+    }
+    visualrwkv_checkpoint::write_atomic(&a.out, &text)?;
+    let images: usize = records.iter().map(|r| r.images.len()).sum();
+    println!("samples {} · images {images} · truncated {cut} · skipped (missing image) {missing}", records.len());
+    println!("wrote {} ({kept} samples)", a.out.display());
+    Ok(())
+}
+
 /// Runs `dataset`.
 pub fn run(a: Args) -> Res<()> {
     let _ = &a.device;
+    if a.format == DataFormat::V700 {
+        return run_v700(&a);
+    }
     if a.prompt == PromptArg::SandwichRepeat {
         return Err("--prompt sandwich-repeat has no official dataset layout (first, last, sandwich)".into());
     }
