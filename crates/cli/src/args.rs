@@ -553,12 +553,8 @@ impl RunArgs {
 /// The image pooling of `--grid` and `--num-token-per-image`: the latter (VisualRWKV-7 v7.00's
 /// adaptive pooling to N = s² tokens) wins when given.
 pub fn pooling(grid: i64, num_token_per_image: Option<usize>) -> Res<visualrwkv_vision::GridPooling> {
-    let Some(n) = num_token_per_image else {
-        return Ok(visualrwkv_vision::GridPooling::from_grid_size(grid)?);
-    };
-    let side = (n as f64).sqrt().round() as usize;
-    if n == 0 || side * side != n {
-        return Err(format!("--num-token-per-image {n}: must be a square number (1, 4, 9, 16, ...)").into());
-    }
-    Ok(visualrwkv_vision::GridPooling::Adaptive(side))
+    Ok(match num_token_per_image {
+        Some(n) => visualrwkv_vision::GridPooling::from_tokens_per_image(n)?,
+        None => visualrwkv_vision::GridPooling::from_grid_size(grid)?,
+    })
 }

@@ -48,6 +48,9 @@ pub enum VisionError {
     /// A `grid_size` that is not −1, 0, 1 or ≥ 2.
     #[error("grid size {0} is not -1, 0, 1 or ≥ 2")]
     GridSize(i64),
+    /// A v7.00 `num_token_per_image` that is not a positive square number.
+    #[error("{0} tokens per image: must be a square number (1, 4, 9, 16, ...)")]
+    TokensPerImage(usize),
     /// CLS-only pooling of a tower without a class token.
     #[error("grid size 0 (CLS only) needs a tower with a class token")]
     NoClassToken,

@@ -46,6 +46,16 @@ impl GridPooling {
         }
     }
 
+    /// VisualRWKV-7 v7.00's `num_token_per_image` (a positive square number s²):
+    /// [`GridPooling::Adaptive`]`(s)`.
+    pub fn from_tokens_per_image(n: usize) -> Result<Self, VisionError> {
+        let side = (n as f64).sqrt().round() as usize;
+        if n == 0 || side * side != n {
+            return Err(VisionError::TokensPerImage(n));
+        }
+        Ok(Self::Adaptive(side))
+    }
+
     /// Rows [`grid_pool`] makes of a `gh × gw` patch grid (plus the class token when
     /// `has_cls`), without running it: what one image occupies in the sequence.
     pub fn rows(self, (gh, gw): (usize, usize), has_cls: bool) -> Result<usize, VisionError> {

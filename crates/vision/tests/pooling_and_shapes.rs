@@ -36,6 +36,10 @@ fn adaptive_pooling_matches_the_official_v700_pooling() {
         let diff = host(pooled.features).iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         assert!(diff <= 1e-6, "{key}: max diff {diff:e}");
     }
+    assert_eq!(GridPooling::from_tokens_per_image(16).unwrap(), GridPooling::Adaptive(4));
+    for bad in [0, 15] {
+        assert!(matches!(GridPooling::from_tokens_per_image(bad), Err(VisionError::TokensPerImage(n)) if n == bad));
+    }
     // A class token is dropped; a pool wider than the grid is an error.
     let with_cls = Tensor::cat(vec![Tensor::zeros([2, 1, 8], &Default::default()), feats.clone()], 1);
     let pooled = grid_pool(with_cls, (7, 7), true, GridPooling::Adaptive(3)).unwrap();

@@ -145,10 +145,13 @@ fn run_v700(a: &Args) -> Res<()> {
         let absent = r.images.iter().find(|i| !a.data.image_folder.join(i).is_file());
         if let Some(image) = absent {
             if matches!(a.data.on_missing_image, OnMissing::Error) {
-                let path = a.data.image_folder.join(image);
-                return Err(
-                    format!("{}: sample {}: image {}: not found", a.data.data.display(), r.id, path.display()).into()
-                );
+                return Err(visualrwkv_data::DataError::Image {
+                    path: a.data.data.clone(),
+                    id: r.id.clone(),
+                    image: a.data.image_folder.join(image),
+                    why: "not found".into(),
+                }
+                .into());
             }
             missing += 1;
             continue;
