@@ -6,7 +6,7 @@ use burn::tensor::{Tensor, TensorData};
 use clap::{Args, ValueEnum};
 use visualrwkv::GenerateOptions;
 use visualrwkv_checkpoint::TensorMap;
-use visualrwkv_rwkv::{Arch, Decoder, LanguageModel, RwkvBackend, SamplingOptions, WeightDtype};
+use visualrwkv_rwkv::{Decoder, LanguageModel, RwkvBackend, SamplingOptions, WeightDtype};
 use visualrwkv_scan::Scan;
 use visualrwkv_tokenizer::Tokenizer;
 
@@ -132,27 +132,13 @@ impl DecoderKind {
         }))
     }
 
-    /// [`DecoderKind::dtype`] for a model of architecture `arch`: RWKV-7 runs on the model's
-    /// tensor ops (`auto` means `burn` for it), and a fused kind is an error naming why.
-    pub fn dtype_for(self, arch: Arch, device: &DeviceSpec) -> Res<Option<WeightDtype>> {
-        match (arch, self) {
-            (Arch::X060, _) => self.dtype(device),
-            (Arch::X070, DecoderKind::Auto | DecoderKind::Burn) => Ok(None),
-            (Arch::X070, other) => Err(format!(
-                "--decoder {}: the fused CPU decoder runs RWKV-6 (x060) models; an x070 model runs with --decoder auto or burn",
-                other.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default()
-            )
-            .into()),
-        }
-    }
-
-    /// The fused decoder this kind names, built from `model` when it runs on the CPU (`None`:
-    /// the model's tensor ops run, always for RWKV-7); an error for a fused kind on another
-    /// device or architecture.
+    /// The fused decoder this kind names, built from `model` (either architecture) when it runs
+    /// on the CPU (`None`: the model's tensor ops run); an error for a fused kind on another
+    /// device.
     pub fn build<B: RwkvBackend>(self, model: &LanguageModel<B>, device: &DeviceSpec) -> Res<Option<Decoder>> {
-        Ok(match (self.dtype_for(model.arch(), device)?, model.x060()) {
-            (Some(dtype), Some(m)) => Some(Decoder::new(m, dtype)?),
-            _ => None,
+        Ok(match self.dtype(device)? {
+            Some(dtype) => Some(Decoder::of_model(model, dtype)?),
+            None => None,
         })
     }
 }

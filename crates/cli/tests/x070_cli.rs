@@ -1,8 +1,8 @@
 //! RWKV-7 (x070) through the binary: `info` tells the version from the keys, `logits` gives the
 //! official package's logits and states for `.pth` and safetensors checkpoints and resumes from
-//! a saved state, `convert` round-trips, `generate` runs an x070 World-vocabulary model, and the
-//! x060-only fused decoder is refused with a message; `dataset --format v700` (VisualRWKV-7's data
-//! format) against the official dataset code.
+//! a saved state, on the fused CPU decoder and on the model's tensor ops; `convert` round-trips
+//! and quantises, `generate` runs an x070 World-vocabulary model on both engines; `dataset
+//! --format v700` (VisualRWKV-7's data format) against the official dataset code.
 
 mod common;
 
@@ -32,7 +32,12 @@ fn info_tells_x070_from_x060() {
 #[test]
 fn logits_reproduce_the_package_and_resume_from_a_state() {
     let g = golden();
-    for model in ["x070/x070_tiny_weights.safetensors", "x070/x070_tiny_weights.pth"] {
+    let runs = [
+        ("x070/x070_tiny_weights.safetensors", "auto"),
+        ("x070/x070_tiny_weights.pth", "auto"),
+        ("x070/x070_tiny_weights.safetensors", "burn"),
+    ];
+    for (model, decoder) in runs {
         let (out, state) = (tmp_str("x070-logits.safetensors"), tmp_str("x070-state.safetensors"));
         ok_output(bin().args([
             "logits",
@@ -40,6 +45,8 @@ fn logits_reproduce_the_package_and_resume_from_a_state() {
             &fixture(model),
             "--tokens",
             &tokens(0..24),
+            "--decoder",
+            decoder,
             "--out",
             &out,
             "--state-out",
@@ -48,13 +55,13 @@ fn logits_reproduce_the_package_and_resume_from_a_state() {
         let got = read(&out);
         assert_eq!(got["logits"].0, vec![24, 128]);
         let d = max_diff(&got["logits"].1, &g["logits"].1);
-        assert!(d <= 1e-4, "{model}: logits max diff {d:e}");
+        assert!(d <= 1e-4, "{model} --decoder {decoder}: logits max diff {d:e}");
         let got = read(&state);
         for l in 0..2 {
             for name in ["att_shift", "wkv", "ffn_shift"] {
                 let k = format!("state.{l}.{name}");
                 assert_eq!(got[&k].0, g[&k].0, "{k}");
-                assert!(max_diff(&got[&k].1, &g[&k].1) <= 1e-4, "{model} {k}");
+                assert!(max_diff(&got[&k].1, &g[&k].1) <= 1e-4, "{model} --decoder {decoder} {k}");
             }
         }
     }
@@ -86,20 +93,38 @@ fn logits_reproduce_the_package_and_resume_from_a_state() {
     assert!(d <= 1e-4, "resumed logits: {d:e}");
 }
 
+/// `convert` from `.pth`, and `convert --quantize`: the fused decoder of the same type gives the
+/// same logits from the quantised file as from the f32 one (the same codes), close to f32's.
 #[test]
-fn convert_pth_then_logits_and_refusals() {
+fn convert_pth_then_logits_and_quantize() {
     let converted = tmp_str("x070-converted.safetensors");
     ok_output(bin().args(["convert", "--from", &fixture("x070/x070_tiny_weights.pth"), "--to", &converted]));
     let out = tmp_str("x070-conv-logits.safetensors");
     ok_output(bin().args(["logits", "--model", &converted, "--tokens", &tokens(0..24), "--out", &out]));
     assert!(max_diff(&read(&out)["logits"].1, &golden()["logits"].1) <= 1e-4);
-    assert_failures(&[
-        (
-            vec!["logits", "--model", &converted, "--tokens", "1", "--decoder", "i8", "--out", &out],
-            "runs RWKV-6 (x060) models",
-        ),
-        (vec!["convert", "--from", &converted, "--to", &out, "--quantize", "i8"], "x060 models only"),
-    ]);
+    let logits = |model: &str, decoder: &str| {
+        let out = tmp_str(&format!("x070-{decoder}-logits.safetensors"));
+        ok_output(bin().args([
+            "logits",
+            "--model",
+            model,
+            "--tokens",
+            &tokens(0..24),
+            "--decoder",
+            decoder,
+            "--out",
+            &out,
+        ]));
+        read(&out)["logits"].1.clone()
+    };
+    for (q, tol) in [("i8", 0.1), ("q4", 1.0)] {
+        let quantised = tmp_str(&format!("x070-{q}.safetensors"));
+        ok_output(bin().args(["convert", "--from", &converted, "--to", &quantised, "--quantize", q]));
+        let from_f32 = logits(&converted, q);
+        assert!(logits(&quantised, q) == from_f32, "{q}: the quantised file decodes differently");
+        let d = max_diff(&from_f32, &golden()["logits"].1);
+        assert!(d > 0.0 && d < tol, "{q}: max diff {d:e} from the package's f32 logits");
+    }
 }
 
 #[test]
@@ -111,10 +136,10 @@ fn generate_runs_an_x070_world_model() {
     assert!(info.contains("\"x070\""), "{info}");
     let args =
         ["generate", "--prompt", "User: hi\n\nAssistant:", "--max-tokens", "6", "--temperature", "0", "--stop", "0"];
-    let (first, _) = ok_output(bin().args(args).arg("--model").arg(&model));
-    let (again, _) = ok_output(bin().args(args).arg("--model").arg(&model));
-    assert!(!first.trim().is_empty(), "no text generated");
-    assert_eq!(first, again, "greedy generation is deterministic");
+    let (fused, _) = ok_output(bin().args(args).arg("--model").arg(&model));
+    let (burn, _) = ok_output(bin().args(args).args(["--decoder", "burn", "--model"]).arg(&model));
+    assert!(!fused.trim().is_empty(), "no text generated");
+    assert_eq!(fused, burn, "the fused decoder and the tensor ops generate the same greedy text");
 }
 
 /// VisualRWKV on RWKV-7 end to end on the example data: `train --arch x070` stage 1 from the
@@ -196,17 +221,16 @@ fn train_chat_and_eval_with_arch_x070() {
     assert_eq!(lines.len(), 2);
     assert!(lines.iter().all(|l| l["text"].is_string()));
 
-    // `--arch` must agree with the checkpoint; the fused decoder is refused for x070.
+    // The fused decoder answers too; `--arch` must agree with the checkpoint.
     let (model, image) = (model.to_str().unwrap(), data.join("images/000.jpg"));
     let chat = |flags: [&'static str; 2]| {
         let mut args = vec!["chat", flags[0], flags[1], "--checkpoint", model, "--image"];
         args.extend([image.to_str().unwrap(), "--question", "hi"]);
         args
     };
-    assert_failures(&[
-        (chat(["--arch", "x060"]), "--arch x060"),
-        (chat(["--decoder", "i8"]), "runs RWKV-6 (x060) models"),
-    ]);
+    let (fused, _) = ok_output(bin().args(chat(["--decoder", "i8"])));
+    assert!(!fused.trim().is_empty(), "no answer from the fused decoder");
+    assert_failures(&[(chat(["--arch", "x060"]), "--arch x060")]);
 }
 
 /// `dataset --format v700` writes v7.00's ids and labels (padded to --ctx-len) for every sample

@@ -266,7 +266,7 @@ impl<B: RwkvBackend> Subject<B> for LmFused {
         Ok(state)
     }
     fn cache_bytes(&self, _: &HostState) -> usize {
-        rwkv_state_bytes(self.0.config())
+        dims_state_bytes(&self.0.dims())
     }
 }
 
@@ -327,7 +327,7 @@ impl<B: RwkvBackend> Subject<B> for VlmFused<B> {
         Ok(state)
     }
     fn cache_bytes(&self, _: &HostState) -> usize {
-        rwkv_state_bytes(self.1.config())
+        dims_state_bytes(&self.1.dims())
     }
 }
 
@@ -364,6 +364,11 @@ impl<B: RwkvBackend> Subject<B> for VlmTransformer<'_, B> {
 
 fn rwkv_state_bytes(cfg: &RwkvConfig) -> usize {
     state_bytes(cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.head_size)
+}
+
+/// [`rwkv_state_bytes`] of a fused decoder's model (either architecture).
+fn dims_state_bytes(d: &visualrwkv_rwkv::LmDims) -> usize {
+    state_bytes(d.n_layer, d.n_embd, d.n_head, d.head_size)
 }
 
 /// Bytes of an f32 RWKV state: per layer two shift rows `[C]` and `H` matrices `[N, N]`.
@@ -454,7 +459,7 @@ pub fn measure<B: RwkvBackend>(
                 VisionOptions::default(),
             )?;
             if engine == RwkvEngine::Fused {
-                let decoder = Decoder::new(vm.rwkv.require_x060("the fused decoder")?, WeightDtype::F32)?;
+                let decoder = Decoder::of_model(&vm.rwkv, WeightDtype::F32)?;
                 time_subject(&VlmFused(vm, decoder, pixels(v), vocab), text, reps, decode_steps, vocab)?
             } else {
                 time_subject(&VlmRwkv(vm, pixels(v), vocab), text, reps, decode_steps, vocab)?

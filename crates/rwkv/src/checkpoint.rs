@@ -75,6 +75,19 @@ pub fn load_fused<B: Backend>(
     Ok((model, Decoder::from_tensors(map, dtype)?))
 }
 
+/// [`load_fused`] for a checkpoint of either architecture (told from its keys): the language
+/// model, read lazily from the file, and the fused decoder holding the weights.
+pub fn load_fused_model<B: crate::RwkvBackend>(
+    path: impl AsRef<Path>,
+    dtype: WeightDtype,
+    device: &B::Device,
+) -> Result<(crate::LanguageModel<B>, Decoder), RwkvError> {
+    let source = TensorSource::open(path)?;
+    let map = source.read_skipping(|_| false)?;
+    let model = crate::LanguageModel::from_tensors_lazily(&map, &source, device)?;
+    Ok((model, Decoder::from_tensors(map, dtype)?))
+}
+
 impl<B: crate::RwkvBackend> Rwkv<B> {
     /// The model's tensors under the official key names and shapes (f32), as
     /// [`crate::weights`] maps them.

@@ -1,6 +1,7 @@
-//! A fused decoder for the CPU: RWKV-6 written directly over host buffers, with the large
-//! matrices stored in f32, bf16, f16 or int8 — a sequence mode for prompts ([`Decoder::prefill`]) and a
-//! single-token step for generation ([`Decoder::step`]).
+//! A fused decoder for the CPU: RWKV-6 (x060) and RWKV-7 (x070) written directly over host
+//! buffers, with the large matrices stored in f32, bf16, f16, int8 or 4-bit — a sequence mode for
+//! prompts ([`Decoder::prefill`]) and a single-token step for generation ([`Decoder::step`]).
+//! The RWKV-6 block is `mix.rs`, the RWKV-7 block `mix7.rs`; both run on the same engines.
 //!
 //! Decoding one token multiplies a single row by every weight matrix, so its cost is reading the
 //! weights once. [`Decoder`] keeps each matrix output-major (`[out, in]`, one contiguous dot
@@ -13,9 +14,9 @@
 //! over all its rows (`prefill.rs`), layer by layer in any row order a VisualRWKV scan asks for
 //! ([`RowOrder`]).
 //!
-//! It computes the same function as [`Rwkv::forward`] (tested against the burn model and the
-//! official fixtures); the state converts to and from [`State`], so a prompt can also be
-//! prefilled by the burn model (on any backend) and decoded here.
+//! It computes the same function as [`Rwkv::forward`] / [`Rwkv7::forward`] (tested against the
+//! burn models and the official package's goldens); the state converts to and from [`State`], so
+//! a prompt can also be prefilled by the burn model (on any backend) and decoded here.
 //!
 //! ```
 //! use burn::backend::NdArray;
@@ -45,12 +46,14 @@ use crate::dense::RwkvBackend;
 use crate::layers::Block;
 use crate::state::{LayerState, State};
 use crate::weights::host_f32;
-use crate::{Rwkv, RwkvConfig, RwkvError, TensorMap};
+use crate::x070::{Arch, Rwkv7, Rwkv7Config};
+use crate::{LanguageModel, LmConfig, LmDims, Rwkv, RwkvConfig, RwkvError, TensorMap};
 
 mod agreement;
 mod batch;
 mod matrix;
 mod mix;
+mod mix7;
 mod prefill;
 mod quantized;
 mod step;
@@ -58,6 +61,7 @@ mod step;
 pub use agreement::{Agreement, agreement};
 use matrix::Matrix;
 use mix::{ChannelMixWeights, DdLerpWeights, DecayWeights, LN_EPS};
+use mix7::{Layer7, Lora};
 
 /// A token id, as the tokenizer produces it and every generation API takes it.
 pub type TokenId = u32;
@@ -157,7 +161,7 @@ impl Norm {
     }
 }
 
-/// The weights of one block.
+/// The weights of one RWKV-6 block.
 #[derive(Clone, Debug)]
 struct Layer {
     ln1: Norm,
@@ -173,6 +177,48 @@ struct Layer {
     output: Matrix,
     ln_x: Norm,
     ffn: ChannelMixWeights,
+}
+
+impl Layer {
+    /// Every matrix of the block.
+    fn matrices(&self) -> impl Iterator<Item = &Matrix> {
+        let (d, f) = (&self.ddlerp, &self.ffn);
+        [&d.w1, &self.decay.w1, &self.decay.w2, &self.receptance, &self.key, &self.value, &self.gate, &self.output]
+            .into_iter()
+            .chain(&d.w2)
+            .chain([&f.key, &f.receptance, &f.value])
+    }
+
+    /// Every per-channel vector a step reads besides the matrices.
+    fn vectors(&self) -> impl Iterator<Item = &Vec<f32>> {
+        self.ddlerp.maa.iter().chain([&self.ddlerp.maa_x, &self.decay.base, &self.bonus])
+    }
+}
+
+/// The blocks of either architecture.
+#[derive(Clone, Debug)]
+enum Blocks {
+    X060(Vec<Layer>),
+    X070(Vec<Layer7>),
+}
+
+impl Blocks {
+    /// Every matrix of every block, and the bytes of every block's vectors.
+    fn matrices(&self) -> Box<dyn Iterator<Item = &Matrix> + '_> {
+        match self {
+            Blocks::X060(ls) => Box::new(ls.iter().flat_map(Layer::matrices)),
+            Blocks::X070(ls) => Box::new(ls.iter().flat_map(Layer7::matrices)),
+        }
+    }
+
+    /// Bytes of the blocks' per-channel vectors.
+    fn vector_bytes(&self) -> usize {
+        let sum = |vs: &mut dyn Iterator<Item = &Vec<f32>>| vs.map(|v| 4 * v.len()).sum::<usize>();
+        match self {
+            Blocks::X060(ls) => sum(&mut ls.iter().flat_map(Layer::vectors)),
+            Blocks::X070(ls) => sum(&mut ls.iter().flat_map(Layer7::vectors)),
+        }
+    }
 }
 
 /// The per-layer state of one sequence on the host.
@@ -198,11 +244,16 @@ fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 }
 
 impl HostState {
-    /// The zero state of a model of configuration `cfg`.
+    /// The zero state of an RWKV-6 model of configuration `cfg`.
     pub fn zeros(cfg: &RwkvConfig) -> Self {
-        let (c, h, n) = (cfg.n_embd, cfg.n_head, cfg.head_size);
+        Self::zeros_for(&x060_dims(cfg))
+    }
+
+    /// The zero state of a model of sizes `d` (either architecture).
+    pub fn zeros_for(d: &LmDims) -> Self {
+        let (c, h, n) = (d.n_embd, d.n_head, d.head_size);
         let layer = HostLayerState { att_shift: vec![0.0; c], wkv: vec![0.0; h * n * n], ffn_shift: vec![0.0; c] };
-        Self { layers: vec![layer; cfg.n_layer] }
+        Self { layers: vec![layer; d.n_layer] }
     }
 
     /// Row `row` of a burn [`State`].
@@ -227,10 +278,15 @@ impl HostState {
         Ok(Self { layers })
     }
 
-    /// Checks that this state fits a model of configuration `cfg` (layer count and the length
-    /// of every vector); the error names the first tensor that does not.
+    /// Checks that this state fits an RWKV-6 model of configuration `cfg` (layer count and the
+    /// length of every vector); the error names the first tensor that does not.
     pub fn check(&self, cfg: &RwkvConfig) -> Result<(), RwkvError> {
-        let want = HostState::zeros(cfg);
+        self.check_for(&x060_dims(cfg))
+    }
+
+    /// [`HostState::check`] for a model of sizes `d` (either architecture).
+    pub fn check_for(&self, d: &LmDims) -> Result<(), RwkvError> {
+        let want = HostState::zeros_for(d);
         if self.layers.len() != want.layers.len() {
             return Err(RwkvError::Shape {
                 what: "state layers".into(),
@@ -256,11 +312,16 @@ impl HostState {
         Ok(())
     }
 
-    /// As a burn [`State`] with one batch row, for a model of configuration `cfg`. Errors when
-    /// the state does not fit `cfg` ([`HostState::check`]).
+    /// As a burn [`State`] with one batch row, for an RWKV-6 model of configuration `cfg`.
+    /// Errors when the state does not fit `cfg` ([`HostState::check`]).
     pub fn to_state<B: Backend>(&self, cfg: &RwkvConfig, device: &B::Device) -> Result<State<B>, RwkvError> {
-        self.check(cfg)?;
-        let (c, h, n) = (cfg.n_embd, cfg.n_head, cfg.head_size);
+        self.to_state_for(&x060_dims(cfg), device)
+    }
+
+    /// [`HostState::to_state`] for a model of sizes `d` (either architecture).
+    pub fn to_state_for<B: Backend>(&self, d: &LmDims, device: &B::Device) -> Result<State<B>, RwkvError> {
+        self.check_for(d)?;
+        let (c, h, n) = (d.n_embd, d.n_head, d.head_size);
         let t = |v: &Vec<f32>, shape: Vec<usize>| TensorData::new(v.clone(), shape);
         Ok(State {
             layers: self
@@ -274,6 +335,11 @@ impl HostState {
                 .collect(),
         })
     }
+}
+
+/// The sizes of an RWKV-6 configuration.
+fn x060_dims(cfg: &RwkvConfig) -> LmDims {
+    LmConfig::X060(cfg.clone()).dims()
 }
 
 /// The order in which one layer reads the rows of a sequence: `read[q]` is the row it reads
@@ -318,18 +384,19 @@ impl RowOrder {
     }
 }
 
-/// The fused CPU decoder of an RWKV-6 model (see the module docs).
+/// The fused CPU decoder of an RWKV-6 or RWKV-7 model (see the module docs).
 ///
 /// `Send + Sync`: [`Decoder::prefill`] and [`Decoder::step`] take `&self` and a caller-owned
 /// [`HostState`] (each step's thread team is the caller's own), so one decoder serves several
 /// generations from several threads at once, each giving exactly what it gives alone.
 #[derive(Clone, Debug)]
 pub struct Decoder {
-    config: RwkvConfig,
+    config: LmConfig,
+    dims: LmDims,
     dtype: WeightDtype,
     emb: Matrix,
     ln0: Norm,
-    layers: Vec<Layer>,
+    blocks: Blocks,
     ln_out: Norm,
     head: Matrix,
     /// Threads per decoding step (`None`: automatic).
@@ -508,54 +575,169 @@ impl LayerTensors {
     }
 }
 
+/// The official tensors of one RWKV-7 block, taken out of the map.
+struct LayerTensors7 {
+    /// `x_r, x_w, x_k, x_v, x_a, x_g, w0, a0, k_k, k_a, r_k, ffn.x_k` (flattened).
+    vectors: [Vec<f32>; 12],
+    norms: [Norm; 3],
+    /// `w1, w2, a1, a2, g1, g2` (`[in, out]`).
+    loras: [Vec<f32>; 6],
+    /// `v0`, `v1`, `v2` (blocks 1..L).
+    value_residual: Option<[Vec<f32>; 3]>,
+    /// receptance, key, value, output, ffn key, ffn value (`[out, in]`).
+    linears: [Vec<f32>; 6],
+}
+
+impl LayerTensors7 {
+    fn take(t: &mut Taker, l: usize) -> Result<Self, RwkvError> {
+        let mut get = |k: &str| t.take(&format!("blocks.{l}.{k}"));
+        let vectors = [
+            get("att.x_r")?,
+            get("att.x_w")?,
+            get("att.x_k")?,
+            get("att.x_v")?,
+            get("att.x_a")?,
+            get("att.x_g")?,
+            get("att.w0")?,
+            get("att.a0")?,
+            get("att.k_k")?,
+            get("att.k_a")?,
+            get("att.r_k")?,
+            get("ffn.x_k")?,
+        ];
+        let loras = [get("att.w1")?, get("att.w2")?, get("att.a1")?, get("att.a2")?, get("att.g1")?, get("att.g2")?];
+        let value_residual = if l > 0 { Some([get("att.v0")?, get("att.v1")?, get("att.v2")?]) } else { None };
+        let linears = [
+            get("att.receptance.weight")?,
+            get("att.key.weight")?,
+            get("att.value.weight")?,
+            get("att.output.weight")?,
+            get("ffn.key.weight")?,
+            get("ffn.value.weight")?,
+        ];
+        let norms = [
+            t.norm(&format!("blocks.{l}.ln1"))?,
+            t.norm(&format!("blocks.{l}.ln2"))?,
+            t.norm(&format!("blocks.{l}.att.ln_x"))?,
+        ];
+        Ok(Self { vectors, norms, loras, value_residual, linears })
+    }
+
+    /// The decoder's block: large matrices converted to `dtype`, the LoRAs f32.
+    fn build(self, cfg: &Rwkv7Config, dtype: WeightDtype) -> Layer7 {
+        let (c, f) = (cfg.n_embd, cfg.dim_ffn);
+        let [x_r, x_w, x_k, x_v, x_a, x_g, w0, a0, k_k, k_a, r_k, ffn_mix] = self.vectors;
+        let [ln1, ln2, ln_x] = self.norms;
+        let lora = |down: &[f32], up: &[f32], rank: usize| Lora {
+            down: Matrix::from_in_out(down, c, rank, WeightDtype::F32),
+            up: Matrix::from_in_out(up, rank, c, WeightDtype::F32),
+        };
+        let [w1, w2, a1, a2, g1, g2] = self.loras;
+        let big = |w: Vec<f32>, inp: usize, out: usize| Matrix::from_out_in(w, inp, out, dtype);
+        let [r, k, v, o, fk, fv] = self.linears;
+        Layer7 {
+            ln1,
+            ln2,
+            mix: [x_r, x_w, x_k, x_v, x_a, x_g],
+            w0,
+            w_lora: lora(&w1, &w2, cfg.d_decay),
+            a0,
+            a_lora: lora(&a1, &a2, cfg.d_aaa),
+            v_residual: self.value_residual.map(|[v0, v1, v2]| (v0, lora(&v1, &v2, cfg.d_mv))),
+            g_lora: lora(&g1, &g2, cfg.d_gate),
+            k_k,
+            k_a,
+            r_k,
+            receptance: big(r, c, c),
+            key: big(k, c, c),
+            value: big(v, c, c),
+            output: big(o, c, c),
+            ln_x,
+            ffn_mix,
+            ffn_key: big(fk, c, f),
+            ffn_value: big(fv, f, c),
+        }
+    }
+}
+
 impl Decoder {
-    /// The decoder of official x060 checkpoint tensors (`map`, as [`TensorMap::read`] gives
-    /// them, prefix removed), taking the map apart: the configuration is inferred and every key
-    /// checked ([`RwkvConfig::from_checkpoint`]), then each tensor is moved into place —
-    /// `nn.Linear` weights are already output-major, so f32 ones are kept as they are and the
-    /// others converted once, layers in parallel. No burn model is built: with
+    /// The decoder of official x060 or x070 checkpoint tensors (`map`, as [`TensorMap::read`]
+    /// gives them, prefix removed; the architecture told from the keys, [`Arch::detect`]),
+    /// taking the map apart: the configuration is inferred and every key checked
+    /// ([`RwkvConfig::from_checkpoint`], [`Rwkv7Config::from_checkpoint`]), then each tensor is
+    /// moved into place — `nn.Linear` weights are already output-major, so f32 ones are kept as
+    /// they are and the others converted once, layers in parallel. No burn model is built: with
     /// [`crate::Rwkv::from_tensors_lazily`] beside it the process holds one copy of the weights.
     pub fn from_tensors(map: TensorMap, dtype: WeightDtype) -> Result<Self, RwkvError> {
         use rayon::prelude::*;
-        let config = RwkvConfig::from_checkpoint(&map)?;
-        let (v, c) = (config.vocab_size, config.n_embd);
+        let config = match Arch::detect(&map)? {
+            Arch::X060 => LmConfig::X060(RwkvConfig::from_checkpoint(&map)?),
+            Arch::X070 => LmConfig::X070(Rwkv7Config::from_checkpoint(&map)?),
+        };
+        let dims = config.dims();
         let mut t = Taker { map };
         let emb = t.take("emb.weight")?;
         let ln0 = t.norm("blocks.0.ln0")?;
         let ln_out = t.norm("ln_out")?;
         let head = t.take("head.weight")?;
-        let layers = (0..config.n_layer).map(|l| LayerTensors::take(&mut t, l)).collect::<Result<Vec<_>, _>>()?;
-        let layers = layers.into_par_iter().map(|l| l.build(&config, dtype)).collect();
+        let blocks = match &config {
+            LmConfig::X060(cfg) => {
+                let layers = (0..dims.n_layer).map(|l| LayerTensors::take(&mut t, l)).collect::<Result<Vec<_>, _>>()?;
+                Blocks::X060(layers.into_par_iter().map(|l| l.build(cfg, dtype)).collect())
+            }
+            LmConfig::X070(cfg) => {
+                let layers =
+                    (0..dims.n_layer).map(|l| LayerTensors7::take(&mut t, l)).collect::<Result<Vec<_>, _>>()?;
+                Blocks::X070(layers.into_par_iter().map(|l| l.build(cfg, dtype)).collect())
+            }
+        };
+        let (v, c) = (dims.vocab_size, dims.n_embd);
         Ok(Self {
             dtype,
             // The embedding is used row by row: "output-major" with in = C, out = V.
             emb: Matrix::from_out_in(emb, c, v, dtype),
             ln0,
-            layers,
+            blocks,
             ln_out,
             head: Matrix::from_out_in(head, c, v, dtype),
             threads: None,
             config,
+            dims,
         })
     }
 
-    /// Copies the weights of `model` to the host, storing the embedding, the projections and the
-    /// head in `dtype` (the LoRAs, norms and vectors stay f32).
+    /// Copies the weights of an RWKV-6 `model` to the host, storing the embedding, the
+    /// projections and the head in `dtype` (the LoRAs, norms and vectors stay f32).
     pub fn new<B: RwkvBackend>(model: &Rwkv<B>, dtype: WeightDtype) -> Result<Self, RwkvError> {
         let config = model.config();
         let (v, c) = (config.vocab_size, config.n_embd);
         // The embedding is used row by row: "output-major" with in = C, out = V.
         let emb = Matrix::from_out_in(host(model.emb.weight.val()), c, v, dtype);
         Ok(Self {
-            config,
+            dims: x060_dims(&config),
+            config: LmConfig::X060(config),
             dtype,
             emb,
             ln0: layer_norm(&model.ln0),
-            layers: model.blocks.iter().map(|b| load_layer(b, dtype)).collect(),
+            blocks: Blocks::X060(model.blocks.iter().map(|b| load_layer(b, dtype)).collect()),
             ln_out: layer_norm(&model.ln_out),
             head: linear_matrix(&model.head, dtype),
             threads: None,
         })
+    }
+
+    /// The decoder of an RWKV-7 `model` (its tensors under the official keys, then
+    /// [`Decoder::from_tensors`]).
+    pub fn new7<B: RwkvBackend>(model: &Rwkv7<B>, dtype: WeightDtype) -> Result<Self, RwkvError> {
+        Self::from_tensors(model.to_tensor_map()?, dtype)
+    }
+
+    /// The decoder of a language model of either architecture.
+    pub fn of_model<B: RwkvBackend>(model: &LanguageModel<B>, dtype: WeightDtype) -> Result<Self, RwkvError> {
+        match model {
+            LanguageModel::X060(m) => Self::new(m, dtype),
+            LanguageModel::X070(m) => Self::new7(m, dtype),
+        }
     }
 
     /// Sets the number of threads that run each decoding step (`None`, the default: one for
@@ -566,9 +748,19 @@ impl Decoder {
         self.threads = threads;
     }
 
-    /// The model's configuration.
-    pub fn config(&self) -> &RwkvConfig {
+    /// The model's configuration (either architecture).
+    pub fn config(&self) -> &LmConfig {
         &self.config
+    }
+
+    /// The sizes both architectures share.
+    pub fn dims(&self) -> LmDims {
+        self.dims
+    }
+
+    /// The architecture the decoder runs.
+    pub fn arch(&self) -> Arch {
+        self.dims.arch
     }
 
     /// The storage type of the large matrices.
@@ -579,23 +771,15 @@ impl Decoder {
     /// Bytes of weights one decoding step reads: every matrix except the embedding (one row of
     /// which is read), plus the small f32 parameters.
     pub fn bytes_per_token(&self) -> usize {
-        let vec = |v: &Vec<f32>| 4 * v.len();
-        let layer = |l: &Layer| {
-            let (d, f) = (&l.ddlerp, &l.ffn);
-            [&d.w1, &l.decay.w1, &l.decay.w2, &l.receptance, &l.key, &l.value, &l.gate, &l.output]
-                .into_iter()
-                .chain(&d.w2)
-                .chain([&f.key, &f.receptance, &f.value])
-                .map(Matrix::bytes)
-                .sum::<usize>()
-                + d.maa.iter().chain([&d.maa_x, &l.decay.base, &l.bonus]).map(vec).sum::<usize>()
-        };
-        self.head.bytes() + self.layers.iter().map(layer).sum::<usize>() + self.config.n_embd * self.dtype.bits() / 8
+        self.head.bytes()
+            + self.blocks.matrices().map(Matrix::bytes).sum::<usize>()
+            + self.blocks.vector_bytes()
+            + self.dims.n_embd * self.dtype.bits() / 8
     }
 
     /// The zero state.
     pub fn zero_state(&self) -> HostState {
-        HostState::zeros(&self.config)
+        HostState::zeros_for(&self.dims)
     }
 
     /// One step on token `token`: updates `state` and returns the logits `[V]`.
@@ -606,7 +790,7 @@ impl Decoder {
     /// The embedding rows `[T, C]` of `tokens` (from the decoder's stored embedding, converted
     /// to f32); errors on an id outside the vocabulary.
     pub fn embed(&self, tokens: &[TokenId]) -> Result<Vec<f32>, RwkvError> {
-        let (vocab, c) = (self.config.vocab_size, self.config.n_embd);
+        let (vocab, c) = (self.dims.vocab_size, self.dims.n_embd);
         if let Some(&id) = tokens.iter().find(|&&t| t as usize >= vocab) {
             return Err(RwkvError::TokenOutOfVocabulary { id: id.into(), vocab });
         }
@@ -619,11 +803,11 @@ impl Decoder {
 
     /// One step on an embedding row `x` `[C]` (before `ln0`; e.g. a projected image feature).
     pub fn step_embedding(&self, x: &[f32], state: &mut HostState) -> Result<Vec<f32>, RwkvError> {
-        let c = self.config.n_embd;
+        let c = self.dims.n_embd;
         if x.len() != c {
             return Err(RwkvError::Shape { what: "embedding row".into(), expected: vec![c], found: vec![x.len()] });
         }
-        state.check(&self.config)?;
+        state.check_for(&self.dims)?;
         self.step_team(x, &mut state.layers)
     }
 

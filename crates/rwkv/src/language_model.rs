@@ -95,6 +95,19 @@ impl<B: RwkvBackend> LanguageModel<B> {
         })
     }
 
+    /// As [`LanguageModel::from_tensors`], each parameter read from `source` (the file `map` was
+    /// read from) only when first used: for a model whose weights a fused decoder holds.
+    pub fn from_tensors_lazily(
+        map: &TensorMap,
+        source: &visualrwkv_checkpoint::TensorSource,
+        device: &B::Device,
+    ) -> Result<Self, RwkvError> {
+        Ok(match Arch::detect(map)? {
+            Arch::X060 => Self::X060(Rwkv::from_tensors_lazily(map, source, device)?),
+            Arch::X070 => Self::X070(Rwkv7::from_tensors_lazily(map, source, device)?),
+        })
+    }
+
     /// Loads an official checkpoint (`.pth` or safetensors) of either architecture.
     pub fn load(path: impl AsRef<Path>, device: &B::Device) -> Result<Self, RwkvError> {
         Self::from_tensors(&TensorMap::read(path)?, device)
@@ -121,7 +134,7 @@ impl<B: RwkvBackend> LanguageModel<B> {
         }
     }
 
-    /// The RWKV-6 model, when this is one (the fused CPU decoder runs x060 only).
+    /// The RWKV-6 model, when this is one.
     pub fn x060(&self) -> Option<&Rwkv<B>> {
         match self {
             Self::X060(m) => Some(m),

@@ -38,7 +38,7 @@ mod state;
 pub mod weights;
 pub mod x070;
 
-pub use checkpoint::{TensorMap, TensorSource, load, load_fused, load_safetensors};
+pub use checkpoint::{TensorMap, TensorSource, load, load_fused, load_fused_model, load_safetensors};
 pub use config::RwkvConfig;
 pub use decoder::{Agreement, Decoder, HostLayerState, HostState, RowOrder, TokenId, WeightDtype, agreement};
 pub use dense::RwkvBackend;

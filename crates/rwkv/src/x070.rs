@@ -343,6 +343,19 @@ impl<B: Backend> Rwkv7<B> {
         Ok(table::load_into(cfg.init_lazy::<B>(device), map, &weight_keys(&cfg), "the RWKV-7 module", device)?)
     }
 
+    /// As [`Rwkv7::from_tensors`], with each parameter read from `source` (the file `map` was
+    /// read from) only when first used: for a model whose weights the fused decoder holds, so
+    /// that the two do not both keep a copy ([`crate::load_fused_model`]).
+    pub fn from_tensors_lazily(
+        map: &TensorMap,
+        source: &visualrwkv_checkpoint::TensorSource,
+        device: &B::Device,
+    ) -> Result<Self, RwkvError> {
+        let cfg = Rwkv7Config::from_checkpoint(map)?;
+        let keys = weight_keys(&cfg);
+        Ok(table::load_lazily(cfg.init_lazy::<B>(device), map, source, &keys, "the RWKV-7 module", device)?)
+    }
+
     /// The model's sizes, read off its parameter shapes (without initialising a lazily loaded
     /// parameter).
     pub fn config(&self) -> Rwkv7Config {

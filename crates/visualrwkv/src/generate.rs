@@ -26,7 +26,7 @@ pub enum Engine<'a> {
     /// The model's tensor ops (any backend).
     #[default]
     Model,
-    /// The fused CPU decoder built from the same model ([`Decoder::new`]): the prompt in its
+    /// The fused CPU decoder built from the same model ([`Decoder::of_model`]): the prompt in its
     /// sequence mode ([`Decoder::prefill`]), the steps with [`Decoder::step`].
     Fused(&'a Decoder),
 }
@@ -138,8 +138,7 @@ pub trait TokenModel<B: RwkvBackend> {
     /// (zeros when `None`).
     fn run_tokens(&self, ids: &[u32], state: Option<&State<B>>) -> Result<(Vec<f32>, State<B>), RwkvError>;
 
-    /// A fused decoder's host state as a state on the model's backend (RWKV-6 only: the fused
-    /// decoder runs x060).
+    /// A fused decoder's host state as a state on the model's backend.
     fn host_to_state(&self, host: &HostState) -> Result<State<B>, RwkvError>;
 }
 
@@ -160,8 +159,8 @@ impl<B: RwkvBackend> TokenModel<B> for Rwkv7<B> {
         Ok((last_logits(out.logits), out.state))
     }
 
-    fn host_to_state(&self, _host: &HostState) -> Result<State<B>, RwkvError> {
-        Err(RwkvError::Unsupported { what: "the fused CPU decoder".into(), arch: "x070" })
+    fn host_to_state(&self, host: &HostState) -> Result<State<B>, RwkvError> {
+        host.to_state_for(&visualrwkv_rwkv::LmConfig::X070(self.config()).dims(), &self.device())
     }
 }
 
@@ -172,7 +171,7 @@ impl<B: RwkvBackend> TokenModel<B> for LanguageModel<B> {
     }
 
     fn host_to_state(&self, host: &HostState) -> Result<State<B>, RwkvError> {
-        self.require_x060("the fused CPU decoder")?.host_to_state(host)
+        host.to_state_for(&self.dims(), &self.device())
     }
 }
 

@@ -18,7 +18,7 @@ use visualrwkv_checkpoint::{CheckpointError, KeyProblem, TensorMap, TensorSource
 use visualrwkv_projector::{Project, Projector, ProjectorConfig, ProjectorError};
 use visualrwkv_prompt::{IMAGE_TOKEN, Prompt};
 use visualrwkv_rwkv::{
-    Arch, Decoder, HostState, LanguageModel, RowOrder, Rwkv, RwkvBackend, RwkvError, State, TokenId, WeightDtype,
+    Decoder, HostState, LanguageModel, RowOrder, RwkvBackend, RwkvError, State, TokenId, WeightDtype,
 };
 use visualrwkv_scan::{ImageLayout, Scan, ScanError, checked_permutation, inverse};
 use visualrwkv_tokenizer::Tokenizer;
@@ -245,14 +245,6 @@ fn tower_config_beside(path: &Path, given: Option<&Path>) -> Result<Option<Visio
     Ok(file.map(VisionConfig::from_hf_json).transpose()?)
 }
 
-/// Errors unless the language model's tensors are RWKV-6's: the fused CPU decoder runs x060.
-fn fused_needs_x060(rwkv: &TensorMap) -> Result<(), VlmError> {
-    match Arch::detect(rwkv)? {
-        Arch::X060 => Ok(()),
-        Arch::X070 => Err(RwkvError::Unsupported { what: "the fused CPU decoder".into(), arch: "x070" }.into()),
-    }
-}
-
 /// A projector file's tensors, keys under `proj.` or bare.
 fn projector_tensors(path: &Path) -> Result<TensorMap, VlmError> {
     let mut map = TensorMap::read(path)?;
@@ -359,8 +351,7 @@ impl<B: RwkvBackend> VisualRwkv<B> {
         let source = TensorSource::open(path)?;
         let (rwkv, vit, proj) = checkpoint_parts(visualrwkv_vision::checkpoint::read_source(&source)?)?;
         let vcfg = tower_config_beside(path, vision_config)?;
-        fused_needs_x060(&rwkv)?;
-        let lazy_rwkv = Rwkv::from_tensors_lazily(&rwkv, &source.with_prefix("rwkv."), device)?;
+        let lazy_rwkv = LanguageModel::from_tensors_lazily(&rwkv, &source.with_prefix("rwkv."), device)?;
         let vit_source = source.with_prefix("vit.vision_model.");
         let lazy_vision = VisionConfig::tower_from_tensors_lazily(&vit, vcfg, &vit_source, device)?;
         let model = Self::with_projector(lazy_rwkv, lazy_vision, &proj, options, device)?;
@@ -395,8 +386,7 @@ impl<B: RwkvBackend> VisualRwkv<B> {
     ) -> Result<FusedVisualRwkv<B>, VlmError> {
         let rwkv_source = TensorSource::open(rwkv.as_ref())?;
         let rwkv_map = rwkv_source.read_skipping(|_| false)?;
-        fused_needs_x060(&rwkv_map)?;
-        let lazy_rwkv = Rwkv::from_tensors_lazily(&rwkv_map, &rwkv_source, device)?;
+        let lazy_rwkv = LanguageModel::from_tensors_lazily(&rwkv_map, &rwkv_source, device)?;
         let vision_source = TensorSource::open(vision.as_ref())?;
         let (vit, prefix) = visualrwkv_vision::checkpoint::tower_tensors(&vision_source)?;
         let vcfg = visualrwkv_vision::checkpoint::config_beside(vision.as_ref(), vision_config)?;
@@ -713,24 +703,24 @@ impl<B: RwkvBackend> VisualRwkv<B> {
         sample: &Sample<B>,
         scan: &dyn Scan,
     ) -> Result<(Vec<f32>, Vec<Option<RowOrder>>), VlmError> {
-        let rwkv = self.rwkv.require_x060("the fused CPU decoder")?;
-        if decoder.config() != &rwkv.config() {
+        let config = self.rwkv.config();
+        if decoder.config() != &config {
             return Err(VlmError::FusedMismatch {
                 part: "decoder",
                 built_for: format!("{:?}", decoder.config()),
-                model: format!("{:?}", rwkv.config()),
+                model: format!("{config:?}"),
             });
         }
         let parts = self.parts(sample)?;
-        let vocab = decoder.config().vocab_size;
+        let vocab = decoder.dims().vocab_size;
         let mut x = decoder.embed(&token_ids(parts.prefix, vocab)?)?;
         if let Some(img) = parts.image {
             x.extend(visualrwkv_checkpoint::host_values(img.rows.clone()));
         }
         x.extend(decoder.embed(&token_ids(parts.suffix, vocab)?)?);
-        let t = x.len() / decoder.config().n_embd;
+        let t = x.len() / decoder.dims().n_embd;
         let span = parts.image.map(|img| (parts.prefix.len(), img.layout));
-        let orders = (0..rwkv.blocks.len())
+        let orders = (0..config.dims().n_layer)
             .map(|l| self.row_order(span, t, l, scan)?.map(RowOrder::new).transpose().map_err(VlmError::from))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((x, orders))
@@ -762,7 +752,7 @@ impl<B: RwkvBackend> VisualRwkv<B> {
         scan: &dyn Scan,
     ) -> Result<Tensor<B, 2>, VlmError> {
         let (x, orders) = self.fused_input(decoder, sample, scan)?;
-        let t = x.len() / decoder.config().n_embd;
+        let t = x.len() / decoder.dims().n_embd;
         let logits = decoder.logits_ordered(&x, &mut decoder.zero_state(), &orders)?;
         let v = logits.len() / t;
         Ok(Tensor::from_data(TensorData::new(logits, [t, v]), &self.rwkv.device()))
@@ -807,7 +797,7 @@ impl<B: RwkvBackend> VisualRwkv<B> {
                 if tokens.contains(&IMAGE_TOKEN) {
                     return Err(VlmError::PlaceholderInText("extend"));
                 }
-                let ids = token_ids(tokens, decoder.config().vocab_size)?;
+                let ids = token_ids(tokens, decoder.dims().vocab_size)?;
                 let mut host = state.to_host()?;
                 let logits = decoder.prefill(&ids, &mut host)?;
                 Ok((logits, PromptState::Host(host)))

@@ -71,7 +71,7 @@ fn a_fused_load_answers_like_the_model_without_reading_its_weights() {
 
     let FusedVisualRwkv { model, decoder, tower } =
         VisualRwkv::<B>::load_checkpoint_fused(&path, None, VisionOptions::default(), WeightDtype::F32, &dev).unwrap();
-    assert_eq!(decoder.config(), &eager.rwkv.x060().unwrap().config());
+    assert_eq!(decoder.config(), &eager.rwkv.config());
     assert_eq!(tower.config(), &eager.vision.config);
     let got = answers(&model, Engine::Fused(&decoder), Some(&tower));
     assert_same_answers(&want, &got);

@@ -1,5 +1,6 @@
-//! The fused CPU decoder runs a VisualRWKV prompt exactly as the burn model does: over model
-//! shapes, scans (the built-in three and arbitrary per-layer permutations), prompt layouts and
+//! The fused CPU decoder runs a VisualRWKV prompt exactly as the burn model does: over both
+//! architectures (RWKV-6 and RWKV-7, whose first-block values follow each layer's scan order),
+//! model shapes, scans (the built-in three and arbitrary per-layer permutations), prompt layouts and
 //! images, its prefill gives the same last-row logits and per-layer states, every row's logits
 //! equal the model's forward, and extending a cached image state and answering questions on
 //! either engine agree (f32 matrices, 1e-4).
@@ -93,7 +94,12 @@ fn host(t: Tensor<B, 2>) -> Vec<f32> {
 
 /// The model seeded for a case (the backend's RNG is process-wide: one case at a time).
 fn seeded_model(seed: u64, layers: usize, width: usize) -> VisualRwkv<B> {
-    visualrwkv_rwkv::seeded::<B, _>(&Default::default(), seed, || common::tiny_vlm(layers, width))
+    seeded_model_of(false, seed, layers, width)
+}
+
+/// [`seeded_model`] on RWKV-7 blocks when `x070`.
+fn seeded_model_of(x070: bool, seed: u64, layers: usize, width: usize) -> VisualRwkv<B> {
+    visualrwkv_rwkv::seeded::<B, _>(&Default::default(), seed, || common::tiny_vlm_of(x070, layers, width))
 }
 
 proptest! {
@@ -101,6 +107,7 @@ proptest! {
 
     #[test]
     fn fused_prefill_equals_the_model(
+        x070 in any::<bool>(),
         seed in 0u64..1000,
         layers in 1usize..6,
         width in prop::sample::select(vec![16usize, 32]),
@@ -108,10 +115,10 @@ proptest! {
         layout in prop::sample::select(vec!["first", "last", "sandwich", "none"]),
         question in "[a-z][a-z ]{0,23}",
     ) {
-        let m = seeded_model(seed, layers, width);
+        let m = seeded_model_of(x070, seed, layers, width);
         let scan = scan(which_scan, seed);
         let s = sample(&m, layout, &question, seed + 1);
-        let decoder = Decoder::new(m.rwkv.x060().unwrap(), WeightDtype::F32).unwrap();
+        let decoder = Decoder::of_model(&m.rwkv, WeightDtype::F32).unwrap();
 
         let (want, want_state) = m.prefill(&s, scan.as_ref()).unwrap();
         let (got, got_state) = m.prefill_fused(&decoder, &s, scan.as_ref()).unwrap();

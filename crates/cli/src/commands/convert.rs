@@ -33,17 +33,12 @@ pub struct Args {
 }
 
 /// Checks the checkpoint is a complete RWKV-6 (x060) or RWKV-7 (x070) one and writes it as
-/// safetensors (f32, or, for x060, with the matrices block-quantised).
+/// safetensors (f32, or with the fused decoder's matrices block-quantised).
 pub fn run(a: Args) -> Res<()> {
     let map = TensorMap::read(&a.from)?;
     match Arch::detect(&map)? {
         Arch::X060 => {
             RwkvConfig::from_checkpoint(&map)?;
-        }
-        Arch::X070 if a.quantize.is_some() => {
-            return Err("--quantize: the fused decoder that reads quantised matrices runs x060 models only; \
-                        convert an x070 checkpoint without it"
-                .into());
         }
         Arch::X070 => {
             Rwkv7Config::from_checkpoint(&map)?;

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use visualrwkv::{Engine, generate, generate_tokens};
-use visualrwkv_rwkv::{Arch, RwkvBackend};
+use visualrwkv::{Engine, generate};
+use visualrwkv_rwkv::{LanguageModel, RwkvBackend};
 
 use crate::Res;
 use crate::args::{SamplingArgs, print_stream};
@@ -37,23 +37,16 @@ impl Job for Args {
 
     fn run<B: RwkvBackend>(self, dev: B::Device, spec: &DeviceSpec) -> Res<()> {
         let options = self.sampling.options()?;
-        if Arch::of_file(&self.model)? == Arch::X070 {
-            // RWKV-7 runs on the model's tensor ops (the fused decoder runs x060 only).
-            self.sampling.decoder.dtype_for(Arch::X070, spec)?;
-            let model = visualrwkv_rwkv::x070::load::<B>(&self.model, &dev)?;
-            let tokenizer = crate::args::pick_tokenizer(&self.tokenizer, model.config().vocab_size)?;
-            generate_tokens(&model, tokenizer, &self.prompt, &options, print_stream())?;
-            println!();
-            return Ok(());
-        }
+        // Either architecture (told from the keys): the fused decoder on the CPU, else the
+        // model's tensor ops.
         let (model, decoder) = match self.sampling.decoder.dtype(spec)? {
             Some(dtype) => {
-                let (model, decoder) = visualrwkv_rwkv::load_fused::<B>(&self.model, dtype, &dev)?;
+                let (model, decoder) = visualrwkv_rwkv::load_fused_model::<B>(&self.model, dtype, &dev)?;
                 (model, Some(decoder))
             }
-            None => (visualrwkv_rwkv::load::<B>(&self.model, &dev)?, None),
+            None => (LanguageModel::load(&self.model, &dev)?, None),
         };
-        let tokenizer = crate::args::pick_tokenizer(&self.tokenizer, model.config().vocab_size)?;
+        let tokenizer = crate::args::pick_tokenizer(&self.tokenizer, model.dims().vocab_size)?;
         generate(&model, tokenizer, &self.prompt, &options, Engine::from(decoder.as_ref()), print_stream())?;
         println!();
         Ok(())

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use burn::tensor::{Int, Tensor, TensorData};
 use visualrwkv_rwkv::checkpoint::write_safetensors;
-use visualrwkv_rwkv::{Arch, HostState, RwkvBackend, State, TensorMap};
+use visualrwkv_rwkv::{HostState, LanguageModel, LmDims, RwkvBackend, State, TensorMap};
 
 use crate::Res;
 use crate::args::{DecoderKind, parse_ids, values};
@@ -50,53 +50,36 @@ impl Job for Args {
 
     fn run<B: RwkvBackend>(self, dev: B::Device, spec: &DeviceSpec) -> Res<()> {
         let ids = parse_ids(&self.tokens)?;
-        if Arch::of_file(&self.model)? == Arch::X070 {
-            return self.run_x070::<B>(&ids, dev, spec);
-        }
+        // Either architecture, told from the keys.
+        let load_state = |d: &LmDims| match &self.state_in {
+            Some(p) => State::<B>::load_sized(p, d.n_layer, d.n_embd, d.n_head, d.head_size, &dev).map(Some),
+            None => Ok(None),
+        };
         if let Some(dtype) = self.decoder.dtype(spec)? {
             // Every row's logits from the fused decoder's sequence mode.
-            let (_, decoder) = visualrwkv_rwkv::load_fused::<B>(&self.model, dtype, &dev)?;
-            let cfg = decoder.config().clone();
-            let mut state = match &self.state_in {
-                Some(p) => HostState::from_state(&State::<B>::load(p, &cfg, &dev)?, 0)?,
+            let (_, decoder) = visualrwkv_rwkv::load_fused_model::<B>(&self.model, dtype, &dev)?;
+            let d = decoder.dims();
+            let mut state = match load_state(&d)? {
+                Some(s) => HostState::from_state(&s, 0)?,
                 None => decoder.zero_state(),
             };
             let logits = decoder.logits_ordered(&decoder.embed(&ids)?, &mut state, &[])?;
             let mut map = TensorMap { origin: "logits".into(), tensors: HashMap::new() };
-            map.tensors.insert("logits".into(), (vec![ids.len(), cfg.vocab_size], logits));
+            map.tensors.insert("logits".into(), (vec![ids.len(), d.vocab_size], logits));
             write_safetensors(&map, &self.out)?;
             if let Some(path) = &self.state_out {
-                state.to_state::<B>(&cfg, &dev)?.save(path, true)?;
+                state.to_state_for::<B>(&d, &dev)?.save(path, true)?;
             }
             return Ok(());
         }
-        let model = visualrwkv_rwkv::load::<B>(&self.model, &dev)?;
-        let state = match &self.state_in {
-            Some(p) => Some(State::<B>::load(p, &model.config(), &dev)?),
-            None => None,
-        };
+        let model = LanguageModel::<B>::load(&self.model, &dev)?;
+        let state = load_state(&model.dims())?;
         let output = model.forward(ids_tensor::<B>(&ids, &dev), state.as_ref())?;
         self.write(output)
     }
 }
 
 impl Args {
-    /// RWKV-7: the model's tensor ops (the fused decoder runs x060 only).
-    fn run_x070<B: RwkvBackend>(&self, ids: &[u32], dev: B::Device, spec: &DeviceSpec) -> Res<()> {
-        self.decoder.dtype_for(Arch::X070, spec)?;
-        let model = visualrwkv_rwkv::x070::load::<B>(&self.model, &dev)?;
-        let state = match &self.state_in {
-            Some(p) => {
-                let c = model.config();
-                let state = State::<B>::load_sized(p, c.n_layer, c.n_embd, c.n_head, c.head_size, &dev)?;
-                Some(state)
-            }
-            None => None,
-        };
-        let output = model.forward(ids_tensor::<B>(ids, &dev), state.as_ref())?;
-        self.write(output)
-    }
-
     /// Writes every row's logits and, with `--state-out`, the final state.
     fn write<B: RwkvBackend>(&self, output: visualrwkv_rwkv::RwkvOutput<B>) -> Res<()> {
         let [_, t, v] = output.logits.dims();

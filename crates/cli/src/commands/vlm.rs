@@ -90,14 +90,15 @@ impl ModelArgs {
         }
     }
 
-    /// The fused decoder's matrix type for `kind` on `spec` and this model's architecture
-    /// ([`crate::args::DecoderKind::dtype_for`]).
+    /// The fused decoder's matrix type for `kind` on `spec` ([`crate::args::DecoderKind::dtype`]),
+    /// after checking the checkpoint's architecture against `--arch`.
     pub fn fused_dtype(
         &self,
         kind: crate::args::DecoderKind,
         spec: &crate::device::DeviceSpec,
     ) -> Res<Option<WeightDtype>> {
-        kind.dtype_for(self.arch()?, spec)
+        self.arch()?;
+        kind.dtype(spec)
     }
 
     /// Loads the model onto `dev` with the scan, layout and tokenizer the flags name; with

@@ -33,7 +33,10 @@ pub fn agreement(
 ) -> Result<Agreement, RwkvError> {
     let (a, b) = (reference.config(), other.config());
     if a != b {
-        let dims = |c: &crate::RwkvConfig| vec![c.n_layer, c.n_embd, c.vocab_size];
+        let dims = |c: &crate::LmConfig| {
+            let d = c.dims();
+            vec![d.n_layer, d.n_embd, d.vocab_size]
+        };
         return Err(RwkvError::Shape {
             what: "the compared decoder (layers, width, vocabulary)".into(),
             expected: dims(a),

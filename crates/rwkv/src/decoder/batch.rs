@@ -16,12 +16,12 @@
 //! residual stream inside is `[n, C]`.
 
 use rayon::prelude::*;
-use visualrwkv_wkv::reference::{Dims, Inputs};
+use visualrwkv_wkv::reference::Dims;
 
-use super::mix::{self, Exec, Head, Pool, Shift};
+use super::mix::{self, Exec, Head, Pool, Recurrence, Shift};
 use super::prefill::{Gemm, par_rows, set_shift_row, shift_row};
 use super::{Decoder, HostLayerState, HostState, Matrix, TokenId};
-use crate::{RwkvConfig, RwkvError};
+use crate::{LmDims, RwkvError};
 
 /// One row per sequence on the batched products and rayon's pool, as an [`Exec`]: a layer's state is the list
 /// of that layer's states of the sequences, in row order.
@@ -56,28 +56,14 @@ impl<'s> Exec for Batch<'s> {
         }
     }
 
-    fn wkv(
-        &mut self,
-        s: &mut Self::State,
-        cfg: &RwkvConfig,
-        t: usize,
-        x: Inputs<'_, f32>,
-    ) -> Result<Vec<f32>, RwkvError> {
-        let a = cfg.dim_att();
+    fn wkv(&mut self, s: &mut Self::State, d: &LmDims, t: usize, x: Recurrence<'_>) -> Result<Vec<f32>, RwkvError> {
+        let a = d.n_head * d.head_size;
         let mut y = self.gemm.pool.take(t * a);
-        let dims = Dims::new(1, 1, cfg.n_head, cfg.head_size);
-        y.par_chunks_mut(a).zip(s.par_iter_mut()).enumerate().try_for_each(|(i, (y, layer))| {
-            let r = i * a..(i + 1) * a;
-            let inputs = Inputs {
-                r: &x.r[r.clone()],
-                k: &x.k[r.clone()],
-                v: &x.v[r.clone()],
-                w_raw: &x.w_raw[r],
-                u: x.u,
-                initial_state: None,
-            };
-            visualrwkv_wkv::cpu::forward_in_place(dims, inputs, &mut layer.wkv, y)
-        })?;
+        let dims = Dims::new(1, 1, d.n_head, d.head_size);
+        y.par_chunks_mut(a)
+            .zip(s.par_iter_mut())
+            .enumerate()
+            .try_for_each(|(i, (y, layer))| x.rows(i * a..(i + 1) * a).run(dims, &mut layer.wkv, y))?;
         Ok(y)
     }
 }
@@ -102,17 +88,17 @@ impl Decoder {
             _ => {}
         }
         for s in states.iter() {
-            s.check(&self.config)?;
+            s.check_for(&self.dims)?;
         }
         let x = self.embed(tokens)?;
         let mut layers: Vec<Vec<&mut HostLayerState>> =
-            (0..self.config.n_layer).map(|_| Vec::with_capacity(states.len())).collect();
+            (0..self.dims.n_layer).map(|_| Vec::with_capacity(states.len())).collect();
         for s in states.iter_mut() {
             for (per_layer, layer) in layers.iter_mut().zip(s.layers.iter_mut()) {
                 per_layer.push(layer);
             }
         }
         let logits = mix::forward(&mut Batch::default(), self, &x, &mut layers, &[], Head::All)?;
-        Ok(logits.chunks(self.config.vocab_size).map(<[f32]>::to_vec).collect())
+        Ok(logits.chunks(self.dims.vocab_size).map(<[f32]>::to_vec).collect())
     }
 }

@@ -1,20 +1,25 @@
-//! The RWKV-6 layer of the fused decoder, written once over [`Exec`]: how a pass runs its dense
-//! products, its row-wise maps, the WKV recurrence and the token-shift state. `step.rs` runs it
-//! on one row with a thread team splitting each product (GEMV); `prefill.rs` runs it on a whole
-//! prompt with each product one GEMM; `batch.rs` on one row of each of several sequences. The arithmetic is docs/model.md §1, the same as
-//! [`crate::layers`] (the oracle these functions are tested against).
+//! The RWKV-6 layer of the fused decoder and the pass over all layers, written once over
+//! [`Exec`]: how a pass runs its dense products, its row-wise maps, the WKV recurrence and the
+//! token-shift state. `step.rs` runs it on one row with a thread team splitting each product
+//! (GEMV); `prefill.rs` runs it on a whole prompt with each product one GEMM; `batch.rs` on one
+//! row of each of several sequences. The arithmetic is docs/model.md §1, the same as
+//! [`crate::layers`] (the oracle these functions are tested against); the RWKV-7 layer, on the
+//! same [`Exec`], is `mix7.rs`.
 //!
 //! # Shapes
 //!
 //! Rows are row-major `[T, width]` slices: the residual stream `[T, C]`, the five ddlerp inputs
 //! `[T, C]`, r/k/v/g/w `[T, C_att]`, the LoRA hidden layers `[T, 5·D_MIX]` and `[T, D_DECAY]`.
 
-use visualrwkv_wkv::cpu::exp_f32;
-use visualrwkv_wkv::reference::Inputs;
+use std::ops::Range;
 
-use super::{Decoder, Layer, Matrix, Norm, RowOrder, norm_in_place};
+use visualrwkv_wkv::cpu::exp_f32;
+use visualrwkv_wkv::reference::{Dims, Inputs};
+use visualrwkv_wkv::{WkvError, wkv7};
+
+use super::{Blocks, Decoder, Layer, Matrix, Norm, RowOrder, mix7, norm_in_place};
 use crate::layers::LN_X_EPS;
-use crate::{RwkvConfig, RwkvError};
+use crate::{LmDims, RwkvError};
 
 /// Epsilon of RWKV's layer norms (`ln0`, `ln1`, `ln2`, `ln_out`).
 pub(super) const LN_EPS: f32 = 1e-5;
@@ -95,15 +100,59 @@ pub(super) trait Exec {
     /// [`Exec::products`] that follows the last read of those rows in this pass.
     fn store_shift(&self, s: &mut Self::State, which: Shift, x: &[f32], c: usize);
 
-    /// The WKV6 recurrence over `t` rows from and into the state `s`: `y` `[t, H·N]` from
-    /// `x`'s r, k, v, w_raw `[t, H·N]` and bonus u `[H·N]` (its `initial_state` unused).
-    fn wkv(
-        &mut self,
-        s: &mut Self::State,
-        cfg: &RwkvConfig,
-        t: usize,
-        x: Inputs<'_, f32>,
-    ) -> Result<Vec<f32>, RwkvError>;
+    /// The recurrence `x` (WKV6 or WKV7) of a model of sizes `d` over `t` rows from and into
+    /// the state `s`: `y` `[t, H·N]`.
+    fn wkv(&mut self, s: &mut Self::State, d: &LmDims, t: usize, x: Recurrence<'_>) -> Result<Vec<f32>, RwkvError>;
+}
+
+/// The inputs of one layer's recurrence, every sequence input `[t, H·N]` row-major (their
+/// `initial_state` unused: the state is the engine's).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Recurrence<'a> {
+    /// RWKV-6: r, k, v, w_raw and the bonus u `[H·N]`.
+    Wkv6(Inputs<'a, f32>),
+    /// RWKV-7: r, w_raw, k, v, a, b.
+    Wkv7(wkv7::reference::Inputs<'a, f32>),
+}
+
+impl<'a> Recurrence<'a> {
+    /// Elements `p` of every sequence input (rows of a batch: `i·H·N..(i+1)·H·N`).
+    pub(super) fn rows(self, p: Range<usize>) -> Self {
+        match self {
+            Self::Wkv6(x) => Self::Wkv6(Inputs {
+                r: &x.r[p.clone()],
+                k: &x.k[p.clone()],
+                v: &x.v[p.clone()],
+                w_raw: &x.w_raw[p],
+                ..x
+            }),
+            Self::Wkv7(x) => Self::Wkv7(wkv7::reference::Inputs {
+                r: &x.r[p.clone()],
+                w_raw: &x.w_raw[p.clone()],
+                k: &x.k[p.clone()],
+                v: &x.v[p.clone()],
+                a: &x.a[p.clone()],
+                b: &x.b[p],
+                ..x
+            }),
+        }
+    }
+
+    /// Channels `p` of a single row (a range of whole heads), the bonus u included.
+    pub(super) fn heads(self, p: Range<usize>) -> Self {
+        match self.rows(p.clone()) {
+            Self::Wkv6(x) => Self::Wkv6(Inputs { u: &x.u[p], ..x }),
+            seven => seven,
+        }
+    }
+
+    /// Runs the recurrence over `dims` from and into `state`, writing `y`.
+    pub(super) fn run(self, dims: Dims, state: &mut [f32], y: &mut [f32]) -> Result<(), WkvError> {
+        match self {
+            Self::Wkv6(x) => visualrwkv_wkv::cpu::forward_in_place(dims, x, state, y),
+            Self::Wkv7(x) => wkv7::cpu::forward_in_place(dims, x, state, y),
+        }
+    }
 }
 
 /// The previous rows of one sequence's rows `x` `[T, C]`: `carried` before row 0, `x[t-1]` before
@@ -113,7 +162,7 @@ pub(super) fn carried_then_rows<'s>(carried: &'s [f32], x: &'s [f32], c: usize) 
 }
 
 /// The layer norm of every `c`-wide row of `x`.
-fn norm_rows<E: Exec>(e: &mut E, x: &[f32], c: usize, norm: &Norm) -> Vec<f32> {
+pub(super) fn norm_rows<E: Exec>(e: &mut E, x: &[f32], c: usize, norm: &Norm) -> Vec<f32> {
     let mut y = e.pool().take(x.len());
     y.copy_from_slice(x);
     e.rows(&mut y, c, |_, row| norm_in_place(row, &norm.gamma, &norm.beta, LN_EPS));
@@ -122,7 +171,7 @@ fn norm_rows<E: Exec>(e: &mut E, x: &[f32], c: usize, norm: &Norm) -> Vec<f32> {
 
 /// The token-shift difference δ: `dx[t] = prev[t] - x[t]`, the previous rows as the engine gives
 /// them ([`Exec::previous_rows`]; docs/model.md §1.2).
-fn token_shift<E: Exec>(e: &mut E, x: &[f32], c: usize, s: &E::State, which: Shift) -> Vec<f32> {
+pub(super) fn token_shift<E: Exec>(e: &mut E, x: &[f32], c: usize, s: &E::State, which: Shift) -> Vec<f32> {
     let prev = e.previous_rows(s, which, x, c);
     let mut dx = e.pool().take(x.len());
     e.rows(&mut dx, c, |t, d| {
@@ -134,7 +183,7 @@ fn token_shift<E: Exec>(e: &mut E, x: &[f32], c: usize, s: &E::State, which: Shi
 }
 
 /// `x + dx ⊙ mix` for every row (`mix` `[C]`).
-fn lerp<E: Exec>(e: &mut E, x: &[f32], dx: &[f32], c: usize, mix: &[f32]) -> Vec<f32> {
+pub(super) fn lerp<E: Exec>(e: &mut E, x: &[f32], dx: &[f32], c: usize, mix: &[f32]) -> Vec<f32> {
     let mut y = e.pool().take(x.len());
     e.rows(&mut y, c, |t, row| {
         let r = t * c..(t + 1) * c;
@@ -146,7 +195,7 @@ fn lerp<E: Exec>(e: &mut E, x: &[f32], dx: &[f32], c: usize, mix: &[f32]) -> Vec
 }
 
 /// `f` on every element of `buf` (rows of `width`).
-fn map<E: Exec>(e: &E, buf: &mut [f32], width: usize, f: impl Fn(f32) -> f32 + Sync + Send) {
+pub(super) fn map<E: Exec>(e: &E, buf: &mut [f32], width: usize, f: impl Fn(f32) -> f32 + Sync + Send) {
     e.rows(buf, width, |_, row| row.iter_mut().for_each(|v| *v = f(*v)));
 }
 
@@ -221,24 +270,24 @@ fn decay_lora<E: Exec>(e: &mut E, d: &DecayWeights, xw: &[f32], t: usize) -> Vec
 }
 
 /// `x += y` row by row.
-fn add<E: Exec>(e: &E, x: &mut [f32], y: &[f32], c: usize) {
+pub(super) fn add<E: Exec>(e: &E, x: &mut [f32], y: &[f32], c: usize) {
     e.rows(x, c, |i, row| row.iter_mut().zip(&y[i * c..(i + 1) * c]).for_each(|(x, y)| *x += y));
 }
 
 /// The time mix of layer `l` over the residual rows `x` `[T, C]` (updated in place).
-fn time_mix<E: Exec>(e: &mut E, cfg: &RwkvConfig, l: &Layer, x: &mut [f32], s: &mut E::State) -> Result<(), RwkvError> {
-    let (c, a, n) = (cfg.n_embd, cfg.dim_att(), cfg.head_size);
+fn time_mix<E: Exec>(e: &mut E, d: &LmDims, l: &Layer, x: &mut [f32], s: &mut E::State) -> Result<(), RwkvError> {
+    let (c, a, n) = (d.n_embd, d.n_head * d.head_size, d.head_size);
     let t = x.len() / c;
     let xa = norm_rows(e, x, c, &l.ln1);
     let dx = token_shift(e, &xa, c, s, Shift::TimeMix);
-    let m = ddlerp(e, &l.ddlerp, &xa, &dx, t, c, cfg.d_mix);
+    let m = ddlerp(e, &l.ddlerp, &xa, &dx, t, c, l.ddlerp.w1.out / 5);
     e.store_shift(s, Shift::TimeMix, &xa, c);
     e.pool().give([xa, dx]);
     let [r, k, v, g] = e.products(t, [(&l.receptance, &m.r), (&l.key, &m.k), (&l.value, &m.v), (&l.gate, &m.g)]);
     let w = decay_lora(e, &l.decay, &m.w, t);
     e.pool().give([m.w, m.k, m.v, m.r, m.g]);
     let inputs = Inputs { r: &r, k: &k, v: &v, w_raw: &w, u: &l.bonus, initial_state: None };
-    let mut y = e.wkv(s, cfg, t, inputs)?;
+    let mut y = e.wkv(s, d, t, Recurrence::Wkv6(inputs))?;
     // ln_x (a layer norm per head) and the SiLU gate.
     e.rows(&mut y, a, |i, row| {
         for (hh, head) in row.chunks_mut(n).enumerate() {
@@ -271,8 +320,8 @@ pub(super) struct ChannelMixWeights {
 }
 
 /// The channel mix of layer `l` over the residual rows `x` `[T, C]` (updated in place).
-fn channel_mix<E: Exec>(e: &mut E, cfg: &RwkvConfig, l: &Layer, x: &mut [f32], s: &mut E::State) {
-    let c = cfg.n_embd;
+fn channel_mix<E: Exec>(e: &mut E, d: &LmDims, l: &Layer, x: &mut [f32], s: &mut E::State) {
+    let c = d.n_embd;
     let t = x.len() / c;
     let f = &l.ffn;
     let xf = norm_rows(e, x, c, &l.ln2);
@@ -301,7 +350,7 @@ pub(super) enum Head {
 }
 
 /// `y[q] = x[order[q]]` for the `c`-wide rows of `x`.
-fn gather_rows<E: Exec>(e: &mut E, x: &[f32], order: &[usize], c: usize) -> Vec<f32> {
+pub(super) fn gather_rows<E: Exec>(e: &mut E, x: &[f32], order: &[usize], c: usize) -> Vec<f32> {
     let mut y = e.pool().take(x.len());
     e.rows(&mut y, c, |q, row| row.copy_from_slice(&x[order[q] * c..(order[q] + 1) * c]));
     y
@@ -310,7 +359,9 @@ fn gather_rows<E: Exec>(e: &mut E, x: &[f32], order: &[usize], c: usize) -> Vec<
 /// The whole model over embedding rows `x` `[T, C]` (before `ln0`; T ≥ 1) from `states` (one per
 /// layer, checked by the caller): the logits `[V]` after the last row, or `[T, V]` of every row.
 /// Layer `l` reads the rows in `orders[l]`'s order when there is one (checked to be `T` long by
-/// the caller) and writes them back in place: its state ends after the last row it read.
+/// the caller) and writes them back in place: its state ends after the last row it read. RWKV-7's
+/// first-block values are kept in the sequence's own order between layers and read in each
+/// layer's order, as the rows are.
 pub(super) fn forward<E: Exec>(
     e: &mut E,
     dec: &Decoder,
@@ -319,22 +370,39 @@ pub(super) fn forward<E: Exec>(
     orders: &[Option<RowOrder>],
     head: Head,
 ) -> Result<Vec<f32>, RwkvError> {
-    let cfg = &dec.config;
-    let c = cfg.n_embd;
+    let d = &dec.dims;
+    let c = d.n_embd;
     let t = x.len() / c;
     let mut h = norm_rows(e, x, c, &dec.ln0);
-    for (l, (layer, s)) in dec.layers.iter().zip(states).enumerate() {
+    let mut v_first: Option<Vec<f32>> = None;
+    for (l, s) in states.iter_mut().enumerate() {
         let order = orders.get(l).and_then(Option::as_ref);
+        let reorder = |e: &mut E, buf: &mut Vec<f32>, rows: &[usize]| {
+            let moved = gather_rows(e, buf, rows, c);
+            e.pool().give([std::mem::replace(buf, moved)]);
+        };
         if let Some(o) = order {
-            let read = gather_rows(e, &h, &o.read, c);
-            e.pool().give([std::mem::replace(&mut h, read)]);
+            reorder(e, &mut h, &o.read);
+            if let Some(v) = v_first.as_mut() {
+                reorder(e, v, &o.read);
+            }
         }
-        time_mix(e, cfg, layer, &mut h, s)?;
-        channel_mix(e, cfg, layer, &mut h, s);
+        match &dec.blocks {
+            Blocks::X060(layers) => {
+                time_mix(e, d, &layers[l], &mut h, s)?;
+                channel_mix(e, d, &layers[l], &mut h, s);
+            }
+            Blocks::X070(layers) => mix7::block(e, d, &layers[l], &mut h, s, &mut v_first)?,
+        }
         if let Some(o) = order {
-            let back = gather_rows(e, &h, &o.back, c);
-            e.pool().give([std::mem::replace(&mut h, back)]);
+            reorder(e, &mut h, &o.back);
+            if let Some(v) = v_first.as_mut() {
+                reorder(e, v, &o.back);
+            }
         }
+    }
+    if let Some(v) = v_first {
+        e.pool().give([v]);
     }
     let logits = match head {
         Head::Last => {

@@ -2,8 +2,8 @@
 //! the layer code of `mix.rs` on all the prompt's rows ([`Gemm`], an [`Exec`]).
 //!
 //! Each projection runs as one GEMM over all the prompt's rows (the dense work, read once per
-//! prompt instead of once per token), the recurrence through the CPU WKV6 kernel
-//! ([`visualrwkv_wkv::cpu`]), and the row-wise parts (norms, token shift, LoRAs' activations,
+//! prompt instead of once per token), the recurrence through the CPU WKV6 / WKV7 kernels
+//! ([`visualrwkv_wkv::cpu`], [`visualrwkv_wkv::wkv7::cpu`]), and the row-wise parts (norms, token shift, LoRAs' activations,
 //! gating) in place, rows spread over rayon's pool. Only the last row goes through `ln_out` and
 //! the head, as a generator needs (the official package's sequence mode does the same).
 //!
@@ -13,12 +13,12 @@
 //! the last row; the state as in [`super::HostState`].
 
 use rayon::prelude::*;
-use visualrwkv_wkv::reference::{Dims, Inputs};
+use visualrwkv_wkv::reference::Dims;
 
 use super::matrix::FEW_ROWS_MAX;
-use super::mix::{self, Exec, Head, Pool, Shift};
+use super::mix::{self, Exec, Head, Pool, Recurrence, Shift};
 use super::{Decoder, HostLayerState, HostState, Matrix, RowOrder, TokenId};
-use crate::{RwkvConfig, RwkvError};
+use crate::{LmDims, RwkvError};
 
 /// Many rows on GEMMs and rayon's pool, as an [`Exec`].
 #[derive(Default)]
@@ -86,15 +86,9 @@ impl Exec for Gemm {
         set_shift_row(s, which, &x[x.len() - c..]);
     }
 
-    fn wkv(
-        &mut self,
-        s: &mut HostLayerState,
-        cfg: &RwkvConfig,
-        t: usize,
-        x: Inputs<'_, f32>,
-    ) -> Result<Vec<f32>, RwkvError> {
-        let mut y = self.pool.take(t * cfg.dim_att());
-        visualrwkv_wkv::cpu::forward_in_place(Dims::new(1, t, cfg.n_head, cfg.head_size), x, &mut s.wkv, &mut y)?;
+    fn wkv(&mut self, s: &mut HostLayerState, d: &LmDims, t: usize, x: Recurrence<'_>) -> Result<Vec<f32>, RwkvError> {
+        let mut y = self.pool.take(t * d.n_head * d.head_size);
+        x.run(Dims::new(1, t, d.n_head, d.head_size), &mut s.wkv, &mut y)?;
         Ok(y)
     }
 }
@@ -151,7 +145,7 @@ impl Decoder {
         orders: &[Option<RowOrder>],
         head: Head,
     ) -> Result<Vec<f32>, RwkvError> {
-        let c = self.config.n_embd;
+        let c = self.dims.n_embd;
         if x.is_empty() || !x.len().is_multiple_of(c) {
             return Err(RwkvError::Shape {
                 what: "prefill embedding rows (flattened [T, C])".into(),
@@ -160,8 +154,8 @@ impl Decoder {
             });
         }
         let t = x.len() / c;
-        if orders.len() > self.config.n_layer {
-            return Err(RwkvError::LayerOutOfRange { layer: orders.len() - 1, layers: self.config.n_layer });
+        if orders.len() > self.dims.n_layer {
+            return Err(RwkvError::LayerOutOfRange { layer: orders.len() - 1, layers: self.dims.n_layer });
         }
         if let Some((l, o)) =
             orders.iter().enumerate().find_map(|(l, o)| o.as_ref().filter(|o| o.len() != t).map(|o| (l, o)))
@@ -172,7 +166,7 @@ impl Decoder {
                 found: vec![o.len()],
             });
         }
-        state.check(&self.config)?;
+        state.check_for(&self.dims)?;
         mix::forward(&mut Gemm::default(), self, x, &mut state.layers, orders, head)
     }
 }

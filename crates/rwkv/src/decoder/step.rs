@@ -16,11 +16,11 @@ use std::cell::UnsafeCell;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use visualrwkv_wkv::reference::{Dims, Inputs};
+use visualrwkv_wkv::reference::Dims;
 
-use super::mix::{self, Exec, Pool, Shift};
+use super::mix::{self, Exec, Pool, Recurrence, Shift};
 use super::{Decoder, HostLayerState, Matrix};
-use crate::{RwkvConfig, RwkvError};
+use crate::{LmDims, RwkvError};
 
 /// Models reading fewer weight bytes than this per token are stepped by one thread (starting a
 /// second costs tens of microseconds).
@@ -139,9 +139,10 @@ impl SharedState {
 struct Slots([[Shared; 5]; 2]);
 
 impl Slots {
-    fn new(cfg: &RwkvConfig) -> Self {
-        let wide = [cfg.n_embd, cfg.dim_att(), cfg.dim_ffn, 5 * cfg.d_mix, cfg.d_decay].into_iter().max().unwrap_or(0);
-        let set = || std::array::from_fn(|j| Shared::new(if j == 0 { wide.max(cfg.vocab_size) } else { wide }));
+    /// Slots for a pass of `dec`: as wide as its widest product (the head's vocabulary first).
+    fn new(dec: &Decoder) -> Self {
+        let wide = dec.blocks.matrices().map(|m| m.out).chain([dec.dims.n_embd]).max().unwrap_or(0);
+        let set = || std::array::from_fn(|j| Shared::new(if j == 0 { wide.max(dec.dims.vocab_size) } else { wide }));
         Self([set(), set()])
     }
 }
@@ -223,15 +224,9 @@ impl Exec for Team<'_> {
         }
     }
 
-    fn wkv<'a>(
-        &mut self,
-        s: &mut SharedState,
-        cfg: &RwkvConfig,
-        t: usize,
-        x: Inputs<'a, f32>,
-    ) -> Result<Vec<f32>, RwkvError> {
+    fn wkv(&mut self, s: &mut SharedState, d: &LmDims, t: usize, x: Recurrence<'_>) -> Result<Vec<f32>, RwkvError> {
         debug_assert_eq!(t, 1, "the team steps one row");
-        let (h, hs) = (cfg.n_head, cfg.head_size);
+        let (h, hs) = (d.n_head, d.head_size);
         let heads = part(h, self.tid, self.n);
         let p = heads.start * hs..heads.end * hs;
         let mut result = Ok(());
@@ -241,23 +236,14 @@ impl Exec for Team<'_> {
                 return;
             }
             // SAFETY: heads `heads` of the WKV state and of the output belong to this thread only
-            // in this exchange (`HostState::check` guaranteed the state's length H·N·N).
+            // in this exchange (`HostState::check_for` guaranteed the state's length H·N·N).
             let (state, y) = unsafe {
                 (
                     std::slice::from_raw_parts_mut(s.wkv.add(heads.start * hs * hs), heads.len() * hs * hs),
                     set[0].rows(p.clone()),
                 )
             };
-            let mine = |v: &'a [f32]| &v[p.clone()];
-            let inputs = Inputs {
-                r: mine(x.r),
-                k: mine(x.k),
-                v: mine(x.v),
-                w_raw: mine(x.w_raw),
-                u: mine(x.u),
-                initial_state: None,
-            };
-            result = visualrwkv_wkv::cpu::forward_in_place(Dims::new(1, 1, heads.len(), hs), inputs, state, y);
+            result = x.heads(p.clone()).run(Dims::new(1, 1, heads.len(), hs), state, y);
             if result.is_err() {
                 failed.store(true, Ordering::Release);
             }
@@ -289,7 +275,7 @@ impl Decoder {
     /// layer (checked by the caller). Returns the logits `[V]`.
     pub(super) fn step_team(&self, x: &[f32], states: &mut [HostLayerState]) -> Result<Vec<f32>, RwkvError> {
         let n = self.team_size();
-        let slots = Slots::new(&self.config);
+        let slots = Slots::new(self);
         let barrier = SpinBarrier::new(n);
         let failed = AtomicBool::new(false);
         let layers: Vec<SharedState> = states.iter_mut().map(SharedState::new).collect();

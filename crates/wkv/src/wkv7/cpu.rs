@@ -107,23 +107,40 @@ fn initial<F: KernelFloat>(dims: Dims, x: &Inputs<'_, F>, job: usize) -> Vec<F> 
 /// Same contract as [`super::reference::forward`].
 pub fn forward<F: KernelFloat>(dims: Dims, x: Inputs<'_, F>) -> Result<Output<F>, WkvError> {
     check_inputs(dims, &x)?;
-    let Dims { t: nt, h: nh, n, .. } = dims;
-    let heads = par_map(dims.b * nh, nt * n * n * 4, |job| {
-        let head = Head::gather(dims, &x, job / nh, job % nh);
-        let mut s = initial(dims, &x, job);
-        let (mut sa, mut y) = (vec![F::zero(); n], vec![F::zero(); nt * n]);
-        for t in 0..nt {
-            step(head.at(t, n), &mut s, &mut sa, &mut y[t * n..(t + 1) * n]);
-        }
-        (y, s)
-    });
+    let mut state = x.initial_state.map_or_else(|| vec![F::zero(); dims.state_len()], <[F]>::to_vec);
     let mut y = vec![F::zero(); dims.seq_len()];
-    let mut state = Vec::with_capacity(dims.state_len());
-    for (job, (yh, s)) in heads.into_iter().enumerate() {
-        scatter(dims, &yh, job / nh, job % nh, &mut y);
-        state.extend(s);
-    }
+    forward_in_place(dims, Inputs { initial_state: None, ..x }, &mut state, &mut y)?;
     Ok(Output { y, state })
+}
+
+/// [`forward`] without allocating the state: `state` (`[B, H, N, N]`) holds the initial state and
+/// receives the final one; `y` (`[B, T, H, N]`) receives the output. `x.initial_state` is
+/// ignored. What the fused decoder runs, one layer's heads (or a part of them) at a time.
+pub fn forward_in_place<F: KernelFloat>(
+    dims: Dims,
+    x: Inputs<'_, F>,
+    state: &mut [F],
+    y: &mut [F],
+) -> Result<(), WkvError> {
+    check_inputs(dims, &Inputs { initial_state: Some(state), ..x })?;
+    dims.check_seq("y", y.len())?;
+    let Dims { t: nt, h: nh, n, .. } = dims;
+    let nn = n * n;
+    let start: &[F] = state;
+    let heads = par_map(dims.b * nh, nt * nn * 4, |job| {
+        let head = Head::gather(dims, &x, job / nh, job % nh);
+        let mut s = start[job * nn..(job + 1) * nn].to_vec();
+        let (mut sa, mut yh) = (vec![F::zero(); n], vec![F::zero(); nt * n]);
+        for t in 0..nt {
+            step(head.at(t, n), &mut s, &mut sa, &mut yh[t * n..(t + 1) * n]);
+        }
+        (yh, s)
+    });
+    for (job, (yh, s)) in heads.into_iter().enumerate() {
+        scatter(dims, &yh, job / nh, job % nh, y);
+        state[job * nn..(job + 1) * nn].copy_from_slice(&s);
+    }
+    Ok(())
 }
 
 /// The gradients of one head: `[T, N]` rows of `r, w_raw, k, v, a, b` and the initial state.
