@@ -71,7 +71,7 @@ pub enum RwkvError {
     /// Sampling options out of range.
     #[error(transparent)]
     Sampling(#[from] crate::sampling::SamplingError),
-    /// A path that exists for one architecture only (the fused CPU decoder runs x060).
+    /// A path that exists for one architecture only (e.g. x060 trainer initialisation).
     #[error("{what} runs RWKV-6 (x060) models only; this model is {arch}")]
     Unsupported {
         /// What was asked for.

@@ -152,6 +152,22 @@ fn tiny_config() -> Rwkv7Config {
     }
 }
 
+/// 3 layers, 6 heads of 8, V = 97: odd sizes, more heads than the first shape.
+fn tiny_b_config() -> Rwkv7Config {
+    Rwkv7Config {
+        n_layer: 3,
+        n_embd: 48,
+        n_head: 6,
+        head_size: 8,
+        dim_ffn: 192,
+        vocab_size: 97,
+        d_decay: 8,
+        d_aaa: 8,
+        d_mv: 8,
+        d_gate: 16,
+    }
+}
+
 #[test]
 fn tiny_safetensors_matches_the_official_package() {
     let model: Rwkv7<B> = x070::load(fixture("x070/x070_tiny_weights.safetensors"), &Default::default()).unwrap();
@@ -210,18 +226,7 @@ fn fused_decoder_matches_the_official_package() {
     let mut decoder = Decoder::from_tensors(map, WeightDtype::F32).unwrap();
     assert_eq!(decoder.arch(), Arch::X070);
     check_fused_against_package(&mut decoder, "x070_tiny", 13, 1e-4);
-    let cfg = Rwkv7Config {
-        n_layer: 3,
-        n_embd: 48,
-        n_head: 6,
-        head_size: 8,
-        dim_ffn: 192,
-        vocab_size: 97,
-        d_decay: 8,
-        d_aaa: 8,
-        d_mv: 8,
-        d_gate: 16,
-    };
+    let cfg = tiny_b_config();
     let mut decoder = Decoder::from_tensors(hashed_weights(&cfg, 1.0), WeightDtype::F32).unwrap();
     check_fused_against_package(&mut decoder, "x070_tiny_b", 7, 1e-4);
 }
@@ -315,19 +320,7 @@ fn hashed_weights_are_the_scripts_bit_for_bit() {
 
 #[test]
 fn second_tiny_shape_matches_the_official_package() {
-    // 3 layers, 6 heads of 8, V = 97: odd sizes, more heads than the first shape.
-    let cfg = Rwkv7Config {
-        n_layer: 3,
-        n_embd: 48,
-        n_head: 6,
-        head_size: 8,
-        dim_ffn: 192,
-        vocab_size: 97,
-        d_decay: 8,
-        d_aaa: 8,
-        d_mv: 8,
-        d_gate: 16,
-    };
+    let cfg = tiny_b_config();
     let model = Rwkv7::<B>::from_tensors(&hashed_weights(&cfg, 1.0), &Default::default()).unwrap();
     check_against_package(&model, "x070_tiny_b", 7, 1e-4);
 }
