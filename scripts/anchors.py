@@ -6,17 +6,24 @@ VISUALRWKV_ALLOW_OTHER_VERSIONS=1 to measure anyway (the script then prints the 
 with, and its figures are not comparable with the docs').
 """
 import importlib
+import importlib.metadata
 import os
 import sys
 
 # The official package and its stack, as installed by scripts/bench-official.sh.
 ANCHORS = {"torch": "2.15.0", "rwkv": "0.8.32", "transformers": "5.24.0", "PIL": "11.3.0"}
+# Distribution names where they differ from the module's.
+DISTRIBUTIONS = {"PIL": "pillow"}
 
 
 def installed(module):
     """The version string of an importable module, without a local suffix (`2.15.0+cpu`)."""
     mod = importlib.import_module(module)
-    return str(getattr(mod, "__version__", "unknown")).split("+")[0]
+    version = getattr(mod, "__version__", None)
+    if version is None:
+        # `rwkv` has no `__version__`: ask the installed distribution.
+        version = importlib.metadata.version(DISTRIBUTIONS.get(module, module))
+    return str(version).split("+")[0]
 
 
 def require(*modules):

@@ -2,7 +2,7 @@
 # Optional: builds (or reuses) a venv with the anchors' pinned versions (scripts/anchors.py:
 # torch 2.15.0, rwkv 0.8.32, transformers 5.24.0, pillow 11.3.0), refuses one that holds other
 # versions, then times the official `rwkv` package on random RWKV-6 models shaped like
-# `cargo bench -p visualrwkv-rwkv`. Not part of CI. The same venv runs
+# `cargo bench -p visualrwkv-rwkv` (RWKV-7 with `-- --arch x070`). Not part of CI. The same venv runs
 # scripts/bench-vlm-official.py, scripts/bench-vision-official.py and
 # scripts/bench-efficiency-hf.py (each checks the versions itself too).
 #   scripts/bench-official.sh [VENV] [-- args for bench-official.py]

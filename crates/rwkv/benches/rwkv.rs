@@ -1,7 +1,9 @@
 //! `cargo bench -p visualrwkv-rwkv`: prefill and decode throughput and peak memory of random
-//! RWKV-6 models on the CPU (`NdArray`, f32).
+//! RWKV-6 (default) or RWKV-7 models on the CPU (`NdArray`, f32).
 //!
-//! Sizes (V = 65536): `0.1b` (C=768, L=12), `0.4b` (C=1024, L=24), `1.6b` (C=2048, L=24).
+//! `RWKV_BENCH_ARCH=x060|x070` picks the architecture (default `x060`); the RWKV-7 models use
+//! the official trainer's LoRA ranks ([`Rwkv7Config::official`]).
+//! Sizes (V = 65536): `0.1b` (C=768, L=12), `0.4b` (C=1024, L=24), `1.6b` or `1.5b` (C=2048, L=24).
 //! `RWKV_BENCH_SIZES` picks them (default `0.1b,0.4b`; add `1.6b` with ~8 GB free memory);
 //! `RWKV_BENCH_PREFILL` (default 512) and `RWKV_BENCH_DECODE` (default 32) set the token counts.
 //! Each size runs in its own process so that the peak RSS (`VmHWM`) is its own (measured before
@@ -22,7 +24,7 @@ use std::time::Instant;
 
 use burn::backend::NdArray;
 use burn::tensor::{Int, Tensor, TensorData};
-use visualrwkv_rwkv::{Decoder, HostState, RwkvConfig, WeightDtype, agreement};
+use visualrwkv_rwkv::{Arch, Decoder, HostState, LmConfig, Rwkv7Config, RwkvConfig, WeightDtype, agreement};
 
 type B = NdArray;
 
@@ -32,17 +34,26 @@ fn env(name: &str, default: &str) -> String {
 
 use visualrwkv_efficiency::peak_rss_mib;
 
-fn config(size: &str) -> Option<RwkvConfig> {
-    Some(match size {
-        "0.1b" => RwkvConfig::official(12, 768, 65536),
-        "0.4b" => RwkvConfig::official(24, 1024, 65536),
-        "1.6b" => RwkvConfig::official(24, 2048, 65536),
+fn arch() -> Arch {
+    env("RWKV_BENCH_ARCH", "x060").parse().expect("RWKV_BENCH_ARCH: x060 or x070")
+}
+
+fn config(arch: Arch, size: &str) -> Option<LmConfig> {
+    let (n_layer, n_embd) = match size {
+        "0.1b" => (12, 768),
+        "0.4b" => (24, 1024),
+        "1.5b" | "1.6b" => (24, 2048),
         _ => return None,
+    };
+    Some(match arch {
+        Arch::X060 => LmConfig::X060(RwkvConfig::official(n_layer, n_embd, 65536)),
+        Arch::X070 => LmConfig::X070(Rwkv7Config::official(n_layer, n_embd, 65536)),
     })
 }
 
 fn run_one(size: &str) {
-    let cfg = config(size).unwrap_or_else(|| panic!("unknown size {size}"));
+    let cfg = config(arch(), size).unwrap_or_else(|| panic!("unknown size {size}"));
+    let dims = cfg.dims();
     let prefill: usize = env("RWKV_BENCH_PREFILL", "512").parse().expect("RWKV_BENCH_PREFILL");
     let decode: usize = env("RWKV_BENCH_DECODE", "32").parse().expect("RWKV_BENCH_DECODE");
     let dev = Default::default();
@@ -74,8 +85,8 @@ fn run_one(size: &str) {
     let rss = peak_rss_mib();
     println!(
         "| {size} (C={}, L={}) | {:.1} M | {prefill} | {:.0} | {:.2} | {:.1} | {:.0} | {:.0} |",
-        cfg.n_embd,
-        cfg.n_layer,
+        dims.n_embd,
+        dims.n_layer,
         params as f64 / 1e6,
         prefill as f64 / prefill_s,
         1.0 / decode_s,
@@ -94,7 +105,7 @@ fn run_one(size: &str) {
     let host = HostState::from_state(&state, 0).expect("state row 0");
     let prompt: Vec<u32> = (0..prefill).map(|i| ((i * 7919) % 65536) as u32).collect();
     for dtype in [WeightDtype::F32, WeightDtype::Bf16, WeightDtype::F16, WeightDtype::I8, WeightDtype::Q4] {
-        let dec = Decoder::new(&model, dtype).expect("decoder");
+        let dec = Decoder::of_model(&model, dtype).expect("decoder");
         // Sequence mode: a short warm-up, then the timed prompt (best of 2).
         dec.prefill(&prompt[..8], &mut dec.zero_state()).expect("warm-up prefill");
         let mut best = f64::MAX;
@@ -150,9 +161,9 @@ fn run_one(size: &str) {
     }
     let steps: usize = env("RWKV_BENCH_AGREEMENT", "0").parse().expect("RWKV_BENCH_AGREEMENT");
     if steps > 16 {
-        let reference = Decoder::new(&model, WeightDtype::F32).expect("decoder");
+        let reference = Decoder::of_model(&model, WeightDtype::F32).expect("decoder");
         for dtype in [WeightDtype::Bf16, WeightDtype::F16, WeightDtype::I8, WeightDtype::Q4] {
-            let other = Decoder::new(&model, dtype).expect("decoder");
+            let other = Decoder::of_model(&model, dtype).expect("decoder");
             let a = agreement(&reference, &other, &prompt[..16], steps - 16).expect("agreement");
             println!(
                 "A| {size} | {dtype:?} | {} | {:.4} | {:.1} % | {:.2e} |",
@@ -166,10 +177,21 @@ fn run_one(size: &str) {
 }
 
 /// Multiply-adds of the dense projections per prompt row (the head runs on the last row only).
-fn dense_macs_per_row(cfg: &RwkvConfig) -> usize {
-    let (c, f) = (cfg.n_embd, cfg.dim_ffn);
-    let lora = c * 5 * cfg.d_mix + 5 * cfg.d_mix * c + c * cfg.d_decay + cfg.d_decay * c;
-    cfg.n_layer * (lora + 5 * c * c + 2 * c * f + c * c)
+fn dense_macs_per_row(cfg: &LmConfig) -> usize {
+    match cfg {
+        LmConfig::X060(cfg) => {
+            let (c, f) = (cfg.n_embd, cfg.dim_ffn);
+            let lora = c * 5 * cfg.d_mix + 5 * cfg.d_mix * c + c * cfg.d_decay + cfg.d_decay * c;
+            cfg.n_layer * (lora + 5 * c * c + 2 * c * f + c * c)
+        }
+        LmConfig::X070(cfg) => {
+            let (c, f) = (cfg.n_embd, cfg.dim_ffn);
+            // Decay, learning-rate and gate LoRAs in every block, the value residual's from the
+            // second block on; r, k, v, output and the two channel-mix matrices.
+            let lora = 2 * c * (cfg.d_decay + cfg.d_aaa + cfg.d_gate);
+            cfg.n_layer * (lora + 4 * c * c + 2 * c * f) + (cfg.n_layer - 1) * 2 * c * cfg.d_mv
+        }
+    }
 }
 
 /// f32 GEMM throughput of this machine in GFLOP/s through the `gemm` crate on rayon's pool (the
@@ -256,8 +278,12 @@ fn main() {
         return;
     }
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let name = match arch() {
+        Arch::X060 => "RWKV-6",
+        Arch::X070 => "RWKV-7",
+    };
     println!(
-        "RWKV-6 on NdArray f32, {cores} threads; prefill = one prompt to the last token's logits, decode = median per-token latency\n"
+        "{name} on NdArray f32, {cores} threads; prefill = one prompt to the last token's logits, decode = median per-token latency\n"
     );
     println!(
         "| model | params | prefill T | prefill tokens/s | decode tokens/s | decode ms/token | f32 weights MiB | peak RSS MiB |"

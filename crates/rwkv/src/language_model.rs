@@ -61,6 +61,22 @@ impl LmConfig {
         };
         LmDims { arch, n_layer, n_embd, n_head, head_size, vocab_size }
     }
+
+    /// A randomly initialised model of this configuration.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> LanguageModel<B> {
+        match self {
+            Self::X060(c) => LanguageModel::X060(c.init(device)),
+            Self::X070(c) => LanguageModel::X070(c.init(device)),
+        }
+    }
+
+    /// Every key of a checkpoint of this configuration with its official shape.
+    pub fn expected_keys(&self) -> Vec<(String, Vec<usize>)> {
+        match self {
+            Self::X060(c) => c.expected_keys(),
+            Self::X070(c) => c.expected_keys(),
+        }
+    }
 }
 
 /// Output of [`LanguageModel::forward_layer`].
