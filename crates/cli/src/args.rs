@@ -351,8 +351,8 @@ pub enum TaskArg {
 /// `--init`: how the language model trained from scratch starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum InitArg {
-    /// The official trainer's initialisation (made for pretraining; with the embeddings frozen it
-    /// stays at the answer prior on the synthetic task).
+    /// The official trainer's initialisation, RWKV-6 or RWKV-7 (made for pretraining; with the
+    /// embeddings frozen it stays at the answer prior on the synthetic task).
     Trainer,
     /// Every parameter random in the trainer's ranges.
     Random,

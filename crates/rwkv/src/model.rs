@@ -134,7 +134,7 @@ impl RwkvConfig {
 
 /// An orthogonal `[d_in, d_out]` projection weight with gain `scale · √(d_out / d_in)` when it
 /// widens (`scale` otherwise), as the official trainer draws it (on PyTorch's `[out, in]`).
-fn orthogonal<B: Backend>(d_in: usize, d_out: usize, scale: f64, device: &B::Device) -> Param<Tensor<B, 2>> {
+pub(crate) fn orthogonal<B: Backend>(d_in: usize, d_out: usize, scale: f64, device: &B::Device) -> Param<Tensor<B, 2>> {
     let widen = if d_out > d_in { (d_out as f64 / d_in as f64).sqrt() } else { 1.0 };
     Initializer::Orthogonal { gain: scale * widen }.init([d_in, d_out], device)
 }

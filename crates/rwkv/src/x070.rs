@@ -134,6 +134,86 @@ impl Rwkv7Config {
         model
     }
 
+    /// A model initialised as the official VisualRWKV-7 code (v7.00 `src/model.py`) initialises
+    /// its RWKV-7 blocks, drawn in parameter order from the backend's seed (docs/model.md §9.2).
+    /// With `r0 = l/(L−1)` (0 when L = 1), `r1 = 1 − l/L` and `d_i = i/C` in block `l`:
+    ///
+    /// - token-shift mixes `x_r = x_g = 1 − d^{0.2·r1}`, `x_w = x_a = 1 − d^{0.9·r1}`,
+    ///   `x_k = 1 − (d^{0.9·r1} + 0.4·r0)`, `x_v = 1 − (d^{0.4·r1} + 0.6·r0)`, and the channel
+    ///   mix's `x_k = 1 − d^{r1⁴}`;
+    /// - decay base `w0_n = −6.5 + 5·(n/(C−1))^{0.85 + √r0}`; learning-rate base `a0 = 0`,
+    ///   value-residual base `v0 = 1`, `k_k = 0.85`, `k_a = 1`, `r_k = 0`;
+    /// - every LoRA's first matrix zero and its second orthogonal with gain 0.1 (times
+    ///   `√(D/C)` if the rank D exceeds C), so the LoRAs start inactive;
+    /// - `receptance` and `value` uniform in `±0.5/√C`, `key` in `±0.05/√C`, the channel mix's
+    ///   `key` in `±0.5/√C`; both mixes' outputs (`att.output`, `ffn.value`) zero, so every
+    ///   block starts as the identity of the residual stream; norms at unit weight, zero bias.
+    ///
+    /// VisualRWKV-7 always starts from a pretrained language model and leaves `emb` and `head`
+    /// at PyTorch's defaults; here they are drawn as RWKV-6's trainer draws them
+    /// ([`crate::RwkvConfig::init_from_scratch`]: `emb` in ±1e-4, `head` orthogonal at half
+    /// the widening gain), so a model trained from scratch starts the same way on both.
+    pub fn init_from_scratch<B: Backend>(&self, device: &B::Device) -> Rwkv7<B> {
+        use burn::module::Param;
+        use burn::nn::Initializer;
+        let (c, v) = (self.n_embd, self.vocab_size);
+        let param = |values: Vec<f64>| Param::from_tensor(Tensor::<B, 1>::from_floats(values.as_slice(), device));
+        let constant = |value: f64| param(vec![value; c]);
+        let zeros = |shape: [usize; 2]| Param::from_tensor(Tensor::<B, 2>::zeros(shape, device));
+        let uniform =
+            |shape: [usize; 2], bound: f64| Initializer::Uniform { min: -bound, max: bound }.init(shape, device);
+        let lora = |lora: &mut layers::Lora<B>| {
+            let [d, _] = lora.up.lazy_shape().dims::<2>();
+            let widen = if d > c { (d as f64 / c as f64).sqrt() } else { 1.0 };
+            lora.down = zeros([c, d]);
+            lora.up = Initializer::Orthogonal { gain: 0.1 * widen }.init([d, c], device);
+        };
+        let mut model = self.init_lazy(device);
+        // Lazily drawn parameters are replaced before they are read: nothing is drawn twice.
+        model.emb.weight = Initializer::Uniform { min: -1e-4, max: 1e-4 }.init([v, c], device);
+        model.head.weight = crate::model::orthogonal(c, v, 0.5, device);
+        let layers = self.n_layer as f64;
+        let scale = (c as f64).sqrt().recip();
+        for (l, block) in model.blocks.iter_mut().enumerate() {
+            let r0 = if self.n_layer > 1 { l as f64 / (layers - 1.0) } else { 0.0 };
+            let r1 = 1.0 - l as f64 / layers;
+            let mix = |power: f64, shift: f64| {
+                param((0..c).map(|i| 1.0 - ((i as f64 / c as f64).powf(power) + shift)).collect())
+            };
+            let att = &mut block.att;
+            att.x_r = mix(0.2 * r1, 0.0);
+            att.x_w = mix(0.9 * r1, 0.0);
+            att.x_k = mix(0.9 * r1, 0.4 * r0);
+            att.x_v = mix(0.4 * r1, 0.6 * r0);
+            att.x_a = mix(0.9 * r1, 0.0);
+            att.x_g = mix(0.2 * r1, 0.0);
+            let across = |n: usize| n as f64 / (c.max(2) - 1) as f64;
+            att.w0 = param((0..c).map(|n| -7.0 + 5.0 * across(n).powf(0.85 + r0.sqrt()) + 0.5).collect());
+            lora(&mut att.w_lora);
+            att.a0 = constant(0.0);
+            lora(&mut att.a_lora);
+            if let Some(v0) = att.v0.as_mut() {
+                *v0 = constant(1.0);
+            }
+            if let Some(v_lora) = att.v_lora.as_mut() {
+                lora(v_lora);
+            }
+            lora(&mut att.g_lora);
+            att.k_k = constant(0.85);
+            att.k_a = constant(1.0);
+            att.r_k = zeros([self.n_head, self.head_size]);
+            att.receptance.weight = uniform([c, c], 0.5 * scale);
+            att.key.weight = uniform([c, c], 0.05 * scale);
+            att.value.weight = uniform([c, c], 0.5 * scale);
+            att.output.weight = zeros([c, c]);
+            block.ffn.x_k = mix(r1.powi(4), 0.0);
+            block.ffn.key.weight = uniform([c, self.dim_ffn], 0.5 * scale);
+            block.ffn.value.weight = zeros([self.dim_ffn, c]);
+        }
+        crate::materialize(&model);
+        model
+    }
+
     /// The skeleton of [`Rwkv7Config::init`] with nothing drawn yet (for loading).
     fn init_lazy<B: Backend>(&self, device: &B::Device) -> Rwkv7<B> {
         let c = self.n_embd;

@@ -29,7 +29,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use visualrwkv_projector::{ProjectorConfig, ProjectorKind};
 use visualrwkv_prompt::{Conversation, IGNORE_INDEX, IMAGE_TOKEN, PromptStrategy, Role, build};
-use visualrwkv_rwkv::{Arch, LanguageModel, Rwkv7Config, RwkvBackend, RwkvConfig, RwkvError};
+use visualrwkv_rwkv::{Arch, LanguageModel, Rwkv7Config, RwkvBackend, RwkvConfig};
 use visualrwkv_scan::{ImageLayout, Scan};
 use visualrwkv_tokenizer::Tokenizer;
 use visualrwkv_train::data::{DataConfig, QuestionType, Rng, Split, word_pieces};
@@ -207,8 +207,9 @@ pub enum LmInit {
     /// every gradient is non-zero from the first step (what tests comparing gradients want).
     #[default]
     Random,
-    /// The official trainer's initialisation ([`visualrwkv_rwkv::RwkvConfig::init_from_scratch`]):
-    /// every block starts as the identity, the LoRAs inactive. Made for pretraining, where the
+    /// The official trainer's initialisation ([`visualrwkv_rwkv::RwkvConfig::init_from_scratch`],
+    /// for RWKV-7 [`visualrwkv_rwkv::Rwkv7Config::init_from_scratch`]): every block starts as the
+    /// identity, the LoRAs inactive. Made for pretraining, where the
     /// embeddings train: with them frozen (both stages here) its ±1e-4 embeddings leave `ln0`
     /// about 30× weaker than the image rows, and on the synthetic task the model stays at the
     /// answer prior (docs/training.md).
@@ -321,13 +322,7 @@ impl ModelConfig {
             (Arch::X060, LmInit::Trainer) => self.rwkv.init_from_scratch::<B>(device).into(),
             (Arch::X060, LmInit::Random) => self.rwkv.init::<B>(device).into(),
             (Arch::X070, LmInit::Random) => self.rwkv7().init::<B>(device).into(),
-            (Arch::X070, LmInit::Trainer) => {
-                return Err(RwkvError::Unsupported {
-                    what: "the official trainer's initialisation".into(),
-                    arch: "x070",
-                }
-                .into());
-            }
+            (Arch::X070, LmInit::Trainer) => self.rwkv7().init_from_scratch::<B>(device).into(),
         };
         let mut vision = self.vision.init::<B>(device);
         let scale = self.position_std / 0.02;

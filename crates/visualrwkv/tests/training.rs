@@ -21,12 +21,17 @@ fn setup(seed: u64) -> (VisualRwkv<A>, TaskData<A>, TaskData<NdArray>) {
 }
 
 fn setup_with(seed: u64, init: LmInit) -> (VisualRwkv<A>, TaskData<A>, TaskData<NdArray>) {
+    setup_arch(seed, init, visualrwkv_rwkv::Arch::X060)
+}
+
+fn setup_arch(seed: u64, init: LmInit, arch: visualrwkv_rwkv::Arch) -> (VisualRwkv<A>, TaskData<A>, TaskData<NdArray>) {
     let data =
         DataConfig { train_images: 12, val_images: 2, test_images: 4, questions_per_image: 3, ..DataConfig::default() };
     let splits = generate(&data).unwrap();
     let tok = Tokenizer::world_bytes();
     let mut cfg = ModelConfig::tiny(&data, 32, 1, tok);
     cfg.init = init;
+    cfg.arch = arch;
     let model: VisualRwkv<A> =
         visualrwkv_rwkv::seeded::<NdArray, _>(&Default::default(), seed, || cfg.init(&Default::default()).unwrap());
     let inner = for_eval(&model);
@@ -62,6 +67,15 @@ fn the_trainer_initialisation_starts_at_the_identity_and_learns() {
     let (model, train, _) = setup_with(4, LmInit::Trainer);
     let out =
         model.rwkv.x060().unwrap().blocks[0].att.output.weight.val().inner().into_data().into_vec::<f32>().unwrap();
+    assert!(out.iter().all(|&x| x == 0.0), "blocks start as the identity");
+    learns_a_fixed_batch(model, &train);
+}
+
+#[test]
+fn the_rwkv7_trainer_initialisation_starts_at_the_identity_and_learns() {
+    let (model, train, _) = setup_arch(4, LmInit::Trainer, visualrwkv_rwkv::Arch::X070);
+    let visualrwkv_rwkv::LanguageModel::X070(lm) = &model.rwkv else { panic!("an RWKV-7 model") };
+    let out = lm.blocks[0].att.output.weight.val().inner().into_data().into_vec::<f32>().unwrap();
     assert!(out.iter().all(|&x| x == 0.0), "blocks start as the identity");
     learns_a_fixed_batch(model, &train);
 }
