@@ -158,11 +158,12 @@ def run(name, dims, T, T_mid, seed, save_weights, state_layers=None, matrix_scal
     print(name, "logits", out["logits"].shape, "runtime", round(runtime, 3), "s")
 
 
-os.makedirs(OUT, exist_ok=True)
-torch.set_num_threads(2)
-#    L   C    H  N   V    F    dd  da  dv  dg
-run("x070_tiny", (2, 64, 2, 32, 128, 256, 16, 16, 8, 24), 24, 13, 1, True)
-run("x070_tiny_b", (3, 48, 6, 8, 97, 192, 8, 8, 8, 16), 19, 7, 2, False)
-if "--with-0b1" in sys.argv:
-    # Only the first and last layers' states: the file stays under 5 MB.
-    run("x070_0b1", (12, 768, 12, 64, 65536, 3072, 64, 64, 32, 128), 6, 3, 3, False, [0, 11], 0.25)
+if __name__ == "__main__":
+    os.makedirs(OUT, exist_ok=True)
+    torch.set_num_threads(2)
+    #    L   C    H  N   V    F    dd  da  dv  dg
+    run("x070_tiny", (2, 64, 2, 32, 128, 256, 16, 16, 8, 24), 24, 13, 1, True)
+    run("x070_tiny_b", (3, 48, 6, 8, 97, 192, 8, 8, 8, 16), 19, 7, 2, False)
+    if "--with-0b1" in sys.argv:
+        # Only the first and last layers' states: the file stays under 5 MB.
+        run("x070_0b1", (12, 768, 12, 64, 65536, 3072, 64, 64, 32, 128), 6, 3, 3, False, [0, 11], 0.25)

@@ -140,6 +140,25 @@ fn generate_runs_an_x070_world_model() {
     let (burn, _) = ok_output(bin().args(args).args(["--decoder", "burn", "--model"]).arg(&model));
     assert!(!fused.trim().is_empty(), "no text generated");
     assert_eq!(fused, burn, "the fused decoder and the tensor ops generate the same greedy text");
+
+    // `--v700-padding`: v7.00's left-padded decoding, as the library computes it.
+    let (padded, _) = ok_output(bin().args(args).arg("--v700-padding").arg("--model").arg(&model));
+    let lm = visualrwkv_rwkv::LanguageModel::<burn::backend::NdArray>::load(&model, &Default::default()).unwrap();
+    let options = visualrwkv::GenerateOptions {
+        sampling: visualrwkv_rwkv::SamplingOptions { temperature: 0.0, ..Default::default() },
+        max_tokens: 6,
+        stop_tokens: vec![0],
+        ..Default::default()
+    };
+    let want = visualrwkv::generate_tokens_v700_padded(
+        &lm,
+        visualrwkv_tokenizer::Tokenizer::world(),
+        "User: hi\n\nAssistant:",
+        &options,
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(padded.strip_suffix('\n').unwrap_or(&padded), want.text, "generate --v700-padding");
 }
 
 /// VisualRWKV on RWKV-7 end to end on the example data: `train --arch x070` stage 1 from the
@@ -220,6 +239,21 @@ fn train_chat_and_eval_with_arch_x070() {
         std::fs::read_to_string(&answers).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
     assert!(lines.iter().all(|l| l["text"].is_string()));
+    // v7.00's left-padded decoding answers the same questions.
+    let padded = data.join("answers-v700.jsonl");
+    ok_output(
+        bin()
+            .args(["eval", "--arch", "x070", "--v700-padding", "--checkpoint"])
+            .arg(&model)
+            .arg("--questions")
+            .arg(&questions)
+            .arg("--image-folder")
+            .arg(data.join("images"))
+            .arg("--answers")
+            .arg(&padded)
+            .args(["--max-tokens", "4"]),
+    );
+    assert_eq!(std::fs::read_to_string(&padded).unwrap().lines().count(), 2);
 
     // The fused decoder answers too; `--arch` must agree with the checkpoint.
     let (model, image) = (model.to_str().unwrap(), data.join("images/000.jpg"));

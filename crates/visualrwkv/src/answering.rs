@@ -30,7 +30,7 @@ use visualrwkv_scan::Scan;
 use visualrwkv_tokenizer::Tokenizer;
 use visualrwkv_vision::{FusedTower, ImageProcessor};
 
-use crate::generate::{Engine, GenerateOptions, PromptState, decode_prompt_state};
+use crate::generate::{Engine, GenerateOptions, Generation, PromptState, decode_prompt_state};
 use crate::vlm::{ImageRows, Sample, VisualRwkv, VlmError};
 
 /// The picture a question's image loader returns.
@@ -116,6 +116,7 @@ pub struct Answerer<'a, B: RwkvBackend> {
     tower: Option<&'a FusedTower>,
     images: Recent<String, ImageRows<B>>,
     states: Recent<(String, Vec<i64>), PromptState<B>>,
+    v700_padding: bool,
     /// What the caches saved so far.
     pub stats: CacheStats,
 }
@@ -145,8 +146,18 @@ impl<'a, B: RwkvBackend> Answerer<'a, B> {
             tower: None,
             images: Recent::new(capacity),
             states: Recent::new(capacity),
+            v700_padding: false,
             stats: CacheStats::default(),
         }
+    }
+
+    /// Decodes as VisualRWKV-7 v7.00's `generate` does ([`VisualRwkv::generate_v700_padded`]:
+    /// the sequence left-padded to a multiple of 16 rows at every step), on the model's tensor
+    /// ops whatever the engine, without the image-state cache (images are still cached). About
+    /// 16x the work of a plain answer: for reproducing v7.00's answers exactly.
+    pub fn with_v700_padding(mut self, on: bool) -> Self {
+        self.v700_padding = on;
+        self
     }
 
     /// Runs the vision tower on `tower`, the fused CPU tower built from the model's tower
@@ -185,30 +196,66 @@ impl<'a, B: RwkvBackend> Answerer<'a, B> {
         let conversation = Conversation { turns: vec![Turn { role: Role::User, text: text.to_string() }] };
         let prompt = visualrwkv_prompt::build(&conversation, self.strategy, self.tokenizer, with_image, true)?;
         let (mut image_cached, mut state_cached) = (false, false);
-        let (logits, state) = if with_image {
-            let at = prompt.image_position().expect("built with an image");
-            // All-zero pixels share one cache entry (a key no file name has).
-            let key = image.as_ref().map_or_else(|| "\u{0}zeros".to_string(), |(k, _)| k.to_string());
-            let rows = match self.images.get(&key) {
-                Some(rows) => {
-                    image_cached = true;
-                    rows
-                }
-                None => {
-                    let picture = match image {
-                        Some((_, load)) => load()?,
-                        None => Picture::Zeros,
-                    };
-                    let rows = self.encode(picture)?;
-                    self.images.put(key.clone(), rows.clone());
-                    rows
-                }
-            };
-            if image_cached {
-                self.stats.image_hits += 1;
+        let generation = if self.v700_padding {
+            let rows = if with_image {
+                let (rows, hit) = self.image_rows(image)?;
+                image_cached = hit;
+                Some(rows)
             } else {
-                self.stats.images_encoded += 1;
-            }
+                None
+            };
+            let sample = Sample { tokens: prompt.tokens.clone(), image: rows };
+            self.model.generate_v700_padded(&sample, self.scan, self.tokenizer, &self.options, |_| {})?
+        } else {
+            self.answer_cached(&prompt, image, &mut image_cached, &mut state_cached)?
+        };
+        let n = generation.scores.len().max(1) as f64;
+        let avg_logit = generation.scores.iter().map(|s| f64::from(s.logit)).sum::<f64>() / n;
+        let avg_prob = (generation.scores.iter().map(|s| f64::from(s.prob).ln()).sum::<f64>() / n).exp();
+        let text = generation.text.split("\n\n").next().unwrap_or_default().trim().to_string();
+        Ok(Answered {
+            prompt: prompt.text,
+            text,
+            tokens: generation.tokens,
+            avg_logit,
+            avg_prob,
+            image_cached,
+            state_cached,
+        })
+    }
+
+    /// The image rows of `image` (all-zero pixels for `None`), from the cache when it holds
+    /// them; whether it did.
+    fn image_rows(&mut self, image: Option<ImageSource<'_>>) -> Result<(ImageRows<B>, bool), VlmError> {
+        // All-zero pixels share one cache entry (a key no file name has).
+        let key = image.as_ref().map_or_else(|| "\u{0}zeros".to_string(), |(k, _)| k.to_string());
+        if let Some(rows) = self.images.get(&key) {
+            self.stats.image_hits += 1;
+            return Ok((rows, true));
+        }
+        let picture = match image {
+            Some((_, load)) => load()?,
+            None => Picture::Zeros,
+        };
+        let rows = self.encode(picture)?;
+        self.images.put(key, rows.clone());
+        self.stats.images_encoded += 1;
+        Ok((rows, false))
+    }
+
+    /// The cached path of [`Answerer::answer`]: the state after `[prefix | image]` is kept per
+    /// image and prefix, so later questions on the same image run only their own text.
+    fn answer_cached(
+        &mut self,
+        prompt: &visualrwkv_prompt::Prompt,
+        image: Option<ImageSource<'_>>,
+        image_cached: &mut bool,
+        state_cached: &mut bool,
+    ) -> Result<Generation<B>, VlmError> {
+        let (logits, state) = if let Some(at) = prompt.image_position() {
+            let key = image.as_ref().map_or_else(|| "\u{0}zeros".to_string(), |(k, _)| k.to_string());
+            let (rows, hit) = self.image_rows(image)?;
+            *image_cached = hit;
             let prefix: Vec<i64> = prompt.tokens[..=at].to_vec();
             let state_key = (key, prefix.clone());
             let suffix = &prompt.tokens[at + 1..];
@@ -218,7 +265,7 @@ impl<'a, B: RwkvBackend> Answerer<'a, B> {
             } else {
                 let state = match self.states.get(&state_key) {
                     Some(hit) => {
-                        state_cached = true;
+                        *state_cached = true;
                         self.stats.state_hits += 1;
                         hit
                     }
@@ -235,20 +282,6 @@ impl<'a, B: RwkvBackend> Answerer<'a, B> {
             debug_assert!(!prompt.tokens.contains(&IMAGE_TOKEN));
             self.model.prefill_on(&Sample { tokens: prompt.tokens.clone(), image: None }, self.scan, self.engine)?
         };
-        let generation =
-            decode_prompt_state(&self.model.rwkv, self.tokenizer, logits, state, &self.options, self.engine, |_| {})?;
-        let n = generation.scores.len().max(1) as f64;
-        let avg_logit = generation.scores.iter().map(|s| f64::from(s.logit)).sum::<f64>() / n;
-        let avg_prob = (generation.scores.iter().map(|s| f64::from(s.prob).ln()).sum::<f64>() / n).exp();
-        let text = generation.text.split("\n\n").next().unwrap_or_default().trim().to_string();
-        Ok(Answered {
-            prompt: prompt.text,
-            text,
-            tokens: generation.tokens,
-            avg_logit,
-            avg_prob,
-            image_cached,
-            state_cached,
-        })
+        Ok(decode_prompt_state(&self.model.rwkv, self.tokenizer, logits, state, &self.options, self.engine, |_| {})?)
     }
 }

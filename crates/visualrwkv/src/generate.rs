@@ -404,3 +404,103 @@ fn sample_loop(
     let TokenSampler { tokens, text, stopped_by, scores, .. } = sampler;
     Ok(Sampled { tokens, text, stopped_by, scores })
 }
+
+/// VisualRWKV-7 v7.00 runs its language model on sequences whose length is a multiple of this
+/// (its WKV7 kernel's chunk), left-padding with [`V700_PAD_TOKEN`].
+pub const V700_CHUNK_LEN: usize = 16;
+
+/// The token v7.00 left-pads with (its `STOP_TOKEN_INDEX`, "\n\n").
+pub const V700_PAD_TOKEN: u32 = DOUBLE_NEWLINE;
+
+/// How many [`V700_PAD_TOKEN`]s v7.00 puts before a sequence of `len` rows:
+/// `(16 − len mod 16) mod 16`.
+pub fn v700_pad_len(len: usize) -> usize {
+    (V700_CHUNK_LEN - len % V700_CHUNK_LEN) % V700_CHUNK_LEN
+}
+
+/// Greedy or sampled decoding as VisualRWKV-7 v7.00's `generate` computes it: that code runs the
+/// whole sequence again for every new token, left-padded to a multiple of 16 rows, so the
+/// number of pad tokens before the sequence changes with its length. Equivalently (and in
+/// O(1) per token), this keeps one state per pad count: `prompts[k]` is the last row's logits
+/// and the state after `k` pad tokens and then the `len`-row prompt, for `k` in `0..16`. Each
+/// new token advances all 16 states (16 single steps per token) and reads the logits of the
+/// state whose pad count matches the new length. Exact while the sequence stays within
+/// v7.00's `ctx_len` (beyond it, v7.00 also drops the oldest rows).
+///
+/// The returned state is the one the last logits came from.
+pub fn decode_v700_padded<B: RwkvBackend>(
+    model: &impl TokenModel<B>,
+    tokenizer: &Tokenizer,
+    prompts: Vec<(Vec<f32>, State<B>)>,
+    len: usize,
+    options: &GenerateOptions,
+    on_text: impl FnMut(&str),
+) -> Result<Generation<B>, RwkvError> {
+    if prompts.len() != V700_CHUNK_LEN {
+        return Err(RwkvError::Shape {
+            what: "v7.00-padded prompt states (one per pad count)".into(),
+            expected: vec![V700_CHUNK_LEN],
+            found: vec![prompts.len()],
+        });
+    }
+    let (mut logits, mut states): (Vec<Vec<f32>>, Vec<State<B>>) = prompts.into_iter().unzip();
+    let mut len = len;
+    let first = std::mem::take(&mut logits[v700_pad_len(len)]);
+    let s = sample_loop(tokenizer, first, options, on_text, |id| {
+        len += 1;
+        let mut chosen = Vec::new();
+        for (k, state) in states.iter_mut().enumerate() {
+            let (l, next) = model.run_tokens(&[id], Some(state))?;
+            *state = next;
+            if k == v700_pad_len(len) {
+                chosen = l;
+            }
+        }
+        Ok(chosen)
+    })?;
+    let state = states.swap_remove(v700_pad_len(len));
+    Ok(Generation { tokens: s.tokens, text: s.text, state, stopped_by: s.stopped_by, scores: s.scores })
+}
+
+/// The 16 prompt states of [`decode_v700_padded`] for a text prompt: the pad tokens are run one
+/// at a time from zero (state after `k` pads), then `ids` in sequence mode from each.
+pub fn v700_padded_prompts<B: RwkvBackend>(
+    model: &impl TokenModel<B>,
+    ids: &[u32],
+    prefill_chunk: usize,
+) -> Result<Vec<(Vec<f32>, State<B>)>, RwkvError> {
+    if ids.is_empty() {
+        return Err(RwkvError::EmptyInput { what: "the prompt", shape: vec![0] });
+    }
+    let mut pads: Option<State<B>> = None;
+    let mut out = Vec::with_capacity(V700_CHUNK_LEN);
+    for k in 0..V700_CHUNK_LEN {
+        if k > 0 {
+            pads = Some(model.run_tokens(&[V700_PAD_TOKEN], pads.as_ref())?.1);
+        }
+        let mut state = pads.clone();
+        let mut logits = Vec::new();
+        for chunk in ids.chunks(prefill_chunk.max(1)) {
+            let (l, s) = model.run_tokens(chunk, state.as_ref())?;
+            logits = l;
+            state = Some(s);
+        }
+        out.push((logits, state.expect("the prompt is not empty")));
+    }
+    Ok(out)
+}
+
+/// [`generate_tokens`] as VisualRWKV-7 v7.00's `generate` computes it (left padding that
+/// follows the sequence's length; [`decode_v700_padded`]).
+pub fn generate_tokens_v700_padded<B: RwkvBackend>(
+    model: &impl TokenModel<B>,
+    tokenizer: &Tokenizer,
+    prompt: &str,
+    options: &GenerateOptions,
+    on_text: impl FnMut(&str),
+) -> Result<Generation<B>, RwkvError> {
+    options.sampling.validate()?;
+    let ids = tokenizer.encode(prompt);
+    let prompts = v700_padded_prompts(model, &ids, options.prefill_chunk)?;
+    decode_v700_padded(model, tokenizer, prompts, ids.len(), options, on_text)
+}

@@ -661,6 +661,30 @@ impl<B: RwkvBackend> VisualRwkv<B> {
         Ok(decode_prompt_state(&self.rwkv, tokenizer, logits, state, options, engine, on_text)?)
     }
 
+    /// [`VisualRwkv::generate`] as VisualRWKV-7 v7.00's `generate` computes it: the whole
+    /// sequence left-padded with "\n\n" tokens to a multiple of 16 rows, the pad count
+    /// following the sequence's length ([`crate::decode_v700_padded`]). Prefills the sample
+    /// once per pad count (16 prefills) and steps 16 states per token, so it costs about 16x
+    /// [`VisualRwkv::generate`]: for reproducing v7.00's answers exactly, not for speed.
+    pub fn generate_v700_padded(
+        &self,
+        sample: &Sample<B>,
+        scan: &dyn Scan,
+        tokenizer: &Tokenizer,
+        options: &GenerateOptions,
+        on_text: impl FnMut(&str),
+    ) -> Result<Generation<B>, VlmError> {
+        options.sampling.validate().map_err(RwkvError::from)?;
+        let prompts = (0..crate::V700_CHUNK_LEN)
+            .map(|k| {
+                let mut padded = sample.clone();
+                padded.tokens.splice(0..0, std::iter::repeat_n(i64::from(crate::V700_PAD_TOKEN), k));
+                self.prefill(&padded, scan)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(crate::decode_v700_padded(&self.rwkv, tokenizer, prompts, sample.len(), options, on_text)?)
+    }
+
     /// The logits of the next token after `sample` followed by `generated`, recomputed from
     /// scratch over the whole sequence (what the reference does at every step): the oracle of
     /// cached generation.

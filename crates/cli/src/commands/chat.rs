@@ -13,6 +13,11 @@ use crate::device::{DeviceArgs, DeviceSpec, Job};
 pub struct Args {
     #[command(flatten)]
     vlm: VlmArgs,
+    /// Decode as VisualRWKV-7 v7.00's `generate` does: the sequence left-padded with "\n\n"
+    /// (token 261) to a multiple of 16 rows at every step (about 16x the work; on the model's
+    /// tensor ops). For reproducing v7.00's outputs exactly.
+    #[arg(long)]
+    v700_padding: bool,
     #[command(flatten)]
     sampling: SamplingArgs,
     #[command(flatten)]
@@ -30,7 +35,24 @@ impl Job for Args {
         let input = self.vlm.load::<B>(&dev, self.vlm.fused_dtype(self.sampling.decoder, spec)?)?;
         let options = self.sampling.options()?;
         let engine = Engine::from(input.decoder.as_ref());
-        input.model.generate(&input.sample, input.scan.as_ref(), input.tokenizer, &options, engine, print_stream())?;
+        if self.v700_padding {
+            input.model.generate_v700_padded(
+                &input.sample,
+                input.scan.as_ref(),
+                input.tokenizer,
+                &options,
+                print_stream(),
+            )?;
+        } else {
+            input.model.generate(
+                &input.sample,
+                input.scan.as_ref(),
+                input.tokenizer,
+                &options,
+                engine,
+                print_stream(),
+            )?;
+        }
         println!();
         Ok(())
     }

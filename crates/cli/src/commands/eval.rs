@@ -97,6 +97,11 @@ pub struct Args {
     /// Images (and image states) kept for later questions on the same image.
     #[arg(long, default_value_t = 16)]
     image_cache: usize,
+    /// Decode as VisualRWKV-7 v7.00's `generate` does: the sequence left-padded with "\n\n"
+    /// (token 261) to a multiple of 16 rows at every step (about 16x the work; on the model's
+    /// tensor ops). For reproducing v7.00's outputs exactly.
+    #[arg(long)]
+    v700_padding: bool,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -144,7 +149,8 @@ impl Job for Args {
         let options = sampling.options()?;
         let engine = Engine::from(fused.as_ref().map(|(decoder, _)| decoder));
         let mut answerer =
-            Answerer::new(&model, scan.as_ref(), strategy.as_ref(), tokenizer, options, engine, self.image_cache);
+            Answerer::new(&model, scan.as_ref(), strategy.as_ref(), tokenizer, options, engine, self.image_cache)
+                .with_v700_padding(self.v700_padding);
         if let Some((_, tower)) = &fused {
             answerer = answerer.with_fused_tower(tower);
         }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use visualrwkv::{Engine, generate};
+use visualrwkv::{Engine, generate, generate_tokens_v700_padded};
 use visualrwkv_rwkv::{LanguageModel, RwkvBackend};
 
 use crate::Res;
@@ -22,6 +22,11 @@ pub struct Args {
     /// the model has a row for each of its ids, else bytes) or a vocabulary file.
     #[arg(long, default_value = "auto")]
     tokenizer: String,
+    /// Decode as VisualRWKV-7 v7.00's `generate` does: the sequence left-padded with "\n\n"
+    /// (token 261) to a multiple of 16 rows at every step (about 16x the work; on the model's
+    /// tensor ops). For reproducing v7.00's outputs exactly.
+    #[arg(long)]
+    v700_padding: bool,
     #[command(flatten)]
     sampling: SamplingArgs,
     #[command(flatten)]
@@ -47,7 +52,11 @@ impl Job for Args {
             None => (LanguageModel::load(&self.model, &dev)?, None),
         };
         let tokenizer = crate::args::pick_tokenizer(&self.tokenizer, model.dims().vocab_size)?;
-        generate(&model, tokenizer, &self.prompt, &options, Engine::from(decoder.as_ref()), print_stream())?;
+        if self.v700_padding {
+            generate_tokens_v700_padded(&model, tokenizer, &self.prompt, &options, print_stream())?;
+        } else {
+            generate(&model, tokenizer, &self.prompt, &options, Engine::from(decoder.as_ref()), print_stream())?;
+        }
         println!();
         Ok(())
     }
