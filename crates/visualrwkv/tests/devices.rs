@@ -2,9 +2,9 @@
 //!
 //! - `gpu` (feature `wgpu`): the same VisualRWKV (weights copied with `training::transfer`) on
 //!   burn's `Wgpu` (cubecl kernels; in CI on Mesa's software Vulkan driver) and on `NdArray` gives
-//!   the same logits for every scan with the sandwich prompt, the same cached generation, and the
-//!   same stage-2 training step (loss, gradient norm, updated parameters) on `Autodiff<Wgpu>` as on
-//!   `Autodiff<NdArray>`.
+//!   the same logits for every scan with the sandwich prompt (RWKV-6 and RWKV-7 blocks), the same
+//!   cached generation, and the same stage-2 training step (loss, gradient norm, updated
+//!   parameters) on `Autodiff<Wgpu>` as on `Autodiff<NdArray>`, for both architectures.
 //! - `parallel` (feature `collective`): data-parallel training (`visualrwkv::parallel`,
 //!   burn-collective all-reduce) on two replicas, each computing half of every batch, ends with
 //!   the same parameters and losses as one device on whole batches (two CPU replicas); two wgpu
@@ -72,7 +72,7 @@ mod gpu {
     use visualrwkv::{Engine, GenerateOptions, Sample, VisionOptions, VisualRwkv};
     use visualrwkv_projector::{ProjectorConfig, ProjectorKind};
     use visualrwkv_prompt::{Conversation, Sandwich, build};
-    use visualrwkv_rwkv::{RwkvBackend, RwkvConfig, SamplingOptions};
+    use visualrwkv_rwkv::{Arch, LanguageModel, Rwkv7Config, RwkvBackend, RwkvConfig, SamplingOptions};
     use visualrwkv_tokenizer::Tokenizer;
     use visualrwkv_vision::{TowerKind, VisionConfig};
 
@@ -86,27 +86,28 @@ mod gpu {
         WgpuDevice::DefaultDevice
     }
 
-    fn parts<B: RwkvBackend>(dev: &B::Device) -> VisualRwkv<B> {
-        let rwkv = RwkvConfig {
-            n_layer: 3,
-            n_embd: 32,
-            n_head: 2,
-            head_size: 16,
-            dim_ffn: 64,
-            vocab_size: 65536,
-            d_mix: 4,
-            d_decay: 8,
-        }
-        .init::<B>(dev);
+    /// A tiny VisualRWKV on RWKV-6 (`x070` false) or RWKV-7 blocks.
+    fn parts<B: RwkvBackend>(dev: &B::Device, x070: bool) -> VisualRwkv<B> {
+        let (n_layer, n_embd, n_head, head_size, vocab_size) = (3, 32, 2, 16, 65536);
+        let rwkv: LanguageModel<B> = if x070 {
+            let (d_decay, d_aaa, d_mv, d_gate) = (8, 8, 4, 8);
+            Rwkv7Config { n_layer, n_embd, n_head, head_size, dim_ffn: 64, vocab_size, d_decay, d_aaa, d_mv, d_gate }
+                .init::<B>(dev)
+                .into()
+        } else {
+            RwkvConfig { n_layer, n_embd, n_head, head_size, dim_ffn: 64, vocab_size, d_mix: 4, d_decay: 8 }
+                .init::<B>(dev)
+                .into()
+        };
         let vision = VisionConfig::new(TowerKind::Clip, 32, 8, 24, 48, 1, 2).init::<B>(dev);
         let projector = ProjectorConfig::new(ProjectorKind::Linear, 24, 32).init::<B>(dev);
         VisualRwkv::new(rwkv, vision, projector, VisionOptions::default()).unwrap()
     }
 
     /// The same random model on the CPU and on the GPU.
-    fn models() -> (VisualRwkv<C>, VisualRwkv<G>) {
-        let cpu = visualrwkv_rwkv::seeded::<C, _>(&Default::default(), 11, || parts::<C>(&Default::default()));
-        let gpu = transfer(&cpu, parts::<G>(&gpu()), &gpu()).unwrap();
+    fn models(x070: bool) -> (VisualRwkv<C>, VisualRwkv<G>) {
+        let cpu = visualrwkv_rwkv::seeded::<C, _>(&Default::default(), 11, || parts::<C>(&Default::default(), x070));
+        let gpu = transfer(&cpu, parts::<G>(&gpu(), x070), &gpu()).unwrap();
         (cpu, gpu)
     }
 
@@ -129,22 +130,24 @@ mod gpu {
     }
 
     #[test]
-    fn vlm_forward_on_wgpu_equals_the_cpu_for_every_scan() {
-        let (cpu, gpu_model) = models();
-        let (sc, sg) = (sample(&cpu, &Default::default()), sample(&gpu_model, &gpu()));
-        for name in ["uni", "bi", "multi"] {
-            let scan = visualrwkv_scan::by_name(name).unwrap();
-            let a = host(cpu.forward(std::slice::from_ref(&sc), scan.as_ref()).unwrap().remove(0));
-            let b = host(gpu_model.forward(std::slice::from_ref(&sg), scan.as_ref()).unwrap().remove(0));
-            let d = max_diff(&a, &b);
-            eprintln!("{name}: wgpu vs cpu logits max diff {d:e}");
-            assert!(d <= LOGITS_TOL, "{name}: wgpu vs cpu logits differ by {d}");
+    fn vlm_forward_on_wgpu_equals_the_cpu_for_every_scan_and_both_architectures() {
+        for x070 in [false, true] {
+            let (cpu, gpu_model) = models(x070);
+            let (sc, sg) = (sample(&cpu, &Default::default()), sample(&gpu_model, &gpu()));
+            for name in ["uni", "bi", "multi"] {
+                let scan = visualrwkv_scan::by_name(name).unwrap();
+                let a = host(cpu.forward(std::slice::from_ref(&sc), scan.as_ref()).unwrap().remove(0));
+                let b = host(gpu_model.forward(std::slice::from_ref(&sg), scan.as_ref()).unwrap().remove(0));
+                let d = max_diff(&a, &b);
+                eprintln!("{name} (x070 {x070}): wgpu vs cpu logits max diff {d:e}");
+                assert!(d <= LOGITS_TOL, "{name} (x070 {x070}): wgpu vs cpu logits differ by {d}");
+            }
         }
     }
 
     #[test]
     fn cached_generation_on_wgpu_equals_the_cpu_and_its_own_recompute() {
-        let (cpu, gpu_model) = models();
+        let (cpu, gpu_model) = models(false);
         let (sc, sg) = (sample(&cpu, &Default::default()), sample(&gpu_model, &gpu()));
         let greedy = GenerateOptions {
             sampling: SamplingOptions { temperature: 0.0, ..Default::default() },
@@ -177,11 +180,18 @@ mod gpu {
 
     #[test]
     fn a_stage_two_training_step_on_wgpu_equals_the_cpu() {
+        for arch in [Arch::X060, Arch::X070] {
+            training_step_on_wgpu_equals_the_cpu(arch);
+        }
+    }
+
+    fn training_step_on_wgpu_equals_the_cpu(arch: Arch) {
         type AC = Autodiff<C>;
         type AG = Autodiff<G>;
         let (data, splits) = super::task();
         let tok = Tokenizer::world_bytes();
-        let cfg = ModelConfig::tiny(&data, 32, 2, tok);
+        let mut cfg = ModelConfig::tiny(&data, 32, 2, tok);
+        cfg.arch = arch;
         let cpu: VisualRwkv<AC> =
             visualrwkv_rwkv::seeded::<C, _>(&Default::default(), 5, || cfg.init(&Default::default()).unwrap());
         let gpu_model: VisualRwkv<AG> = transfer(&cpu, cfg.init(&gpu()).unwrap(), &gpu()).unwrap();
@@ -202,7 +212,10 @@ mod gpu {
         let batch = [0, 3, 5, 8];
         let sc = tc.step_on(&train_cpu.lift::<AC>(), &batch, &visualrwkv_scan::BiDirectional).unwrap();
         let sg = tg.step_on(&train_gpu.lift::<AG>(), &batch, &visualrwkv_scan::BiDirectional).unwrap();
-        eprintln!("loss cpu {} wgpu {}; grad norm cpu {} wgpu {}", sc.loss, sg.loss, sc.grad_norm, sg.grad_norm);
+        eprintln!(
+            "{arch:?}: loss cpu {} wgpu {}; grad norm cpu {} wgpu {}",
+            sc.loss, sg.loss, sc.grad_norm, sg.grad_norm
+        );
         assert!((sc.loss - sg.loss).abs() <= 1e-4, "loss: cpu {} vs wgpu {}", sc.loss, sg.loss);
         assert!(
             (sc.grad_norm - sg.grad_norm).abs() <= 1e-4 * sc.grad_norm.max(1.0),
