@@ -34,12 +34,15 @@ if exe is None:
 print(exe)' "$1"
 }
 
-tests=$(cargo test -p visualrwkv-kernels --features cuda --release --no-run --message-format json | exe_of kernels)
+test_json=$(cargo test -p visualrwkv-kernels --features cuda --release --no-run --message-format json)
+tests=$(exe_of kernels <<< "$test_json")
+wkv7_tests=$(exe_of wkv7 <<< "$test_json")
 bench=$(cargo bench -p visualrwkv-kernels --features cuda --bench wkv6_gpu --no-run --message-format json | exe_of wkv6_gpu)
 cli=$(cargo build --release -p visualrwkv-cli --features cuda --message-format json | exe_of visualrwkv)
 cp "$tests" "$out/kernels-tests"
+cp "$wkv7_tests" "$out/wkv7-tests"
 cp "$bench" "$out/wkv6_gpu"
 cp "$cli" "$out/visualrwkv"
-strip "$out/kernels-tests" "$out/wkv6_gpu" "$out/visualrwkv"   # debug info is most of the size
+strip "$out/kernels-tests" "$out/wkv7-tests" "$out/wkv6_gpu" "$out/visualrwkv"   # debug info is most of the size
 echo "bundle in $out/:"
 ls -l "$out"

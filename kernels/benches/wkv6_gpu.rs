@@ -1,9 +1,14 @@
-//! WKV6 kernel benchmark and accuracy report on a cubecl backend.
+//! WKV6 and WKV7 kernel benchmark and accuracy report on a cubecl backend.
 //!
 //! ```text
-//! cargo bench -p visualrwkv-kernels --bench wkv6_gpu -- [--backend wgpu|cuda] [--b 8 --t 4096 --h 32 --n 64]
-//!     [--dtypes f32,bf16] [--reps 5] [--copy-mib 1024] [--baseline] [--accuracy]
+//! cargo bench -p visualrwkv-kernels --bench wkv6_gpu -- [--op wkv6|wkv7] [--backend wgpu|cuda]
+//!     [--b 8 --t 4096 --h 32 --n 64] [--dtypes f32,bf16] [--reps 5] [--copy-mib 1024] [--baseline] [--accuracy]
 //! ```
+//!
+//! `--op wkv7` measures the WKV7 kernels the same way: the bytes of `r, w, k, v, a, b` read and
+//! `y` written (forward), and of those six plus `dy` read and their six gradients written
+//! (backward; the f32 `aᵀS` and its gradient that the backward keeps in global memory are not
+//! counted). Its baseline is the step-by-step tensor-op recurrence and its written-out backward.
 //!
 //! For each dtype it times the forward kernel and the backward kernels on the bare `CubeBackend`
 //! (median of `--reps` after a warm-up, synchronised with the device), and prints time, tokens/s
@@ -26,6 +31,7 @@ use visualrwkv_wkv::reference::Dims;
 use visualrwkv_wkv::testing::Case;
 
 struct Args {
+    op: String,
     backend: String,
     dims: [usize; 4],
     dtypes: Vec<DType>,
@@ -46,6 +52,7 @@ fn parse_dtype(s: &str) -> Result<DType, String> {
 
 fn parse() -> Result<Args, String> {
     let mut a = Args {
+        op: "wkv6".into(),
         backend: "wgpu".into(),
         dims: [8, 4096, 32, 64],
         dtypes: vec![DType::F32],
@@ -59,6 +66,7 @@ fn parse() -> Result<Args, String> {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
         let num = |s: String| s.parse::<usize>().map_err(|e| format!("{s}: {e}"));
         match flag.as_str() {
+            "--op" => a.op = value("--op")?,
             "--backend" => a.backend = value("--backend")?,
             "--b" => a.dims[0] = num(value("--b")?)?,
             "--t" => a.dims[1] = num(value("--t")?)?,
@@ -73,6 +81,9 @@ fn parse() -> Result<Args, String> {
             "--bench" => {}
             other => return Err(format!("unknown flag `{other}`")),
         }
+    }
+    if a.op != "wkv6" && a.op != "wkv7" {
+        return Err(format!("unknown op `{}` (wkv6, wkv7)", a.op));
     }
     Ok(a)
 }
@@ -109,7 +120,10 @@ fn run<R: burn_cubecl::CubeRuntime>(args: &Args) -> Result<(), String> {
     type Raw<R> = CubeBackend<R, f32, i32, u32>;
     let dev: <Raw<R> as burn::tensor::backend::BackendTypes>::Device = Default::default();
     let [b, t, h, n] = args.dims;
-    println!("backend {} — [B, T, H, N] = [{b}, {t}, {h}, {n}], median of {} runs", args.backend, args.reps);
+    println!(
+        "{} on backend {} — [B, T, H, N] = [{b}, {t}, {h}, {n}], median of {} runs",
+        args.op, args.backend, args.reps
+    );
 
     // Device-to-device copy bandwidth: x + 0 (one read, one write).
     let elems = args.copy_mib << 18;
@@ -121,6 +135,9 @@ fn run<R: burn_cubecl::CubeRuntime>(args: &Args) -> Result<(), String> {
 
     println!("| dtype | pass | time (ms) | tokens/s | bandwidth (GB/s) | of copy |");
     println!("|---|---|---|---|---|---|");
+    if args.op == "wkv7" {
+        return wkv7::run::<R>(args, &dev, copy_bw);
+    }
     for &dtype in &args.dtypes {
         let seq = |lo: f64, hi: f64| {
             prim(Tensor::<Raw<R>, 4>::random([b, t, h, n], Distribution::Uniform(lo, hi), &dev).cast(dtype))
@@ -129,18 +146,7 @@ fn run<R: burn_cubecl::CubeRuntime>(args: &Args) -> Result<(), String> {
         let u = prim(Tensor::<Raw<R>, 2>::random([h, n], Distribution::Uniform(-1.0, 1.0), &dev).cast(dtype));
         let s0 = prim(Tensor::<Raw<R>, 4>::zeros([b, h, n, n], &dev));
         let ds = prim(Tensor::<Raw<R>, 4>::zeros([b, h, n, n], &dev));
-        let tokens = (b * t) as f64;
-        let seq_bytes = (b * t * h * n * dtype.size()) as f64;
-        let row = |pass: &str, secs: f64, tensors: f64| {
-            let bw = tensors * seq_bytes / secs;
-            println!(
-                "| {dtype:?} | {pass} | {:.3} | {:.3e} | {:.1} | {:.0}% |",
-                secs * 1e3,
-                tokens / secs,
-                bw / 1e9,
-                100.0 * bw / copy_bw
-            );
-        };
+        let row = |pass: &str, secs: f64, tensors: f64| print_row(args, dtype, pass, secs, tensors, copy_bw);
         visualrwkv_kernels::check(&r, &k, &v, &w, &u, &s0).map_err(|e| e.to_string())?;
         let fwd = time::<Raw<R>, _>(&dev, args.reps, || {
             visualrwkv_kernels::forward(&r, &k, &v, &w, &u, &s0).expect("checked above")
@@ -178,6 +184,27 @@ fn run<R: burn_cubecl::CubeRuntime>(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// One table row: time, tokens/s and the bandwidth of moving `tensors` sequence tensors of
+/// `dtype` (`[B, T, H, N]` each), as a share of the copy bandwidth.
+fn print_row(args: &Args, dtype: DType, pass: &str, secs: f64, tensors: f64, copy_bw: f64) {
+    let [b, t, h, n] = args.dims;
+    let bw = tensors * (b * t * h * n * dtype.size()) as f64 / secs;
+    println!(
+        "| {dtype:?} | {pass} | {:.3} | {:.3e} | {:.1} | {:.0}% |",
+        secs * 1e3,
+        (b * t) as f64 / secs,
+        bw / 1e9,
+        100.0 * bw / copy_bw
+    );
+}
+
+/// `(max |got − want|, max |got − want| / (|want| + 1))`.
+fn errors(got: &[f64], want: &[f64]) -> (f64, f64) {
+    let abs = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, f64::max);
+    let scaled = got.iter().zip(want).map(|(g, w)| (g - w).abs() / (w.abs() + 1.0)).fold(0.0, f64::max);
+    (abs, scaled)
+}
+
 /// Largest |error| / (|reference| + 1) per tensor over a set of problems, per dtype: the
 /// measured basis of `visualrwkv_wkv::testing::tolerance_for`.
 fn accuracy<R: burn_cubecl::CubeRuntime>(
@@ -191,24 +218,14 @@ fn accuracy<R: burn_cubecl::CubeRuntime>(
     let f64s2 = |x: Tensor<Raw<R>, 2>| -> Vec<f64> {
         x.cast(DType::F32).into_data().convert::<f64>().into_vec().unwrap_or_default()
     };
-    let err = |got: &[f64], want: &[f64]| {
-        let abs = got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, f64::max);
-        let scaled = got.iter().zip(want).map(|(g, w)| (g - w).abs() / (w.abs() + 1.0)).fold(0.0, f64::max);
-        (abs, scaled)
-    };
     println!(
         "\naccuracy: max |got - want| and max |got - want| / (|want| + 1) against the f64 reference on the inputs the kernels received"
     );
     println!("| dtype | tensor | max abs error | max scaled error |");
     println!("|---|---|---|---|");
-    let problems = [
-        (Dims::new(2, 33, 2, 64), (-20.0, 5.0)),
-        (Dims::new(1, 1100, 2, 64), (-20.0, 5.0)),
-        (Dims::new(2, 64, 4, 32), (-8.0, 1.0)),
-    ];
     for &dtype in &args.dtypes {
         let mut worst = vec![(0.0f64, 0.0f64); 8];
-        for (seed, (dims, w)) in problems.iter().enumerate() {
+        for (seed, (dims, w)) in ACCURACY_PROBLEMS.iter().enumerate() {
             let case = Case::random(*dims, seed as u64 + 100, *w, true);
             // Sequences in the dtype, the state (and its cotangent) in f32, as RWKV runs it; the
             // reference sees exactly the values the kernels get.
@@ -232,7 +249,7 @@ fn accuracy<R: burn_cubecl::CubeRuntime>(
             ];
             let wants = [&want.y, &want.state, &wg.r, &wg.k, &wg.v, &wg.w_raw, &wg.u, &wg.initial_state];
             for (i, (got, want)) in got.iter().zip(wants).enumerate() {
-                let (a, sc) = err(got, want);
+                let (a, sc) = errors(got, want);
                 worst[i] = (worst[i].0.max(a), worst[i].1.max(sc));
             }
         }
@@ -241,6 +258,115 @@ fn accuracy<R: burn_cubecl::CubeRuntime>(
         }
     }
     Ok(())
+}
+
+/// The problems of `--accuracy`: extreme decays, a long sequence, a smaller head.
+const ACCURACY_PROBLEMS: [(Dims, (f64, f64)); 3] = [
+    (Dims { b: 2, t: 33, h: 2, n: 64 }, (-20.0, 5.0)),
+    (Dims { b: 1, t: 1100, h: 2, n: 64 }, (-20.0, 5.0)),
+    (Dims { b: 2, t: 64, h: 4, n: 32 }, (-8.0, 1.0)),
+];
+
+/// The WKV7 rows of the benchmark and of the accuracy report.
+mod wkv7 {
+    use super::*;
+    use visualrwkv_kernels::wkv7::{Inputs, backward, check, forward};
+    use visualrwkv_wkv::testing::wkv7::{Case, named};
+    use visualrwkv_wkv::wkv7::{Wkv7Inputs, tensor_ops_backward, tensor_ops_forward};
+
+    type Raw<R> = CubeBackend<R, f32, i32, u32>;
+    type Device<R> = <Raw<R> as burn::tensor::backend::BackendTypes>::Device;
+
+    pub fn run<R: burn_cubecl::CubeRuntime>(args: &Args, dev: &Device<R>, copy_bw: f64) -> Result<(), String> {
+        let [b, t, h, n] = args.dims;
+        for &dtype in &args.dtypes {
+            let seq = |lo: f64, hi: f64| Tensor::<Raw<R>, 4>::random([b, t, h, n], Distribution::Uniform(lo, hi), dev);
+            // The model's removal vectors: a = −κ̂ (a unit vector per head), b = κ̂·α.
+            let kappa = seq(-1.0, 1.0);
+            let kappa = kappa.clone() / (kappa.clone() * kappa).sum_dim(3).sqrt();
+            let alpha = seq(0.0, 1.0);
+            let cast = |x: Tensor<Raw<R>, 4>| prim(x.cast(dtype));
+            let (r, w, k, v, dy) = (
+                cast(seq(-1.0, 1.0)),
+                cast(seq(-8.0, 1.0)),
+                cast(seq(-1.0, 1.0)),
+                cast(seq(-1.0, 1.0)),
+                cast(seq(-1.0, 1.0)),
+            );
+            let (a, bb) = (cast(kappa.clone().neg()), cast(kappa * alpha));
+            let s0 = prim(Tensor::<Raw<R>, 4>::zeros([b, h, n, n], dev));
+            let ds = prim(Tensor::<Raw<R>, 4>::zeros([b, h, n, n], dev));
+            let x = Inputs { r: &r, w_raw: &w, k: &k, v: &v, a: &a, b: &bb, initial_state: &s0 };
+            check(&x).map_err(|e| e.to_string())?;
+            let row = |pass: &str, secs: f64, tensors: f64| print_row(args, dtype, pass, secs, tensors, copy_bw);
+            let fwd = time::<Raw<R>, _>(dev, args.reps, || forward(x).expect("checked above"))?;
+            row("wkv7 forward (kernel)", fwd, 7.0);
+            let bwd = time::<Raw<R>, _>(dev, args.reps, || backward(x, &dy, &ds).expect("checked above"))?;
+            row("wkv7 backward (kernels)", bwd, 13.0);
+            if args.baseline {
+                let inputs = Wkv7Inputs {
+                    r: r.clone(),
+                    w_raw: w.clone(),
+                    k: k.clone(),
+                    v: v.clone(),
+                    a: a.clone(),
+                    b: bb.clone(),
+                    initial_state: s0.clone(),
+                };
+                let fwd_base =
+                    time::<Raw<R>, _>(dev, args.reps.min(3), || tensor_ops_forward::<Raw<R>>(inputs.clone()))?;
+                row("wkv7 forward (tensor ops, baseline)", fwd_base, 7.0);
+                println!("|  | kernel / tensor-op forward speed-up | {:.1}x |  |  |  |", fwd_base / fwd);
+                let bwd_base = time::<Raw<R>, _>(dev, args.reps.min(3), || {
+                    tensor_ops_backward::<Raw<R>>(inputs.clone(), dy.clone(), ds.clone())
+                })?;
+                row("wkv7 backward (tensor ops, baseline)", bwd_base, 13.0);
+                println!("|  | kernel / tensor-op backward speed-up | {:.1}x |  |  |  |", bwd_base / bwd);
+            }
+        }
+        if args.accuracy {
+            accuracy::<R>(args, dev)?;
+        }
+        Ok(())
+    }
+
+    /// Largest errors of the WKV7 kernels per tensor and dtype against the f64 reference on the
+    /// rounded inputs (sequences in the dtype, the state in f32).
+    fn accuracy<R: burn_cubecl::CubeRuntime>(args: &Args, dev: &Device<R>) -> Result<(), String> {
+        let f64s = |x: Tensor<Raw<R>, 4>| -> Vec<f64> {
+            x.cast(DType::F32).into_data().convert::<f64>().into_vec().unwrap_or_default()
+        };
+        println!("\nwkv7 accuracy: max |got - want| and max |got - want| / (|want| + 1) against the f64 reference");
+        println!("| dtype | tensor | max abs error | max scaled error |");
+        println!("|---|---|---|---|");
+        for &dtype in &args.dtypes {
+            let mut worst = vec![(0.0f64, 0.0f64); 9];
+            for (seed, (dims, w)) in ACCURACY_PROBLEMS.iter().enumerate() {
+                let case = Case::random(*dims, seed as u64 + 100, *w);
+                let (xs, s) = case.tensors::<Raw<R>>(dev, dtype, DType::F32);
+                let [r, w_raw, k, v, a, b] = xs.map(prim);
+                let s0 = prim(s);
+                let x = Inputs { r: &r, w_raw: &w_raw, k: &k, v: &v, a: &a, b: &b, initial_state: &s0 };
+                let (y, s) = forward(x).map_err(|e| e.to_string())?;
+                let (dy, ds) = case.cotangents::<Raw<R>>(dev, dtype, DType::F32);
+                let g = backward(x, &prim(dy), &prim(ds)).map_err(|e| e.to_string())?;
+                let seen = case.rounded(dtype, DType::F32);
+                let (want, wg) = (seen.reference(), seen.reference_gradients());
+                let got = [y, s, g.r, g.w_raw, g.k, g.v, g.a, g.b, g.initial_state].map(|t| f64s(wrap(t)));
+                let mut wants = vec![&want.y, &want.state];
+                wants.extend(named(&wg).map(|(_, v)| v));
+                for (i, (got, want)) in got.iter().zip(wants).enumerate() {
+                    let (e, sc) = errors(got, want);
+                    worst[i] = (worst[i].0.max(e), worst[i].1.max(sc));
+                }
+            }
+            let names = ["y", "state", "dr", "dw_raw", "dk", "dv", "da", "db", "d initial_state"];
+            for (name, (e, sc)) in names.iter().zip(worst) {
+                println!("| {dtype:?} | {name} | {e:.2e} | {sc:.2e} |");
+            }
+        }
+        Ok(())
+    }
 }
 
 fn main() {

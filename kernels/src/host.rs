@@ -59,20 +59,28 @@ pub struct Gradients<R: CubeRuntime> {
     pub initial_state: CubeTensor<R>,
 }
 
-fn dims_of<R: CubeRuntime>(x: &CubeTensor<R>) -> Vec<usize> {
+pub(crate) fn dims_of<R: CubeRuntime>(x: &CubeTensor<R>) -> Vec<usize> {
     x.shape().to_vec()
 }
 
-fn expect_shape<R: CubeRuntime>(name: &'static str, x: &CubeTensor<R>, expected: &[usize]) -> Result<(), KernelError> {
+pub(crate) fn expect_shape<R: CubeRuntime>(
+    name: &'static str,
+    x: &CubeTensor<R>,
+    expected: &[usize],
+) -> Result<(), KernelError> {
     let found = dims_of(x);
     if found == expected { Ok(()) } else { Err(KernelError::Shape { name, expected: expected.to_vec(), found }) }
 }
 
-fn expect_dtype<R: CubeRuntime>(name: &'static str, x: &CubeTensor<R>, dtype: DType) -> Result<(), KernelError> {
+pub(crate) fn expect_dtype<R: CubeRuntime>(
+    name: &'static str,
+    x: &CubeTensor<R>,
+    dtype: DType,
+) -> Result<(), KernelError> {
     if x.dtype == dtype { Ok(()) } else { Err(KernelError::DTypeMismatch { name, expected: dtype, found: x.dtype }) }
 }
 
-fn float_dtype<R: CubeRuntime>(name: &'static str, x: &CubeTensor<R>) -> Result<DType, KernelError> {
+pub(crate) fn float_dtype<R: CubeRuntime>(name: &'static str, x: &CubeTensor<R>) -> Result<DType, KernelError> {
     match x.dtype {
         DType::F32 | DType::F16 | DType::BF16 => {
             if x.client.properties().supports_type(StorageType::from(x.dtype)) {
@@ -94,15 +102,8 @@ pub fn check<R: CubeRuntime>(
     u: &CubeTensor<R>,
     initial_state: &CubeTensor<R>,
 ) -> Result<Problem, KernelError> {
-    let dims = dims_of(r);
-    let [b, t, h, n] = <[usize; 4]>::try_from(dims.as_slice()).map_err(|_| KernelError::Shape {
-        name: "r",
-        expected: vec![0; 4],
-        found: dims.clone(),
-    })?;
-    if b == 0 || t == 0 || h == 0 || n == 0 {
-        return Err(KernelError::Empty { dims });
-    }
+    let [b, t, h, n] = sequence_dims(r)?;
+    let dims = [b, t, h, n];
     for (name, x) in [("k", k), ("v", v), ("w_raw", w_raw)] {
         expect_shape(name, x, &dims)?;
     }
@@ -113,8 +114,30 @@ pub fn check<R: CubeRuntime>(
         expect_dtype(name, x, dtype)?;
     }
     let state_dtype = float_dtype("initial_state", initial_state)?;
+    let problem = Problem { b, t, h, n, dtype, state_dtype };
+    check_device(r, &problem)?;
+    Ok(problem)
+}
 
-    let props = r.client.properties();
+/// The `[B, T, H, N]` of `r`, refusing other ranks and zero sizes.
+pub(crate) fn sequence_dims<R: CubeRuntime>(r: &CubeTensor<R>) -> Result<[usize; 4], KernelError> {
+    let dims = dims_of(r);
+    let [b, t, h, n] = <[usize; 4]>::try_from(dims.as_slice()).map_err(|_| KernelError::Shape {
+        name: "r",
+        expected: vec![0; 4],
+        found: dims.clone(),
+    })?;
+    if b == 0 || t == 0 || h == 0 || n == 0 {
+        return Err(KernelError::Empty { dims });
+    }
+    Ok([b, t, h, n])
+}
+
+/// Checks a problem against the limits of `like`'s device: units per cube, cube count and 32-bit
+/// indexing of the largest buffer (sequences, checkpoints, scratch).
+pub(crate) fn check_device<R: CubeRuntime>(like: &CubeTensor<R>, p: &Problem) -> Result<(), KernelError> {
+    let Problem { b, t, h, n, .. } = *p;
+    let props = like.client.properties();
     let max_units = (props.hardware.max_cube_dim.0.min(props.hardware.max_units_per_cube) as usize).min(MAX_HEAD_SIZE);
     if n > max_units {
         return Err(KernelError::HeadSize { n, max: max_units });
@@ -123,12 +146,11 @@ pub fn check<R: CubeRuntime>(
     if h > max_x as usize || b > max_y as usize {
         return Err(KernelError::Grid { b, h, max_b: max_y as usize, max_h: max_x as usize });
     }
-    let problem = Problem { b, t, h, n, dtype, state_dtype };
-    let elements = problem.largest_buffer(backward_chunk(t));
+    let elements = p.largest_buffer(backward_chunk(t));
     if elements > u32::MAX as usize {
         return Err(KernelError::TooLarge { elements, max: u32::MAX as usize });
     }
-    Ok(problem)
+    Ok(())
 }
 
 impl Problem {
@@ -145,13 +167,13 @@ pub fn backward_chunk(t: usize) -> usize {
     (t as f64).sqrt().ceil().max(1.0) as usize
 }
 
-fn launch_geometry(p: &Problem) -> (CubeCount, CubeDim) {
+pub(crate) fn launch_geometry(p: &Problem) -> (CubeCount, CubeDim) {
     (CubeCount::Static(p.h as u32, p.b as u32, 1), CubeDim::new_1d(p.n as u32))
 }
 
 /// An uninitialised output with packed row-major strides: the kernels index it as contiguous
 /// (the default allocation may pad rows, e.g. on CUDA, for small last dimensions).
-fn empty<R: CubeRuntime>(like: &CubeTensor<R>, shape: Vec<usize>, dtype: DType) -> CubeTensor<R> {
+pub(crate) fn empty<R: CubeRuntime>(like: &CubeTensor<R>, shape: Vec<usize>, dtype: DType) -> CubeTensor<R> {
     empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), Shape::from(shape), dtype)
 }
 

@@ -44,13 +44,13 @@ use cubecl::prelude::*;
 
 /// The per-step decay `exp(-exp(w_raw))`, in f32.
 #[cube]
-fn decay(w_raw: f32) -> f32 {
+pub(crate) fn decay(w_raw: f32) -> f32 {
     (-(w_raw.exp())).exp()
 }
 
 /// Flat index of channel 0 of `(b, t, h)` in a contiguous `[B, T, H, N]` tensor.
 #[cube]
-fn seq_base(b: usize, t: usize, h: usize, t_len: usize, heads: usize, #[comptime] n: usize) -> usize {
+pub(crate) fn seq_base(b: usize, t: usize, h: usize, t_len: usize, heads: usize, #[comptime] n: usize) -> usize {
     ((b * t_len + t) * heads + h) * n
 }
 

@@ -1,30 +1,33 @@
-//! # visualrwkv-kernels: WKV6 as cubecl GPU kernels
+//! # visualrwkv-kernels: WKV6 and WKV7 as cubecl GPU kernels
 //!
-//! The WKV6 recurrence of RWKV-6 written once in cubecl's `#[cube]` dialect, so the same source
-//! runs on CUDA (NVRTC), Vulkan/Metal/DX12 (wgpu) and any other cubecl runtime:
+//! The WKV6 recurrence of RWKV-6 and the WKV7 recurrence of RWKV-7 written once in cubecl's
+//! `#[cube]` dialect, so the same source runs on CUDA (NVRTC), Vulkan/Metal/DX12 (wgpu) and any
+//! other cubecl runtime:
 //!
-//! - [`kernel`]: the kernels — forward with initial and final state, backward of all six inputs
-//!   (`r, k, v, w_raw, u` and the initial state) for any `T`, in f32, f16 and bf16 with f32 state
-//!   and accumulation.
-//! - [`host`]: checked launchers on burn's `CubeTensor`, which return a [`KernelError`] rather
-//!   than launching out of range.
+//! - [`kernel`]: the WKV6 kernels — forward with initial and final state, backward of all six
+//!   inputs (`r, k, v, w_raw, u` and the initial state) for any `T`, in f32, f16 and bf16 with f32
+//!   state and accumulation.
+//! - [`host`]: checked launchers of those on burn's `CubeTensor`, which return a [`KernelError`]
+//!   rather than launching out of range.
+//! - [`wkv7`]: the WKV7 kernels (forward, backward of all seven inputs) and their launchers.
 //!
-//! Users do not call these directly: `visualrwkv_wkv::wkv6` dispatches to them on
-//! `burn::backend::Wgpu`, `burn::backend::Cuda` (both fusion-wrapped), the bare `CubeBackend`s
-//! and `Autodiff<..>` of those (with the `wgpu` / `cuda` features of `visualrwkv-wkv`). The
-//! oracle is `visualrwkv_wkv::reference`; `tests/` checks the kernels against it through
-//! `visualrwkv_wkv::testing`.
+//! Users do not call these directly: `visualrwkv_wkv::wkv6` and `visualrwkv_wkv::wkv7` dispatch
+//! to them on `burn::backend::Wgpu`, `burn::backend::Cuda` (both fusion-wrapped), the bare
+//! `CubeBackend`s and `Autodiff<..>` of those (with the `wgpu` / `cuda` features of
+//! `visualrwkv-wkv`). The oracles are `visualrwkv_wkv::reference` and
+//! `visualrwkv_wkv::wkv7::reference`; `tests/` checks the kernels against them.
 //!
 //! # Shapes
 //!
-//! `r, k, v, w_raw, y` `[B, T, H, N]`; `u` `[H, N]`; states `[B, H, N, N]` laid out
-//! `[batch, head, key i, value j]` (see [`kernel`]).
+//! WKV6: `r, k, v, w_raw, y` `[B, T, H, N]`; `u` `[H, N]`; states `[B, H, N, N]` laid out
+//! `[batch, head, key i, value j]` (see [`kernel`]). WKV7: see [`wkv7`].
 
 use burn::tensor::DType;
 use thiserror::Error;
 
 pub mod host;
 pub mod kernel;
+pub mod wkv7;
 
 pub use host::{Gradients, MAX_HEAD_SIZE, Problem, backward, backward_chunk, check, forward};
 
@@ -32,7 +35,7 @@ pub use host::{Gradients, MAX_HEAD_SIZE, Problem, backward, backward_chunk, chec
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum KernelError {
     /// A tensor's shape disagrees with the one implied by `r`.
-    #[error("wkv6 kernel: tensor `{name}` has shape {found:?}, expected {expected:?}")]
+    #[error("wkv kernel: tensor `{name}` has shape {found:?}, expected {expected:?}")]
     Shape {
         /// The tensor.
         name: &'static str,
@@ -42,13 +45,13 @@ pub enum KernelError {
         found: Vec<usize>,
     },
     /// A size is zero.
-    #[error("wkv6 kernel: every size must be at least 1, got [B, T, H, N] = {dims:?}")]
+    #[error("wkv kernel: every size must be at least 1, got [B, T, H, N] = {dims:?}")]
     Empty {
         /// `[B, T, H, N]`.
         dims: Vec<usize>,
     },
     /// Tensors that must share a dtype do not.
-    #[error("wkv6 kernel: tensor `{name}` has dtype {found:?}, expected {expected:?}")]
+    #[error("wkv kernel: tensor `{name}` has dtype {found:?}, expected {expected:?}")]
     DTypeMismatch {
         /// The tensor.
         name: &'static str,
@@ -58,7 +61,7 @@ pub enum KernelError {
         found: DType,
     },
     /// The dtype is not f32, f16 or bf16, or the device does not support it.
-    #[error("wkv6 kernel: tensor `{name}` has dtype {dtype:?}, which this kernel or device does not support")]
+    #[error("wkv kernel: tensor `{name}` has dtype {dtype:?}, which this kernel or device does not support")]
     DTypeUnsupported {
         /// The tensor.
         name: &'static str,
@@ -66,7 +69,7 @@ pub enum KernelError {
         dtype: DType,
     },
     /// The head size exceeds the units a cube may have (or [`MAX_HEAD_SIZE`]).
-    #[error("wkv6 kernel: head size {n} exceeds the limit {max} of this device")]
+    #[error("wkv kernel: head size {n} exceeds the limit {max} of this device")]
     HeadSize {
         /// Head size N.
         n: usize,
@@ -74,7 +77,7 @@ pub enum KernelError {
         max: usize,
     },
     /// `H` or `B` exceeds the device's cube count in x or y.
-    #[error("wkv6 kernel: grid of {h} heads × {b} batch rows exceeds the device limit {max_h} × {max_b}")]
+    #[error("wkv kernel: grid of {h} heads × {b} batch rows exceeds the device limit {max_h} × {max_b}")]
     Grid {
         /// Batch size.
         b: usize,
@@ -86,7 +89,7 @@ pub enum KernelError {
         max_h: usize,
     },
     /// A buffer would need more elements than 32-bit indexing reaches.
-    #[error("wkv6 kernel: a buffer of {elements} elements exceeds 32-bit indexing ({max})")]
+    #[error("wkv kernel: a buffer of {elements} elements exceeds 32-bit indexing ({max})")]
     TooLarge {
         /// Elements of the largest buffer.
         elements: usize,

@@ -209,13 +209,15 @@ macro_rules! suite {
 
             #[test]
             fn op_falls_back_for_problems_the_kernels_refuse() {
-                // N above the kernels' limit: the op still runs (chunked tensor ops). Those use the
+                // N above the kernels' limit: the op still runs (chunked tensor ops forward, the
+                // written-out backward: a second autodiff pass inside the first would deadlock). Those use the
                 // backend's matmul, which on CUDA rounds f32 operands to TF32 (10-bit mantissa),
                 // hence that format's tolerance rather than f32's.
                 let case =
                     Case::random(Dims::new(1, 3, 1, visualrwkv_kernels::MAX_HEAD_SIZE + 3), 5, (-3.0, 1.0), true);
                 let tf32 = Tolerance { abs: 2e-2, rel: 2e-3 };
                 visualrwkv_wkv::testing::check_forward_impl(&op::<Fused>(4), &case, &dev(), DType::F32, tf32).unwrap();
+                visualrwkv_wkv::testing::check_impl(&op::<Autodiff<Fused>>(4), &case, &dev(), DType::F32).unwrap();
             }
         }
     };

@@ -147,7 +147,7 @@ mod cube_impl {
 
     impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> RwkvBackend for CubeBackend<R, F, I, BT> {}
 
-    impl<B: FusionBackend + visualrwkv_wkv::Wkv6Backend> RwkvBackend for Fusion<B> {}
+    impl<B: FusionBackend + visualrwkv_wkv::Wkv6Backend + visualrwkv_wkv::Wkv7Backend> RwkvBackend for Fusion<B> {}
 }
 
 #[cfg(feature = "tch")]

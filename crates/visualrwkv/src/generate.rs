@@ -431,7 +431,7 @@ pub fn v700_pad_len(len: usize) -> usize {
 pub fn decode_v700_padded<B: RwkvBackend>(
     model: &impl TokenModel<B>,
     tokenizer: &Tokenizer,
-    prompts: Vec<(Vec<f32>, State<B>)>,
+    prompts: Vec<PaddedPrompt<B>>,
     len: usize,
     options: &GenerateOptions,
     on_text: impl FnMut(&str),
@@ -462,13 +462,16 @@ pub fn decode_v700_padded<B: RwkvBackend>(
     Ok(Generation { tokens: s.tokens, text: s.text, state, stopped_by: s.stopped_by, scores: s.scores })
 }
 
+/// One padded prompt of [`v700_padded_prompts`]: its last logits and the state after it.
+pub type PaddedPrompt<B> = (Vec<f32>, State<B>);
+
 /// The 16 prompt states of [`decode_v700_padded`] for a text prompt: the pad tokens are run one
 /// at a time from zero (state after `k` pads), then `ids` in sequence mode from each.
 pub fn v700_padded_prompts<B: RwkvBackend>(
     model: &impl TokenModel<B>,
     ids: &[u32],
     prefill_chunk: usize,
-) -> Result<Vec<(Vec<f32>, State<B>)>, RwkvError> {
+) -> Result<Vec<PaddedPrompt<B>>, RwkvError> {
     if ids.is_empty() {
         return Err(RwkvError::EmptyInput { what: "the prompt", shape: vec![0] });
     }

@@ -21,8 +21,8 @@ pub mod training;
 pub mod vlm;
 
 pub use generate::{
-    Drawn, Engine, GenerateOptions, Generation, PromptState, TokenModel, TokenSampler, TokenScore, V700_CHUNK_LEN,
-    V700_PAD_TOKEN, decode, decode_prompt_state, decode_v700_padded, generate, generate_tokens,
+    Drawn, Engine, GenerateOptions, Generation, PaddedPrompt, PromptState, TokenModel, TokenSampler, TokenScore,
+    V700_CHUNK_LEN, V700_PAD_TOKEN, decode, decode_prompt_state, decode_v700_padded, generate, generate_tokens,
     generate_tokens_v700_padded, v700_pad_len, v700_padded_prompts,
 };
 pub use vlm::{FusedVisualRwkv, ImageRows, PaddedLogits, Sample, VisionOptions, VisualRwkv, VlmError};

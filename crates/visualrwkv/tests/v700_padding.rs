@@ -42,7 +42,7 @@ fn the_pad_count_fills_to_a_multiple_of_16() {
         (0..40).map(v700_pad_len).collect::<Vec<_>>()[..18],
         [0, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 15]
     );
-    assert!((1..200).all(|n| (n + v700_pad_len(n)) % 16 == 0 && v700_pad_len(n) < 16));
+    assert!((1..200).all(|n| (n + v700_pad_len(n)).is_multiple_of(16) && v700_pad_len(n) < 16));
 }
 
 #[test]

@@ -137,6 +137,72 @@ pub fn chunked_backward<B: Backend>(
     }
 }
 
+/// The gradients of WKV6 written out step by step in tensor operations (the equations of
+/// [`crate::reference::backward`]), with no autodiff graph: the fallback of backward kernels
+/// that refuse a problem, which runs inside `Autodiff`'s own backward pass, where starting a
+/// second backward pass on the same backend deadlocks. Keeps every step's state (`T·N²` values
+/// per `(batch, head)`).
+pub fn stepwise_backward<B: Backend>(
+    inputs: Wkv6Inputs<B>,
+    dy: FloatTensor<B>,
+    d_state: FloatTensor<B>,
+) -> Wkv6Gradients<B> {
+    let r = wrap::<B, 4>(inputs.r);
+    let [nb, nt, h, n] = r.dims();
+    let dtype = r.dtype();
+    let state: Tensor<B, 4> = wrap(inputs.initial_state);
+    let state_dtype = state.dtype();
+    // [B, T, H, N] -> [B, H, T, N] in the state's dtype: step t is a [B, H, 1, N] row.
+    let seq = |t: Tensor<B, 4>| t.cast(state_dtype).swap_dims(1, 2);
+    let [r, k, v, w_raw, dy] = [r, wrap(inputs.k), wrap(inputs.v), wrap(inputs.w_raw), wrap(dy)].map(seq);
+    let u = wrap::<B, 2>(inputs.u).cast(state_dtype).reshape([1, h, n, 1]);
+    let decay = w_raw.clone().exp().neg().exp();
+    let row = |x: &Tensor<B, 4>, t: usize| x.clone().slice([0..nb, 0..h, t..t + 1, 0..n]);
+    let column = |x: &Tensor<B, 4>, t: usize| row(x, t).swap_dims(2, 3);
+
+    // states[t] is the state before step t.
+    let mut states = Vec::with_capacity(nt + 1);
+    states.push(state);
+    for t in 0..nt {
+        let next = column(&decay, t) * states[t].clone() + column(&k, t) * row(&v, t);
+        states.push(next);
+    }
+    let mut g: Tensor<B, 4> = wrap::<B, 4>(d_state).cast(state_dtype);
+    let mut du = Tensor::<B, 4>::zeros([1, h, n, 1], (&g.device(), state_dtype));
+    let mut out: [Vec<Tensor<B, 4>>; 4] = Default::default();
+    for t in (0..nt).rev() {
+        let (rt, kt, dyt, prev) = (column(&r, t), column(&k, t), column(&dy, t), &states[t]);
+        // v·dy and Σ_i r u k, per (batch, head): [B, H, 1, 1].
+        let vdy = row(&v, t).matmul(dyt.clone());
+        let ruk = (rt.clone() * u.clone() * kt.clone()).sum_dim(2);
+        let dr = prev.clone().matmul(dyt.clone()) + u.clone() * kt.clone() * vdy.clone();
+        let dk = g.clone().matmul(column(&v, t)) + u.clone() * rt.clone() * vdy.clone();
+        let dv = (row(&k, t).matmul(g.clone()) + ruk * row(&dy, t)).swap_dims(2, 3);
+        du = du + (rt.clone() * kt * vdy).sum_dim(0);
+        // d exp(-exp(w)) / dw = -exp(w - exp(w)).
+        let wt = column(&w_raw, t);
+        let dw = (g.clone() * prev.clone()).sum_dim(3) * (wt.clone() - wt.exp()).exp().neg();
+        for (acc, grad) in out.iter_mut().zip([dr, dk, dv, dw]) {
+            acc.push(grad);
+        }
+        g = column(&decay, t) * g + rt * row(&dy, t);
+    }
+    let [dr, dk, dv, dw] = out.map(|mut steps| {
+        steps.reverse();
+        // Each step's gradient is a column [B, H, N, 1]; as rows they stack into [B, H, T, N].
+        let rows = steps.into_iter().map(|c| c.swap_dims(2, 3)).collect();
+        unwrap(Tensor::cat(rows, 2).swap_dims(1, 2).cast(dtype))
+    });
+    Wkv6Gradients {
+        r: dr,
+        k: dk,
+        v: dv,
+        w_raw: dw,
+        u: unwrap(du.reshape([h, n]).cast(dtype)),
+        initial_state: unwrap(g),
+    }
+}
+
 /// A backend that can run the WKV6 operator.
 ///
 /// Implement it with an empty body to get the chunked tensor-op formulation; override the methods
@@ -272,20 +338,20 @@ mod ndarray_impl {
         }
 
         /// The CPU backward of [`crate::cpu::backward`] (chunk checkpoints, parallel over heads);
-        /// mixed dtypes fall back to autodiff through the chunked ops.
+        /// mixed dtypes fall back to the written-out [`super::stepwise_backward`].
         #[cfg(feature = "autodiff")]
         fn wkv6_backward(
             x: super::Wkv6Inputs<Self>,
             dy: FloatTensor<Self>,
             d_state: FloatTensor<Self>,
-            chunk_len: usize,
+            _chunk_len: usize,
         ) -> super::Wkv6Gradients<Self> {
             match cpu::backward_primitives([x.r, x.k, x.v, x.w_raw, x.u, x.initial_state, dy, d_state]) {
                 Ok([r, k, v, w_raw, u, initial_state]) => super::Wkv6Gradients { r, k, v, w_raw, u, initial_state },
                 Err(x) => {
                     let [r, k, v, w_raw, u, initial_state, dy, ds] = *x;
                     let inputs = super::Wkv6Inputs { r, k, v, w_raw, u, initial_state };
-                    super::chunked_backward::<Self>(inputs, dy, ds, chunk_len)
+                    super::stepwise_backward::<Self>(inputs, dy, ds)
                 }
             }
         }
@@ -296,7 +362,7 @@ mod ndarray_impl {
 pub(crate) mod autodiff_impl;
 
 #[cfg(feature = "cube")]
-mod cube_impl;
+pub(crate) mod cube_impl;
 
 #[cfg(feature = "tch")]
 impl<E: burn::backend::libtorch::TchElement> Wkv6Backend for burn::backend::LibTorch<E> {}

@@ -1,10 +1,12 @@
-//! A property-test harness for WKV6 implementations (feature `testing`).
+//! A property-test harness for WKV6 and WKV7 implementations (feature `testing`).
 //!
 //! Researchers who write their own WKV kernel prove it the way this crate proves its own: draw
 //! cases with [`cases`] (odd `T`, `T = 1`, several heads, decays from ~1 to ~0 with `w_raw` in
 //! `[-20, 5]`, non-zero initial states), then call [`check_forward`] and [`check_gradients`], which
 //! compare any [`Wkv6Backend`] against the f64 [`crate::reference`] for the output, the final state
 //! and the gradients of all six inputs.
+//!
+//! WKV7 implementations have the same in [`wkv7`].
 //!
 //! ```
 //! use burn::backend::{Autodiff, NdArray};
@@ -32,6 +34,8 @@ use thiserror::Error;
 
 use crate::reference::{self, Dims, Inputs};
 use crate::{Wkv6Backend, Wkv6Options, wkv6_with};
+
+pub mod wkv7;
 
 /// One WKV6 problem in f64: inputs plus the cotangents used for gradient checks.
 #[derive(Clone, Debug)]

@@ -99,7 +99,7 @@ pub trait Wkv7Backend: Backend {
     }
 
     /// Gradients of the seven inputs for the cotangents `dy` `[B, T, H, N]` and `d_state`
-    /// `[B, H, N, N]`. The default differentiates [`tensor_ops`] with burn's autodiff.
+    /// `[B, H, N, N]`. The default is [`tensor_ops::backward`].
     #[cfg(feature = "autodiff")]
     fn wkv7_backward(x: Wkv7Inputs<Self>, dy: FloatTensor<Self>, d_state: FloatTensor<Self>) -> Wkv7Gradients<Self> {
         tensor_ops_backward::<Self>(x, dy, d_state)
@@ -113,21 +113,17 @@ pub fn tensor_ops_forward<B: Backend>(x: Wkv7Inputs<B>) -> (FloatTensor<B>, Floa
     (unwrap(y), unwrap(s))
 }
 
-/// Gradients of [`tensor_ops::forward`] by burn's autodiff on `Autodiff<B>`: the default
-/// backward of every backend.
-#[cfg(feature = "autodiff")]
+/// [`tensor_ops::backward`] on primitives: the gradients of [`tensor_ops::forward`], written out
+/// (no autodiff graph, so it may run inside another backward pass); the default backward of every
+/// backend.
 pub fn tensor_ops_backward<B: Backend>(
     x: Wkv7Inputs<B>,
     dy: FloatTensor<B>,
     d_state: FloatTensor<B>,
 ) -> Wkv7Gradients<B> {
-    use burn::backend::Autodiff;
-    let inputs = x.into_array().map(|t| Tensor::<Autodiff<B>, 4>::from_inner(wrap(t)).require_grad());
-    let [r, w, k, v, a, b, s0] = inputs.clone();
-    let (y, s) = tensor_ops::forward([r, w, k, v, a, b], s0);
-    let lift = |t: FloatTensor<B>| Tensor::<Autodiff<B>, 4>::from_inner(wrap(t));
-    let grads = ((y * lift(dy)).sum() + (s * lift(d_state)).sum()).backward();
-    Wkv7Inputs::from_array(inputs.map(|x| unwrap(x.grad(&grads).unwrap_or_else(|| x.clone().inner().zeros_like()))))
+    let [r, w, k, v, a, b, s] = x.into_array();
+    let g = tensor_ops::backward::<B>([r, w, k, v, a, b].map(wrap), wrap(s), wrap(dy), wrap(d_state));
+    Wkv7Inputs::from_array(g.map(unwrap))
 }
 
 /// Output of [`wkv7`]: `y` `[B, T, H, N]` and the final state `[B, H, N, N]`.
@@ -293,14 +289,127 @@ mod ndarray_impl {
 
 #[cfg(feature = "cube")]
 mod cube_impl {
+    use core::marker::PhantomData;
+
+    use burn::tensor::ops::FloatTensor;
     use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
-    use burn_fusion::{Fusion, FusionBackend};
+    use burn_fusion::stream::Operation;
+    use burn_fusion::{Fusion, FusionBackend, FusionRuntime};
+    use burn_ir::{CustomOpIr, HandleContainer};
+    use visualrwkv_kernels::wkv7 as kernels;
 
-    /// GPU backends run the tensor-op formulation until WKV7 has cubecl kernels.
-    impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> super::Wkv7Backend for CubeBackend<R, F, I, BT> {}
+    use super::{Wkv7Backend, Wkv7Gradients, Wkv7Inputs, tensor_ops_forward};
+    use crate::backend::cube_impl::{register_custom, two};
 
-    /// Fusion backends run the tensor-op formulation, fused by burn.
-    impl<B: FusionBackend> super::Wkv7Backend for Fusion<B> {}
+    fn kernel_inputs<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+        x: &Wkv7Inputs<CubeBackend<R, F, I, BT>>,
+    ) -> kernels::Inputs<'_, R> {
+        kernels::Inputs {
+            r: &x.r,
+            w_raw: &x.w_raw,
+            k: &x.k,
+            v: &x.v,
+            a: &x.a,
+            b: &x.b,
+            initial_state: &x.initial_state,
+        }
+    }
+
+    /// The cubecl kernels of `visualrwkv_kernels::wkv7`, with the tensor-op formulation as the
+    /// fallback for problems they refuse (see `visualrwkv_kernels::KernelError`).
+    impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> Wkv7Backend for CubeBackend<R, F, I, BT> {
+        fn wkv7_forward(x: Wkv7Inputs<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
+            match kernels::forward(kernel_inputs(&x)) {
+                Ok(out) => out,
+                Err(_) => tensor_ops_forward::<Self>(x),
+            }
+        }
+
+        #[cfg(feature = "autodiff")]
+        fn wkv7_has_backward() -> bool {
+            true
+        }
+
+        #[cfg(feature = "autodiff")]
+        fn wkv7_backward(
+            x: Wkv7Inputs<Self>,
+            dy: FloatTensor<Self>,
+            d_state: FloatTensor<Self>,
+        ) -> Wkv7Gradients<Self> {
+            match kernels::backward(kernel_inputs(&x), &dy, &d_state) {
+                Ok(g) => Wkv7Inputs {
+                    r: g.r,
+                    w_raw: g.w_raw,
+                    k: g.k,
+                    v: g.v,
+                    a: g.a,
+                    b: g.b,
+                    initial_state: g.initial_state,
+                },
+                Err(_) => super::tensor_ops_backward::<Self>(x, dy, d_state),
+            }
+        }
+    }
+
+    /// A WKV7 call registered in a fusion stream; executing it runs `B`'s implementation.
+    #[derive(Clone, Debug)]
+    struct Wkv7FusionOp<B> {
+        desc: CustomOpIr,
+        backward: bool,
+        _backend: PhantomData<B>,
+    }
+
+    type Handles<B> = HandleContainer<<<B as FusionBackend>::FusionRuntime as FusionRuntime>::FusionHandle>;
+
+    impl<B: FusionBackend + Wkv7Backend> Operation<B::FusionRuntime> for Wkv7FusionOp<B> {
+        fn execute(&self, handles: &mut Handles<B>) {
+            if self.backward {
+                let (ins, outs) = self.desc.as_fixed::<9, 7>();
+                let [r, w, k, v, a, b, s, dy, ds] = ins.clone().map(|x| handles.get_float_tensor::<B>(&x));
+                let g = B::wkv7_backward(Wkv7Inputs::from_array([r, w, k, v, a, b, s]), dy, ds);
+                for (out, grad) in outs.iter().zip(g.into_array()) {
+                    handles.register_float_tensor::<B>(&out.id, grad);
+                }
+            } else {
+                let (ins, [y_out, s_out]) = self.desc.as_fixed::<7, 2>();
+                let x = ins.clone().map(|x| handles.get_float_tensor::<B>(&x));
+                let (y, s) = B::wkv7_forward(Wkv7Inputs::from_array(x));
+                handles.register_float_tensor::<B>(&y_out.id, y);
+                handles.register_float_tensor::<B>(&s_out.id, s);
+            }
+        }
+    }
+
+    fn op<B>(backward: bool) -> impl FnOnce(CustomOpIr) -> Wkv7FusionOp<B> {
+        move |desc| Wkv7FusionOp { desc, backward, _backend: PhantomData }
+    }
+
+    /// Every call becomes one custom operation in the fusion stream, executed by `B`.
+    impl<B: FusionBackend + Wkv7Backend> Wkv7Backend for Fusion<B> {
+        fn wkv7_forward(x: Wkv7Inputs<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
+            // Outputs: y like r (input 0), the state like the initial state (input 6).
+            two(register_custom::<B, _>("wkv7_forward", x.into_array().to_vec(), &[0, 6], op::<B>(false)))
+        }
+
+        #[cfg(feature = "autodiff")]
+        fn wkv7_has_backward() -> bool {
+            B::wkv7_has_backward()
+        }
+
+        #[cfg(feature = "autodiff")]
+        fn wkv7_backward(
+            x: Wkv7Inputs<Self>,
+            dy: FloatTensor<Self>,
+            d_state: FloatTensor<Self>,
+        ) -> Wkv7Gradients<Self> {
+            let mut inputs = x.into_array().to_vec();
+            inputs.extend([dy, d_state]);
+            let g = register_custom::<B, _>("wkv7_backward", inputs, &[0, 1, 2, 3, 4, 5, 6], op::<B>(true));
+            let g: [FloatTensor<Self>; 7] =
+                g.try_into().unwrap_or_else(|_| unreachable!("a WKV7 backward op registers seven outputs"));
+            Wkv7Inputs::from_array(g)
+        }
+    }
 }
 
 #[cfg(feature = "tch")]

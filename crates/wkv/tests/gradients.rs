@@ -1,6 +1,6 @@
 //! Gradients: the CPU backward kernel == burn autodiff through the chunked formulation == the
-//! reference backward == central finite differences of the reference forward in f64, for r, k,
-//! v, w_raw, u and the initial state.
+//! written-out stepwise backward == the reference backward == central finite differences of the
+//! reference forward in f64, for r, k, v, w_raw, u and the initial state.
 
 mod common;
 
@@ -149,6 +149,56 @@ proptest! {
     fn cpu_backward_f32_through_autodiff_equals_reference(case in cases(CaseConfig { time: 1..120, ..CaseConfig::wide() })) {
         check_gradients::<Autodiff<NdArray>>(&case, 16, &Default::default(), Tolerance::F32)
             .map_err(TestCaseError::from)?;
+    }
+}
+
+/// The written-out backward (the GPU kernels' fallback, no autodiff) in f64 against the
+/// reference backward.
+fn check_stepwise_f64(case: &Case) -> Result<(), CheckError> {
+    use burn::tensor::{DType, Tensor, TensorPrimitive};
+    use visualrwkv_wkv::backend::{Wkv6Inputs, stepwise_backward};
+    type F = NdArray<f64>;
+    fn prim<const D: usize>(t: Tensor<F, D>) -> burn::tensor::ops::FloatTensor<F> {
+        t.into_primitive().tensor()
+    }
+    fn values<const D: usize>(t: burn::tensor::ops::FloatTensor<F>) -> Vec<f64> {
+        Tensor::<F, D>::from_primitive(TensorPrimitive::Float(t)).into_data().convert::<f64>().into_vec().unwrap()
+    }
+    let d = case.on_device::<F>(&Default::default(), DType::F64, DType::F64);
+    let x = d.x;
+    let inputs = Wkv6Inputs {
+        r: prim(x.r),
+        k: prim(x.k),
+        v: prim(x.v),
+        w_raw: prim(x.w_raw),
+        u: prim(x.u),
+        initial_state: prim(x.initial_state),
+    };
+    let got = stepwise_backward::<F>(inputs, prim(d.dy), prim(d.d_state));
+    let want = d.seen.reference_gradients();
+    let tol = Tolerance { abs: 1e-9, rel: 1e-9 };
+    let pairs = [
+        (values::<4>(got.r), &want.r),
+        (values::<4>(got.k), &want.k),
+        (values::<4>(got.v), &want.v),
+        (values::<4>(got.w_raw), &want.w_raw),
+        (values::<2>(got.u), &want.u),
+        (values::<4>(got.initial_state), &want.initial_state),
+    ];
+    for (name, (g, w)) in NAMES.iter().zip(pairs) {
+        compare(&format!("stepwise {:?} d{name}", case.dims), &g, w, tol)?;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// The written-out tensor-op backward equals the reference backward (f64): odd T and T = 1,
+    /// several heads and batch rows, `w_raw` ∈ [-20, 5], with and without initial states.
+    #[test]
+    fn stepwise_backward_f64_equals_reference(case in cases(CaseConfig { time: 1..40, ..CaseConfig::wide() })) {
+        check_stepwise_f64(&case).map_err(TestCaseError::from)?;
     }
 }
 

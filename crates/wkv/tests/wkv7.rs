@@ -1,84 +1,24 @@
 //! WKV7: the reference backward equals finite differences of the reference forward (f64); the
-//! CPU kernel, the tensor-op formulation and the burn op (forward and gradients, through
-//! `Autodiff`) equal the reference over random shapes, decays from ~1 to ~0 (w_raw ∈ [-20, 5]),
-//! the model's removal vectors (a = −κ̂, b = κ̂·α) and random initial states; a sequence equals
-//! its steps one token at a time; bad shapes are typed errors.
+//! CPU kernel, the tensor-op formulation (forward, its autodiff and its written-out backward)
+//! and the burn op (forward and gradients, through `Autodiff`) equal the reference over random
+//! shapes, decays from ~1 to ~0 (w_raw ∈ [-20, 5]), the model's removal vectors (a = −κ̂,
+//! b = κ̂·α) and random initial states; a sequence equals its steps one token at a time; bad
+//! shapes are typed errors.
 
 use burn::backend::{Autodiff, NdArray};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, Tensor};
 use proptest::prelude::*;
 use visualrwkv_wkv::WkvError;
-use visualrwkv_wkv::testing::SplitMix;
+use visualrwkv_wkv::testing::wkv7::{self, Case, named};
 use visualrwkv_wkv::wkv7::reference::{self, Dims, Inputs};
 use visualrwkv_wkv::wkv7::{cpu, tensor_ops, wkv7, wkv7_step};
 
 type B = NdArray;
 type AB = Autodiff<NdArray>;
 
-/// A random problem in f64: `r, w_raw, k, v, a, b`, the initial state and the cotangents.
-#[derive(Clone, Debug)]
-struct Case {
-    dims: Dims,
-    x: [Vec<f64>; 6],
-    state: Vec<f64>,
-    dy: Vec<f64>,
-    d_state: Vec<f64>,
-}
-
-impl Case {
-    fn random(dims: Dims, seed: u64, w_raw: (f64, f64)) -> Self {
-        let mut g = SplitMix::new(seed);
-        let seq = dims.seq_len();
-        let (r, w, k, v) =
-            (g.vec(seq, -1.0, 1.0), g.vec(seq, w_raw.0, w_raw.1), g.vec(seq, -1.0, 1.0), g.vec(seq, -1.0, 1.0));
-        // a = −κ̂ and b = κ̂·α with κ̂ a unit vector per (b, t, h) and α ∈ [0, 1): the model's form,
-        // for which the state stays bounded.
-        let mut a = g.vec(seq, -1.0, 1.0);
-        let alpha = g.vec(seq, 0.0, 1.0);
-        for head in a.chunks_mut(dims.n) {
-            let norm = head.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
-            head.iter_mut().for_each(|x| *x /= -norm);
-        }
-        let b = a.iter().zip(&alpha).map(|(a, al)| -a * al).collect();
-        Self {
-            dims,
-            x: [r, w, k, v, a, b],
-            state: g.vec(dims.state_len(), -1.0, 1.0),
-            dy: g.vec(seq, -1.0, 1.0),
-            d_state: g.vec(dims.state_len(), -1.0, 1.0),
-        }
-    }
-
-    fn inputs<'a, F>(x: &'a [Vec<F>; 6], state: &'a [F]) -> Inputs<'a, F> {
-        Inputs { r: &x[0], w_raw: &x[1], k: &x[2], v: &x[3], a: &x[4], b: &x[5], initial_state: Some(state) }
-    }
-
-    fn f32(&self) -> ([Vec<f32>; 6], Vec<f32>) {
-        (self.x.clone().map(|v| to_f32(&v)), to_f32(&self.state))
-    }
-
-    fn reference(&self) -> reference::Output<f64> {
-        reference::forward(self.dims, Self::inputs(&self.x, &self.state)).unwrap()
-    }
-
-    fn reference_gradients(&self) -> reference::Gradients<f64> {
-        reference::backward(self.dims, Self::inputs(&self.x, &self.state), &self.dy, Some(&self.d_state)).unwrap()
-    }
-
-    fn tensors<BB: burn::tensor::backend::Backend>(&self) -> ([Tensor<BB, 4>; 6], Tensor<BB, 4>) {
-        let Dims { b, t, h, n } = self.dims;
-        let dev = Default::default();
-        let (x, s) = self.f32();
-        (x.map(|v| tensor(v, [b, t, h, n], &dev)), tensor(s, [b, h, n, n], &dev))
-    }
-}
-
-fn to_f32(v: &[f64]) -> Vec<f32> {
-    v.iter().map(|&x| x as f32).collect()
-}
-
-fn tensor<BB: burn::tensor::backend::Backend>(v: Vec<f32>, shape: [usize; 4], dev: &BB::Device) -> Tensor<BB, 4> {
-    Tensor::from_data(TensorData::new(v, shape), dev)
+/// The case's inputs as f32 tensors on the CPU.
+fn tensors_of<BB: burn::tensor::backend::Backend>(case: &Case) -> ([Tensor<BB, 4>; 6], Tensor<BB, 4>) {
+    case.tensors::<BB>(&Default::default(), DType::F32, DType::F32)
 }
 
 fn values<BB: burn::tensor::backend::Backend, const D: usize>(t: Tensor<BB, D>) -> Vec<f64> {
@@ -105,12 +45,7 @@ fn dims() -> impl Strategy<Value = Dims> {
 }
 
 fn cases() -> impl Strategy<Value = Case> {
-    (dims(), any::<u64>(), prop_oneof![Just((-20.0, 5.0)), Just((-6.0, 1.0)), Just((-0.6, -0.5))])
-        .prop_map(|(d, seed, w)| Case::random(d, seed, w))
-}
-
-fn gradients_of(g: &reference::Gradients<f64>) -> [(&'static str, &Vec<f64>); 7] {
-    [("r", &g.r), ("w_raw", &g.w_raw), ("k", &g.k), ("v", &g.v), ("a", &g.a), ("b", &g.b), ("state", &g.initial_state)]
+    wkv7::cases(dims())
 }
 
 /// The reference backward equals central finite differences of the f64 reference forward.
@@ -138,7 +73,7 @@ fn reference_backward_equals_finite_differences() {
                     loss(&x, &s)
                 };
                 let numeric = (bump(eps) - bump(-eps)) / (2.0 * eps);
-                let analytic = gradients_of(&g)[q].1[i];
+                let analytic = named(&g)[q].1[i];
                 assert!(
                     (numeric - analytic).abs() <= 1e-6 * (1.0 + numeric.abs()),
                     "{name}[{i}]: {analytic} vs {numeric}"
@@ -162,7 +97,7 @@ proptest! {
         let out = cpu::forward(case.dims, Case::inputs(&x, &s)).unwrap();
         close("y", &out.y.iter().map(|&v| f64::from(v)).collect::<Vec<_>>(), &want.y, 1e-4, 1e-4)?;
         let g = cpu::backward(case.dims, Case::inputs(&case.x, &case.state), &case.dy, Some(&case.d_state)).unwrap();
-        for ((name, got), (_, want)) in gradients_of(&g).into_iter().zip(gradients_of(&wg)) {
+        for ((name, got), (_, want)) in named(&g).into_iter().zip(named(&wg)) {
             close(name, got, want, 1e-9, 1e-9)?;
         }
     }
@@ -172,7 +107,7 @@ proptest! {
     #[test]
     fn tensor_ops_equal_reference(case in cases()) {
         let (want, wg) = (case.reference(), case.reference_gradients());
-        let (x, s) = case.tensors::<AB>();
+        let (x, s) = tensors_of::<AB>(&case);
         let x = x.map(|t| t.require_grad());
         let s = s.require_grad();
         let (y, state) = tensor_ops::forward(x.clone(), s.clone());
@@ -181,8 +116,21 @@ proptest! {
         let (dy, ds) = case_cotangents(&case);
         let grads = ((y * dy).sum() + (state * ds).sum()).backward();
         let got: Vec<Vec<f64>> = x.iter().chain([&s]).map(|t| values(t.grad(&grads).unwrap())).collect();
-        for ((name, want), got) in gradients_of(&wg).into_iter().zip(&got) {
+        for ((name, want), got) in named(&wg).into_iter().zip(&got) {
             close(name, got, want, 5e-4, 1e-3)?;
+        }
+    }
+
+    /// The written-out tensor-op backward (the kernels' fallback, no autodiff) equals the
+    /// reference backward.
+    #[test]
+    fn tensor_ops_backward_equals_reference(case in cases()) {
+        let wg = case.reference_gradients();
+        let (x, s) = tensors_of::<B>(&case);
+        let (dy, ds) = case.cotangents::<B>(&Default::default(), DType::F32, DType::F32);
+        let got = tensor_ops::backward(x, s, dy, ds);
+        for ((name, want), got) in named(&wg).into_iter().zip(got) {
+            close(name, &values(got), want, 5e-4, 1e-3)?;
         }
     }
 
@@ -191,7 +139,7 @@ proptest! {
     #[test]
     fn op_equals_reference(case in cases()) {
         let (want, wg) = (case.reference(), case.reference_gradients());
-        let (x, s) = case.tensors::<AB>();
+        let (x, s) = tensors_of::<AB>(&case);
         let x = x.map(|t| t.require_grad());
         let s = s.require_grad();
         let [r, w, k, v, a, b] = x.clone();
@@ -200,7 +148,7 @@ proptest! {
         let (dy, ds) = case_cotangents(&case);
         let grads = ((out.y * dy).sum() + (out.state * ds).sum()).backward();
         let got: Vec<Vec<f64>> = x.iter().chain([&s]).map(|t| values(t.grad(&grads).unwrap())).collect();
-        for ((name, want), got) in gradients_of(&wg).into_iter().zip(&got) {
+        for ((name, want), got) in named(&wg).into_iter().zip(&got) {
             close(name, got, want, 5e-4, 1e-3)?;
         }
     }
@@ -209,7 +157,7 @@ proptest! {
     #[test]
     fn sequence_equals_steps(case in cases()) {
         let Dims { b, t, h, n } = case.dims;
-        let (x, s) = case.tensors::<B>();
+        let (x, s) = tensors_of::<B>(&case);
         let [r, w, k, v, a, bb] = x.clone();
         let seq = wkv7(r, w, k, v, a, bb, Some(s.clone())).unwrap();
         let mut state = s;
@@ -227,9 +175,7 @@ proptest! {
 }
 
 fn case_cotangents(case: &Case) -> (Tensor<AB, 4>, Tensor<AB, 4>) {
-    let Dims { b, t, h, n } = case.dims;
-    let dev = Default::default();
-    (tensor(to_f32(&case.dy), [b, t, h, n], &dev), tensor(to_f32(&case.d_state), [b, h, n, n], &dev))
+    case.cotangents::<AB>(&Default::default(), DType::F32, DType::F32)
 }
 
 /// Mismatched shapes and empty sizes are typed errors naming the tensor.

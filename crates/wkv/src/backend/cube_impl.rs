@@ -14,10 +14,11 @@ use burn_fusion::stream::{Operation, OperationStreams};
 use burn_fusion::{Fusion, FusionBackend, FusionRuntime, FusionTensor};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 
-use super::{Wkv6Backend, Wkv6Gradients, Wkv6Inputs, chunked_backward, chunked_forward, step_via_forward};
+use super::{Wkv6Backend, Wkv6Gradients, Wkv6Inputs, chunked_forward, step_via_forward, stepwise_backward};
 
-/// The kernels, with the chunked formulation as the fallback for problems they refuse
-/// (see `visualrwkv_kernels::KernelError`).
+/// The kernels, with the chunked formulation (forward) and the written-out backward
+/// ([`stepwise_backward`]) as the fallbacks for problems they refuse (see
+/// `visualrwkv_kernels::KernelError`).
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> Wkv6Backend for CubeBackend<R, F, I, BT> {
     fn wkv6_forward(
         r: FloatTensor<Self>,
@@ -53,11 +54,11 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> Wkv6Backen
         x: Wkv6Inputs<Self>,
         dy: FloatTensor<Self>,
         d_state: FloatTensor<Self>,
-        chunk_len: usize,
+        _chunk_len: usize,
     ) -> Wkv6Gradients<Self> {
         match visualrwkv_kernels::backward(&x.r, &x.k, &x.v, &x.w_raw, &x.u, &x.initial_state, &dy, &d_state) {
             Ok(g) => Wkv6Gradients { r: g.r, k: g.k, v: g.v, w_raw: g.w_raw, u: g.u, initial_state: g.initial_state },
-            Err(_) => chunked_backward::<Self>(x, dy, d_state, chunk_len),
+            Err(_) => stepwise_backward::<Self>(x, dy, d_state),
         }
     }
 }
@@ -106,12 +107,13 @@ impl<B: FusionBackend + Wkv6Backend> Operation<B::FusionRuntime> for Wkv6FusionO
     }
 }
 
-/// Registers a WKV6 operation on `inputs`, with outputs shaped and typed like `like`.
-fn register<B: FusionBackend + Wkv6Backend>(
+/// Registers a custom operation on `inputs` in their fusion stream, with outputs shaped and typed
+/// like the inputs named by `like`; `op` makes the operation that runs from the description.
+pub(crate) fn register_custom<B: FusionBackend, O: Operation<B::FusionRuntime> + 'static>(
     name: &'static str,
-    kind: Kind,
     inputs: Vec<FusionTensor<B::FusionRuntime>>,
     like: &[usize],
+    op: impl FnOnce(CustomOpIr) -> O,
 ) -> Vec<FusionTensor<B::FusionRuntime>> {
     let client = inputs[0].client.clone();
     let mut streams = OperationStreams::default();
@@ -124,16 +126,26 @@ fn register<B: FusionBackend + Wkv6Backend>(
         .collect();
     let inputs: Vec<TensorIr> = inputs.into_iter().map(|x| x.into_ir()).collect();
     let desc = CustomOpIr::new(name, &inputs, &outputs);
-    let op = Wkv6FusionOp::<B> { desc: desc.clone(), kind, _backend: PhantomData };
-    client.register(streams, OperationIr::Custom(desc), op)
+    client.register(streams, OperationIr::Custom(desc.clone()), op(desc))
 }
 
-fn two<T>(mut v: Vec<T>) -> (T, T) {
+/// Registers a WKV6 operation on `inputs`, with outputs shaped and typed like `like`.
+fn register<B: FusionBackend + Wkv6Backend>(
+    name: &'static str,
+    kind: Kind,
+    inputs: Vec<FusionTensor<B::FusionRuntime>>,
+    like: &[usize],
+) -> Vec<FusionTensor<B::FusionRuntime>> {
+    register_custom::<B, _>(name, inputs, like, |desc| Wkv6FusionOp::<B> { desc, kind, _backend: PhantomData })
+}
+
+/// The two outputs of a forward or step operation.
+pub(crate) fn two<T>(mut v: Vec<T>) -> (T, T) {
     let second = v.pop();
     let first = v.pop();
     match (first, second) {
         (Some(a), Some(b)) => (a, b),
-        _ => unreachable!("a WKV6 fusion op registers two outputs"),
+        _ => unreachable!("a WKV forward fusion op registers two outputs"),
     }
 }
 
